@@ -1,0 +1,82 @@
+"""Checkpoints that survive a SIGKILL at any moment and never run code when loaded.
+
+Saving writes a temporary file in the same folder, fsyncs it, renames it over the target and fsyncs the folder: a
+reader sees the old file or the new one, never half of one. Loading always uses ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from typing import IO, Any
+
+import torch
+
+from zoo.errors import UserError
+
+FORMAT = "zoo-checkpoint/1"
+REQUIRED_KEYS = ("format", "model_name", "model", "optimizer", "epoch", "best_acc", "rng", "recipe")
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, truncated, unsafe or not ours."""
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary sibling of ``path`` for writing; on success it replaces ``path`` atomically."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def save_checkpoint(state: dict[str, Any], path: str) -> None:
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
+
+
+def load_checkpoint(path: str, map_location: Any = "cpu", model_name: str | None = None) -> dict[str, Any]:
+    """Load and validate a zoo checkpoint; every failure is a one-line CheckpointError."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"refusing to load {path}: it holds more than tensors and plain data, and loading "
+                              f"it could run code ({first[:160]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as exc:
+        raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint "
+                              f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a zoo checkpoint (expected format {FORMAT!r})")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is missing {', '.join(missing)}")
+    if model_name is not None and state["model_name"] != model_name:
+        raise CheckpointError(f"{path} holds model {state['model_name']!r}, not {model_name!r}")
+    return state
