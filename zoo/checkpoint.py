@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -66,9 +67,10 @@ def load_checkpoint(path: str, map_location: Any = "cpu", model_name: str | None
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"refusing to load {path}: it holds more than tensors and plain data, and loading "
-                              f"it could run code ({first[:160]})") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"it refers to {found.group(1)}" if found else "it is not plain data"
+        raise CheckpointError(f"refusing to load {path}: {what}; a weights-only load allows tensors and plain "
+                              f"data only, since anything else could run code") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as exc:
         raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint "
                               f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''})") from None

@@ -11,8 +11,10 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+from zoo.errors import UserError
 
-class UnknownModelError(KeyError):
+
+class UnknownModelError(UserError, KeyError):
     """Raised for a model name that is not registered; its message lists the choices."""
 
     def __str__(self) -> str:  # KeyError would wrap the message in quotes

@@ -119,7 +119,8 @@ def _all_reduce(values: list[float], device: torch.device) -> list[float]:
 
 
 def _versions() -> dict[str, str]:
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "zoo": zoo.__version__}
+    # str(): torch.__version__ is a TorchVersion, which a weights_only load refuses.
+    return {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__), "zoo": str(zoo.__version__)}
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -240,7 +241,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         total, trainable = zoo.count_parameters(model)
         log.info("%s: %s | %s data, %d train / %d test | %s loader, batch %d, %s lr %g | %s | params %s (%s trainable)"
                  " | pretrained: %s%s", cfg.model, spec.source, data.source, data.train_size, data.test_size,
-                 cfg.loader, data.train.batch_size if hasattr(data.train, "batch_size") else cfg.batch_size,
+                 cfg.loader, cfg.batch_size or spec.recipe.batch_size,
                  spec.recipe.optimizer, cfg.lr or spec.recipe.lr, device, f"{total:,}", f"{trainable:,}",
                  str(pretrained).lower(), f" | resuming after epoch {start_epoch}" if ckpt else "")
 
