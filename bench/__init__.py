@@ -1,0 +1,1 @@
+"""The benchmark harness: training throughput, inference latency, ONNX Runtime parity, comparison tables."""
