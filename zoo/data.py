@@ -146,23 +146,39 @@ def _normalizes(tf: Transforms) -> bool:
 class BatchTransform:
     """The recipe's transforms for a uint8 batch already on the device: no per-sample Python."""
 
+    uint8_resize: bool | None = None  # whether this device's interpolate takes uint8 (found on first use)
+
     def __init__(self, tf: Transforms, device: torch.device):
         self.tf = tf
         self.mean = torch.tensor(tf.mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
-        self.inv_std = 1.0 / torch.tensor(tf.std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(tf.std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
         if self.tf.resize and tuple(x.shape[-2:]) != tuple(self.tf.resize):
-            # PIL resizes the uint8 image and rounds back to uint8; doing the same keeps both paths equal.
-            x = F.interpolate(x, size=tuple(self.tf.resize), mode="bilinear", align_corners=False, antialias=True)
-            x = x.round_().clamp_(0, 255)
-        x = x.mul_(1.0 / 255.0)
+            x = self._resize(x)
+        x = x.float().div_(255)  # ToTensor divides (not multiplies by 1/255): keep the same rounding
         if self.tf.channels == 3 and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if _normalizes(self.tf):
-            x = (x - self.mean) * self.inv_std
+            x = (x - self.mean).div_(self.std)  # as transforms.Normalize: sub, then div
         return x.contiguous()
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        """Bilinear resize that matches PIL's on uint8 images (what the tutorial path does).
+
+        The CPU kernel for uint8 with antialias reproduces PIL bit for bit; where a device lacks it, resize in float
+        and round back to uint8 like PIL (at most one grey level off, on a few percent of pixels).
+        """
+        size = tuple(self.tf.resize)
+        if self.uint8_resize is not False:
+            try:
+                out = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+                self.uint8_resize = True
+                return out
+            except (RuntimeError, NotImplementedError):
+                self.uint8_resize = False
+        out = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+        return out.round_().clamp_(0, 255)
 
 
 # ---------------------------------------------------------------------------------------------------------------
