@@ -1,0 +1,90 @@
+"""Cross-check the harness's eager batch-1 p50 against torch.utils.benchmark.Timer.blocked_autorange().
+
+    python -m bench.crosscheck --models mlp,lenet [--device cpu] [--threads N] [--repeats 3]
+
+Both time the same module on the same fixed input under torch.inference_mode with the same thread count. The two
+are interleaved ``--repeats`` times and each side's median is compared, so a burst of load from another process
+hits both. Exit status 0 when every ratio is within ``--tolerance`` (15%), 1 when not, 2 on bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+
+import torch
+
+import zoo
+from bench.common import BenchContext, example_batch, prepare_model
+from bench.infer import measure_inference
+from zoo.engine import resolve_device
+from zoo.errors import UserError
+from zoo.registry import UnknownModelError
+
+
+def crosscheck(name: str, ctx: BenchContext, repeats: int = 3, min_run_time_s: float = 1.0) -> dict:
+    # Importing torch.utils.benchmark loads cpp_extension, which warns about CUDA_HOME on CPU-only machines.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    import torch.utils.benchmark as tbench
+
+    model, _ = prepare_model(name, ctx)
+    x = example_batch(name, 1, ctx.device, seed=ctx.seed)
+    harness_ms, timer_ms = [], []
+    for _ in range(repeats):
+        rows = measure_inference(name, model, ctx, batch_sizes=[1], backends=["eager"])
+        if rows[0]["status"] != "ok":
+            raise RuntimeError(f"{name}: eager measurement {rows[0]['status']}: {rows[0].get('reason')}")
+        harness_ms.append(rows[0]["p50_ms"])
+        timer = tbench.Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=torch.get_num_threads(),
+                             label=name, description="eager batch 1")
+        with torch.inference_mode():  # thread-local, and the Timer runs its loop in this thread
+            timer_ms.append(timer.blocked_autorange(min_run_time=min_run_time_s).median * 1e3)
+    h, t = statistics.median(harness_ms), statistics.median(timer_ms)
+    return {"model": name, "threads": torch.get_num_threads(), "harness_p50_ms": h, "timer_median_ms": t,
+            "ratio": h / t, "harness_runs_ms": harness_ms, "timer_runs_ms": timer_ms}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.crosscheck", description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="mlp,lenet", help="comma-separated zoo models (default mlp,lenet)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved harness/Timer rounds (default 3)")
+    p.add_argument("--tolerance", type=float, default=0.15, help="allowed |ratio - 1| (default 0.15)")
+    p.add_argument("--checkpoints", default="runs", help="folder with NAME/best.pt; random weights when absent")
+    args = p.parse_args(argv)
+    try:
+        if args.repeats < 1:
+            raise UserError("--repeats must be at least 1")
+        if args.threads is not None:
+            if args.threads < 1:
+                raise UserError("--threads must be at least 1")
+            torch.set_num_threads(args.threads)
+        names = [n.strip() for n in args.models.split(",") if n.strip()]
+        for n in names:
+            zoo.get_spec(n)
+        ctx = BenchContext(device=resolve_device(args.device), checkpoints=args.checkpoints)
+        results = [crosscheck(n, ctx, args.repeats) for n in names]
+    except (UserError, UnknownModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a measurement that broke: one line, not a traceback
+        print(f"error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
+              file=sys.stderr)
+        return 1
+    print(f"device {ctx.device.type}, torch threads {torch.get_num_threads()}, {args.repeats} interleaved rounds")
+    print(f"{'model':<18}{'harness p50 ms':>16}{'Timer median ms':>17}{'ratio':>8}  within {args.tolerance:.0%}")
+    ok = True
+    for r in results:
+        inside = abs(r["ratio"] - 1) <= args.tolerance
+        ok &= inside
+        print(f"{r['model']:<18}{r['harness_p50_ms']:>16.4f}{r['timer_median_ms']:>17.4f}{r['ratio']:>8.3f}  "
+              f"{'yes' if inside else 'NO'}")
+        runs = ", ".join(f"{h:.4f}/{t:.4f}" for h, t in zip(r["harness_runs_ms"], r["timer_runs_ms"]))
+        print(f"{'':<18}rounds (harness/Timer ms): {runs}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
