@@ -35,6 +35,7 @@ def relative_noise(rec: dict[str, Any], metric: str) -> float | None:
     if metric == "samples_per_s" and rec.get("samples_per_s_iqr") is not None and rec.get("samples_per_s"):
         return abs(rec["samples_per_s_iqr"] / rec["samples_per_s"])
     # Latency records carry the IQR of per-call latency; throughput derived from it has the same relative spread.
+    # For p99 this understates the tail's own noise: a p99 verdict is the least trustworthy one.
     if rec.get("iqr_ms") is not None and rec.get("p50_ms"):
         return abs(rec["iqr_ms"] / rec["p50_ms"])
     return None
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         print("note: the runs were made on different devices; changes reflect the hardware, not only the code")
     if bool(env_a.get("quick")) != bool(env_b.get("quick")):
         print("note: one run is --quick and the other is not; their settings differ")
+    elif env_a.get("quick"):
+        print("note: both runs are --quick: short timings whose spread understates run-to-run noise")
 
     result = compare(rec_a, rec_b, metrics)
     for metric, rows in result["tables"].items():

@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
 
     from bench.common import BenchContext, environment
-    from bench.report import write_index, write_results
+    from bench.report import write_index, write_plots, write_results
 
     dev_dir = os.path.join(args.out, device.type)
     ctx = BenchContext(device=device, quick=args.quick, data_root=args.data_root or "data",
@@ -372,13 +372,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{','.join(plan.phases)}{' [QUICK]' if plan.quick else ''} -> {dev_dir}", file=sys.stderr, flush=True)
     interrupted = False
     try:
-        for name in plan.models:
+        for i, name in enumerate(plan.models):
             records.extend(bench_model(name, ctx, plan, progress, debug=args.debug))
             env["wall_s"] = round(time.perf_counter() - t0, 1)
-            write_results(dev_dir, env, records)
+            # Tables after every model, so a crash keeps them; plots (slower to draw) once, at the end.
+            write_results(dev_dir, env, records, plots=i == len(plan.models) - 1)
             write_index(args.out)
     except KeyboardInterrupt:
         interrupted = True
+        if records:
+            write_plots(dev_dir, records)
     except UserError as exc:  # e.g. a data folder that breaks mid-run: one line, keep what was measured
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

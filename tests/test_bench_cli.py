@@ -43,6 +43,7 @@ def test_device_cuda_without_cuda_is_one_line_exit_2(tmp_path):
     (["--batch-sizes", "1,x"], "--batch-sizes"),
     (["--batch-sizes", "0"], "--batch-sizes"),
     (["--precisions", "fp8"], "unknown precision"),
+    (["--train-variants", "channels_first"], "unknown training variant"),
     (["--data-root", "/nonexistent/data"], "--data-root"),
     (["--checkpoints", "/nonexistent/runs"], "--checkpoints"),
     (["--bogus-flag"], "unrecognized arguments"),
@@ -170,6 +171,7 @@ def test_interrupt_keeps_what_was_measured(tmp_path, fakes, monkeypatch):
     assert rc == 130
     recs = _records(out)["records"]
     assert {r["model"] for r in recs} == {"mlp"} and any(r["phase"] == "infer" for r in recs)
+    assert os.path.exists(os.path.join(out, "cpu", "latency.png"))  # drawn for what was measured
     assert not [f for f in os.listdir(os.path.join(out, "cpu")) if f.endswith(".tmp")]
 
 
