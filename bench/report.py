@@ -194,6 +194,7 @@ def _env_block(env: dict[str, Any]) -> list[str]:
             ["onnxruntime", env.get("onnxruntime")], ["CUDA", env.get("cuda")], ["python", env.get("python")],
             ["platform", env.get("platform")], ["threads", threads], ["memory", _num(env.get("memory_gb"), " GB")],
             ["git commit", env.get("git_commit")], ["timestamp (UTC)", env.get("timestamp")],
+            ["wall time", _num(env.get("wall_s"), " s")],
             ["command", f"`{env['command']}`" if env.get("command") else None],
             ["quick", "YES" if env.get("quick") else "no"]]
     return lines + [_table([[k, "" if v is None else v] for k, v in rows if v not in (None, "")], ["setting", "value"])]

@@ -7,6 +7,7 @@ record, then the phases (train, infer, parity, and scale when bench.scale exists
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import shlex
@@ -353,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--data-root {args.data_root}: no such folder (use --synthetic to run without data)")
         if args.checkpoints is not None and not os.path.isdir(args.checkpoints):
             raise UserError(f"--checkpoints {args.checkpoints}: no such folder")
+        dev_dir = os.path.join(args.out, device.type)
+        try:  # find out now, not after the first model's measurements
+            os.makedirs(dev_dir, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--out {args.out}: cannot create {dev_dir} ({exc.strerror or exc})") from None
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -360,7 +366,6 @@ def main(argv: list[str] | None = None) -> int:
     from bench.common import BenchContext, environment
     from bench.report import write_index, write_plots, write_results
 
-    dev_dir = os.path.join(args.out, device.type)
     ctx = BenchContext(device=device, quick=args.quick, data_root=args.data_root or "data",
                        synthetic=args.synthetic, checkpoints=args.checkpoints or "runs", out_dir=dev_dir)
     env = environment(ctx)
@@ -368,12 +373,17 @@ def main(argv: list[str] | None = None) -> int:
     records: list[dict[str, Any]] = []
     progress = Progress(planned_measurements(plan))
     t0 = time.perf_counter()
-    print(f"bench: {len(plan.models)} models on {env.get('device_name')} ({device}), phases "
+    print(f"bench: {len(plan.models)} model{'s' if len(plan.models) != 1 else ''} on {env.get('device_name')} ({device}), phases "
           f"{','.join(plan.phases)}{' [QUICK]' if plan.quick else ''} -> {dev_dir}", file=sys.stderr, flush=True)
     interrupted = False
     try:
         for i, name in enumerate(plan.models):
             records.extend(bench_model(name, ctx, plan, progress, debug=args.debug))
+            gc.collect()  # the model is gone: its memory goes to the next one (AlexNet holds 57M parameters)
+            if device.type == "cuda":
+                import torch
+
+                torch.cuda.empty_cache()
             env["wall_s"] = round(time.perf_counter() - t0, 1)
             # Tables after every model, so a crash keeps them; plots (slower to draw) once, at the end.
             write_results(dev_dir, env, records, plots=i == len(plan.models) - 1)
@@ -385,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:  # e.g. a data folder that breaks mid-run: one line, keep what was measured
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the results cannot be written (disk full, folder removed): say so in one line
+        print(f"error: cannot write results under {dev_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     failed = sum(r.get("status") == "failed" for r in records)
     skipped = sum(r.get("status") == "skipped" for r in records)
     print(f"{'interrupted' if interrupted else 'done'} in {time.perf_counter() - t0:.0f} s: {len(records)} records "

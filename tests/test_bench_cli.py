@@ -47,9 +47,10 @@ def test_device_cuda_without_cuda_is_one_line_exit_2(tmp_path):
     (["--data-root", "/nonexistent/data"], "--data-root"),
     (["--checkpoints", "/nonexistent/runs"], "--checkpoints"),
     (["--bogus-flag"], "unrecognized arguments"),
+    (["--out", "/dev/null/results"], "--out"),
 ])
 def test_bad_arguments_are_one_line_exit_2(tmp_path, capsys, argv, expect):
-    assert run.main([*argv, "--device", "cpu", "--out", str(tmp_path)]) == 2
+    assert run.main(["--device", "cpu", "--out", str(tmp_path), *argv]) == 2
     assert expect in _one_error_line(capsys.readouterr().err)
     assert not os.listdir(tmp_path)
 
