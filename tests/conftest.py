@@ -1,0 +1,58 @@
+"""Shared fixtures: this checkout importable, a private torch hub cache, small training configs."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
+for path in (REPO, TESTS):  # `import zoo` from the checkout and `import helpers` from here
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_torch_home(tmp_path_factory):
+    """An empty TORCH_HOME for the whole session, so no developer's real ImageNet weights change a result.
+
+    Subprocesses inherit it through the environment; ``torch.hub.get_dir()`` in this process follows it because
+    the hub dir is re-pointed too (``set_dir`` wins over the variable once called).
+    """
+    home = tmp_path_factory.mktemp("torch_home")
+    old_env, old_dir = os.environ.get("TORCH_HOME"), torch.hub._hub_dir
+    os.environ["TORCH_HOME"] = str(home)
+    torch.hub.set_dir(str(home / "hub"))
+    yield str(home)
+    torch.hub._hub_dir = old_dir
+    if old_env is None:
+        os.environ.pop("TORCH_HOME", None)
+    else:
+        os.environ["TORCH_HOME"] = old_env
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """A fresh TORCH_HOME for one test (env and torch.hub), returned as a path string."""
+    home = tmp_path / "torch_home"
+    home.mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # get_dir() then derives $TORCH_HOME/hub
+    return str(home)
+
+
+@pytest.fixture
+def small_cfg(tmp_path):
+    """A factory of TrainConfig for quick in-process runs on synthetic data."""
+    from zoo.train import TrainConfig
+
+    def make(model: str = "lenet", **kw) -> TrainConfig:
+        base = dict(model=model, device="cpu", synthetic=True, out=str(tmp_path / "runs"), train_samples=256,
+                    test_samples=64, epochs=1, progress=False)
+        base.update(kw)
+        return TrainConfig(**base)
+
+    return make
