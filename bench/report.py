@@ -312,7 +312,7 @@ HOW_TO_READ = """\
 **How to read this.** Training throughput is the median samples/s over timed windows after warm-up: *seed* is the
 tutorial's own loop as first written (per-step host syncs), *tutorial* the same Dataset + DataLoader feeding the shared
 loop, *fast* the device-resident loader with batched transforms, and *compute* the model stepping over one batch that
-is already on the device (the ceiling any data path can reach). *fast vs seed* is the speedup this project brings;
+is already on the device (the ceiling any data path can reach). *fast vs seed* is what the shared loop gains over the tutorial code;
 *fast % of compute* says how much of that ceiling the fast loader reaches; *IQR %* is the worst relative interquartile
 range among the row's measurements, i.e. how noisy it is. Inference latency is per call for a whole batch (p50 = median,
 p99 = tail); samples/s = batch size / mean latency; *vs eager* = eager p50 / this backend's p50 at the same batch size.
