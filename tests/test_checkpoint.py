@@ -110,8 +110,15 @@ def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path, how):
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     msg = str(info.value)
-    assert "refusing to load" in msg and path in msg and "\n" not in msg
+    assert "refusing to load" in msg and "refers to" in msg and path in msg and "\n" not in msg
     assert not marker.exists() and not marker_dir.exists()
+    # The payload is live: an unsafe load would have run it (so the test above can fail).
+    if how == "torch.save":
+        torch.load(path, weights_only=False)
+    else:
+        with open(path, "rb") as f:
+            pickle.load(f)
+    assert marker.exists() and marker_dir.exists()
 
 
 def test_truncated_checkpoint(tmp_path):
