@@ -72,9 +72,10 @@ def load_checkpoint(path: str, map_location: Any = "cpu", model_name: str | None
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f"it refers to {found.group(1)}" if found else "it is not plain data"
-        raise CheckpointError(f"refusing to load {path}: {what}; a weights-only load allows tensors and plain "
-                              f"data only, since anything else could run code") from None
+        if not found:  # e.g. "Unsupported operand 205": garbage bytes, not a pickle that names code
+            raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint (unpickling failed)") from None
+        raise CheckpointError(f"refusing to load {path}: it refers to {found.group(1)}; a weights-only load allows "
+                              f"tensors and plain data only, since anything else could run code") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as exc:
         raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint "
                               f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''})") from None

@@ -8,6 +8,7 @@ states are restored. Under ``torchrun`` the same command trains with Distributed
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -151,6 +152,14 @@ def _trim_metrics(path: str, done_epochs: int) -> None:
     atomic_write_text(path, "".join(kept))
 
 
+def _remove_stale_temporaries(run_dir: str) -> None:
+    """Temporary files of saves that a SIGKILL interrupted (the targets themselves are intact)."""
+    for name in os.listdir(run_dir):
+        if name.startswith((".last.pt.", ".best.pt.", ".metrics.jsonl.")) and name.endswith(".tmp"):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(run_dir, name))
+
+
 def _append_line(path: str, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -231,10 +240,9 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     writer = None
     if is_main:
         os.makedirs(run_dir, exist_ok=True)
+        _remove_stale_temporaries(run_dir)
         if ckpt:
             _trim_metrics(metrics_path, start_epoch)
-        elif os.path.exists(metrics_path):
-            os.remove(metrics_path)  # --overwrite: a fresh run starts a fresh log
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(os.path.join(run_dir, "tb"), purge_step=start_epoch + 1 if ckpt else None)
@@ -291,7 +299,12 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
             "recipe": spec.as_dict(), "config": {k: getattr(cfg, k) for k in RESUME_KEYS},
             "pretrained": pretrained, "data": data.source, "versions": _versions(), "world_size": world,
         }
-        _append_line(metrics_path, record)  # before last.pt: a resume trims lines the checkpoint lacks
+        # Before last.pt: a resume trims lines the checkpoint lacks. A fresh (--overwrite) run replaces the old log
+        # only with its first good epoch, so a run that fails early leaves the kept checkpoint's log alone.
+        if epoch == start_epoch and not ckpt:
+            atomic_write_text(metrics_path, json.dumps(record) + "\n")
+        else:
+            _append_line(metrics_path, record)
         save_checkpoint(state, last_path)
         if is_best:
             save_checkpoint(state, best_path)
