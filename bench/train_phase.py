@@ -54,27 +54,28 @@ def _seed_step(model, optimizer, x, y, device) -> None:
 def _time_windows(step, device: torch.device, batch_size: int, *, quick: bool) -> dict[str, Any]:
     """Warm up, size windows to ~0.5 s (0.15 s quick), time them; samples/s median and IQR over windows.
 
-    Slow steps (AlexNet at batch 512 on a CPU takes seconds) get fewer, one-step windows: their one-off costs are
-    small against a step, and the spread across windows still shows.
+    Slow steps get fewer, one-step windows: the spread across windows still shows.
     """
     synchronize(device)
     t = time.perf_counter()
     step()  # the first call pays one-off costs (allocator growth, kernel selection)
     synchronize(device)
-    first = time.perf_counter() - t
-    warm_steps, warm_s = (1, 0.1) if quick else (2, 0.5)
-    if first > 2.0:
-        warm_steps, warm_s = 0, 0.0
-    t = time.perf_counter()
-    done = 0
-    while done < warm_steps or time.perf_counter() - t < warm_s:
-        step()
-        done += 1
-    synchronize(device)
-    t = time.perf_counter()
-    step()
-    synchronize(device)
     one = max(time.perf_counter() - t, 1e-6)
+    # Warm-up by count and time, then time one more step to size the windows. Slow steps (AlexNet at batch 512
+    # on a CPU takes seconds) skip it: their one-off costs are small against a step. --quick sizes from the first.
+    warm_steps, warm_s = (0, 0.05) if quick else (2, 0.5)
+    if one < (0.05 if quick else 2.0):
+        t = time.perf_counter()
+        done = 0
+        while done < warm_steps or time.perf_counter() - t < warm_s:
+            step()
+            done += 1
+        synchronize(device)
+        if not quick:
+            t = time.perf_counter()
+            step()
+            synchronize(device)
+            one = max(time.perf_counter() - t, 1e-6)
     target = 0.15 if quick else 0.5
     steps = max(1, round(target / one))
     windows = 3 if quick or one > 2.0 else 7
@@ -103,7 +104,8 @@ def measure_training(name: str, ctx: BenchContext, *, precisions: tuple[str, ...
     precision and each variant (e.g. ``{"channels_last": True}``, ``{"compile": "default"}``)."""
     spec = zoo.get_spec(name)
     device = ctx.device
-    bs = batch_size or (min(spec.recipe.batch_size, 64) if ctx.quick else spec.recipe.batch_size)
+    # --quick is a smoke run of every path: small batches, recorded in each row (never a silent change of a full run).
+    bs = batch_size or (min(spec.recipe.batch_size, 32) if ctx.quick else spec.recipe.batch_size)
     real = ctx.uses_real_data(name)
     train_flops = None
     out: list[dict[str, Any]] = []
