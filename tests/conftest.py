@@ -56,3 +56,9 @@ def small_cfg(tmp_path):
         return TrainConfig(**base)
 
     return make
+
+
+def pytest_addoption(parser):
+    # Registered here (the root conftest) so `pytest --benchmark-only --bench-device cuda` works from the repository
+    # root too; tests/benchmarks/conftest.py tolerates the option being registered already.
+    parser.addoption("--bench-device", default="cpu", help="device for the tests/benchmarks suite (cpu, cuda, mps)")
