@@ -19,7 +19,11 @@ from typing import Any
 from zoo.errors import UserError
 
 PHASES = ("train", "infer", "parity", "scale")
-DEFAULT_PHASES = ("train", "infer", "parity")
+DEFAULT_PHASES = ("train", "infer", "parity", "scale")
+QUICK_PHASES = ("train", "infer", "parity")
+# A full run also answers "does bf16 / channels_last / torch.compile beat eager fp32 on this device?" per model.
+DEFAULT_PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16"), "mps": ("fp32", "fp16")}
+DEFAULT_VARIANTS = "channels_last,compile"
 BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-cuda", "cuda_graph")
 ONNX_BACKENDS = ("onnxruntime", "onnxruntime-cuda")
 DEFAULT_BACKENDS = ("eager", "compile", "onnxruntime")
@@ -39,17 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
                             "and OUT/README.md.")
     p.add_argument("--device", default="auto", help="auto (default: cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--models", default="all", help="comma-separated zoo models, or all (default)")
-    p.add_argument("--phases", default=",".join(DEFAULT_PHASES),
-                   help=f"comma-separated phases from: {', '.join(PHASES)} (default: {','.join(DEFAULT_PHASES)})")
+    p.add_argument("--phases", help=f"comma-separated phases from: {', '.join(PHASES)} (default: "
+                                    f"{','.join(DEFAULT_PHASES)}; with --quick {','.join(QUICK_PHASES)})")
     p.add_argument("--backends", help="comma-separated inference backends from: " + ", ".join(BACKENDS) +
                    f" (default: {','.join(DEFAULT_BACKENDS)}, plus onnxruntime-cuda and cuda_graph on CUDA; "
                    f"with --quick: {','.join(QUICK_BACKENDS)})")
     p.add_argument("--batch-sizes", help="comma-separated inference batch sizes (default: 1 and the recipe's batch "
                                          f"size; with --quick 1 and min(recipe, {QUICK_MAX_BATCH}))")
-    p.add_argument("--precisions", default="fp32",
-                   help="training precisions: fp32, bf16, fp16 (default fp32; each other one adds a compute-bound row)")
-    p.add_argument("--train-variants", default="",
-                   help="extra compute-bound training rows: channels_last, compile or compile=MODE")
+    p.add_argument("--precisions",
+                   help="training precisions: fp32, bf16, fp16; each beyond fp32 adds a compute-bound row (default: "
+                        "fp32,bf16 on cpu, fp32,bf16,fp16 on cuda, fp32,fp16 on mps; with --quick fp32)")
+    p.add_argument("--train-variants",
+                   help="extra compute-bound training rows: channels_last, compile or compile=MODE, or none "
+                        f"(default: {DEFAULT_VARIANTS}; with --quick none)")
     p.add_argument("--checkpoints", help="folder of `python -m zoo.train` runs (NAME/best.pt); default runs/ when "
                                          "present, else random init")
     src = p.add_mutually_exclusive_group()
@@ -105,7 +111,8 @@ def make_plan(args: argparse.Namespace, device) -> Plan:
 
     models = zoo.list_models() if args.models.strip() == "all" else _choose("--models", args.models,
                                                                              zoo.list_models(), "model")
-    phases = _choose("--phases", args.phases, PHASES, "phase")
+    phases = _choose("--phases", args.phases or ",".join(QUICK_PHASES if args.quick else DEFAULT_PHASES), PHASES,
+                     "phase")
     if "scale" in phases and not _scale_available():
         raise UserError("phase 'scale' needs bench.scale.measure_scaling, which this checkout does not have")
     if args.backends is not None:
@@ -126,9 +133,11 @@ def make_plan(args: argparse.Namespace, device) -> Plan:
                 from None
         if not batch_sizes or batch_sizes[0] < 1:
             raise UserError(f"--batch-sizes must be comma-separated positive integers, not {args.batch_sizes!r}")
-    precisions = _choose("--precisions", args.precisions, list(PRECISIONS), "precision")
+    precisions_text = args.precisions or ("fp32" if args.quick else ",".join(DEFAULT_PRECISIONS[device.type]))
+    precisions = _choose("--precisions", precisions_text, list(PRECISIONS), "precision")
     variants: list[dict[str, Any]] = []
-    for item in _csv(args.train_variants):
+    variants_text = args.train_variants if args.train_variants is not None else ("" if args.quick else DEFAULT_VARIANTS)
+    for item in _csv("" if variants_text == "none" else variants_text):
         if item == "channels_last":
             variants.append({"channels_last": True})
         elif item == "compile" or item.startswith("compile="):
