@@ -51,45 +51,47 @@ def _seed_step(model, optimizer, x, y, device) -> None:
     outputs.argmax(1).eq(y).float().mean().item()
 
 
-def _time_windows(step, device: torch.device, batch_size: int, *, quick: bool) -> dict[str, Any]:
-    """Warm up, size windows to ~0.5 s (0.15 s quick), time them; samples/s median and IQR over windows.
+class _Row:
+    """One training configuration being timed: its step function and its window rates."""
 
-    Slow steps get fewer, one-step windows: the spread across windows still shows.
+    def __init__(self, fields: dict[str, Any], step):
+        self.fields, self.step = fields, step
+        self.steps_per_window, self.rates, self.slow = 1, [], False
+
+
+def _time_interleaved(rows: list[_Row], device: torch.device, batch_size: int, *, quick: bool) -> None:
+    """Warm every row up, size its windows to ~0.5 s (0.15 s quick), then time the windows round-robin.
+
+    Interleaving is what makes rows comparable on a shared machine: a slow spell (another process, a frequency
+    drop) lands on every row alike instead of on whichever row happened to run then. Slow steps (AlexNet at batch
+    512 on a CPU takes seconds) get no extra warm-up and three one-step windows.
     """
-    synchronize(device)
-    t = time.perf_counter()
-    step()  # the first call pays one-off costs (allocator growth, kernel selection)
-    synchronize(device)
-    one = max(time.perf_counter() - t, 1e-6)
-    # Warm-up by count and time, then time one more step to size the windows. Slow steps (AlexNet at batch 512
-    # on a CPU takes seconds) skip it: their one-off costs are small against a step. --quick sizes from the first.
-    warm_steps, warm_s = (0, 0.05) if quick else (2, 0.5)
-    if one < (0.05 if quick else 2.0):
-        t = time.perf_counter()
-        done = 0
-        while done < warm_steps or time.perf_counter() - t < warm_s:
-            step()
-            done += 1
+    for row in rows:
         synchronize(device)
-        if not quick:
+        t = time.perf_counter()
+        row.step()  # the first call pays one-off costs (allocator growth, kernel selection)
+        synchronize(device)
+        one = max(time.perf_counter() - t, 1e-6)
+        if one < (0.05 if quick else 2.0):
             t = time.perf_counter()
-            step()
+            while time.perf_counter() - t < (0.05 if quick else 0.5):
+                row.step()
+            synchronize(device)
+            t = time.perf_counter()
+            row.step()
             synchronize(device)
             one = max(time.perf_counter() - t, 1e-6)
-    target = 0.15 if quick else 0.5
-    steps = max(1, round(target / one))
-    windows = 3 if quick or one > 2.0 else 7
-    rates = []
+        row.steps_per_window = max(1, round((0.15 if quick else 0.5) / one))
+        row.slow = one > 2.0
+    windows = 3 if quick or any(r.slow for r in rows) else 7
     for _ in range(windows):
-        synchronize(device)
-        t = time.perf_counter()
-        for _ in range(steps):
-            step()
-        synchronize(device)
-        rates.append(steps * batch_size / (time.perf_counter() - t))
-    q1, med, q3 = np.percentile(rates, [25, 50, 75])
-    return {"samples_per_s": float(med), "samples_per_s_iqr": float(q3 - q1), "windows": windows,
-            "steps_per_window": steps}
+        for row in rows:
+            synchronize(device)
+            t = time.perf_counter()
+            for _ in range(row.steps_per_window):
+                row.step()
+            synchronize(device)
+            row.rates.append(row.steps_per_window * batch_size / (time.perf_counter() - t))
 
 
 def _steps_needed(quick: bool) -> int:
@@ -122,8 +124,8 @@ def measure_training(name: str, ctx: BenchContext, *, precisions: tuple[str, ...
         return make_loaders(spec, loader=kind, device=device, root=ctx.data_root, synthetic=not real,
                             batch_size=bs, seed=ctx.seed, train_samples=n, test_samples=1).train
 
-    def run_row(loader_name: str, precision: str = "fp32", channels_last: bool = False,
-                compile_mode: str | None = None) -> dict[str, Any]:
+    def build_row(loader_name: str, precision: str = "fp32", channels_last: bool = False,
+                  compile_mode: str | None = None) -> _Row | dict[str, Any]:
         nonlocal train_flops
         fields = dict(base, loader=loader_name, precision=precision, channels_last=channels_last, compile=compile_mode)
         try:
@@ -134,10 +136,7 @@ def measure_training(name: str, ctx: BenchContext, *, precisions: tuple[str, ...
                 model = model.to(memory_format=torch.channels_last)
             optimizer = build_optimizer(spec.recipe, model)
             opts = StepOptions(device, precision, channels_last)
-            net = model
-            compile_s = None
-            if compile_mode:
-                net = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
+            net = torch.compile(model, mode=None if compile_mode == "default" else compile_mode) if compile_mode else model
             if loader_name == "seed":
                 it = _host_batches_forever(loaders("tutorial"))
                 step = lambda: _seed_step(net, optimizer, *next(it), device)  # noqa: E731
@@ -149,30 +148,46 @@ def measure_training(name: str, ctx: BenchContext, *, precisions: tuple[str, ...
                 else:
                     it = _batches_forever(loaders(loader_name))
                     step = lambda: train_step(net, optimizer, *next(it), opts, stats)  # noqa: E731
-            if compile_mode:
+            if compile_mode:  # compile time on its own, before any timed window
                 t = time.perf_counter()
                 step()
                 synchronize(device)
-                compile_s = time.perf_counter() - t
-            with PeakMemory(device) as mem:
-                timing = _time_windows(step, device, bs, quick=ctx.quick)
-            row = record(name, device, "train", **fields, **timing, peak_mem_mb=mem.peak_mb,
-                         gflops_per_s=timing["samples_per_s"] * train_flops / 1e9, compile_s=compile_s)
+                fields["compile_s"] = time.perf_counter() - t
+            else:
+                step()  # fails here, not mid-measurement, if the configuration cannot run
+            return _Row(fields, step)
         except torch.OutOfMemoryError:
-            row = failure(name, device, "train", f"out of memory at batch {bs}", status="skipped", **fields)
+            return failure(name, device, "train", f"out of memory at batch {bs}", status="skipped", **fields)
         except Exception as exc:  # a failing variant is recorded, the run goes on
-            row = failure(name, device, "train", exc, **fields)
-        out.append(row)
-        return row
+            return failure(name, device, "train", exc, **fields)
 
-    for loader_name in rows:
-        run_row(loader_name)
-    for precision in precisions:
-        if precision != "fp32":
-            run_row("compute", precision=precision)
-    for variant in extra_variants:
-        run_row("compute", precision=variant.get("precision", "fp32"), channels_last=variant.get("channels_last", False),
-                compile_mode=variant.get("compile"))
+    configs = [dict(loader_name=r) for r in rows]
+    configs += [dict(loader_name="compute", precision=p) for p in precisions if p != "fp32"]
+    configs += [dict(loader_name="compute", precision=v.get("precision", "fp32"),
+                     channels_last=v.get("channels_last", False), compile_mode=v.get("compile"))
+                for v in extra_variants]
+    built = [build_row(**c) for c in configs]
+    timed = [b for b in built if isinstance(b, _Row)]
+    try:
+        with PeakMemory(device) as mem:
+            _time_interleaved(timed, device, bs, quick=ctx.quick)
+        error = None
+    except torch.OutOfMemoryError:
+        error = f"out of memory at batch {bs}"
+    except Exception as exc:
+        error = exc
+    for b in built:
+        if not isinstance(b, _Row):
+            out.append(b)
+        elif error is not None:
+            status = "skipped" if isinstance(error, str) else "failed"
+            out.append(failure(name, device, "train", error, status=status, **b.fields))
+        else:
+            q1, med, q3 = np.percentile(b.rates, [25, 50, 75])
+            out.append(record(name, device, "train", **b.fields, samples_per_s=float(med),
+                              samples_per_s_iqr=float(q3 - q1), windows=len(b.rates),
+                              steps_per_window=b.steps_per_window, peak_mem_mb=mem.peak_mb,
+                              gflops_per_s=float(med) * train_flops / 1e9))
 
     ok = {r["loader"]: r for r in out if r["status"] == "ok" and r["precision"] == "fp32"
           and not r["channels_last"] and not r["compile"]}
