@@ -64,7 +64,7 @@ def _time_interleaved(rows: list[_Row], device: torch.device, batch_size: int, *
 
     Interleaving is what makes rows comparable on a shared machine: a slow spell (another process, a frequency
     drop) lands on every row alike instead of on whichever row happened to run then. Slow steps (AlexNet at batch
-    512 on a CPU takes seconds) get no extra warm-up and three one-step windows.
+    512 on a CPU takes seconds) get no extra warm-up and five one-step windows.
     """
     for row in rows:
         synchronize(device)
@@ -83,7 +83,7 @@ def _time_interleaved(rows: list[_Row], device: torch.device, batch_size: int, *
             one = max(time.perf_counter() - t, 1e-6)
         row.steps_per_window = max(1, round((0.15 if quick else 0.5) / one))
         row.slow = one > 2.0
-    windows = 3 if quick or any(r.slow for r in rows) else 7
+    windows = 3 if quick else 5 if any(r.slow for r in rows) else 7
     for _ in range(windows):
         for row in rows:
             synchronize(device)
