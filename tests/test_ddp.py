@@ -127,3 +127,24 @@ def test_single_process_resume_of_a_ddp_checkpoint(ddp, tmp_path, small_cfg):
         train_step(model, opt, x, y, StepOptions(torch.device("cpu")))
     assert_same_tensors(resumed["model"], model.state_dict(), "resumed vs by hand")
     assert_same_tensors(resumed["optimizer"], opt.state_dict(), "optimizer")
+
+
+def test_ddp_reproduces_the_single_process_run(ddp, tmp_path, small_cfg):
+    """The recipe's batch is the global batch: two ranks of 32 take the same steps as one process of 64, so the
+    weights agree up to the order of float additions in the gradient all-reduce."""
+    runs, run_dir, _ = ddp
+    assert runs["plain"].returncode == 0, runs["plain"].stderr
+    fit(small_cfg("lenet", epochs=2, train_samples=512, test_samples=128, out=str(tmp_path)))
+    single = load_checkpoint(str(tmp_path / "lenet" / "last.pt"))["model"]
+    distributed = load_checkpoint(os.path.join(run_dir, "last.pt"))["model"]
+    for key in single:
+        assert torch.allclose(single[key], distributed[key], rtol=0, atol=1e-4), key
+
+
+def test_a_batch_that_does_not_split_over_the_ranks_is_one_line(tmp_path):
+    args = [a if a != "2" else "1" for a in ARGS]  # one epoch is enough to fail
+    proc = subprocess.run([*TORCHRUN, "-m", "zoo.train", *args, "--batch-size", "63", "--out", str(tmp_path)],
+                          cwd=REPO, env=cli_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "error: batch size 63 does not split evenly over 2 processes" in proc.stderr
+    assert not (tmp_path / "lenet" / "last.pt").exists()

@@ -228,8 +228,15 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         _set_rng_state(ckpt["rng"], device)
         best_acc = ckpt["best_acc"]
 
+    # The batch size is the recipe's global batch: under DDP each rank takes batch/world of the same seeded
+    # permutation, so step i sees exactly the samples of single-process step i and the averaged gradient is the
+    # same update: torchrun reproduces the tutorial's optimisation instead of changing its batch and step count.
+    global_batch = cfg.batch_size or spec.recipe.batch_size
+    if global_batch % world:
+        raise UserError(f"batch size {global_batch} does not split evenly over {world} processes; pass a "
+                        f"--batch-size divisible by {world}")
     data = make_loaders(spec, loader=cfg.loader, device=device, root=cfg.data_root, synthetic=cfg.synthetic,
-                        download=cfg.download and is_main, batch_size=cfg.batch_size, seed=cfg.seed,
+                        download=cfg.download and is_main, batch_size=global_batch // world, seed=cfg.seed,
                         train_samples=cfg.train_samples, test_samples=cfg.test_samples, rank=rank, world_size=world)
     net: nn.Module = model
     if world > 1:
