@@ -43,15 +43,28 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def build_optimizer(recipe: Recipe, model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
-    """The recipe's optimizer over the parameters that train (frozen backbones are left out)."""
+def build_optimizer(recipe: Recipe, model: nn.Module, lr: float | None = None,
+                    fused: bool = True) -> torch.optim.Optimizer:
+    """The recipe's optimizer over the parameters that train (frozen backbones are left out).
+
+    ``fused=True`` takes PyTorch's fused kernel where the device has one: on CPU, plain AdamW falls back to a
+    per-tensor Python loop (0.38 s per step for AlexNet's 57M parameters here, 0.026 s fused). Same algorithm and
+    hyper-parameters; the tutorials' own code (the bench's ``seed`` row) uses ``fused=False``.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     lr = recipe.lr if lr is None else lr
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=recipe.weight_decay)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+        cls, kwargs = torch.optim.SGD, {"lr": lr, "momentum": recipe.momentum, "weight_decay": recipe.weight_decay}
+    elif recipe.optimizer == "adamw":
+        cls, kwargs = torch.optim.AdamW, {"lr": lr, "weight_decay": recipe.weight_decay}
+    else:
+        raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+    if fused:
+        try:
+            return cls(params, fused=True, **kwargs)
+        except (RuntimeError, ValueError, TypeError):  # no fused kernel for this device or torch version
+            pass
+    return cls(params, **kwargs)
 
 
 @dataclass
