@@ -84,9 +84,9 @@ def _time_interleaved(rows: list[_Row], device: torch.device, batch_size: int, *
             one = max(time.perf_counter() - t, 1e-6)
         row.steps_per_window = max(1, round((0.15 if quick else 0.5) / one))
         row.slow = one > 2.0
-    windows = 3 if quick else 5 if any(r.slow for r in rows) else 7
-    for _ in range(windows):
-        for row in rows:
+    windows = 3 if quick else 5 if any(r.slow for r in rows) else 9
+    for w in range(windows):
+        for row in rows[w % len(rows):] + rows[:w % len(rows)]:  # rotate: no row always runs first or last
             synchronize(device)
             t = time.perf_counter()
             for _ in range(row.steps_per_window):
