@@ -5,7 +5,6 @@ Reads records only (the contract in bench.common), never measures. Re-render a r
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import glob
 import io
@@ -17,7 +16,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from zoo.checkpoint import atomic_open, atomic_write_text
+from zoo.checkpoint import atomic_write_text
 
 PARITY_TOLERANCE = 1e-4
 LOADERS = ("seed", "tutorial", "fast", "compute")
@@ -56,14 +55,6 @@ def csv_text(records: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _readable(path: str) -> None:
-    """atomic_open's temp file is private (0600); result files are for everyone the umask allows."""
-    umask = os.umask(0)
-    os.umask(umask)
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o666 & ~umask)
-
-
 def write_results(out_dir: str, env: dict[str, Any], records: list[dict[str, Any]], *, plots: bool = True
                   ) -> list[str]:
     """Write results.json, results.csv, summary.md (and the plots) into ``out_dir``, each atomically."""
@@ -74,9 +65,10 @@ def write_results(out_dir: str, env: dict[str, Any], records: list[dict[str, Any
     written = []
     for fname, body in texts.items():
         atomic_write_text(os.path.join(out_dir, fname), body)
-        _readable(os.path.join(out_dir, fname))
         written.append(os.path.join(out_dir, fname))
     if plots:
+        from bench.plots import write_plots  # matplotlib only when plots are drawn
+
         written += write_plots(out_dir, records)
     return written
 
@@ -127,7 +119,6 @@ def write_index(out_root: str) -> str:
         body.append("_No results yet: run `python -m bench.run`._")
     path = os.path.join(out_root, "README.md")
     atomic_write_text(path, "\n".join(body) + "\n")
-    _readable(path)
     return path
 
 
@@ -367,79 +358,6 @@ def _base_train(records) -> list[dict]:
 
 def _has_train(records) -> bool:
     return bool(_base_train(records))
-
-
-def _latency_figure(plt, records):
-    infer = [r for r in _phase(records, "infer") if _ok(r) and r.get("p50_ms") and r.get("batch_size")]
-    if not infer:
-        return None
-    models = list(dict.fromkeys(r["model"] for r in infer))
-    ncols = min(3, len(models))
-    fig, axes = plt.subplots(math.ceil(len(models) / ncols), ncols, figsize=(4.2 * ncols, 3.3 * math.ceil(
-        len(models) / ncols)), squeeze=False,
-                             layout="constrained")
-    for ax, model in zip(axes.flat, models):
-        mine = [r for r in infer if r["model"] == model]
-        for b in dict.fromkeys((r["backend"], r.get("precision") or "fp32") for r in mine):
-            pts = sorted((r["batch_size"], r["p50_ms"]) for r in mine
-                         if (r["backend"], r.get("precision") or "fp32") == b)
-            ax.plot(*zip(*pts), marker="o", label=b[0] if b[1] == "fp32" else f"{b[0]} {b[1]}")
-        ax.set(title=model, xlabel="batch size", ylabel="p50 latency (ms)", yscale="log")
-        sizes = sorted({r["batch_size"] for r in mine})
-        if len(sizes) > 1:
-            ax.set_xscale("log", base=2)
-        ax.set_xticks(sizes, [str(b) for b in sizes])
-        ax.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(models):]:
-        ax.set_visible(False)
-    return fig
-
-
-def _train_figure(plt, records):
-    train = _base_train(records)
-    if not train:
-        return None
-    models = list(dict.fromkeys(r["model"] for r in train))
-    loaders = _ordered([r.get("loader") for r in train], LOADERS)
-    width = 0.8 / len(loaders)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(models)), 3.8))
-    for i, loader in enumerate(loaders):
-        vals = {r["model"]: r["samples_per_s"] for r in train if r.get("loader") == loader}
-        xs = [j + (i - (len(loaders) - 1) / 2) * width for j, m in enumerate(models) if m in vals]
-        ax.bar(xs, [vals[m] for m in models if m in vals], width, label=str(loader))
-    ax.set_xticks(range(len(models)), models, rotation=20)
-    ax.set(ylabel="training samples/s", yscale="log", title="Training throughput by data path (fp32)")
-    ax.grid(True, axis="y", which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    return fig
-
-
-def write_plots(out_dir: str, records: list[dict[str, Any]]) -> list[str]:
-    """Latency p50 vs batch size per backend (one panel per model) and training throughput per loader.
-
-    A plot without data is not drawn, and a stale one from an earlier run is removed.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    for fname, draw in ((LATENCY_PNG, _latency_figure), (TRAIN_PNG, _train_figure)):
-        path = os.path.join(out_dir, fname)
-        fig = draw(plt, records)
-        if fig is None:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-            continue
-        with atomic_open(path, "wb") as f:
-            fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        _readable(path)
-        written.append(path)
-    return written
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -373,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
 
     from bench.common import BenchContext, environment
-    from bench.report import write_index, write_plots, write_results
+    from bench.plots import write_plots
+    from bench.report import write_index, write_results
 
     ctx = BenchContext(device=device, quick=args.quick, data_root=args.data_root or "data",
                        synthetic=args.synthetic, checkpoints=args.checkpoints or "runs", out_dir=dev_dir)

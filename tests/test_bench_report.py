@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from bench import compare, report
+from bench import compare, plots, report
 
 
 def _env(device="cpu", quick=False, **kw):
@@ -125,11 +125,11 @@ def test_writes_are_atomic(tmp_path):
 
 
 def test_plots_skip_missing_phases_and_remove_stale_ones(tmp_path):
-    written = report.write_plots(str(tmp_path), sample_records())
+    written = plots.write_plots(str(tmp_path), sample_records())
     assert sorted(os.path.basename(p) for p in written) == ["latency.png", "train_throughput.png"]
     assert (tmp_path / "latency.png").read_bytes()[:4] == b"\x89PNG"
     only_failed = [_infer("mlp", "eager", 1, None, status="failed", reason="boom")]
-    assert report.write_plots(str(tmp_path), only_failed) == []
+    assert plots.write_plots(str(tmp_path), only_failed) == []
     assert not (tmp_path / "latency.png").exists() and not (tmp_path / "train_throughput.png").exists()
 
 
