@@ -9,7 +9,6 @@ scaling_efficiency = samples/s(N) / (N x samples/s(1)).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import subprocess
@@ -30,6 +29,7 @@ WORKER_TIMEOUT_S = 900
 def _worker(argv: list[str]) -> int:
     import torch.distributed as dist
 
+    from bench.train_phase import _batches_forever
     from zoo.data import make_loaders
     from zoo.engine import StepOptions, build_optimizer, resolve_device, synchronize, train_step
     from zoo.train import _init_distributed
@@ -55,7 +55,7 @@ def _worker(argv: list[str]) -> int:
     bs = args.batch_size
     data = make_loaders(spec, loader="fast", device=device, root=args.data_root, synthetic=args.synthetic,
                         batch_size=bs, train_samples=bs * world * 64, test_samples=1, rank=rank, world_size=world)
-    batches = itertools.chain.from_iterable(data.train.batches(e) for e in itertools.count())
+    batches = _batches_forever(data.train)
 
     def step():
         train_step(net, optimizer, *next(batches), opts)
