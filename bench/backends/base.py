@@ -1,0 +1,56 @@
+"""The inference backend interface. The infer phase treats every backend alike: no special case by name.
+
+Life of a backend for one model: ``available(device)`` (None, or why not, with the install command), then
+``prepare()`` once (compile, export, session creation, quantization, graph capture: its seconds go to ``compile_s``),
+then per batch size ``bind(x)`` gives the callable that is timed, and ``predict(x)`` gives logits for the accuracy
+columns (untimed). The timing loop calls ``sync()`` after every call so queued device work is counted where it was
+queued; every backend is timed by the same clock (bench.timing). Adding a backend is one module plus one line in
+``bench.backends.BACKENDS``.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from bench.context import BenchContext, ModelSession
+from zoo.engine import synchronize
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+    precision: ClassVar[str] = "fp32"
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps")
+    extra: ClassVar[str | None] = None  # the pyproject extra that installs its package: pip install -e ".[extra]"
+
+    def __init__(self, session: ModelSession, ctx: BenchContext):
+        self.session, self.ctx = session, ctx
+        self.fields: dict[str, Any] = {}  # extra record fields (provider, note, threads ...)
+
+    @classmethod
+    def available(cls, device: torch.device) -> str | None:
+        """None when this backend can run on ``device`` with this install, else one line saying why (and how)."""
+        if device.type not in cls.devices:
+            return f"{cls.name} runs on {', '.join(cls.devices)}, not {device.type}"
+        return None
+
+    def prepare(self) -> float:
+        """One-off setup before any timing; returns its seconds (reported as compile_s)."""
+        return 0.0
+
+    @abstractmethod
+    def bind(self, x: torch.Tensor) -> Callable[[], Any]:
+        """A callable running one inference on ``x`` (the fixed input of one batch size), as a deployed caller would
+        pay for it: an input copy a real caller makes is inside the callable."""
+
+    @abstractmethod
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for ``x`` as a CPU float tensor (untimed; used for accuracy, agreement and max abs diff)."""
+
+    def sync(self) -> None:
+        """Wait for every piece of work this backend queued on the device."""
+        synchronize(self.ctx.device)
+
+    def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
+        """Free what prepare() made (sessions, graphs, compiled artifacts)."""

@@ -1,0 +1,1 @@
+"""Benchmark phases, registered in PHASES (filled by bench.phases modules)."""

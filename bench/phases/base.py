@@ -1,0 +1,33 @@
+"""The phase interface: a phase plans its rows, measures one model into records, and owns its failure handling.
+
+Adding a phase is one new module with a ``Phase`` subclass plus one line in ``bench.phases.PHASES``.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from bench.context import BenchContext, ModelSession
+from bench.records import Record
+
+
+class Phase(ABC):
+    name: ClassVar[str]
+    record_type: ClassVar[type[Record]]
+    in_quick: ClassVar[bool] = True  # part of a --quick run by default
+    in_default: ClassVar[bool] = True  # part of a plain run by default
+
+    @abstractmethod
+    def planned_rows(self, name: str, ctx: BenchContext) -> int:
+        """How many records this phase will write for model ``name`` (progress, ETA and 'incomplete' accounting)."""
+
+    @abstractmethod
+    def run(self, session: ModelSession, ctx: BenchContext) -> list[Record]:
+        """Every record of this phase for one model. A row that cannot be measured is a failed or skipped record
+        with its reason; the run goes on. Only bugs escape (the driver turns them into ``failed`` below)."""
+
+    def failed(self, session: ModelSession, ctx: BenchContext, exc: BaseException) -> list[Record]:
+        """Records for a phase that raised: one failed row, unless a phase knows its planned rows' keys."""
+        from bench.records import not_ok
+
+        return [not_ok(self.record_type, session.name, ctx.device.type, exc)]

@@ -1,0 +1,360 @@
+"""The record vocabulary of bench/: one typed record per phase, the key that names it across runs, the names of rows,
+backends and tolerances. Every other bench module (phases, report, plots, compare) speaks through these types.
+
+A record is one row of a table. JSON, CSV and Markdown are renderings of the same records; a field a record holds is
+never recomputed by a reader. ``results.json`` is ``{"schema_version": N, "env": RunEnv, "records": [Record...]}``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+SCHEMA_VERSION = 2
+STATUSES = ("ok", "skipped", "failed")
+
+# The training ladder, in order: each rung adds one thing to the rung before it, so a reader sees what each is worth.
+TRAIN_LADDER = ("tutorial_loop", "fused_optimizer", "no_host_read", "fast_untuned", "fast", "compute")
+TRAIN_ROWS = {
+    "tutorial_loop": "the tutorial's own loop, as its code does it (DataLoader, default optimizer, its host reads, "
+                     "prints and TensorBoard writes per step)",
+    "fused_optimizer": "the tutorial's loop with PyTorch's fused optimizer kernel",
+    "no_host_read": "the shared loop's step on the tutorial's DataLoader: no per-step host read, print or write",
+    "fast_untuned": "the shared loop's step on the device-resident loader, default execution choices",
+    "fast": "the shared loop's step on the device-resident loader, with the exact-step tuner's choice",
+    "compute": "the same step on one batch already on the device: the bound no data path can beat",
+}
+# Inference backends in table order. bench.backends registers an implementation for each name it supports.
+BACKEND_NAMES = ("eager", "compile", "cuda_graph", "aot_inductor", "onnxruntime", "onnxruntime-cuda",
+                 "onnxruntime-int8", "onnxruntime-int8-dynamic", "openvino", "tensorrt")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+PARITY_ABS_TOLERANCE = 1e-4
+# Accuracy change against eager fp32 (percentage points) a backend row may show before it is flagged.
+ACCURACY_BUDGET_PTS = {"fp32": 0.1, "bf16": 0.5, "fp16": 0.5, "int8": 1.0}
+# A percentile is printed only when it rests on enough calls: at least 10 / (1 - q) (p90: 100, p99: 1000).
+PERCENTILE_MIN_CALLS = {50: 10, 90: 100, 99: 1000}
+THROUGHPUT_DEFINITION = ("samples/s = batch size / median seconds per call (inference) or the median over timed "
+                         "windows of samples stepped / window seconds (training); every 'vs' ratio divides medians")
+
+
+def min_calls_for(q: int) -> int:
+    return PERCENTILE_MIN_CALLS[q]
+
+
+@dataclass
+class Record:
+    """Fields every row has. ``PHASE`` names the table; ``KEY`` the fields that identify a row within it."""
+
+    PHASE: ClassVar[str] = ""
+    KEY: ClassVar[tuple[str, ...]] = ()
+
+    model: str = ""
+    device: str = ""
+    status: str = "ok"  # one of STATUSES
+    reason: str | None = None  # why, when not ok
+
+    @property
+    def phase(self) -> str:
+        return self.PHASE
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def key(self) -> tuple:
+        """What was measured, independent of the result: matches the same row across runs."""
+        return (self.model, self.PHASE, *(getattr(self, f) for f in self.KEY))
+
+    def describe(self) -> str:
+        """A short label of the row's key fields beyond model and phase, e.g. ``fast b=64 bf16 channels_last``."""
+        parts = []
+        for name in self.KEY:
+            value = getattr(self, name)
+            if value in (None, False, "", "fp32"):
+                continue
+            if value is True:
+                parts.append(name)
+            elif name == "batch_size":
+                parts.append(f"b={value}")
+            elif name == "processes":
+                parts.append(f"procs={value}")
+            elif name == "compile":
+                parts.append(f"compile={value}")
+            else:
+                parts.append(str(value))
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"phase": self.PHASE, **dataclasses.asdict(self)}
+
+
+@dataclass
+class ModelRecord(Record):
+    PHASE: ClassVar[str] = "model"
+
+    dataset: str | None = None
+    input_shape: str | None = None  # "CxHxW"
+    params_total: int | None = None
+    params_trainable: int | None = None
+    flops_per_sample: float | None = None  # forward, torch.utils.flop_counter
+    train_flops_per_sample: float | None = None  # forward + backward
+    weights: str | None = None  # "checkpoint" | "random"
+    checkpoint: str | None = None
+    checkpoint_acc: float | None = None
+    pretrained: bool = False
+    data: str | None = None  # "real" | "synthetic"
+
+
+@dataclass
+class TrainRecord(Record):
+    PHASE: ClassVar[str] = "train"
+    KEY: ClassVar[tuple[str, ...]] = ("row", "batch_size", "precision", "channels_last", "compile")
+
+    row: str | None = None  # one of TRAIN_LADDER
+    batch_size: int | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: str | None = None  # torch.compile mode, or None
+    data: str | None = None
+    quick: bool = False
+    threads: int | None = None
+    tuned: dict[str, Any] | None = None  # the tuner's choice for "fast" (and the compute row it bounds)
+    samples_per_s: float | None = None  # median over windows
+    samples_per_s_iqr: float | None = None
+    window_rates: list[float] = field(default_factory=list)  # raw samples: samples/s of every timed window
+    windows: int | None = None
+    steps_per_window: int | None = None
+    samples_stepped: int | None = None  # samples actually stepped in the timed windows (short batches counted)
+    compile_s: float | None = None
+    peak_mem_mb: float | None = None  # this row's peak (CUDA allocated; CPU RSS high-water mark reset per row)
+    mem_delta_mb: float | None = None  # the peak above the row's starting point
+    gflops_per_s: float | None = None
+    pct_of_peak: float | None = None  # achieved FLOP/s / the device's measured peak (env), as a fraction
+    speedup_vs_tutorial_loop: float | None = None
+    rung_gain: float | None = None  # samples/s over the previous ladder rung's
+    fraction_of_compute: float | None = None  # samples/s over the compute bound's (same precision and variant)
+    above_bound: bool = False  # above its compute bound by more than the noise: flagged, never a "% of compute"
+    speedup_vs_fp32_compute: float | None = None
+
+
+@dataclass
+class InferRecord(Record):
+    PHASE: ClassVar[str] = "infer"
+    KEY: ClassVar[tuple[str, ...]] = ("backend", "batch_size", "precision")
+
+    backend: str | None = None  # one of BACKEND_NAMES
+    batch_size: int | None = None
+    precision: str = "fp32"
+    threads: int | None = None
+    clock: str | None = None  # how a call was timed, e.g. "perf_counter, device sync per call"
+    n_calls: int | None = None
+    latencies_ms: list[float] = field(default_factory=list)  # raw samples, one per timed call
+    p50_ms: float | None = None
+    p90_ms: float | None = None  # None when n_calls < PERCENTILE_MIN_CALLS[90]
+    p99_ms: float | None = None  # None when n_calls < PERCENTILE_MIN_CALLS[99]
+    max_ms: float | None = None
+    mean_ms: float | None = None
+    iqr_ms: float | None = None
+    samples_per_s: float | None = None  # batch_size / median seconds per call
+    speedup_vs_eager: float | None = None  # eager fp32 p50 / this p50, same batch size
+    gflops_per_s: float | None = None
+    pct_of_peak: float | None = None
+    compile_s: float | None = None  # one-off cost: compile, session creation, quantization, capture
+    peak_mem_mb: float | None = None
+    mem_delta_mb: float | None = None
+    provider: str | None = None
+    note: str | None = None
+    # Accuracy on the same row as latency (over the test split, or a stated prefix of it).
+    data: str | None = None  # "real" | "synthetic"
+    weights: str | None = None  # "checkpoint" | "random"
+    accuracy: float | None = None
+    accuracy_delta_pts: float | None = None  # accuracy - eager fp32 accuracy, percentage points
+    argmax_agreement: float | None = None  # with eager fp32
+    agreement_samples: int | None = None
+    max_abs_diff: float | None = None  # logits against eager fp32
+    accuracy_budget_pts: float | None = None
+    accuracy_ok: bool | None = None  # |delta| within the budget
+
+
+@dataclass
+class ParityRecord(Record):
+    PHASE: ClassVar[str] = "parity"
+    KEY: ClassVar[tuple[str, ...]] = ("backend",)
+
+    backend: str = "onnxruntime"
+    opset: int | None = None
+    exporter: str | None = None
+    exporter_fallback_reason: str | None = None
+    export_s: float | None = None
+    onnx_mb: float | None = None
+    onnx_path: str | None = None
+    checker: str | None = None
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
+    max_abs_diff_b1_b3: float | None = None
+    tolerance: float = PARITY_ABS_TOLERANCE
+    parity_ok: bool | None = None
+    dynamic_batch_ok: bool | None = None
+    argmax_agreement: float | None = None
+    agreement_samples: int | None = None
+    data: str | None = None
+
+
+@dataclass
+class ScaleRecord(Record):
+    PHASE: ClassVar[str] = "scale"
+    KEY: ClassVar[tuple[str, ...]] = ("processes", "batch_size")
+
+    processes: int | None = None
+    batch_size: int | None = None  # per process
+    batch_size_global: int | None = None
+    dist_backend: str | None = None  # "gloo" | "nccl"
+    threads_per_process: int | None = None
+    data: str | None = None
+    quick: bool = False
+    samples_per_s: float | None = None
+    samples_per_s_iqr: float | None = None
+    window_rates: list[float] = field(default_factory=list)
+    windows: int | None = None
+    steps_per_window: int | None = None
+    ideal: str | None = None  # how the ideal is defined for this setup, e.g. "N x rate(1)" or "rate(1), same cores"
+    ideal_samples_per_s: float | None = None
+    scaling_efficiency: float | None = None  # samples_per_s / ideal_samples_per_s
+
+
+@dataclass
+class TtaRecord(Record):
+    """Time to accuracy: train from scratch until the test accuracy first reaches ``target_acc``."""
+
+    PHASE: ClassVar[str] = "tta"
+    KEY: ClassVar[tuple[str, ...]] = ("row", "target_acc")
+
+    row: str | None = None  # "shared_loop" | "tutorial_loop"
+    target_acc: float | None = None
+    reached: bool | None = None
+    epochs: int | None = None
+    samples_seen: int | None = None
+    train_s: float | None = None  # wall seconds in training steps
+    eval_s: float | None = None  # wall seconds evaluating, reported on its own
+    wall_s: float | None = None
+    final_acc: float | None = None
+    batch_size: int | None = None
+    data: str | None = None
+    tuned: dict[str, Any] | None = None
+    speedup_vs_tutorial_loop: float | None = None  # tutorial_loop train_s / this train_s
+
+
+RECORD_TYPES: dict[str, type[Record]] = {cls.PHASE: cls for cls in
+                                         (ModelRecord, TrainRecord, InferRecord, ParityRecord, ScaleRecord, TtaRecord)}
+
+
+@dataclass
+class RunEnv:
+    """Where, when and how a run was made: the ``env`` block of results.json."""
+
+    device: str = ""
+    device_name: str = ""
+    torch: str = ""
+    torchvision: str = ""
+    onnxruntime: str | None = None
+    python: str = ""
+    platform: str = ""
+    cuda: str | None = None
+    cpu_capability: str | None = None
+    cpu_count: int | None = None
+    threads: int | None = None  # torch intra-op threads for the run (--threads)
+    memory_gb: float | None = None
+    git_commit: str | None = None
+    timestamp: str = ""
+    command: str | None = None
+    quick: bool = False
+    wall_s: float | None = None
+    budget_s: float | None = None
+    clock: str | None = None  # the one clock every latency row uses
+    maths: dict[str, Any] = field(default_factory=dict)  # cudnn.benchmark, TF32 policy, ORT conv algo search ...
+    calibration: dict[str, Any] = field(default_factory=dict)  # machine-speed probe: raw samples and medians
+    peaks: dict[str, Any] = field(default_factory=dict)  # measured peak FLOP/s per precision, memory bandwidth
+    skipped_precisions: dict[str, str] = field(default_factory=dict)  # precision -> why left out of the plan
+    planned_rows: int | None = None
+    done_rows: int | None = None
+    complete: bool = False  # False until the run finished every planned row
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def record_from_dict(data: dict[str, Any]) -> Record:
+    """The typed record of a results.json row; ValueError naming the problem when it is not one."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a record must be an object, not {type(data).__name__}")
+    phase = data.get("phase")
+    cls = RECORD_TYPES.get(phase)
+    if cls is None:
+        raise ValueError(f"unknown record phase {phase!r}; known: {', '.join(RECORD_TYPES)}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names - {"phase"})
+    if unknown:
+        raise ValueError(f"{phase} record has unknown field(s): {', '.join(unknown)}")
+    rec = cls(**{k: v for k, v in data.items() if k != "phase"})
+    if rec.status not in STATUSES:
+        raise ValueError(f"{phase} record has status {rec.status!r}; expected one of {', '.join(STATUSES)}")
+    return rec
+
+
+def env_from_dict(data: dict[str, Any]) -> RunEnv:
+    names = {f.name for f in dataclasses.fields(RunEnv)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"env has unknown field(s): {', '.join(unknown)}")
+    return RunEnv(**data)
+
+
+def _clean(value: Any) -> Any:
+    """Strict-JSON values: NaN/inf become null (they mean "not measured"), numpy scalars become Python ones."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def results_to_json(env: RunEnv, records: list[Record]) -> dict[str, Any]:
+    return _clean({"schema_version": SCHEMA_VERSION, "env": env.to_dict(), "records": [r.to_dict() for r in records]})
+
+
+def results_from_json(data: Any) -> tuple[RunEnv, list[Record]]:
+    """(env, records) of a parsed results.json; ValueError with a one-line reason when it does not fit the schema."""
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+        raise ValueError('not a bench results file (expected {"schema_version": ..., "env": ..., "records": [...]})')
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"results schema version {version!r}; this bench reads version {SCHEMA_VERSION} "
+                         "(re-run python -m bench.run to refresh it)")
+    env = env_from_dict(data.get("env") or {})
+    records = []
+    for i, row in enumerate(data["records"]):
+        try:
+            records.append(record_from_dict(row))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"record {i}: {exc}") from None
+    return env, records
+
+
+def reason_of(exc: BaseException | str) -> str:
+    """One line saying why: the exception's type and the first line of its message."""
+    if isinstance(exc, str):
+        return exc
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}".rstrip(": ")
+
+
+def not_ok(cls: type[Record], model: str, device: str, exc: BaseException | str, *, status: str = "failed",
+           **fields: Any) -> Record:
+    """A failed (or skipped) row of ``cls`` with its key fields and the reason."""
+    return cls(model=model, device=device, status=status, reason=reason_of(exc), **fields)
