@@ -36,6 +36,7 @@ class BenchContext:
     train_variants: list[dict[str, Any]] = field(default_factory=list)
     max_procs: int | None = None
     budget_s: float | None = None  # the whole run's time budget, spread over models by cost
+    peaks: dict[str, Any] = field(default_factory=dict)  # the device's measured limits (RunEnv.peaks) for % of peak
     debug: bool = False
 
     def __post_init__(self):
