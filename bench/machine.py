@@ -81,15 +81,6 @@ def calibrate(device: torch.device | str) -> dict[str, Any]:
     }
 
 
-def probe_samples(calibration: dict[str, Any]) -> dict[str, list[float]]:
-    """Probe name -> raw samples (ms) of an env.calibration block; empty when the block has none."""
-    probes = calibration.get("probes") if isinstance(calibration, dict) else None
-    if not isinstance(probes, dict):
-        return {}
-    return {name: list(p["samples_ms"]) for name, p in probes.items()
-            if isinstance(p, dict) and isinstance(p.get("samples_ms"), list) and p["samples_ms"]}
-
-
 def cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo") as f:

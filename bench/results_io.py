@@ -3,6 +3,7 @@ is one line naming the file, so a command line can print ``error: <message>`` an
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from bench.records import Record, RunEnv, results_from_json
 
@@ -26,6 +27,16 @@ def load_results(path: str) -> tuple[RunEnv, list[Record]]:
         return results_from_json(data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {_first_line(exc)}") from None
+
+
+def probe_samples(calibration: dict[str, Any]) -> dict[str, list[float]]:
+    """Probe name -> raw samples (ms) of an env.calibration block (the layout bench.machine.calibrate writes); empty
+    when the block has none. Read here so comparing runs never imports torch."""
+    probes = calibration.get("probes") if isinstance(calibration, dict) else None
+    if not isinstance(probes, dict):
+        return {}
+    return {name: list(p["samples_ms"]) for name, p in probes.items()
+            if isinstance(p, dict) and isinstance(p.get("samples_ms"), list) and p["samples_ms"]}
 
 
 def _first_line(exc: BaseException) -> str:

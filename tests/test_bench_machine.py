@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import bench.machine as machine
-from bench.machine import calibrate, lacks_native, measure_peaks, pct_of_peak, probe_samples
+from bench.machine import calibrate, lacks_native, measure_peaks, pct_of_peak
+from bench.results_io import probe_samples
 
 
 @pytest.fixture
