@@ -125,7 +125,8 @@ def _matmul_peak(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
             best, best_n = rate, n
     sizes = "/".join(str(n) for n in PEAK_MATMUL_N.get(device.type, PEAK_MATMUL_N["cpu"]))
     return best, (f"torch.mm of square matrices n={sizes}, 2n^3 FLOP / median seconds per call, best size n={best_n}, "
-                  f"{torch.get_num_threads()} threads")
+                  f"{torch.get_num_threads()} threads, float32 matmul precision "
+                  f"{torch.get_float32_matmul_precision()!r}")
 
 
 def _copy_peak(device: torch.device) -> tuple[float, str]:
