@@ -5,17 +5,15 @@ reader sees the old file or the new one, never half of one. Loading always uses 
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import re
-import tempfile
 import zipfile
-from collections.abc import Iterator
-from typing import IO, Any
+from typing import Any
 
 import torch
 
+from zoo.atomic import atomic_open, atomic_write_text  # noqa: F401  (atomic_write_text: COMPAT(remove at merge), bench imports it from here)
 from zoo.errors import UserError
 
 FORMAT = "zoo-checkpoint/1"
@@ -24,39 +22,6 @@ REQUIRED_KEYS = ("format", "model_name", "model", "optimizer", "epoch", "best_ac
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, truncated, unsafe or not ours."""
-
-
-@contextlib.contextmanager
-def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary sibling of ``path`` for writing; on success it replaces ``path`` atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file 0600; a result or checkpoint should get the usual permissions (0666 minus umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    with atomic_open(path, "w") as f:
-        f.write(text)
 
 
 def save_checkpoint(state: dict[str, Any], path: str) -> None:
