@@ -208,7 +208,7 @@ def test_a_bad_value_or_an_unwritable_folder_leaves_the_old_files(tmp_path, monk
     report.write_results(str(tmp_path), make_env(), sample_records())
     before = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)}
     with pytest.raises(TypeError):  # a value JSON cannot hold: raised before any file is touched
-        report.write_results(str(tmp_path), make_env(), [infer("eager", 1, 0.1, tuned=None, note=object())])
+        report.write_results(str(tmp_path), make_env(), [infer("eager", 1, 0.1, note=object())])
 
     def no_temp_file(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
