@@ -23,30 +23,13 @@ from bench.records import (
     THROUGHPUT_DEFINITION,
     Record,
     RunEnv,
-    results_from_json,
     results_to_json,
 )
+from bench.results_io import load_results
 from zoo.atomic import atomic_write_text
 
 FILES = ("results.json", "results.csv", "summary.md")
 USAGE = "usage: python -m bench.report OUT/<device>/results.json [...]"
-
-
-def load_results(path: str) -> tuple[RunEnv, list[Record]]:
-    """(env, records) of a results.json; ValueError with a one-line reason when it is not one of this schema."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read it ({type(exc).__name__})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    try:
-        return results_from_json(data)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
