@@ -8,6 +8,7 @@ silent TF32 inside an fp32 row.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -69,3 +70,18 @@ def ort_cuda_options(device: torch.device | str, stream: Any = None) -> dict[str
     if stream is not None:
         options["user_compute_stream"] = str(stream.cuda_stream)  # ORT reads the handle as a decimal string
     return options
+
+
+@contextlib.contextmanager
+def strict_fp32():
+    """TF32 off inside the block, whatever the process-wide policy is, restored after: for references that must be
+    IEEE fp32 even when called outside a bench run (the parity phase's eager side, tests)."""
+    conv, mm = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    precision = torch.get_float32_matmul_precision()
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, mm
+        torch.set_float32_matmul_precision(precision)

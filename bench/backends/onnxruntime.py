@@ -54,6 +54,9 @@ class OrtCpuBackend(Backend):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.sess.run(None, {self.input_name: host_array(x)})[0]).float()
 
+    def memory_device(self) -> torch.device | None:
+        return torch.device("cpu")  # the CPU provider's memory is host memory, whatever the run's device
+
     def sync(self) -> None:
         """Nothing to wait for: run() returns with the outputs on the host."""
 
@@ -107,7 +110,7 @@ class OrtCudaBackend(Backend):
         check_on_cuda(self.sess)
         self.input_name, self.output_name = self.sess.get_inputs()[0].name, self.sess.get_outputs()[0].name
         self.fields.update(provider=CUDA_PROVIDER, threads=self.ctx.threads,
-                           note="io_binding: input and output on the device; ORT's CUDA arena is not in peak_mem_mb")
+                           note="io_binding: input and output on the device")
         return seconds
 
     def bind(self, x: torch.Tensor) -> Callable[[], Any]:
@@ -125,6 +128,9 @@ class OrtCudaBackend(Backend):
         self.sync()  # the copy to the device is queued on torch's stream, which ORT's stream does not wait for
         self.sess.run_with_iobinding(binding)
         return torch.from_numpy(binding.copy_outputs_to_cpu()[0]).float()
+
+    def memory_device(self) -> torch.device | None:
+        return None  # ORT's CUDA arena is its own allocator: torch's counters would report ~0 and mislead
 
     def sync(self) -> None:
         """A device-wide synchronize: ORT queues on its own stream, and cudaDeviceSynchronize waits for all of them."""
