@@ -389,3 +389,24 @@ def test_latency_fields_are_finite_numbers(mlp_session, ctx):
     backend = EagerBackend(mlp_session, ctx)
     fields, bind_s = infer.measure(backend, example_batch("mlp", 1, CPU), quick=True)
     assert bind_s >= 0 and all(math.isfinite(v) for v in fields["latencies_ms"])
+
+
+# -- budget and the cross-check against torch.utils.benchmark ------------------------------------------------
+
+
+def test_a_budget_only_lowers_the_cap():
+    plan = infer.row_plan(1, False, 1e-3, None)
+    assert plan == timing.sampling_plan(1, False, 1e-3)
+    tight = infer.row_plan(1, False, 1e-3, 0.5)
+    assert tight["max_seconds"] == 0.5 and tight["min_seconds"] <= 0.5
+    assert tight["min_calls"] == plan["min_calls"]  # the call target stays: n_calls shows what the row got
+    assert infer.row_plan(1, False, 1e-3, 1e6)["max_seconds"] == plan["max_seconds"]
+
+
+def test_crosscheck_produces_both_numbers(mlp_session, ctx):
+    from bench.crosscheck import crosscheck
+
+    result = crosscheck("mlp", ctx, repeats=1, min_run_time_s=0.01, session=fresh_session(mlp_session))
+    assert result["harness_p50_ms"] > 0 and result["timer_median_ms"] > 0
+    assert result["ratio"] == pytest.approx(result["harness_p50_ms"] / result["timer_median_ms"])
+    assert result["clock"] == timing.CLOCK and len(result["harness_runs_ms"]) == 1

@@ -45,9 +45,8 @@ def free_memory(device: torch.device) -> None:
 
 def flops_per_sample(session: ModelSession, ctx: BenchContext) -> float | None:
     """Forward FLOPs of one sample (torch.utils.flop_counter), counted once per model; None when it cannot count."""
-    known = getattr(session, "flops_per_sample", None)  # the driver's model record counts it on newer sessions
-    if known:
-        return float(known)
+    if session.flops_per_sample:  # counted by the driver for the model record
+        return float(session.flops_per_sample)
     if FLOPS_CACHE_KEY not in session.cache:
         from torch.utils.flop_counter import FlopCounterMode
 
@@ -71,7 +70,18 @@ def probe_call_s(fn, sync) -> float:
     return timing.clock() - t0
 
 
-def measure(backend: Backend, x: torch.Tensor, quick: bool) -> tuple[dict[str, Any], float]:
+def row_plan(batch_size: int, quick: bool, est_call_s: float, budget_s: float | None) -> dict[str, Any]:
+    """bench.timing's sampling plan, its cap lowered to a row's share of the run budget when there is one. The cap
+    only shortens the row: n_calls then says what the row rests on, and percentiles without enough calls are None."""
+    plan = timing.sampling_plan(batch_size, quick, est_call_s)
+    if budget_s is not None and budget_s > 0:
+        plan["max_seconds"] = min(plan["max_seconds"] or budget_s, budget_s)
+        plan["min_seconds"] = min(plan["min_seconds"], plan["max_seconds"])
+    return plan
+
+
+def measure(backend: Backend, x: torch.Tensor, quick: bool,
+            budget_s: float | None = None) -> tuple[dict[str, Any], float]:
     """(latency_stats fields + memory fields, bind seconds) of one backend at one input."""
     mem_device = backend.memory_device()
     tracker = PeakMemory(mem_device) if mem_device is not None else contextlib.nullcontext()
@@ -80,7 +90,7 @@ def measure(backend: Backend, x: torch.Tensor, quick: bool) -> tuple[dict[str, A
         fn = backend.bind(x)
         backend.sync()
         bind_s = timing.clock() - t0
-        plan = timing.sampling_plan(x.shape[0], quick, probe_call_s(fn, backend.sync))
+        plan = row_plan(x.shape[0], quick, probe_call_s(fn, backend.sync), budget_s)
         samples = timing.sample_latencies(fn, backend.sync, **plan)
     fields = timing.latency_stats(samples, x.shape[0])
     if memory is not None and memory.peak_mb is not None:
@@ -116,6 +126,11 @@ class InferPhase(Phase):
         return [not_ok(InferRecord, session.name, ctx.device.type, exc, backend=BACKENDS[sel].name,
                        precision=BACKENDS[sel].precision, batch_size=bs)
                 for sel in ctx.backends for bs in ctx.infer_batch_sizes(session.name)]
+
+    def row_budget_s(self, name: str, ctx: BenchContext) -> float | None:
+        """One row's share of this phase's budget for the model (None: no budget)."""
+        seconds = ctx.budget_for(name, self.name)
+        return None if seconds is None else seconds / max(self.planned_rows(name, ctx), 1)
 
     def backend_rows(self, cls: type[Backend], session: ModelSession, ctx: BenchContext,
                      flops: float | None) -> list[InferRecord]:
@@ -153,7 +168,7 @@ class InferPhase(Phase):
         key = {"backend": backend.name, "precision": backend.precision, "batch_size": bs}
         try:
             x = example_batch(session.name, bs, ctx.device, seed=ctx.seed)
-            measured, bind_s = measure(backend, x, ctx.quick)
+            measured, bind_s = measure(backend, x, ctx.quick, self.row_budget_s(session.name, ctx))
         except Exception as exc:
             if is_out_of_memory(exc):
                 return not_ok(InferRecord, session.name, ctx.device.type, f"out of memory at batch {bs}",
