@@ -154,6 +154,8 @@ class InferPhase(Phase):
                     return not_ok_rows(f"out of memory in prepare ({reason_of(exc)})", "skipped")
                 return not_ok_rows(exc, "failed")
             rows = [self.one_row(backend, session, ctx, bs, prepare_s, flops) for bs in sizes]
+            if not any(row.ok for row in rows):
+                return rows  # a backend that could not run once has no accuracy to show either
             accuracy = accuracy_fields(backend, session, ctx)
             for row in rows:
                 for name, value in accuracy.items():
