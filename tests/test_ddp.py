@@ -4,13 +4,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
-from helpers import REPO, assert_same_tensors, cli_env
+from helpers import assert_same_tensors, cli_env, finish, kill_group, spawn
 
 import zoo
 from zoo.checkpoint import load_checkpoint
@@ -57,15 +56,15 @@ def ddp(tmp_path_factory):
     spy_script.write_text(SPY)
     env = cli_env(OMP_NUM_THREADS="1")  # torchrun would set it too; saying it keeps its banner off stderr
     procs = {
-        "plain": subprocess.Popen([*TORCHRUN, "-m", "zoo.train", *ARGS, "--out", str(plain)], cwd=REPO, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
-        "spied": subprocess.Popen([*TORCHRUN, str(spy_script), str(spied), *ARGS, "--out", str(spied)], cwd=REPO,
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+        "plain": spawn([*TORCHRUN, "-m", "zoo.train", *ARGS, "--out", str(plain)], env=env),
+        "spied": spawn([*TORCHRUN, str(spy_script), str(spied), *ARGS, "--out", str(spied)], env=env),
     }
-    done = {}
-    for name, p in procs.items():
-        out, err = p.communicate(timeout=300)
-        done[name] = subprocess.CompletedProcess(p.args, p.returncode, out, err)
+    try:
+        done = {name: finish(p, timeout=300) for name, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                kill_group(p)
     return done, str(plain / "lenet"), str(spied)
 
 
@@ -143,8 +142,8 @@ def test_ddp_reproduces_the_single_process_run(ddp, tmp_path, small_cfg):
 
 def test_a_batch_that_does_not_split_over_the_ranks_is_one_line(tmp_path):
     args = [a if a != "2" else "1" for a in ARGS]  # one epoch is enough to fail
-    proc = subprocess.run([*TORCHRUN, "-m", "zoo.train", *args, "--batch-size", "63", "--out", str(tmp_path)],
-                          cwd=REPO, env=cli_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    proc = finish(spawn([*TORCHRUN, "-m", "zoo.train", *args, "--batch-size", "63", "--out", str(tmp_path)],
+                        env=cli_env(OMP_NUM_THREADS="1")))
     assert proc.returncode != 0
     assert "error: batch size 63 does not split evenly over 2 processes" in proc.stderr
     assert not (tmp_path / "lenet" / "last.pt").exists()

@@ -12,8 +12,8 @@ import torchvision
 import zoo
 from zoo.checkpoint import load_checkpoint
 from zoo.errors import UserError
-from zoo.models.pretrained import cached_weights_path
 from zoo.loop import fit
+from zoo.models.pretrained import cached_weights_path
 
 ALEXNETS = ("alexnet_mnist", "alexnet_transfer", "alexnet_finetune")
 FILENAME = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet_Weights.IMAGENET1K_V1 file name
