@@ -96,8 +96,16 @@ class RunsCode:
         return self.func, self.args
 
 
+# TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 makes torch.load default to weights_only=False (torch reads it on every load):
+# with it set, only an explicit weights_only=True in zoo's code keeps the payload from running.
+UNSAFE_DEFAULT = pytest.mark.parametrize("unsafe_default", [False, True], ids=["torch-default", "unsafe-default"])
+
+
+@UNSAFE_DEFAULT
 @pytest.mark.parametrize("how", ["torch.save", "raw pickle"])
-def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path, how):
+def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path, monkeypatch, how, unsafe_default):
+    if unsafe_default:
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     marker, marker_dir = tmp_path / "pwned", tmp_path / "pwned_dir"
     state = make_state()
     state["extra"] = [RunsCode(os.system, f"touch {marker}"), RunsCode(os.mkdir, str(marker_dir))]
