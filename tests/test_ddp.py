@@ -69,6 +69,7 @@ def ddp(tmp_path_factory):
     return done, str(plain / "lenet"), str(spied)
 
 
+@pytest.mark.slow
 def test_torchrun_trains_and_rank0_writes_the_files(ddp):
     runs, run_dir, _ = ddp
     proc = runs["plain"]
@@ -87,6 +88,7 @@ def test_torchrun_trains_and_rank0_writes_the_files(ddp):
     assert torch.isfinite(torch.cat([p.flatten() for p in model.parameters()])).all()
 
 
+@pytest.mark.slow
 def test_both_ranks_end_with_identical_weights(ddp):
     runs, _, spied = ddp
     proc = runs["spied"]
@@ -130,6 +132,7 @@ def test_single_process_resume_of_a_ddp_checkpoint(ddp, tmp_path, small_cfg):
     assert_same_tensors(resumed["optimizer"], opt.state_dict(), "optimizer")
 
 
+@pytest.mark.slow
 def test_ddp_reproduces_the_single_process_run(ddp, tmp_path, small_cfg):
     """The recipe's batch is the global batch: two ranks of 32 take the same steps as one process of 64, so the
     weights agree up to the order of float additions in the gradient all-reduce."""
@@ -142,6 +145,7 @@ def test_ddp_reproduces_the_single_process_run(ddp, tmp_path, small_cfg):
         assert torch.allclose(single[key], distributed[key], rtol=0, atol=1e-4), key
 
 
+@pytest.mark.slow
 def test_a_batch_that_does_not_split_over_the_ranks_is_one_line(tmp_path):
     args = [a if a != "2" else "1" for a in ARGS]  # one epoch is enough to fail
     proc = finish(spawn([*TORCHRUN, "-m", "zoo.train", *args, "--batch-size", "63", "--out", str(tmp_path)],
@@ -172,6 +176,7 @@ def test_ddp_resume_of_a_single_process_checkpoint(tmp_path, small_cfg):
         assert torch.allclose(single[key], resumed["model"][key], rtol=0, atol=1e-4), key
 
 
+@pytest.mark.slow
 def test_a_bad_argument_under_torchrun_is_one_error_line_per_worker(tmp_path):
     """Both workers reject the flag before joining a process group and exit 2. torchrun's launcher then prints its
     own ChildFailedError traceback, which no worker can prevent short of exiting 0. --monitor-interval gives the

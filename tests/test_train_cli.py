@@ -23,6 +23,9 @@ from zoo.checkpoint import load_checkpoint
 from zoo.data import make_loaders
 from zoo.engine import StepOptions, build_optimizer, train_step
 
+# Every test here reads the results of one module fixture that runs ~13 CLI subprocesses (tens of seconds).
+pytestmark = pytest.mark.slow
+
 TINY = ["--synthetic", "--device", "cpu", "--train-samples", "256", "--test-samples", "64", "--no-progress"]
 METRIC_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "samples_per_s", "lr", "seconds"}
 
