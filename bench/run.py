@@ -222,7 +222,8 @@ def run_bench(ctx, phases: Mapping, *, command: str, skipped: dict, probe: Calla
         progress.close()
         print(f"error: {exc}", file=stream or sys.stderr)
         return 1
-    progress.close()
+    finally:
+        progress.close()  # also when --debug lets an error through: no pulse outlives the run
     return finished(ctx, records, t0, stream)
 
 
@@ -277,7 +278,11 @@ def main(argv: list[str] | None = None, *, phases: Mapping | None = None, probe:
         print("interrupted before anything was measured", file=sys.stderr)
         return 130
     command = " ".join(["python -m bench.run", *map(shlex.quote, argv)])
-    return run_bench(ctx, phases, command=command, skipped=skipped, probe=probe)
+    try:
+        return run_bench(ctx, phases, command=command, skipped=skipped, probe=probe)
+    except KeyboardInterrupt:  # after the last write (or during the first setup): nothing more to save
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
