@@ -72,10 +72,7 @@ def write_outputs(ctx, env, records, *, plots: bool) -> None:
     from bench.report import write_index, write_results
 
     try:
-        # --- TEMPORARY until branch bench-report merges: today's report takes dicts; the lead replaces the two
-        # lines below with `write_results(ctx.out_dir, env, records, plots=plots)`.
-        write_results(ctx.out_dir, env.to_dict(), [r.to_dict() for r in records], plots=plots)
-        # --- end of the temporary block
+        write_results(ctx.out_dir, env, records, plots=plots)
         write_index(os.path.dirname(ctx.out_dir) or ".")
     except OSError as exc:
         raise WriteFailed(f"cannot write results under {ctx.out_dir}: {exc.strerror or exc}") from None

@@ -14,8 +14,7 @@ import time
 import pytest
 import torch
 
-from bench import env as bench_env
-from bench import report, run
+from bench import machine, report, run
 from bench.budget import Budget, pair_costs
 from bench.phases.base import Phase
 from bench.progress import Progress
@@ -155,7 +154,7 @@ def test_threads_are_applied_for_the_run_and_recorded(tmp_path):
 
 
 def test_bf16_without_native_support_leaves_the_default_plan_with_a_reason(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench_env, "cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "fma"})
     rc, data = bench(tmp_path, "--models", "mlp", "--phases", "train")
     assert rc == 0 and SEEN["train"][0]["precisions"] == ["fp32"]
     reason = data["env"]["skipped_precisions"]["bf16"]
@@ -163,14 +162,14 @@ def test_bf16_without_native_support_leaves_the_default_plan_with_a_reason(tmp_p
 
 
 def test_bf16_with_native_support_stays_in_the_default_plan(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench_env, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     rc, data = bench(tmp_path, "--models", "mlp", "--phases", "train")
     assert rc == 0 and SEEN["train"][0]["precisions"] == ["fp32", "bf16"]
     assert data["env"]["skipped_precisions"] == {}
 
 
 def test_explicit_precisions_run_even_without_native_support(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench_env, "cpu_flags", lambda: set())
+    monkeypatch.setattr(machine, "cpu_flags", lambda: set())
     rc, data = bench(tmp_path, "--models", "mlp", "--phases", "train", "--precisions", "fp32,bf16")
     assert rc == 0 and SEEN["train"][0]["precisions"] == ["fp32", "bf16"]
     assert data["env"]["skipped_precisions"] == {}
