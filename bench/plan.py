@@ -191,5 +191,7 @@ def make_context(args: argparse.Namespace, phases: Mapping[str, Phase]) -> tuple
                        max_procs=positive("--max-procs", args.max_procs),
                        threads=positive("--threads", args.threads) or torch.get_num_threads(),
                        budget_s=pick_budget(args.budget, args.quick), debug=args.debug)
+    for name in models:  # real or synthetic, decided once for the whole run (every phase reads the same answer)
+        ctx.uses_real_data(name)
     ctx.out_dir = check_folders(args, device)
     return ctx, {"skipped_precisions": skipped_precisions, "skipped_backends": skipped_backends}

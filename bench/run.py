@@ -149,10 +149,11 @@ def bench_model(name: str, ctx, phases: list, progress, records: list, env) -> N
         for phase in phases:
             records.extend(run_phase(phase, session, ctx, progress))
     finally:
-        env.notes.setdefault("phase_s", {})[name] = session.cache.get("phase_s", {})
+        # Where the run's time went: [seconds spent, seconds budgeted] per phase, to tune budgets and defaults by.
+        spent = session.cache.get("phase_s", {})
+        env.notes.setdefault("phase_s", {})[name] = {
+            p: [s, None if ctx.budget is None else round(ctx.budget.seconds_for(name, p), 1)] for p, s in spent.items()}
         if ctx.budget is not None:
-            env.notes.setdefault("budget_s", {})[name] = {p.name: round(ctx.budget.seconds_for(name, p.name), 1)
-                                                         for p in phases}
             ctx.budget.finish_model(name)
 
 

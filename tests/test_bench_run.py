@@ -247,6 +247,20 @@ def test_plain_progress_prints_rows_and_a_pulse_with_an_eta():
     assert "[1/3] mlp train compute b=8 ... 1,234 samples/s" in lines
 
 
+def test_terminal_progress_is_a_bar_redrawn_while_a_phase_runs():
+    stream = io.StringIO()
+    progress = Progress({("lenet", "infer"): 4}, {("lenet", "infer"): 1.0}, models=1, budget_s=None, stream=stream,
+                        tty=True, pulse_s=0.05)
+    progress.start("lenet", "infer")
+    time.sleep(0.3)
+    drawn = stream.getvalue()
+    progress.rows_done([InferRecord(model="lenet", device="cpu", backend="eager", batch_size=1, n_calls=100,
+                                    p50_ms=0.25)])
+    progress.close()
+    assert drawn.count("lenet infer") >= 2 and "0/5 rows" in drawn and "ETA ?" in drawn  # redrawn, no ETA yet
+    assert "[1/5] lenet infer eager b=1 ... 0.25 ms p50 (100 calls)" in stream.getvalue()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # A real run, interrupted by a real SIGINT
 
