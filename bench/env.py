@@ -14,45 +14,20 @@ import torch
 import torchvision
 
 from bench.context import BenchContext
+from bench.machine import calibrate, lacks_native, measure_peaks
+from bench.maths import apply_policy
 from bench.records import RunEnv
+from bench.timing import CLOCK
 
-# --- TEMPORARY until branches bench-core and bench-infer merge: the lead replaces this block with plain imports
-# (from bench.machine import calibrate, measure_peaks; from bench.maths import apply_policy; from bench.timing
-# import CLOCK) and drops the None checks in probe_machine.
-try:
-    from bench.machine import calibrate, measure_peaks
-except ImportError:
-    calibrate = measure_peaks = None
-try:
-    from bench.maths import apply_policy
-except ImportError:
-    apply_policy = None
-try:
-    from bench.timing import CLOCK
-except ImportError:
-    CLOCK = None
-# --- end of the temporary block
-
-# x86 flags (/proc/cpuinfo) that mean native kernels: without them bf16/fp16 maths on a CPU is emulated in fp32
-# and slower than fp32 itself, so a default run does not spend its budget on them. aarch64 names them bf16/fphp.
-CPU_NATIVE_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16", "bf16"), "fp16": ("avx512_fp16", "amx_fp16", "fphp")}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.split(":", 1)[0].strip() in ("flags", "Features"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def precision_support(device: torch.device) -> dict[str, str | None]:
     """precision -> None when the device runs it natively, else why not (the reason goes to env.skipped_precisions).
+
+    Without native kernels bf16/fp16 maths is emulated (on a CPU, in fp32 and slower than fp32 itself), so a default
+    run does not spend its budget on them. CPUs: AVX512-BF16/AMX flags (bench.machine.lacks_native, the same check
+    the peak probe makes); CUDA: torch.cuda.is_bf16_supported(); MPS: fp16.
     """
     support: dict[str, str | None] = {"fp32": None}
     if device.type == "cuda":
@@ -60,14 +35,11 @@ def precision_support(device: torch.device) -> dict[str, str | None]:
             f"{torch.cuda.get_device_name(device)} has no native bf16 (torch.cuda.is_bf16_supported() is False)"
         support["fp16"] = None
     elif device.type == "mps":
-        support["bf16"] = "MPS runs fp16 natively; bf16 is not a default there"
+        support["bf16"] = "MPS: fp16 is the native reduced precision; bf16 is not a default there"
         support["fp16"] = None
     else:
-        flags, capability = cpu_flags(), torch.backends.cpu.get_cpu_capability()
-        for precision, wanted in CPU_NATIVE_FLAGS.items():
-            found = [f for f in wanted if f in flags]
-            support[precision] = None if found else (
-                f"CPU ({capability}) lacks {' / '.join(wanted[:2])}: {precision} would be emulated, slower than fp32")
+        for precision in ("bf16", "fp16"):
+            support[precision] = lacks_native(device, precision)
     return support
 
 
@@ -126,10 +98,7 @@ def environment(ctx: BenchContext, command: str | None = None) -> RunEnv:
 def probe_machine(ctx: BenchContext, env: RunEnv) -> None:
     """Once per run, before any phase: the maths policy every backend runs under, the machine-speed calibration and
     the device's measured peaks (into env, and the peaks into ctx for every row's % of peak)."""
-    if apply_policy is not None:
-        env.maths = dict(apply_policy(ctx.device))
-    if calibrate is not None:
-        env.calibration = dict(calibrate(ctx.device))
-    if measure_peaks is not None:
-        env.peaks = dict(measure_peaks(ctx.device, list(ctx.precisions)))
-        ctx.peaks = dict(env.peaks)
+    env.maths = dict(apply_policy(ctx.device))
+    env.calibration = dict(calibrate(ctx.device))
+    env.peaks = dict(measure_peaks(ctx.device, list(ctx.precisions)))
+    ctx.peaks = dict(env.peaks)

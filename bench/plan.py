@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 import zoo
+from bench.backends import BACKENDS
 from bench.context import BenchContext
 from bench.env import precision_support
 from bench.phases.base import Phase
@@ -21,14 +22,6 @@ from bench.records import BACKEND_NAMES, PRECISIONS
 from zoo.engine import PRECISIONS as TRAIN_PRECISIONS
 from zoo.engine import resolve_device
 from zoo.errors import UserError
-
-# --- TEMPORARY until branch bench-infer merges (it fills bench.backends.BACKENDS): the lead replaces this block
-# with `from bench.backends import BACKENDS`.
-try:
-    from bench.backends import BACKENDS
-except ImportError:
-    BACKENDS = {}
-# --- end of the temporary block
 
 # The whole run's time budget in seconds, spread over (model, phase) by cost (bench.budget). A full run leaves ~60 s
 # of a 10-minute target for what no phase controls (imports, machine probes, model builds, result files, plots).
@@ -84,20 +77,22 @@ def pick_backends(text: str | None, device: torch.device, quick: bool) -> tuple[
     if text is not None:
         picked = csv_items(text)
         if not picked:
-            raise UserError(f"--backends is empty; choose from: {', '.join(BACKEND_NAMES)}")
+            raise UserError(f"--backends is empty; choose from: {', '.join(BACKENDS)}")
         for item in picked:
             name, _, precision = item.partition(":")
             if name not in BACKEND_NAMES:
-                raise UserError(f"unknown backend {name!r}; choose from: {', '.join(BACKEND_NAMES)} "
-                                "(optionally NAME:PRECISION)")
+                raise UserError(f"unknown backend {name!r}; choose from: {', '.join(BACKENDS)}")
             if precision and precision not in PRECISIONS:
                 raise UserError(f"unknown precision {precision!r} in backend {item!r}; choose from: "
                                 f"{', '.join(PRECISIONS)}")
+            if item not in BACKENDS:
+                raise UserError(f"backend {item!r} is not implemented in this checkout; choose from: "
+                                f"{', '.join(BACKENDS)}")
         return list(dict.fromkeys(picked)), {}
     backends, skipped = [], {}
     for name in QUICK_BACKENDS if quick else DEFAULT_BACKENDS[device.type]:
         cls = BACKENDS.get(name)
-        reason = "not registered in bench.backends.BACKENDS" if cls is None else cls.available(device)
+        reason = "not implemented in this checkout" if cls is None else cls.available(device)
         if reason is None:
             backends.append(name)
         else:
@@ -196,5 +191,7 @@ def make_context(args: argparse.Namespace, phases: Mapping[str, Phase]) -> tuple
                        max_procs=positive("--max-procs", args.max_procs),
                        threads=positive("--threads", args.threads) or torch.get_num_threads(),
                        budget_s=pick_budget(args.budget, args.quick), debug=args.debug)
+    for name in models:  # real or synthetic, decided once for the whole run (every phase reads the same answer)
+        ctx.uses_real_data(name)
     ctx.out_dir = check_folders(args, device)
     return ctx, {"skipped_precisions": skipped_precisions, "skipped_backends": skipped_backends}

@@ -102,10 +102,14 @@ class Progress:
     # -- the pulse
     def eta_s(self) -> float | None:
         now = self.clock()
-        left_cost = sum(self.costs.values()) - self.done_cost
         if self.done_cost > 0:
+            rate = (now - self.t0) / self.done_cost  # seconds per unit of cost, as measured so far
+            current = self.costs.get(self.current, 0.0) if self.current else 0.0
+            after = sum(self.costs.values()) - self.done_cost - current
             in_pair = now - self.pair_t0 if self.current else 0.0
-            return max(0.0, (now - self.t0) / self.done_cost * left_cost - in_pair)
+            # The running phase counts what it has left, never less than nothing, so an overrun does not eat the
+            # estimate of the phases after it.
+            return max(0.0, rate * current - in_pair) + rate * after
         if self.budget_s is not None:
             return max(0.0, self.budget_s - (now - self.t0))
         return None

@@ -72,10 +72,7 @@ def write_outputs(ctx, env, records, *, plots: bool) -> None:
     from bench.report import write_index, write_results
 
     try:
-        # --- TEMPORARY until branch bench-report merges: today's report takes dicts; the lead replaces the two
-        # lines below with `write_results(ctx.out_dir, env, records, plots=plots)`.
-        write_results(ctx.out_dir, env.to_dict(), [r.to_dict() for r in records], plots=plots)
-        # --- end of the temporary block
+        write_results(ctx.out_dir, env, records, plots=plots)
         write_index(os.path.dirname(ctx.out_dir) or ".")
     except OSError as exc:
         raise WriteFailed(f"cannot write results under {ctx.out_dir}: {exc.strerror or exc}") from None
@@ -152,10 +149,11 @@ def bench_model(name: str, ctx, phases: list, progress, records: list, env) -> N
         for phase in phases:
             records.extend(run_phase(phase, session, ctx, progress))
     finally:
-        env.notes.setdefault("phase_s", {})[name] = session.cache.get("phase_s", {})
+        # Where the run's time went: [seconds spent, seconds budgeted] per phase, to tune budgets and defaults by.
+        spent = session.cache.get("phase_s", {})
+        env.notes.setdefault("phase_s", {})[name] = {
+            p: [s, None if ctx.budget is None else round(ctx.budget.seconds_for(name, p), 1)] for p, s in spent.items()}
         if ctx.budget is not None:
-            env.notes.setdefault("budget_s", {})[name] = {p.name: round(ctx.budget.seconds_for(name, p.name), 1)
-                                                         for p in phases}
             ctx.budget.finish_model(name)
 
 
@@ -222,7 +220,8 @@ def run_bench(ctx, phases: Mapping, *, command: str, skipped: dict, probe: Calla
         progress.close()
         print(f"error: {exc}", file=stream or sys.stderr)
         return 1
-    progress.close()
+    finally:
+        progress.close()  # also when --debug lets an error through: no pulse outlives the run
     return finished(ctx, records, t0, stream)
 
 
@@ -277,7 +276,11 @@ def main(argv: list[str] | None = None, *, phases: Mapping | None = None, probe:
         print("interrupted before anything was measured", file=sys.stderr)
         return 130
     command = " ".join(["python -m bench.run", *map(shlex.quote, argv)])
-    return run_bench(ctx, phases, command=command, skipped=skipped, probe=probe)
+    try:
+        return run_bench(ctx, phases, command=command, skipped=skipped, probe=probe)
+    except KeyboardInterrupt:  # after the last write (or during the first setup): nothing more to save
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

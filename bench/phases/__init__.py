@@ -5,17 +5,17 @@ Adding a phase is one module with a ``bench.phases.base.Phase`` subclass plus on
 from __future__ import annotations
 
 from bench.phases.base import Phase
+from bench.phases.infer import InferPhase
+from bench.phases.parity import ParityPhase
 
-# --- TEMPORARY until branches bench-train, bench-infer and zoo-tune merge: no phase module exists on this branch
-# yet. The lead replaces this block with:
+# --- TEMPORARY until branches bench-train and zoo-tune merge (bench.phases.train, .scale, .tta do not exist on this
+# branch yet). The lead replaces this block with:
 #
-# from bench.phases.infer import InferPhase
-# from bench.phases.parity import ParityPhase
 # from bench.phases.scale import ScalePhase
 # from bench.phases.train import TrainPhase
 # from bench.phases.tta import TtaPhase
 #
 # PHASES: dict[str, Phase] = {phase.name: phase for phase in (
 #     TrainPhase(), InferPhase(), ParityPhase(), ScalePhase(), TtaPhase())}
-PHASES: dict[str, Phase] = {}
+PHASES: dict[str, Phase] = {phase.name: phase for phase in (InferPhase(), ParityPhase())}
 # --- end of the temporary block
