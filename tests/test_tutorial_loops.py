@@ -17,8 +17,8 @@ from torch import nn, optim
 from torch.utils.data import DataLoader
 
 import zoo
-from bench.phases.train import RowBuilder
 from bench import tutorial_loop
+from bench.phases.train import RowBuilder
 from bench.tutorial_loop import TutorialStep
 from zoo.data import make_loaders
 from zoo.engine import build_optimizer
