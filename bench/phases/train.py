@@ -9,7 +9,9 @@ Every row trains the same model from one seeded initialisation (copied, never re
 - ``fused_optimizer``: the same loop with the fused optimizer kernel (``build_optimizer(fused=True)``).
 - ``no_host_read``: the shared loop's ``train_step`` (device-side running stats, no host read) on the same DataLoader.
 - ``fast_untuned``: ``train_step`` on the device-resident FastLoader.
-- ``fast`` (the exact-step tuner's choice) is not measured yet: no tuner on this branch.
+- ``fast``: ``train_step`` on the FastLoader with the exact-step tuner's choice (zoo.tune.autotune on one batch of
+  this model: memory format, optimizer kernel, compile when the recipe's steps would pay for it, cudnn.benchmark);
+  the choice is in the row's ``tuned`` field.
 - ``compute``: ``train_step`` on one batch already on the device: the bound no data path can beat.
 Plus a ``compute`` row per extra precision (``ctx.precisions``) and per variant (``ctx.train_variants``).
 
@@ -29,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
@@ -41,13 +42,13 @@ from bench.memory import PeakMemory
 from bench.phases.base import Phase
 from bench.records import TRAIN_LADDER, Record, TrainRecord, not_ok
 from bench.stats import median_ratio_ci
-from bench.timing import steps_for_window, time_window
+from bench.timing import steps_for_window, time_window, window_stats
 from bench.tutorial_loop import TutorialStep
-from zoo.data import batches_forever, make_loaders
+from zoo.data import DATASETS, batches_forever, make_loaders
 from zoo.engine import StepOptions, StepStats, build_optimizer, train_step
+from zoo.tune import autotune, build_tuned
 
-# Ladder rows measured today; "fast" joins when the exact-step tuner exists.
-MEASURED_LADDER = tuple(r for r in TRAIN_LADDER if r != "fast")
+TUNE_BUDGET_S = {True: 2.0, False: 10.0}  # the tuner's timing budget per model (quick, full)
 STEPS_PER_SPLIT = {True: 40, False: 400}  # batches in the train split per row (quick, full): enough for warm-up
 MEMORY_STEPS = 2
 
@@ -74,6 +75,7 @@ class TimedRow:
     step: Callable[[], int]
     resources: contextlib.ExitStack
     compile_s: float | None = None
+    tuned: dict[str, Any] | None = None
     steps_per_window: int = 1
     rates: list[float] = field(default_factory=list)
     samples: int = 0
@@ -83,7 +85,7 @@ class TimedRow:
 
 
 def plan_rows(ctx: BenchContext) -> list[RowPlan]:
-    plans = [RowPlan(r) for r in MEASURED_LADDER]
+    plans = [RowPlan(r) for r in TRAIN_LADDER]
     plans += [RowPlan("compute", precision=p) for p in ctx.precisions if p != "fp32"]
     plans += [RowPlan("compute", precision=v.get("precision", "fp32"), channels_last=bool(v.get("channels_last")),
                       compile=v.get("compile")) for v in ctx.train_variants]
@@ -157,18 +159,44 @@ class RowBuilder:
 
         return step
 
+    def tuned_step(self) -> tuple[Callable[[], int], dict[str, Any]]:
+        """The fast row: the tuner's choice for this exact step, measured on one batch of the fast loader."""
+        ctx, recipe = self.ctx, self.spec.recipe
+        batches = batches_forever(self.loader("fast"))
+        x, y = next(batches)
+        model = self.model()
+        # Compile is only worth probing when the recipe's run is long enough to pay it back (never in --quick).
+        steps_planned = None if ctx.quick else \
+            recipe.epochs * DATASETS[self.spec.dataset][2][0] // self.batch_size
+        choice = autotune(model, recipe, x, y, ctx.device, steps_planned=steps_planned,
+                          budget_s=TUNE_BUDGET_S[ctx.quick])
+        net, optimizer, opts = build_tuned(choice, model, recipe, ctx.device)
+        stats = StepStats(ctx.device)
+
+        def step() -> int:
+            bx, by = next(batches)
+            train_step(net, optimizer, bx, by, opts, stats)
+            return int(by.shape[0])
+
+        return step, choice.to_dict()
+
     def build(self, plan: RowPlan) -> TimedRow:
         """The row, after one untimed step (a configuration that cannot run fails here; compile time is kept)."""
         resources = contextlib.ExitStack()
         try:
+            tuned = None
             if plan.row in ("tutorial_loop", "fused_optimizer"):
                 step = self.tutorial_step(plan.row == "fused_optimizer", resources)
+            elif plan.row == "fast":
+                step, tuned = self.tuned_step()
             else:
                 step = self.shared_step(plan)
             t = time.perf_counter()
             step()
             self.ctx.sync()
-            return TimedRow(plan, step, resources, compile_s=time.perf_counter() - t if plan.compile else None)
+            compiled = plan.compile or (tuned or {}).get("compile")
+            return TimedRow(plan, step, resources, compile_s=time.perf_counter() - t if compiled else None,
+                            tuned=tuned)
         except BaseException:
             resources.close()
             raise
@@ -293,11 +321,8 @@ def _failed(name: str, ctx: BenchContext, plan: RowPlan, exc: BaseException) -> 
 def to_record(name: str, ctx: BenchContext, row: TimedRow) -> Record:
     if row.error is not None:
         return _failed(name, ctx, row.plan, row.error)
-    q1, median, q3 = np.percentile(row.rates, [25, 50, 75])
     return TrainRecord(model=name, device=ctx.device.type, **_base_fields(name, ctx), **row.plan.key_fields(),
-                       samples_per_s=float(median), samples_per_s_iqr=float(q3 - q1),
-                       window_rates=[float(r) for r in row.rates], windows=len(row.rates),
-                       steps_per_window=row.steps_per_window, samples_stepped=row.samples, compile_s=row.compile_s,
+                       **window_stats(row.rates), tuned=row.tuned, steps_per_window=row.steps_per_window, samples_stepped=row.samples, compile_s=row.compile_s,
                        peak_mem_mb=row.peak_mem_mb, mem_delta_mb=row.mem_delta_mb)
 
 
