@@ -263,7 +263,7 @@ def above_bound(rates: list[float], bound_rates: list[float]) -> bool:
     window rates lies wholly above 1 (with fewer than two windows on either side nothing is beyond the noise)."""
     if len(rates) < 2 or len(bound_rates) < 2:
         return False
-    _, lo, _ = median_ratio_ci(rates, bound_rates)
+    _, lo, _ = median_ratio_ci(bound_rates, rates)  # median(rates) / median(bound_rates)
     return lo > 1.0
 
 
