@@ -170,7 +170,10 @@ class RowBuilder:
             recipe.epochs * DATASETS[self.spec.dataset][2][0] // self.batch_size
         choice = autotune(model, recipe, x, y, ctx.device, steps_planned=steps_planned,
                           budget_s=TUNE_BUDGET_S[ctx.quick])
+        benchmark = torch.backends.cudnn.benchmark
         net, optimizer, opts = build_tuned(choice, model, recipe, ctx.device)
+        # cudnn.benchmark is process-wide and the rows are timed interleaved: every row keeps the run's maths policy.
+        torch.backends.cudnn.benchmark = benchmark
         stats = StepStats(ctx.device)
 
         def step() -> int:
