@@ -243,6 +243,12 @@ class TtaRecord(Record):
     data: str | None = None
     tuned: dict[str, Any] | None = None
     speedup_vs_tutorial_loop: float | None = None  # tutorial_loop train_s / this train_s
+    target_source: str | None = None  # where target_acc comes from (the tutorial's printed number, a stated value)
+    max_epochs: int | None = None  # the cap: reached=False when it hits first
+    steps: int | None = None  # optimisation steps until the target (or the cap)
+    eval_every_steps: int | None = None  # test-accuracy checks: every epoch, or every K steps for long epochs
+    setup_s: float | None = None  # loaders, model, optimizer (and the tuner's probe): in wall_s, not in train_s
+    tune_s: float | None = None  # the tuner's probe alone (part of setup_s)
 
 
 RECORD_TYPES: dict[str, type[Record]] = {cls.PHASE: cls for cls in

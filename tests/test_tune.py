@@ -1,0 +1,191 @@
+"""zoo.tune: every configuration the tuner may choose trains the same model (to float tolerance), the probe leaves
+the caller's model, RNG and precision alone, compile is only probed when the run can pay for it, and the choice is
+plain data that survives a checkpoint's weights-only load."""
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+
+import zoo
+import zoo.tune as tune
+from zoo.engine import StepOptions, train_step
+from zoo.tune import Candidate, TuneChoice, autotune, build_tuned, eager_candidates, untuned
+
+
+def _batch(name: str, n: int, seed: int = 0):
+    spec = zoo.get_spec(name)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *spec.input_shape, generator=g), torch.randint(0, spec.num_classes, (n,), generator=g)
+
+
+def _model(name: str):
+    torch.manual_seed(0)
+    return zoo.get_model(name)
+
+
+def _train(choice, model, name: str, steps: int = 5):
+    spec = zoo.get_spec(name)
+    net, optimizer, opts = build_tuned(choice, model, spec.recipe, "cpu")
+    for i in range(steps):
+        train_step(net, optimizer, *_batch(name, 16, seed=i), opts)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_every_eager_candidate_trains_to_the_untuned_weights():
+    # channels_last convolutions and the fused/foreach kernels reorder float sums: equal to tolerance, not bitwise.
+    base = _model("lenet")
+    x, _ = _batch("lenet", 4)
+    cands = eager_candidates(base, zoo.get_spec("lenet").recipe, x, "cpu")
+    assert {c.channels_last for c in cands} == {False, True}
+    assert {c.optimizer_impl for c in cands} == {"fused", "foreach", "forloop"}
+    reference = _train(untuned(base, zoo.get_spec("lenet").recipe, "cpu"), copy.deepcopy(base), "lenet")
+    for cand in cands:
+        got = _train(cand, copy.deepcopy(base), "lenet")
+        for key, ref in reference.items():
+            assert torch.allclose(got[key], ref, rtol=1e-4, atol=1e-5), (cand.label, key)
+        assert any(not torch.equal(got[k], base.state_dict()[k]) for k in got), "the steps must have trained"
+
+
+def test_untuned_is_contiguous_fused_uncompiled():
+    model = _model("lenet")
+    choice = untuned(model, zoo.get_spec("lenet").recipe, "cpu")
+    assert (choice.channels_last, choice.optimizer_impl, choice.compile, choice.cudnn_benchmark) == \
+        (False, "fused", None, False)
+    net, optimizer, opts = build_tuned(choice, model, zoo.get_spec("lenet").recipe, "cpu")
+    assert net is model and optimizer.defaults["fused"] and not opts.channels_last
+
+
+def test_models_without_convolutions_get_no_channels_last_candidate():
+    model = _model("mlp")
+    cands = eager_candidates(model, zoo.get_spec("mlp").recipe, _batch("mlp", 2)[0], "cpu")
+    assert not any(c.channels_last for c in cands)
+    assert cands[0] == tune.default_candidate(model, zoo.get_spec("mlp").recipe, "cpu")
+
+
+def test_probe_leaves_model_rng_and_precision_alone(monkeypatch):
+    model = _model("mlp")
+    before = copy.deepcopy(model.state_dict())
+    seen = []
+    real_step = tune.train_step
+
+    def spy(net, optimizer, x, y, opts, stats=None):
+        seen.append(opts.precision)
+        return real_step(net, optimizer, x, y, opts, stats)
+
+    monkeypatch.setattr(tune, "train_step", spy)
+    choice = autotune(model, zoo.get_spec("mlp").recipe, *_batch("mlp", 16), "cpu", precision="bf16", budget_s=0.2)
+    assert seen and set(seen) == {"bf16"}, "every probed step runs at the precision passed in"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
+    assert set(choice.measured) == {c.label for c in eager_candidates(model, zoo.get_spec("mlp").recipe,
+                                                                      _batch("mlp", 2)[0], "cpu")}
+    assert choice.gain > 0
+    *_, opts = build_tuned(choice, model, zoo.get_spec("mlp").recipe, "cpu", precision="bf16")
+    assert opts.precision == "bf16"
+
+
+def test_probe_restores_the_rng_so_a_tuned_run_draws_the_same_dropout_masks():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.Dropout(0.5),
+                                torch.nn.Linear(32, 10))
+    rng = torch.get_rng_state()
+    autotune(model, zoo.get_spec("mlp").recipe, *_batch("mlp", 16), "cpu", budget_s=0.2)
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_compile_is_not_probed_when_the_run_is_too_short_to_pay(monkeypatch):
+    def no_compile(*args, **kwargs):
+        raise AssertionError("torch.compile must not run for a run this short")
+
+    monkeypatch.setattr(tune.torch, "compile", no_compile)
+    model = _model("mlp")
+    recipe = zoo.get_spec("mlp").recipe
+    default = tune.default_candidate(model, recipe, "cpu")
+    cands = [default, Candidate(optimizer_impl="forloop"), Candidate(compile="default")]
+    for steps in (None, 1):
+        choice = autotune(model, recipe, *_batch("mlp", 16), "cpu", steps_planned=steps, budget_s=0.3,
+                          candidates=cands)
+        assert choice.compile is None and choice.compile_s is None
+        assert not any("compile" in label for label in choice.measured)
+
+
+def test_compile_pays_only_when_planned_steps_save_more_than_it_costs():
+    # 100 vs 125 samples/s at batch 10: 0.1 s vs 0.08 s per step, 0.02 s saved per step; a 30 s compile needs 1500 steps.
+    assert not tune.compile_pays(100.0, 125.0, 30.0, 1499, 10)
+    assert tune.compile_pays(100.0, 125.0, 30.0, 1501, 10)
+    assert not tune.compile_pays(100.0, 90.0, 0.0, 10**9, 10), "a slower compiled step never pays"
+
+
+def test_compile_probe_reports_its_cost_and_a_no_faster_compile_needs_a_real_gain(monkeypatch):
+    monkeypatch.setattr(tune.torch, "compile", lambda net, mode=None: net)  # 'compiled' = the same model
+    model = _model("mlp")
+    recipe = zoo.get_spec("mlp").recipe
+    choice = autotune(model, recipe, *_batch("mlp", 16), "cpu", steps_planned=10**9, budget_s=0.6,
+                      candidates=[tune.default_candidate(model, recipe, "cpu"), Candidate(compile="default")])
+    assert "contiguous/fused/compile" in choice.measured and choice.compile_s is not None
+    if choice.compile:  # the same speed: chosen only on a noisy win above MIN_GAIN
+        assert choice.gain > tune.MIN_GAIN
+
+
+def test_choice_round_trips_through_dict_and_a_weights_only_load():
+    choice = TuneChoice(channels_last=True, optimizer_impl="foreach", compile="default", cudnn_benchmark=False,
+                        gain=1.25, measured={"contiguous/fused": 100.0, "channels_last/foreach": 125.0},
+                        compile_s=3.5)
+    assert TuneChoice.from_dict(choice.to_dict()) == choice
+    buf = io.BytesIO()
+    torch.save({"tune": choice.to_dict()}, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=True)
+    assert TuneChoice.from_dict(loaded["tune"]) == choice
+    assert choice.label == "channels_last/foreach/compile"
+
+
+def test_from_dict_names_what_is_wrong():
+    with pytest.raises(ValueError, match="unknown field"):
+        TuneChoice.from_dict({"channels_last": True, "precision": "bf16"})
+    with pytest.raises(ValueError, match="optimizer_impl"):
+        TuneChoice.from_dict({"optimizer_impl": "magic"})
+
+
+def test_step_options_keep_the_precision_the_caller_passed():
+    model = _model("lenet")
+    for precision in ("fp32", "bf16"):
+        *_, opts = build_tuned(TuneChoice(channels_last=True), copy.deepcopy(model), zoo.get_spec("lenet").recipe,
+                               "cpu", precision=precision)
+        assert isinstance(opts, StepOptions) and opts.precision == precision and opts.channels_last
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_probes_cudnn_benchmark_and_restores_the_global_flag():
+    model = _model("lenet")
+    recipe = zoo.get_spec("lenet").recipe
+    x, y = (t.cuda() for t in _batch("lenet", 64))
+    cands = eager_candidates(model, recipe, x, "cuda")
+    assert {c.cudnn_benchmark for c in cands} == {False, True}
+    before = torch.backends.cudnn.benchmark
+    choice = autotune(model.cuda(), recipe, x, y, "cuda", budget_s=1.0)
+    assert torch.backends.cudnn.benchmark == before
+    assert len(choice.measured) == len(cands)
+    build_tuned(choice, copy.deepcopy(model), recipe, "cuda")
+    assert torch.backends.cudnn.benchmark == choice.cudnn_benchmark
+    torch.backends.cudnn.benchmark = before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_candidates_train_to_the_untuned_weights():
+    base = _model("lenet").cuda()
+    recipe = zoo.get_spec("lenet").recipe
+    x, _ = _batch("lenet", 4)
+    results = []
+    for cand in eager_candidates(base, recipe, x.cuda(), "cuda"):
+        model = copy.deepcopy(base)
+        net, optimizer, opts = build_tuned(cand, model, recipe, "cuda")
+        for i in range(5):
+            train_step(net, optimizer, *(t.cuda() for t in _batch("lenet", 16, seed=i)), opts)
+        results.append((cand.label, model.state_dict()))
+    for label, state in results[1:]:
+        for key, ref in results[0][1].items():
+            assert torch.allclose(state[key], ref, rtol=1e-4, atol=1e-5), (label, key)

@@ -1,0 +1,359 @@
+"""Exact-step autotuning: pick the fastest way to run the very same training step on this machine.
+
+Every option probed keeps the step's fp32 maths and the model's architecture: the memory format (contiguous or
+channels_last, for 4-D conv models), the optimizer kernel (fused, foreach or the per-tensor loop: PyTorch's three
+implementations of one update), ``torch.compile`` (default mode, probed only when the run's planned steps could pay
+its compile time back) and, on CUDA, ``cudnn.benchmark`` (which picks among cuDNN's fp32 algorithms). Mixed
+precision is never a candidate: the precision is the caller's, passed through unchanged. TF32 is left as it is.
+
+The probe runs on deep copies (the caller's model and optimizer are untouched, and the RNG state is restored, so a
+tuned run draws the same dropout masks as an untuned one) and times the candidates INTERLEAVED: every round runs
+every candidate once, in a rotated order, so a slow spell on a shared machine hits all of them alike; a candidate's
+rate is the median over rounds of samples stepped / window seconds (perf_counter, device sync around each window).
+
+Float sums are reordered by channels_last convolutions and by the fused/foreach kernels, so a tuned run matches an
+untuned one to float tolerance, not bit for bit.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import statistics
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.engine import (
+    OPTIMIZER_IMPLS,
+    StepOptions,
+    StepStats,
+    build_optimizer,
+    optimizer_impl,
+    synchronize,
+    train_step,
+)
+from zoo.registry import Recipe
+
+log = logging.getLogger("zoo")
+
+COMPILE_MODE = "default"
+# The least a torch.compile of even the smallest zoo model costs (CPU inductor here: several seconds). When the whole
+# run's eager training time is below this, compile cannot pay back and is not even probed.
+COMPILE_MIN_S = 2.0
+# Leave the default configuration unless a candidate beats it by more than this: interleaved medians on a shared
+# machine still differ by a percent or two between identical configurations.
+MIN_GAIN = 1.02
+WINDOW_S = 0.15  # one timed window of one candidate
+MIN_ROUNDS, MAX_ROUNDS = 3, 15
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to run the step."""
+
+    channels_last: bool = False
+    optimizer_impl: str = "fused"  # one of zoo.engine.OPTIMIZER_IMPLS
+    compile: str | None = None  # a torch.compile mode, or None
+    cudnn_benchmark: bool = False
+
+    @property
+    def label(self) -> str:
+        parts = ["channels_last" if self.channels_last else "contiguous", self.optimizer_impl]
+        if self.compile:
+            parts.append("compile" if self.compile == COMPILE_MODE else f"compile={self.compile}")
+        if self.cudnn_benchmark:
+            parts.append("cudnn_benchmark")
+        return "/".join(parts)
+
+
+@dataclass(frozen=True)
+class TuneChoice:
+    """The tuner's answer, with what it measured. Plain types only: it goes into checkpoints and metrics lines."""
+
+    channels_last: bool = False
+    optimizer_impl: str = "fused"
+    compile: str | None = None
+    cudnn_benchmark: bool = False
+    gain: float = 1.0  # measured samples/s of the choice / the default configuration's (1.0: not measured)
+    measured: dict[str, float] = field(default_factory=dict, hash=False)  # candidate label -> median samples/s
+    compile_s: float | None = None  # the compile probe's one-off seconds, when compile was probed
+
+    @property
+    def candidate(self) -> Candidate:
+        return Candidate(self.channels_last, self.optimizer_impl, self.compile, self.cudnn_benchmark)
+
+    @property
+    def label(self) -> str:
+        return self.candidate.label
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (dict(v) if isinstance(v := getattr(self, f.name), dict) else v)
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TuneChoice:
+        """The choice a ``to_dict()`` made; ValueError naming the problem for anything else."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a tune choice must be a dict, not {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"tune choice has unknown field(s): {', '.join(unknown)}")
+        if d.get("optimizer_impl", "fused") not in OPTIMIZER_IMPLS:
+            raise ValueError(f"tune choice has optimizer_impl {d['optimizer_impl']!r}; expected one of "
+                             f"{', '.join(OPTIMIZER_IMPLS)}")
+        kwargs = dict(d)
+        if "measured" in kwargs:
+            kwargs["measured"] = {str(k): float(v) for k, v in kwargs["measured"].items()}
+        return cls(**kwargs)
+
+    @classmethod
+    def of(cls, cand: Candidate, **fields: Any) -> TuneChoice:
+        return cls(cand.channels_last, cand.optimizer_impl, cand.compile, cand.cudnn_benchmark, **fields)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building a configuration
+
+
+def build_tuned(choice: TuneChoice | Candidate, model: nn.Module, recipe: Recipe, device: torch.device | str, *,
+                lr: float | None = None, precision: str = "fp32") -> tuple[nn.Module, torch.optim.Optimizer,
+                                                                            StepOptions]:
+    """Apply ``choice`` to ``model`` (in place: device, memory format) and build what ``zoo.engine.train_step``
+    takes: (net, optimizer, opts). ``net`` is the compiled model when the choice compiles, else ``model``.
+
+    On CUDA this sets the process-wide ``torch.backends.cudnn.benchmark`` to the choice's value.
+    """
+    device = torch.device(device)
+    model.to(device)
+    if choice.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = choice.cudnn_benchmark
+    optimizer = build_optimizer(recipe, model, lr, impl=choice.optimizer_impl)
+    opts = StepOptions(device, precision, choice.channels_last)
+    return apply_compile(model, choice.compile), optimizer, opts
+
+
+def apply_compile(net: nn.Module, mode: str | None) -> nn.Module:
+    """``torch.compile(net)`` in ``mode`` ("default" is PyTorch's default mode), or ``net`` itself for None."""
+    if not mode:
+        return net
+    return torch.compile(net, mode=None if mode == COMPILE_MODE else mode)
+
+
+def default_candidate(model: nn.Module, recipe: Recipe, device: torch.device | str) -> Candidate:
+    """The untuned configuration: contiguous, ``build_optimizer``'s default kernel (fused where the device has
+    one), no compile, cudnn.benchmark off (PyTorch's default)."""
+    device = torch.device(device)
+    return Candidate(optimizer_impl=optimizer_impl(build_optimizer(recipe, model), device))
+
+
+def untuned(model: nn.Module, recipe: Recipe, device: torch.device | str) -> TuneChoice:
+    """The choice ``--tune off`` stands for: the default configuration, nothing measured."""
+    return TuneChoice.of(default_candidate(model, recipe, device))
+
+
+def has_conv2d(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def eager_candidates(model: nn.Module, recipe: Recipe, x: torch.Tensor, device: torch.device | str) -> list[Candidate]:
+    """Every uncompiled configuration this device offers for this model, the default first."""
+    device = torch.device(device)
+    conv = has_conv2d(model) and x.dim() == 4
+    formats = (False, True) if conv else (False,)
+    benchmarks = (False, True) if conv and device.type == "cuda" else (False,)
+    impls = []
+    for impl in OPTIMIZER_IMPLS:
+        try:
+            build_optimizer(recipe, model, impl=impl)
+            impls.append(impl)
+        except ValueError:  # this device has no such kernel
+            continue
+    default = default_candidate(model, recipe, device)
+    cands = [Candidate(cl, impl, None, cb) for cl in formats for impl in impls for cb in benchmarks]
+    return [default] + [c for c in cands if c != default]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measuring
+
+
+class _Trial:
+    """One candidate being timed on its own deep copy of the model."""
+
+    def __init__(self, cand: Candidate, model: nn.Module, recipe: Recipe, x, y, device, lr, precision):
+        self.cand, self.x, self.y, self.device = cand, x, y, device
+        eager = dataclasses.replace(cand, compile=None)
+        copy_ = copy.deepcopy(model).train()
+        self.net, self.optimizer, self.opts = build_tuned(eager, copy_, recipe, device, lr=lr, precision=precision)
+        self.net = apply_compile(self.net, cand.compile)
+        self.stats = StepStats(device)
+        self.steps, self.step_s, self.first_s = 1, 0.0, 0.0
+        self.rates: list[float] = []
+
+    def step(self) -> None:
+        if self.device.type == "cuda":  # process-wide: set before each of this candidate's steps
+            torch.backends.cudnn.benchmark = self.cand.cudnn_benchmark
+        train_step(self.net, self.optimizer, self.x, self.y, self.opts, self.stats)
+
+    def warm(self) -> None:
+        """First call (one-off costs: compile, cuDNN autotuning, allocator growth), a second, then a short timed
+        burst (>= 2 steps, ~0.1 s) for the step time."""
+        for i in range(2):
+            synchronize(self.device)
+            t = time.perf_counter()
+            self.step()
+            synchronize(self.device)
+            if i == 0:
+                self.first_s = time.perf_counter() - t
+        n, t = 0, time.perf_counter()
+        while n < 2 or time.perf_counter() - t < 0.1:
+            self.step()
+            synchronize(self.device)
+            n += 1
+        self.step_s = max((time.perf_counter() - t) / n, 1e-6)
+
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+
+def time_interleaved(trials: list[_Trial], budget_s: float) -> None:
+    """Rounds in which every trial steps for a window of ~WINDOW_S, in a rotated order; each window's samples/s is
+    appended to ``trial.rates``. Many short rounds beat few long ones on a shared machine: a burst of load then
+    spoils a few windows of every trial instead of most of one trial's. Step counts are re-sized from the rates
+    measured so far (one warm-up step is a poor estimate), and rounds stop when the budget is spent (MIN_ROUNDS
+    at least; slow steps get one-step windows)."""
+    window_s = min(WINDOW_S, budget_s / (MIN_ROUNDS * len(trials)))  # a small budget: shorter windows
+    per_round_s = sum(max(t.step_s, window_s) for t in trials)
+    rounds = int(min(MAX_ROUNDS, max(MIN_ROUNDS, budget_s / per_round_s)))
+    for t in trials:
+        t.steps = max(1, round(window_s / t.step_s))
+    batch = trials[0].y.shape[0]
+    started = time.perf_counter()
+    for r in range(rounds):
+        for t in trials[r % len(trials):] + trials[:r % len(trials)]:
+            synchronize(t.device)
+            start = time.perf_counter()
+            for _ in range(t.steps):
+                t.step()
+            synchronize(t.device)
+            t.rates.append(t.steps * batch / (time.perf_counter() - start))
+        for t in trials:
+            t.steps = max(1, round(window_s * t.median() / batch))
+        if r + 1 >= MIN_ROUNDS and time.perf_counter() - started > budget_s:
+            break
+
+
+def _start(cands: Iterable[Candidate], model, recipe, x, y, device, lr, precision, *,
+           first_required: bool = True) -> list[_Trial]:
+    """Built and warmed trials; a candidate that cannot run here (no kernel, compiler missing) is left out, except
+    the first when ``first_required`` (the reference configuration must run: its failure is the caller's bug)."""
+    trials = []
+    for i, cand in enumerate(cands):
+        try:
+            trial = _Trial(cand, model, recipe, x, y, device, lr, precision)
+            trial.warm()
+            trials.append(trial)
+        except Exception as exc:  # noqa: BLE001 - a candidate that fails is not chosen; the default must run
+            if i == 0 and first_required:
+                raise
+            log.debug("tune: %s left out: %s: %s", cand.label, type(exc).__name__, exc)
+    return trials
+
+
+class _Preserved:
+    """Restores what probing touches outside the copies: the RNG states (dropout draws) and cudnn.benchmark."""
+
+    def __init__(self, device: torch.device):
+        devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else []
+        self.fork = torch.random.fork_rng(devices=devices)
+        self.benchmark = torch.backends.cudnn.benchmark
+
+    def __enter__(self):
+        self.fork.__enter__()
+
+    def __exit__(self, *exc):
+        torch.backends.cudnn.benchmark = self.benchmark
+        return self.fork.__exit__(*exc)
+
+
+def _fastest(trials: list[_Trial]) -> _Trial:
+    """The fastest trial by median rate; ``trials[0]`` (the reference) unless beaten by more than MIN_GAIN."""
+    best = max(trials, key=_Trial.median)
+    return best if best.median() > MIN_GAIN * trials[0].median() else trials[0]
+
+
+def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, device: torch.device | str, *,
+             precision: str = "fp32", steps_planned: int | None = None, budget_s: float = 10.0,
+             candidates: Iterable[Candidate] | None = None, lr: float | None = None) -> TuneChoice:
+    """The fastest configuration of this exact step on batch (x, y), measured on copies of ``model``.
+
+    ``candidates`` (default: every eager configuration the device offers, then compile of the best one when
+    ``steps_planned`` could pay for it) are timed interleaved for about ``budget_s`` seconds in all (plus warm-up
+    and, when probed, the compile time). ``precision`` is used as given; it is never a candidate.
+    """
+    device = torch.device(device)
+    default = default_candidate(model, recipe, device)
+    if candidates is None:
+        eager, compiled = eager_candidates(model, recipe, x, device), None
+    else:
+        cands = list(candidates)
+        eager = [default] + [c for c in cands if not c.compile and c != default]
+        compiled = [c for c in cands if c.compile]
+    started = time.perf_counter()
+    with _Preserved(device):
+        trials = _start(eager, model, recipe, x, y, device, lr, precision)
+        best_step_s = min(t.step_s for t in trials)
+        # The saving per step cannot exceed the step itself: a run shorter than the least compile time never pays.
+        may_compile = steps_planned is not None and compiled != [] and steps_planned * best_step_s > COMPILE_MIN_S
+        stage_s = budget_s * (0.6 if may_compile else 1.0) - (time.perf_counter() - started)
+        time_interleaved(trials, max(stage_s, 0.25 * budget_s))
+        best = _fastest(trials)
+        measured = {t.cand.label: t.median() for t in trials}
+        choice = TuneChoice.of(best.cand, gain=best.median() / trials[0].median(), measured=measured)
+        if may_compile:
+            compiled = compiled or [dataclasses.replace(best.cand, compile=COMPILE_MODE)]
+            left_s = max(budget_s - (time.perf_counter() - started), 0.4 * budget_s)
+            choice = _probe_compile(choice, best, compiled, steps_planned, left_s, model, recipe, lr, precision)
+    log.info("tune: %s, %.2fx the default (%s) | measured samples/s: %s", choice.label, choice.gain, default.label,
+             ", ".join(f"{k} {v:,.0f}" for k, v in choice.measured.items()))
+    return choice
+
+
+def compile_pays(eager_samples_per_s: float, compiled_samples_per_s: float, compile_s: float, steps_planned: int,
+                 batch_size: int) -> bool:
+    """Whether the run's planned steps save more seconds than the compile costs: steps x per-step saving > compile."""
+    saving_s = batch_size / eager_samples_per_s - batch_size / compiled_samples_per_s
+    return steps_planned * saving_s > compile_s
+
+
+def _probe_compile(choice: TuneChoice, eager: _Trial, cands: list[Candidate], steps_planned: int, budget_s: float,
+                   model, recipe, lr, precision) -> TuneChoice:
+    """Compile each candidate (its first call's seconds are the compile cost), time it interleaved against the best
+    eager trial, and take it only when it is faster by MIN_GAIN and steps_planned x saving > compile seconds."""
+    trials = _start(cands, model, recipe, eager.x, eager.y, eager.device, lr, precision, first_required=False)
+    if not trials:
+        return choice
+    eager.rates = []
+    time_interleaved([eager, *trials], budget_s)
+    batch = eager.y.shape[0]
+    measured, best, best_ratio, compile_s = dict(choice.measured), None, MIN_GAIN, None
+    for t in trials:
+        t_compile_s = max(t.first_s - t.step_s, 0.0)
+        compile_s = t_compile_s if compile_s is None else min(compile_s, t_compile_s)
+        measured[t.cand.label] = t.median()
+        ratio = t.median() / eager.median()
+        if ratio > best_ratio and compile_pays(eager.median(), t.median(), t_compile_s, steps_planned, batch):
+            best, best_ratio, compile_s = t, ratio, t_compile_s
+    if best is None:
+        return dataclasses.replace(choice, measured=measured, compile_s=compile_s)
+    # Chained through the eager choice, which both stages measured: (compiled / eager) x (eager / default).
+    return TuneChoice.of(best.cand, gain=choice.gain * best_ratio, measured=measured, compile_s=compile_s)
