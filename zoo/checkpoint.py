@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 
-import zoo.atomic
 from zoo.atomic import atomic_open
 from zoo.errors import UserError
 from zoo.faults import maybe_crash
@@ -96,7 +95,3 @@ def load_checkpoint(path: str, map_location: Any = "cpu", model_name: str | None
     if model_name is not None and state["model_name"] != model_name:
         raise CheckpointError(f"{path} holds model {state['model_name']!r}, not {model_name!r}")
     return state
-
-
-# COMPAT(remove at merge): bench/ imports atomic_open / atomic_write_text from here; their home is zoo.atomic.
-atomic_write_text = zoo.atomic.atomic_write_text

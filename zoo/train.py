@@ -106,9 +106,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# COMPAT(remove at merge): bench/scale.py imports this name; its home is zoo.distributed.init_distributed.
-_init_distributed = distributed.init_distributed
-
-
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,15 +7,8 @@ from __future__ import annotations
 from bench.phases.base import Phase
 from bench.phases.infer import InferPhase
 from bench.phases.parity import ParityPhase
+from bench.phases.scale import ScalePhase
+from bench.phases.train import TrainPhase
 
-# --- TEMPORARY until branches bench-train and zoo-tune merge (bench.phases.train, .scale, .tta do not exist on this
-# branch yet). The lead replaces this block with:
-#
-# from bench.phases.scale import ScalePhase
-# from bench.phases.train import TrainPhase
-# from bench.phases.tta import TtaPhase
-#
-# PHASES: dict[str, Phase] = {phase.name: phase for phase in (
-#     TrainPhase(), InferPhase(), ParityPhase(), ScalePhase(), TtaPhase())}
-PHASES: dict[str, Phase] = {phase.name: phase for phase in (InferPhase(), ParityPhase())}
-# --- end of the temporary block
+PHASES: dict[str, Phase] = {phase.name: phase for phase in (
+    TrainPhase(), InferPhase(), ParityPhase(), ScalePhase())}
