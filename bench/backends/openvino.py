@@ -1,0 +1,77 @@
+"""OpenVINO on the CPU: the PyTorch module converted with ``ov.convert_model`` and compiled by the CPU plugin.
+
+fp32 means fp32: on CPUs with AVX512-BF16 or AMX the CPU plugin's default ``INFERENCE_PRECISION_HINT`` is bf16, so an
+unpinned "fp32" row would silently run bf16 maths. The hint is set to f32 and read back from the compiled model; a
+plugin that does not honour it fails the row instead of mislabelling it.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from bench.backends.base import Backend
+
+INSTALL_HINT = 'pip install -e ".[openvino]"'
+
+
+class OpenVinoBackend(Backend):
+    name: ClassVar[str] = "openvino"
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    extra: ClassVar[str | None] = "openvino"
+
+    @classmethod
+    def available(cls, device: torch.device) -> str | None:
+        why = super().available(device)
+        if why is not None:
+            return why
+        try:
+            import openvino  # noqa: F401
+        except ImportError as exc:
+            return f"openvino is not installed ({exc}): {INSTALL_HINT}"
+        return None
+
+    def prepare(self) -> float:
+        import openvino as ov
+        import openvino.properties as props
+        import openvino.properties.hint as hints
+
+        start = time.perf_counter()
+        shape = tuple(self.session.spec.input_shape)
+        example = torch.zeros(2, *shape)  # batch 2: a batch of 1 could be traced as a constant
+        # Batch axis dynamic (-1): one compiled model serves every batch size, as a deployed service would.
+        with torch.no_grad():
+            model = ov.convert_model(self.session.model, example_input=example, input=[(-1, *shape)])
+        config = {
+            hints.performance_mode: hints.PerformanceMode.LATENCY,
+            props.inference_num_threads: int(self.ctx.threads),
+            hints.inference_precision: ov.Type.f32,
+        }
+        self.compiled = ov.Core().compile_model(model, "CPU", config)
+        seconds = time.perf_counter() - start
+        used = self.compiled.get_property(hints.inference_precision)
+        if used != ov.Type.f32:
+            raise RuntimeError(f"OpenVINO CPU plugin runs {used} although f32 was asked for")
+        self.request = self.compiled.create_infer_request()
+        self.fields.update(
+            provider="openvino CPU",
+            threads=int(self.compiled.get_property(props.inference_num_threads)),
+            note=f"OpenVINO {ov.get_version().split('-')[0]}: inference precision f32 (pinned), LATENCY hint, "
+                 "dynamic batch, converted from the PyTorch module",
+        )
+        return seconds
+
+    def bind(self, x: torch.Tensor) -> Callable[[], Any]:
+        arr = x.detach().cpu().numpy()  # the CPU tensor's own memory: no copy
+        request = self.request
+        # share_inputs: OpenVINO reads the caller's array in place, as a deployed caller would hand it over;
+        # outputs are copied out (the default), the caller owns its result.
+        return lambda: request.infer({0: arr}, share_inputs=True)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.compiled(x.detach().cpu().numpy())[0]
+        return torch.from_numpy(out.copy()).float()
+
+    def close(self) -> None:
+        self.request = self.compiled = None
