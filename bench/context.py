@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -13,6 +13,9 @@ from torch import nn
 import zoo
 from zoo.data import real_data_available
 from zoo.engine import synchronize
+
+if TYPE_CHECKING:
+    from bench.budget import Budget
 
 QUICK_MAX_BATCH = 32  # --quick: every phase's batch is at most this (a smoke run of every path, recorded as quick)
 
@@ -36,6 +39,7 @@ class BenchContext:
     train_variants: list[dict[str, Any]] = field(default_factory=list)
     max_procs: int | None = None
     budget_s: float | None = None  # the whole run's time budget, spread over models by cost
+    budget: Budget | None = None  # the driver's spread of budget_s (None: no budget, phases use their own sizes)
     peaks: dict[str, Any] = field(default_factory=dict)  # the device's measured limits (RunEnv.peaks) for % of peak
     debug: bool = False
 
@@ -63,6 +67,12 @@ class BenchContext:
     def sync(self) -> None:
         synchronize(self.device)
 
+    def budget_for(self, name: str, phase: str) -> float | None:
+        """Seconds this phase may spend on model ``name``: its cost's share of what is left of the run's budget
+        (None: no budget). A phase sizes its windows/calls with it and still meets its sample rules; when the two
+        disagree, the rules win and the row prints fewer percentiles, never a made-up one."""
+        return None if self.budget is None else self.budget.seconds_for(name, phase)
+
 
 @dataclass
 class ModelSession:
@@ -76,6 +86,8 @@ class ModelSession:
     checkpoint_acc: float | None = None
     pretrained: bool = False
     cache: dict[str, Any] = field(default_factory=dict)
+    flops_per_sample: float | None = None  # forward, torch.utils.flop_counter (the "model" record's figure)
+    train_flops_per_sample: float | None = None  # forward + backward
 
     @functools.cached_property
     def spec(self) -> zoo.ModelSpec:

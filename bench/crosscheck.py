@@ -2,9 +2,11 @@
 
     python -m bench.crosscheck --models mlp,lenet [--device cpu] [--threads N] [--repeats 3]
 
-Both time the same module on the same fixed input under torch.inference_mode with the same thread count. The two
-are interleaved ``--repeats`` times and each side's median is compared, so a burst of load from another process
-hits both. Exit status 0 when every ratio is within ``--tolerance`` (15%), 1 when not, 2 on bad arguments.
+Both time the same module on the same fixed input under torch.inference_mode with the same thread count: the harness
+side is the infer phase's own path (the ``eager`` backend's bound call, bench.timing's clock and sampling plan, the
+backend's sync inside every call), the other is torch.utils.benchmark's blocked_autorange. The two are interleaved
+``--repeats`` times and each side's median is compared, so a burst of load from another process hits both. Exit
+status 0 when every ratio is within ``--tolerance`` (15%), 1 when not, 2 on bad arguments.
 """
 from __future__ import annotations
 
@@ -16,33 +18,49 @@ import sys
 import torch
 
 import zoo
-from bench.common import BenchContext, example_batch, prepare_model
-from bench.infer import measure_inference
+from bench import timing
+from bench.backends import BACKENDS
+from bench.context import BenchContext, ModelSession, example_batch
+from bench.maths import apply_policy
+from bench.model_info import prepare_model
 from zoo.engine import resolve_device
 from zoo.errors import UserError
 from zoo.registry import UnknownModelError
 
 
-def crosscheck(name: str, ctx: BenchContext, repeats: int = 3, min_run_time_s: float = 1.0) -> dict:
+def harness_p50_ms(session: ModelSession, ctx: BenchContext, x: torch.Tensor) -> float:
+    """The eager batch-1 p50 exactly as the infer phase measures it."""
+    backend = BACKENDS["eager"](session, ctx)
+    backend.prepare()
+    try:
+        with torch.inference_mode():
+            fn = backend.bind(x)
+            plan = timing.sampling_plan(x.shape[0], ctx.quick)
+            samples = timing.sample_latencies(fn, backend.sync, **plan)
+    finally:
+        backend.close()
+    return timing.latency_stats(samples, x.shape[0])["p50_ms"]
+
+
+def crosscheck(name: str, ctx: BenchContext, repeats: int = 3, min_run_time_s: float = 1.0,
+               session: ModelSession | None = None) -> dict:
     # Importing torch.utils.benchmark loads cpp_extension, which warns about CUDA_HOME on CPU-only machines.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import torch.utils.benchmark as tbench
 
-    model, _ = prepare_model(name, ctx)
+    session = session or prepare_model(name, ctx)
+    model = session.model
     x = example_batch(name, 1, ctx.device, seed=ctx.seed)
     harness_ms, timer_ms = [], []
     for _ in range(repeats):
-        rows = measure_inference(name, model, ctx, batch_sizes=[1], backends=["eager"])
-        if rows[0]["status"] != "ok":
-            raise RuntimeError(f"{name}: eager measurement {rows[0]['status']}: {rows[0].get('reason')}")
-        harness_ms.append(rows[0]["p50_ms"])
+        harness_ms.append(harness_p50_ms(session, ctx, x))
         timer = tbench.Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=torch.get_num_threads(),
                              label=name, description="eager batch 1")
         with torch.inference_mode():  # thread-local, and the Timer runs its loop in this thread
             timer_ms.append(timer.blocked_autorange(min_run_time=min_run_time_s).median * 1e3)
     h, t = statistics.median(harness_ms), statistics.median(timer_ms)
     return {"model": name, "threads": torch.get_num_threads(), "harness_p50_ms": h, "timer_median_ms": t,
-            "ratio": h / t, "harness_runs_ms": harness_ms, "timer_runs_ms": timer_ms}
+            "ratio": h / t, "harness_runs_ms": harness_ms, "timer_runs_ms": timer_ms, "clock": timing.CLOCK}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         names = [n.strip() for n in args.models.split(",") if n.strip()]
         for n in names:
             zoo.get_spec(n)
-        ctx = BenchContext(device=resolve_device(args.device), checkpoints=args.checkpoints)
+        device = resolve_device(args.device)
+        if device.type == "cuda" and device.index is not None:
+            torch.cuda.set_device(device)  # every piece also passes the device; this makes it current for the rest
+        apply_policy(device)  # the maths policy of a bench run, for both sides
+        ctx = BenchContext(device=device, checkpoints=args.checkpoints)
         results = [crosscheck(n, ctx, args.repeats) for n in names]
     except (UserError, UnknownModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,11 +1,10 @@
-"""ONNX export with a dynamic batch axis, and the parity of the exported graph against eager PyTorch.
+"""ONNX export with a dynamic batch axis, checked by onnx.checker and placed atomically; one export per model per run.
 
-Parity numbers are what they are: a graph that misses the 1e-4 tolerance is an ``ok`` record with ``parity_ok``
-False, so the table shows it. Only a run that could not produce the numbers at all is ``failed``.
+``onnx_for(session, ctx)`` exports a model once into ``ctx.out_dir/onnx/NAME.onnx`` and keeps the result (or the
+failure) in ``session.cache``, so the parity phase and every ONNX backend of the infer phase use the same file.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import shutil
@@ -14,20 +13,19 @@ import time
 import warnings
 from typing import Any
 
-import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
-import zoo
-from bench.common import BenchContext, example_batch, failure, record, test_loader
+from bench.context import BenchContext, ModelSession, example_batch
 
-TOLERANCE = 1e-4
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 # The protobuf limit is 2 GiB; past ~1.5 GiB of weights keep them in a side file so the graph file stays loadable.
 EXTERNAL_DATA_BYTES = 3 * 2**29
 EXPORT_BATCH = 2  # batch 1 would let the tracer specialise the batch axis away
+
+
+CACHE_KEY = "onnx_export"  # session.cache: the export's info dict, or the OnnxExportError it ended with
 
 
 class OnnxExportError(RuntimeError):
@@ -39,7 +37,8 @@ def _error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
 
 
-def _onnx_opset(path: str) -> int | None:
+def onnx_opset(path: str) -> int | None:
+    """The default-domain opset a graph file imports."""
     model = onnx.load(path, load_external_data=False)
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
@@ -93,7 +92,7 @@ def export_onnx(name: str, model: nn.Module, path: str, *, opset: int | None = N
                 onnx.checker.check_model(tmp_path)  # the path form: works past 2 GiB and with external data
                 produced = sorted(os.listdir(tmp))
                 onnx_bytes = sum(os.path.getsize(os.path.join(tmp, f)) for f in produced)
-                opset_used = _onnx_opset(tmp_path)
+                opset_used = onnx_opset(tmp_path)
                 for f in produced:  # side files first, so the graph never points at data not yet in place
                     if f != base:
                         os.replace(os.path.join(tmp, f), os.path.join(folder, f))
@@ -115,93 +114,34 @@ def export_onnx(name: str, model: nn.Module, path: str, *, opset: int | None = N
     raise OnnxExportError(f"ONNX export of {name} failed ({'; '.join(errors)})")
 
 
-def ort_session(path: str, *, cuda: bool = False, threads: int | None = None) -> ort.InferenceSession:
-    """An ONNX Runtime session: intra-op threads = torch's thread count unless given, one inter-op thread."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or torch.get_num_threads()
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3  # warnings about unused initialisers etc. are noise in a benchmark log
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
-    return ort.InferenceSession(path, sess_options=so, providers=providers)
+def onnx_path_for(out_dir: str, name: str) -> str:
+    return os.path.abspath(os.path.join(out_dir, "onnx", f"{name}.onnx"))
 
 
-@contextlib.contextmanager
-def strict_fp32():
-    """TF32 off while computing the eager reference: cuDNN convolutions use TF32 by default on Ampere and later."""
-    conv, mm = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, mm
+def onnx_export_info(session: ModelSession, ctx: BenchContext) -> dict[str, Any]:
+    """The export info of ``session``'s model (see ``export_onnx``), exporting on first use only.
+
+    A failed export is cached too and raised again as the same OnnxExportError: the second user of the file gets the
+    first failure's reason instead of paying for (and maybe differing in) a second attempt.
+    """
+    cached = session.cache.get(CACHE_KEY)
+    if cached is None:
+        try:
+            cached = export_onnx(session.name, session.model, onnx_path_for(ctx.out_dir, session.name))
+        except OnnxExportError as exc:
+            cached = exc
+        session.cache[CACHE_KEY] = cached
+    if isinstance(cached, OnnxExportError):
+        raise cached
+    return dict(cached)
 
 
-def _onnx_mb(path: str) -> float:
+def onnx_for(session: ModelSession, ctx: BenchContext) -> str:
+    """The path of ``session``'s ONNX file (exported once per run); OnnxExportError when it cannot be made."""
+    return onnx_export_info(session, ctx)["onnx_path"]
+
+
+def onnx_mb(path: str) -> float:
+    """Size of the graph file plus its external-data side file, if any."""
     size = os.path.getsize(path) + (os.path.getsize(path + ".data") if os.path.exists(path + ".data") else 0)
     return round(size / 2**20, 3)
-
-
-def measure_parity(name: str, model: nn.Module, ctx: BenchContext, onnx_path: str, *,
-                   export_info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Record of phase "parity": ONNX Runtime (CPU) against eager fp32 on ``ctx.device``.
-
-    max_abs_diff / max_rel_diff over the logits of ``example_batch(name, 8)``; the relative diff is elementwise
-    |ort - eager| / max(|eager|, 1e-6), its maximum (so it is large where a logit is near zero: read it with the
-    absolute one). argmax_agreement is over the test split (``ctx.quick``: its first 512 samples). The graph must
-    also take batch 1 and batch 3 (``dynamic_batch_ok``); if it does not, the record is failed.
-    """
-    info = dict(export_info or {})
-    info.setdefault("onnx_path", os.path.abspath(onnx_path))
-    info.setdefault("opset", _onnx_opset(onnx_path))
-    info.setdefault("onnx_mb", _onnx_mb(onnx_path))
-    model.eval()
-    sess = ort_session(onnx_path)
-    inp = sess.get_inputs()[0].name
-    num_classes = zoo.get_spec(name).num_classes
-
-    def both(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode(), strict_fp32():
-            eager = model(x).float().cpu().numpy()
-        onnx_out = sess.run(None, {inp: x.detach().cpu().numpy().astype(np.float32)})[0]
-        return eager, onnx_out
-
-    eager, onnx_out = both(example_batch(name, 8, ctx.device, seed=ctx.seed))
-    diff = np.abs(onnx_out.astype(np.float64) - eager.astype(np.float64))
-    max_abs = float(diff.max())
-    max_rel = float((diff / np.maximum(np.abs(eager.astype(np.float64)), 1e-6)).max())
-    fields: dict[str, Any] = {**info, "max_abs_diff": max_abs, "max_rel_diff": max_rel, "tolerance": TOLERANCE,
-                              "parity_ok": bool(max_abs <= TOLERANCE)}
-
-    try:
-        for n in (1, 3):
-            e, o = both(example_batch(name, n, ctx.device, seed=ctx.seed + n))
-            if o.shape != (n, num_classes):
-                raise ValueError(f"batch {n} gave output shape {tuple(o.shape)}, expected {(n, num_classes)}")
-            fields["max_abs_diff_b1_b3"] = max(fields.get("max_abs_diff_b1_b3", 0.0), float(np.abs(o - e).max()))
-        fields["dynamic_batch_ok"] = True
-    except Exception as exc:  # ORT raises its own exception types for shape mismatches
-        fields["dynamic_batch_ok"] = False
-        return failure(name, ctx.device, "parity", f"exported graph rejects batch 1/3: {_error_line(exc)}", **fields)
-
-    loader, source = test_loader(name, ctx, batch_size=256, samples=512 if ctx.quick else None)
-    agree = total = 0
-    for x, _ in loader.batches(0):
-        e, o = both(x)
-        agree += int((e.argmax(1) == o.argmax(1)).sum())
-        total += x.shape[0]
-    fields.update(argmax_agreement=agree / total if total else None, agreement_samples=total, data=source)
-    return record(name, ctx.device, "parity", **fields)
-
-
-def export_and_check(name: str, model: nn.Module, ctx: BenchContext, path: str, *,
-                     opset: int | None = None) -> dict[str, Any]:
-    """Export then measure parity; any failure becomes a failed "parity" record instead of an exception."""
-    try:
-        info = export_onnx(name, model, path, opset=opset)
-    except Exception as exc:
-        return failure(name, ctx.device, "parity", exc, onnx_path=os.path.abspath(path))
-    try:
-        return measure_parity(name, model, ctx, info["onnx_path"], export_info=info)
-    except Exception as exc:
-        return failure(name, ctx.device, "parity", exc, **info)

@@ -1,82 +1,167 @@
-"""The PNG plots of a results folder: latency p50 vs batch size per backend, training throughput per data path."""
+"""The PNG plots of a results folder, drawn from records only: latency p50 vs batch size per backend, latency vs
+accuracy with the Pareto front, and the training ladder. A plot without data is not drawn and a stale one is removed.
+
+Figures are rendered to bytes first (``render_plots``) and written afterwards (``store_plots``), so a caller can
+finish every serialisation before touching the disk. Matplotlib is imported only when a plot is rendered, and through
+its ``Figure`` class (Agg canvas), never pyplot: no global figure state, no display needed.
+"""
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
-from typing import Any
 
-from bench.report import LATENCY_PNG, LOADERS, TRAIN_PNG, _base_train, _ok, _ordered, _phase
-from zoo.checkpoint import atomic_open
+from bench.records import InferRecord, Record, TrainRecord
+from bench.selection import accuracy_batch_size, infer_rows, ladder_rows, models_of, of_type, pareto_front
+from zoo.atomic import atomic_open
+
+LATENCY_PNG = "latency.png"
+LATENCY_ACCURACY_PNG = "latency_accuracy.png"
+TRAIN_LADDER_PNG = "train_ladder.png"
+PLOT_FILES = (LATENCY_PNG, LATENCY_ACCURACY_PNG, TRAIN_LADDER_PNG)
+RETIRED_FILES = ("train_throughput.png",)  # names earlier versions wrote: removed so they are not read as current
 
 
-def _latency_figure(plt, records):
-    infer = [r for r in _phase(records, "infer") if _ok(r) and r.get("p50_ms") and r.get("batch_size")]
-    if not infer:
+def _grid(n: int, width: float = 4.4, height: float = 3.4):
+    from matplotlib.figure import Figure
+
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).flat)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _label(rec: InferRecord) -> str:
+    backend = str(rec.backend)
+    return backend if rec.precision == "fp32" or rec.precision in backend else f"{backend} {rec.precision}"
+
+
+def _plain_log_ticks(axis) -> None:
+    """Tick labels on a log axis as plain numbers (0.4, 2) instead of powers of ten."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
+
+def _latency_figure(records: list[Record]):
+    rows = [r for r in of_type(records, InferRecord, ok_only=True) if r.p50_ms and r.batch_size]
+    models = models_of(rows)
+    if not models:
         return None
-    models = list(dict.fromkeys(r["model"] for r in infer))
-    ncols = min(3, len(models))
-    fig, axes = plt.subplots(math.ceil(len(models) / ncols), ncols, figsize=(4.2 * ncols, 3.3 * math.ceil(
-        len(models) / ncols)), squeeze=False,
-                             layout="constrained")
-    for ax, model in zip(axes.flat, models):
-        mine = [r for r in infer if r["model"] == model]
-        for b in dict.fromkeys((r["backend"], r.get("precision") or "fp32") for r in mine):
-            pts = sorted((r["batch_size"], r["p50_ms"]) for r in mine
-                         if (r["backend"], r.get("precision") or "fp32") == b)
-            ax.plot(*zip(*pts), marker="o", label=b[0] if b[1] == "fp32" else f"{b[0]} {b[1]}")
-        ax.set(title=model, xlabel="batch size", ylabel="p50 latency (ms)", yscale="log")
-        sizes = sorted({r["batch_size"] for r in mine})
+    fig, axes = _grid(len(models))
+    for ax, model in zip(axes, models):
+        mine = infer_rows(rows, model)
+        for label in dict.fromkeys(_label(r) for r in mine):
+            pts = sorted((r.batch_size, r.p50_ms) for r in mine if _label(r) == label)
+            ax.plot(*zip(*pts), marker="o", label=label)
+        sizes = sorted({r.batch_size for r in mine})
+        ax.set(title=model, xlabel="batch size", ylabel="p50 latency per call (ms)", yscale="log")
         if len(sizes) > 1:
             ax.set_xscale("log", base=2)
         ax.set_xticks(sizes, [str(b) for b in sizes])
         ax.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(models):]:
-        ax.set_visible(False)
+    fig.suptitle("Inference latency (p50) vs batch size")
     return fig
 
 
-def _train_figure(plt, records):
-    train = _base_train(records)
-    if not train:
+def _latency_accuracy_figure(records: list[Record]):
+    panels = []
+    for model in models_of(of_type(records, InferRecord)):
+        rows = infer_rows(records, model)
+        batch = accuracy_batch_size(rows)
+        pts = [r for r in rows if r.ok and r.batch_size == batch and r.accuracy is not None and r.p50_ms]
+        if pts:
+            panels.append((model, batch, pts))
+    if not panels:
         return None
-    models = list(dict.fromkeys(r["model"] for r in train))
-    loaders = _ordered([r.get("loader") for r in train], LOADERS)
-    width = 0.8 / len(loaders)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(models)), 3.8))
-    for i, loader in enumerate(loaders):
-        vals = {r["model"]: r["samples_per_s"] for r in train if r.get("loader") == loader}
-        xs = [j + (i - (len(loaders) - 1) / 2) * width for j, m in enumerate(models) if m in vals]
-        ax.bar(xs, [vals[m] for m in models if m in vals], width, label=str(loader))
-    ax.set_xticks(range(len(models)), models, rotation=20)
-    ax.set(ylabel="training samples/s", yscale="log", title="Training throughput by data path (fp32)")
-    ax.grid(True, axis="y", which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = _grid(len(panels))
+    for ax, (model, batch, pts) in zip(axes, panels):
+        for r in pts:
+            ax.scatter(r.p50_ms, 100 * r.accuracy, s=30, zorder=3,
+                       color="tab:red" if r.accuracy_ok is False else "tab:blue")
+            ax.annotate(_label(r), (r.p50_ms, 100 * r.accuracy), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        front = pareto_front((r.p50_ms, 100 * r.accuracy) for r in pts)
+        ax.step(*zip(*front), where="post", color="tab:green", linewidth=1.5, label="Pareto front", zorder=2)
+        ax.scatter(*zip(*front), s=90, facecolors="none", edgecolors="tab:green", zorder=4)
+        ax.set(title=f"{model} (batch {batch})", xlabel="p50 latency per call (ms)", ylabel="test accuracy (%)",
+               xscale="log")
+        _plain_log_ticks(ax.xaxis)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Latency vs accuracy (red: accuracy moved beyond its budget)")
     return fig
 
 
-def write_plots(out_dir: str, records: list[dict[str, Any]]) -> list[str]:
-    """Latency p50 vs batch size per backend (one panel per model) and training throughput per loader.
+def _train_figure(records: list[Record]):
+    panels = [(m, [r for r in ladder_rows(records, m) if r.ok and r.samples_per_s])
+              for m in models_of(of_type(records, TrainRecord))]
+    panels = [(m, rows) for m, rows in panels if rows]
+    if not panels:
+        return None
+    fig, axes = _grid(len(panels))
+    for ax, (model, rows) in zip(axes, panels):
+        several = len({r.batch_size for r in rows}) > 1
+        labels = [f"{r.row} b={r.batch_size}" if several else str(r.row) for r in rows]
+        xs = range(len(rows))
+        bars = ax.bar(xs, [r.samples_per_s for r in rows], color=["tab:gray" if r.row == "compute" else "tab:blue"
+                                                                  for r in rows])
+        half = [(r.samples_per_s_iqr or 0) / 2 for r in rows]
+        ax.errorbar(xs, [r.samples_per_s for r in rows], yerr=half, fmt="none", ecolor="black", capsize=3)
+        for bar, r in zip(bars, rows):
+            if r.above_bound:
+                bar.set_hatch("//")
+                ax.annotate("above bound", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                            va="bottom", fontsize=7, color="tab:red")
+        ax.set_xticks(list(xs), labels, rotation=30, ha="right", fontsize=8)
+        ax.set(title=model, ylabel="training samples/s (median)")
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle("Training ladder, fp32 (whisker: IQR width; grey: the compute bound)")
+    return fig
 
-    A plot without data is not drawn, and a stale one from an earlier run is removed.
-    """
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+DRAWERS = {LATENCY_PNG: _latency_figure, LATENCY_ACCURACY_PNG: _latency_accuracy_figure,
+           TRAIN_LADDER_PNG: _train_figure}
 
+
+def figures(records: list[Record]) -> dict:
+    """The matplotlib figures these records have data for, keyed by file name; a plot without data is absent."""
+    drawn = {name: draw(records) for name, draw in DRAWERS.items()}
+    return {name: fig for name, fig in drawn.items() if fig is not None}
+
+
+def render_plots(records: list[Record]) -> dict[str, bytes]:
+    """PNG bytes of every plot these records have data for, keyed by file name (nothing touches the disk)."""
+    pngs = {}
+    for name, fig in figures(records).items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        pngs[name] = buf.getvalue()
+    return pngs
+
+
+def store_plots(out_dir: str, pngs: dict[str, bytes]) -> list[str]:
+    """Write each rendered plot atomically; remove the plots (and retired plot names) this run has no data for."""
     written = []
-    for fname, draw in ((LATENCY_PNG, _latency_figure), (TRAIN_PNG, _train_figure)):
-        path = os.path.join(out_dir, fname)
-        fig = draw(plt, records)
-        if fig is None:
+    for name in PLOT_FILES + RETIRED_FILES:
+        path = os.path.join(out_dir, name)
+        if name in pngs:
+            with atomic_open(path, "wb") as f:
+                f.write(pngs[name])
+            written.append(path)
+        else:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
-            continue
-        with atomic_open(path, "wb") as f:
-            fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        written.append(path)
     return written
+
+
+def write_plots(out_dir: str, records: list[Record]) -> list[str]:
+    """Render and store the plots of ``records`` in ``out_dir``; the paths written."""
+    return store_plots(out_dir, render_plots(records))

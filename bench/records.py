@@ -254,6 +254,7 @@ class RunEnv:
     """Where, when and how a run was made: the ``env`` block of results.json."""
 
     device: str = ""
+    device_index: int | None = None  # the CUDA device the run made current (--device cuda:N)
     device_name: str = ""
     torch: str = ""
     torchvision: str = ""

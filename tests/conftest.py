@@ -47,7 +47,7 @@ def torch_home(tmp_path, monkeypatch):
 @pytest.fixture
 def small_cfg(tmp_path):
     """A factory of TrainConfig for quick in-process runs on synthetic data."""
-    from zoo.train import TrainConfig
+    from zoo.loop import TrainConfig
 
     def make(model: str = "lenet", **kw) -> TrainConfig:
         base = dict(model=model, device="cpu", synthetic=True, out=str(tmp_path / "runs"), train_samples=256,

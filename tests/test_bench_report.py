@@ -1,4 +1,5 @@
-"""bench.report (tables, files, plots, the README index) and bench.compare's verdicts, from hand-made records."""
+"""bench.report / bench.tables / bench.plots: what summary.md, results.csv, the plots and the README index show, from
+hand-made typed records of every phase (ok, failed, skipped, above the bound, too few calls for a p99)."""
 from __future__ import annotations
 
 import csv
@@ -7,183 +8,269 @@ import os
 
 import pytest
 
-from bench import compare, plots, report
+import zoo.atomic
+from bench import plots, report, selection, tables
+from bench.records import (
+    InferRecord,
+    ModelRecord,
+    ParityRecord,
+    RunEnv,
+    ScaleRecord,
+    TrainRecord,
+    TtaRecord,
+    not_ok,
+    results_from_json,
+)
 
 
-def _env(device="cpu", quick=False, **kw):
-    env = {"torch": "2.x", "torchvision": "0.x", "onnxruntime": "1.x", "python": "3.11", "platform": "Linux",
-           "device": device, "device_name": f"Test {device.upper()}", "cuda": None, "cpu_threads": 2, "cpu_count": 2,
-           "memory_gb": 16.0, "git_commit": "abc1234", "timestamp": "2030-01-01T00:00:00+00:00", "quick": quick}
-    env.update(kw)
-    return env
+def make_env(**kw) -> RunEnv:
+    base = dict(device="cpu", device_name="Test CPU", torch="2.x", torchvision="0.x", onnxruntime="1.x",
+                python="3.11", platform="Linux", cpu_count=2, threads=2, memory_gb=16.0, git_commit="abc1234",
+                timestamp="2030-01-01T00:00:00+00:00", command="python -m bench.run --device cpu", wall_s=812.0,
+                budget_s=900.0, clock="perf_counter, device sync per call",
+                maths={"cudnn_benchmark": True, "tf32": False},
+                calibration={"matmul_ms": {"median": 1.25, "samples": [1.2, 1.3]}},
+                peaks={"fp32_flops_per_s": 2.5e11, "mem_bytes_per_s": 1.2e10},
+                skipped_precisions={"fp16": "no fp16 matmul on this CPU"}, planned_rows=30, done_rows=30,
+                complete=True)
+    base.update(kw)
+    return RunEnv(**base)
 
 
-def _train(model, loader, sps, *, precision="fp32", status="ok", **kw):
-    rec = {"model": model, "device": "cpu", "phase": "train", "status": status, "loader": loader, "batch_size": 64,
-           "precision": precision, "channels_last": False, "compile": None}
-    if status == "ok":
-        rec.update(samples_per_s=sps, samples_per_s_iqr=sps * 0.05, windows=5, steps_per_window=10)
-    rec.update(kw)
-    return rec
+def train(row, sps, **kw) -> TrainRecord:
+    base = dict(model="mlp", device="cpu", row=row, batch_size=64, data="synthetic", threads=2, samples_per_s=sps,
+                samples_per_s_iqr=sps * 0.05, window_rates=[sps] * 5, windows=5, steps_per_window=100)
+    base.update(kw)
+    return TrainRecord(**base)
 
 
-def _infer(model, backend, bs, p50, *, status="ok", **kw):
-    rec = {"model": model, "device": "cpu", "phase": "infer", "status": status, "backend": backend, "batch_size": bs,
-           "precision": "fp32"}
-    if status == "ok":
-        rec.update(p50_ms=p50, p90_ms=p50 * 1.1, p99_ms=p50 * 1.3, mean_ms=p50 * 1.05, iqr_ms=p50 * 0.02,
-                   samples=100, samples_per_s=bs / (p50 * 1.05e-3), threads=2)
-    rec.update(kw)
-    return rec
+def infer(backend, bs, p50, **kw) -> InferRecord:
+    base = dict(model="mlp", device="cpu", backend=backend, batch_size=bs, threads=2, n_calls=2000,
+                latencies_ms=[p50] * 5, p50_ms=p50, p90_ms=p50 * 1.1, p99_ms=p50 * 1.3, max_ms=p50 * 2,
+                mean_ms=p50 * 1.05, iqr_ms=p50 * 0.02, samples_per_s=bs / (p50 * 1e-3), data="synthetic",
+                weights="random", accuracy=0.10, accuracy_delta_pts=0.0, argmax_agreement=1.0,
+                agreement_samples=512, max_abs_diff=1e-6, accuracy_budget_pts=0.1, accuracy_ok=True)
+    base.update(kw)
+    return InferRecord(**base)
 
 
 def sample_records():
-    model = {"device": "cpu", "phase": "model", "status": "ok", "weights": "random", "checkpoint": None,
-             "checkpoint_acc": None, "pretrained": False, "data": "synthetic"}
     return [
-        {**model, "model": "mlp", "params_total": 669706, "params_trainable": 669706, "flops_per_sample": 1.34e6,
-         "input_shape": "1x28x28"},
-        _train("mlp", "seed", 1000.0), _train("mlp", "tutorial", 1500.0),
-        _train("mlp", "fast", 9000.0, speedup_vs_seed=9.0, fraction_of_compute=0.9, gflops_per_s=12.5),
-        _train("mlp", "compute", 10000.0),
-        _train("mlp", "fast", 11000.0, precision="bf16"),
-        _infer("mlp", "eager", 1, 0.2), _infer("mlp", "onnxruntime", 1, 0.1, speedup_vs_eager=2.0),
-        _infer("mlp", "compile", 1, None, status="skipped", reason="quick: not run"),
-        _infer("mlp", "eager", 64, 1.0), _infer("mlp", "onnxruntime", 64, 0.2),
-        {"model": "mlp", "device": "cpu", "phase": "parity", "status": "ok", "opset": 18, "exporter": "dynamo",
-         "max_abs_diff": 2e-7, "max_rel_diff": 1e-5, "argmax_agreement": 1.0, "agreement_samples": 512,
-         "parity_ok": True, "tolerance": 1e-4, "onnx_mb": 2.6, "export_s": 1.2},
-        {**model, "model": "lenet", "params_total": 215370, "params_trainable": 215370, "flops_per_sample": 6.05e6,
-         "input_shape": "1x28x28", "weights": "checkpoint", "checkpoint_acc": 0.987},
-        _train("lenet", "seed", 500.0), _train("lenet", "tutorial", None, status="failed",
-                                               reason="RuntimeError: loader exploded"),
-        {"model": "lenet", "device": "cpu", "phase": "parity", "status": "ok", "opset": 18, "exporter": "dynamo",
-         "max_abs_diff": 3e-3, "max_rel_diff": 0.2, "argmax_agreement": 0.99, "parity_ok": False, "tolerance": 1e-4},
-        {"model": "cifar_cnn", "device": "cpu", "phase": "model", "status": "failed",
-         "reason": "CheckpointError: runs/cifar_cnn/best.pt is truncated"},
+        ModelRecord(model="mlp", device="cpu", dataset="fashionmnist", input_shape="1x28x28", params_total=669706,
+                    params_trainable=669706, flops_per_sample=1.34e6, train_flops_per_sample=4.0e6, weights="random",
+                    data="synthetic"),
+        ModelRecord(model="lenet", device="cpu", dataset="mnist", params_total=215370, weights="checkpoint",
+                    checkpoint="runs/lenet/best.pt", checkpoint_acc=0.987, data="real"),
+        not_ok(ModelRecord, "cifar_cnn", "cpu", ValueError("runs/cifar_cnn/best.pt is truncated")),
+        # Deliberately inconsistent derived fields: the tables must show them as they are, never recompute them.
+        train("tutorial_loop", 1000.0, speedup_vs_tutorial_loop=1.0, fraction_of_compute=0.1),
+        train("fused_optimizer", 1200.0, rung_gain=1.2, speedup_vs_tutorial_loop=7.77, fraction_of_compute=0.12),
+        not_ok(TrainRecord, "mlp", "cpu", RuntimeError("loader exploded"), row="no_host_read", batch_size=64),
+        train("fast", 10500.0, rung_gain=3.0, speedup_vs_tutorial_loop=10.5, fraction_of_compute=1.05,
+              above_bound=True, pct_of_peak=0.2, peak_mem_mb=512.0, mem_delta_mb=64.0, tuned={"steps": 4}),
+        train("compute", 10000.0, pct_of_peak=0.19),
+        train("compute", 21000.0, precision="bf16", speedup_vs_fp32_compute=2.1),
+        infer("eager", 1, 0.2, n_calls=30, p90_ms=None, p99_ms=None, max_ms=0.9),
+        infer("onnxruntime", 1, 0.1, speedup_vs_eager=2.0),
+        not_ok(InferRecord, "mlp", "cpu", "quick: not run", status="skipped", backend="compile", batch_size=1),
+        infer("eager", 64, 1.0, n_calls=500, p99_ms=None, max_ms=3.0),
+        infer("onnxruntime-int8", 64, 0.4, precision="int8", speedup_vs_eager=2.5, accuracy=0.08,
+              accuracy_delta_pts=-2.0, accuracy_budget_pts=1.0, accuracy_ok=False),
+        ParityRecord(model="mlp", device="cpu", opset=18, exporter="dynamo", max_abs_diff=2e-7, max_rel_diff=1e-5,
+                     parity_ok=True, dynamic_batch_ok=True, argmax_agreement=1.0, agreement_samples=512),
+        ParityRecord(model="lenet", device="cpu", opset=18, exporter="dynamo", max_abs_diff=3e-3, parity_ok=False),
+        ScaleRecord(model="mlp", device="cpu", processes=2, batch_size=64, batch_size_global=128,
+                    dist_backend="gloo", samples_per_s=1800.0, samples_per_s_iqr=90.0, windows=5,
+                    ideal="rate(1), same cores", ideal_samples_per_s=2000.0, scaling_efficiency=0.9),
+        TtaRecord(model="mlp", device="cpu", row="shared_loop", target_acc=0.8, reached=True, epochs=3,
+                  samples_seen=180000, train_s=12.0, eval_s=1.5, wall_s=14.0, final_acc=0.81,
+                  speedup_vs_tutorial_loop=4.0),
+        TtaRecord(model="mlp", device="cpu", row="tutorial_loop", target_acc=0.8, reached=False, epochs=5),
     ]
 
 
-def test_summary_renders_every_table():
-    text = report.render_summary(_env(quick=True), sample_records())
-    assert text.startswith("# QUICK RUN")
-    for heading in ("## Zoo", "## Training throughput", "## Inference latency", "## ONNX parity",
-                    "## Failed and skipped", "How to read this"):
-        assert heading in text
-    assert "669,706" in text and "98.7%" in text  # params with separators, checkpoint accuracy
-    assert "9.00x" in text and "90.0%" in text  # fast vs seed, fast % of compute
-    bf16 = [line for line in text.splitlines() if line.startswith("| mlp") and "bf16" in line]
-    assert len(bf16) == 1 and "11,000" in bf16[0]  # the extra precision is a row of its own
-    assert "onnxruntime p50 ms" in text and "2.00x" in text  # backends side by side, speedup vs eager
-    assert "5.00x" in text  # eager 1.0 / ORT 0.2 at b=64: computed when the record lacks it
-    assert "PASS" in text and "FAIL" in text
-    assert "quick: not run" in text and "loader exploded" in text and "is truncated" in text
-    assert "![latency.png](latency.png)" in text
+def line_with(text: str, *needles: str) -> str:
+    hits = [ln for ln in text.splitlines() if all(n in ln for n in needles)]
+    assert len(hits) == 1, (needles, hits)
+    return hits[0]
 
 
-def test_summary_says_when_a_phase_did_not_run():
-    records = [r for r in sample_records() if r["phase"] != "train"]
-    text = report.render_summary(_env(), records)
-    assert text.startswith("# Benchmark on Test CPU")
-    assert "QUICK" not in text.split("\n")[0]
-    assert "_training phase not run_" in text
-    assert "train_throughput.png" not in text
-    assert "_nothing failed or was skipped_" in report.render_summary(_env(), [])
+def test_summary_has_the_env_the_method_and_every_section():
+    text = report.render_summary(make_env(), sample_records())
+    assert text.startswith("# Benchmark on Test CPU (cpu)\n")
+    for needle in ("perf_counter, device sync per call", "cudnn_benchmark=True", "matmul_ms.median 1.25",
+                   "fp32_flops_per_s 250 GFLOP/s", "mem_bytes_per_s 12.0 GB/s", "fp16: no fp16 matmul", "abc1234",
+                   "`python -m bench.run --device cpu`", "812 s", "900 s", "samples/s = batch size / median",
+                   "at least 100 calls", "at least 1,000", "python -m bench.compare"):
+        assert needle in text, needle
+    for heading in ("## Zoo", "## Training throughput", "### Execution variants", "## Inference latency",
+                    "## ONNX parity", "## Multi-process scaling", "## Time to accuracy", "## Failed and skipped"):
+        assert heading in text, heading
+    assert "669,706" in line_with(text, "| mlp", "fashionmnist") and "98.7%" in line_with(text, "| lenet", "mnist")
+    assert "Ideal = rate(1), same cores" in text and "90.0%" in line_with(text, "| 2 ", "gloo")
 
 
-def test_csv_has_the_union_of_keys(tmp_path):
-    records = sample_records()
-    report.write_results(str(tmp_path), _env(), records, plots=False)
-    with open(tmp_path / "results.csv") as f:
-        rows = list(csv.DictReader(f))
-    union = {k for r in records for k in r}
-    assert set(rows[0]) == union
-    assert len(rows) == len(records)
-    assert rows[0]["checkpoint"] == ""  # None is an empty cell
-    assert rows[-1]["reason"].startswith("CheckpointError")
+def test_ladder_shows_the_records_fields_not_recomputed_ones():
+    text = report.render_summary(make_env(), sample_records())
+    rung = line_with(text, "| fused_optimizer")
+    assert "7.77x" in rung  # the record's value, although 1200 / 1000 would be 1.20x
+    assert "1,200 ± 60.0 (5.0%)" in rung and "5 x 100 steps" in rung and "12.0%" in rung
+    rows = [ln.split("|")[1].strip() for ln in text.splitlines() if ln.startswith("| ") and "steps" in ln]
+    assert rows[:4] == ["tutorial_loop", "fused_optimizer", "fast", "compute"]  # TRAIN_LADDER order
+    assert line_with(text, "| no_host_read", "**failed**").startswith("| no_host_read")
+    assert "2.10x" in line_with(text, "| mlp", "bf16")  # variant row: speedup over fp32 compute
 
 
-def test_json_round_trips_and_non_finite_becomes_null(tmp_path):
-    records = sample_records()
-    report.write_results(str(tmp_path), _env(), records, plots=False)
-    env, loaded = report.load_results(str(tmp_path / "results.json"))
-    assert env == _env() and loaded == records
-    report.write_results(str(tmp_path), _env(), [_infer("mlp", "eager", 1, float("nan"))], plots=False)
-    with open(tmp_path / "results.json") as f:
-        assert json.load(f)["records"][0]["p50_ms"] is None
+def test_above_bound_is_a_flag_never_a_percentage_over_100():
+    text = report.render_summary(make_env(), sample_records())
+    fast = line_with(text, "| fast ")
+    assert "ABOVE BOUND by more than noise" in fast and "105" not in fast
+    within_noise = train("fast", 10100.0, fraction_of_compute=1.01)
+    assert tables.compute_fraction_cell(within_noise) == "at bound (within noise)"
+    assert tables.compute_fraction_cell(train("fast", 9000.0, fraction_of_compute=0.9)) == "90.0%"
 
 
-def test_writes_are_atomic(tmp_path):
-    report.write_results(str(tmp_path), _env(), sample_records())
-    before = (tmp_path / "results.json").read_text()
-    with pytest.raises(TypeError):  # a value JSON cannot hold: nothing is written, the old files stay whole
-        report.write_results(str(tmp_path), _env(), [{"model": "x", "phase": "infer", "p50_ms": object()}])
-    assert (tmp_path / "results.json").read_text() == before
-    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp") or f.startswith(".")]
-    assert {"results.json", "results.csv", "summary.md", "latency.png", "train_throughput.png"} <= set(
-        os.listdir(tmp_path))
+def test_percentile_cells_need_enough_calls():
+    text = report.render_summary(make_env(), sample_records())
+    b1 = line_with(text, "| eager ", "| 1 ")
+    assert "max 0.900 (n=30)" in b1  # 30 calls: the slowest call, labelled, not a p99
+    b64 = line_with(text, "| eager ", "| 64 ")
+    assert "1.10" in b64 and "max 3.00 (n=500)" in b64  # p90 printed (500 >= 100), p99 is not
+    assert tables.percentile_cell(None, 2000, 5.0, 99) == ""  # enough calls but no p99: blank, not a max
+    assert tables.percentile_cell(1.3, 2000, 5.0, 99) == "1.30"
 
 
-def test_plots_skip_missing_phases_and_remove_stale_ones(tmp_path):
-    written = plots.write_plots(str(tmp_path), sample_records())
-    assert sorted(os.path.basename(p) for p in written) == ["latency.png", "train_throughput.png"]
-    assert (tmp_path / "latency.png").read_bytes()[:4] == b"\x89PNG"
-    only_failed = [_infer("mlp", "eager", 1, None, status="failed", reason="boom")]
-    assert plots.write_plots(str(tmp_path), only_failed) == []
-    assert not (tmp_path / "latency.png").exists() and not (tmp_path / "train_throughput.png").exists()
+def test_inference_table_flags_accuracy_and_states_provenance():
+    text = report.render_summary(make_env(), sample_records())
+    assert "### mlp: weights random, data synthetic" in text
+    assert "Weights are random or the data synthetic" in text
+    int8 = line_with(text, "| onnxruntime-int8")
+    assert "**FLAG: accuracy moved more than 1.00 pts**" in int8 and "-2.00" in int8 and "2.50x" in int8
+    assert line_with(text, "| compile ", "**skipped**").startswith("| compile")
+    assert "quick: not run" in line_with(text, "| mlp", "| infer")
+    cells = [[c.strip() for c in ln.split("|")[1:3]] for ln in text.splitlines() if ln.startswith("| ")]
+    order = [backend for backend, precision in cells if precision in ("fp32", "int8")]
+    assert order == ["eager", "eager", "compile", "onnxruntime", "onnxruntime-int8"]  # BACKEND_NAMES order
 
 
-def test_readme_index_lists_every_run(tmp_path):
-    report.write_results(str(tmp_path / "cpu"), _env("cpu", quick=True), sample_records(), plots=False)
-    report.write_results(str(tmp_path / "cuda"), _env("cuda"), sample_records()[:3], plots=False)
+def test_parity_tta_and_not_ok_rows():
+    text = report.render_summary(make_env(), sample_records())
+    assert "PASS (tolerance 0.0001)" in line_with(text, "| mlp", "dynamo")
+    assert "**FAIL** (tolerance 0.0001)" in line_with(text, "| lenet", "dynamo")
+    assert "4.00x" in line_with(text, "| mlp", "shared_loop") and "180,000" in text
+    assert "**no**" in line_with(text, "| mlp", "| tutorial_loop", "80.0%")
+    assert "is truncated" in line_with(text, "| cifar_cnn", "| model")
+    assert "_nothing failed or was skipped_" in report.render_summary(make_env(), [])
+
+
+def test_incomplete_run_says_so_in_title_and_index(tmp_path):
+    env = make_env(complete=False, planned_rows=40, done_rows=12, quick=True)
+    text = report.render_summary(env, sample_records())
+    assert text.splitlines()[0] == "# INCOMPLETE (12 of 40 rows) - QUICK RUN - Benchmark on Test CPU (cpu)"
+    report.write_results(str(tmp_path / "cpu"), env, sample_records(), plots=False)
+    report.write_results(str(tmp_path / "cuda"), make_env(device="cuda", device_name="Test GPU"),
+                         sample_records()[:3], plots=False)
     os.makedirs(tmp_path / "mps")
     (tmp_path / "mps" / "results.json").write_text("{not json")
-    text = open(report.write_index(str(tmp_path))).read()
-    assert "[cpu/summary.md](cpu/summary.md)" in text and "[cuda/summary.md](cuda/summary.md)" in text
-    assert "Test CPU" in text and "Test CUDA" in text and "abc1234" in text
-    cpu_row = next(line for line in text.splitlines() if line.startswith("| cpu"))
-    assert "QUICK" in cpu_row
-    assert "unreadable" in next(line for line in text.splitlines() if line.startswith("| mps"))
+    index = open(report.write_index(str(tmp_path))).read()
+    cpu = line_with(index, "| cpu ")
+    assert "**INCOMPLETE 12/40**" in cpu and "**QUICK**" in cpu and "[cpu/summary.md](cpu/summary.md)" in cpu
+    assert "| 3 " in cpu and "16 / 1 / 2" in cpu  # models; ok / skipped / failed
+    cuda = line_with(index, "| cuda ")
+    assert "| yes " in cuda and "Test GPU" in cuda and "abc1234" in cuda
+    assert "unreadable" in line_with(index, "| mps ")
 
 
-def test_report_cli_rerenders(tmp_path, capsys):
-    report.write_results(str(tmp_path / "cpu"), _env(), sample_records(), plots=False)
+def test_csv_one_row_per_record_in_declared_field_order(tmp_path):
+    records = sample_records()
+    report.write_results(str(tmp_path), make_env(), records, plots=False)
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(records)
+    header = list(rows[0])
+    assert header[:5] == ["phase", "model", "device", "status", "reason"]
+    assert "latencies_ms" not in header and "window_rates" not in header and "n_calls" in header
+    assert header.index("dataset") < header.index("row") < header.index("backend")  # ModelRecord, Train, Infer
+    fast = next(r for r in rows if r["row"] == "fast")
+    assert json.loads(fast["tuned"]) == {"steps": 4} and fast["checkpoint"] == ""
+
+
+def test_results_json_round_trips_strictly(tmp_path):
+    records = sample_records() + [infer("eager", 8, float("nan"))]
+    report.write_results(str(tmp_path), make_env(), records, plots=False)
+    env, loaded = results_from_json(json.loads((tmp_path / "results.json").read_text()))
+    assert env == make_env() and loaded[:-1] == records[:-1]
+    assert loaded[-1].p50_ms is None  # NaN means not measured: stored as null
+    assert report.load_results(str(tmp_path / "results.json"))[1] == loaded
+
+
+def test_a_bad_value_or_an_unwritable_folder_leaves_the_old_files(tmp_path, monkeypatch):
+    report.write_results(str(tmp_path), make_env(), sample_records())
+    before = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)}
+    with pytest.raises(TypeError):  # a value JSON cannot hold: raised before any file is touched
+        report.write_results(str(tmp_path), make_env(), [infer("eager", 1, 0.1, note=object())])
+
+    def no_temp_file(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(zoo.atomic.tempfile, "mkstemp", no_temp_file)  # what a read-only folder does
+    with pytest.raises(PermissionError):
+        report.write_results(str(tmp_path), make_env(complete=False), sample_records()[:2])
+    monkeypatch.undo()
+    assert {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)} == before
+
+
+def test_plots_are_drawn_linked_and_removed_when_stale(tmp_path):
+    (tmp_path / "train_throughput.png").write_bytes(b"old")
+    written = report.write_results(str(tmp_path), make_env(), sample_records())
+    names = sorted(os.path.basename(p) for p in written if p.endswith(".png"))
+    assert names == ["latency.png", "latency_accuracy.png", "train_ladder.png"]
+    assert (tmp_path / "latency.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "train_throughput.png").exists()  # a retired name is not left to be read as current
+    summary = (tmp_path / "summary.md").read_text()
+    assert "![latency_accuracy.png](latency_accuracy.png)" in summary
+    no_accuracy = [infer("eager", 1, 0.2, accuracy=None)]
+    report.write_results(str(tmp_path), make_env(), no_accuracy)
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".png")) == ["latency.png"]
+    assert "latency_accuracy.png" not in (tmp_path / "summary.md").read_text()
+    assert plots.write_plots(str(tmp_path), [not_ok(InferRecord, "mlp", "cpu", "boom", backend="eager")]) == []
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".png") or f.endswith(".tmp")]
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    pts = [(1.0, 90.0), (0.5, 80.0), (2.0, 85.0), (0.5, 70.0), (3.0, 95.0), (1.0, 90.0)]
+    assert selection.pareto_front(pts) == [(0.5, 80.0), (1.0, 90.0), (3.0, 95.0)]
+    rows = [infer("eager", 1, 0.2), infer("eager", 64, 1.0), infer("onnxruntime", 64, 0.5),
+            infer("compile", 1, 0.3, accuracy=None)]
+    assert selection.accuracy_batch_size(rows) == 64
+
+
+def test_report_cli_rerenders_and_errors_in_one_line(tmp_path, capsys):
+    report.write_results(str(tmp_path / "cpu"), make_env(), sample_records(), plots=False)
     os.remove(tmp_path / "cpu" / "summary.md")
     assert report.main([str(tmp_path / "cpu" / "results.json")]) == 0
     assert (tmp_path / "cpu" / "summary.md").exists() and (tmp_path / "README.md").exists()
-    assert report.main([str(tmp_path / "missing.json")]) == 2
-    assert capsys.readouterr().err.strip().startswith("error:")
+    capsys.readouterr()
+    (tmp_path / "old.json").write_text(json.dumps({"env": {}, "records": []}))
+    (tmp_path / "bad.json").write_text("{oops")
+    for path in ("missing.json", "old.json", "bad.json"):
+        assert report.main([str(tmp_path / path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert report.main([]) == 2 and capsys.readouterr().err.startswith("error: usage")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# compare
-
-
-def test_compare_flags_a_large_regression_with_tight_iqr():
-    a = [_infer("mlp", "eager", 64, 1.0)]  # iqr 2% of p50
-    b = [_infer("mlp", "eager", 64, 1.5)]
-    result = compare.compare(a, b, ["p50_ms", "samples_per_s"])
-    verdicts = {m: rows[0][-1] for m, rows in result["tables"].items()}
-    assert verdicts == {"p50_ms": "regression", "samples_per_s": "regression"}
-    metric, _, worse = max(result["regressions"], key=lambda r: r[2])
-    assert metric == "p50_ms" and worse == pytest.approx(50.0)
-
-
-def test_compare_calls_a_small_change_with_wide_iqr_noise():
-    a = [_train("mlp", "fast", 1000.0, samples_per_s_iqr=100.0)]  # 10% IQR
-    b = [_train("mlp", "fast", 970.0, samples_per_s_iqr=100.0)]
-    change, threshold, word = compare.verdict("samples_per_s", 1000.0, 970.0, 0.1, 0.1)
-    assert word == "within noise" and change == pytest.approx(-3.0) and threshold == pytest.approx(20.0)
-    assert compare.compare(a, b, ["samples_per_s"])["tables"]["samples_per_s"][0][-1] == "within noise"
-    # Even with no IQR at all, 2% is the floor: 1.5% is noise, 5% faster is an improvement.
-    assert compare.verdict("p50_ms", 1.0, 1.015, None, None)[2] == "within noise"
-    assert compare.verdict("p50_ms", 1.0, 0.95, None, None)[2] == "improvement"
-
-
-def test_compare_matches_on_variant_not_just_model():
-    a = [_train("mlp", "fast", 1000.0), _train("mlp", "fast", 3000.0, precision="bf16")]
-    b = [_train("mlp", "fast", 1000.0), _train("mlp", "fast", 1000.0, precision="bf16")]
-    result = compare.compare(a, b, ["samples_per_s"])
-    words = sorted(row[-1] for row in result["tables"]["samples_per_s"])
-    assert words == ["regression", "within noise"]
-    assert compare.compare(a, [], ["samples_per_s"])["only_a"]
+def test_every_plot_panel_draws_its_models_data():
+    records = sample_records() + [infer("eager", 1, 2.0, model="lenet", accuracy=0.98),
+                                  train("compute", 2500.0, model="lenet")]
+    figs = plots.figures(records)
+    assert sorted(figs) == ["latency.png", "latency_accuracy.png", "train_ladder.png"]
+    for name, fig in figs.items():
+        panels = [ax for ax in fig.axes if ax.get_visible()]
+        assert sorted(ax.get_title().split(" ")[0] for ax in panels) == ["lenet", "mlp"], name
+        assert all(ax.lines or ax.collections or ax.patches for ax in panels), name
+    ladder = next(ax for ax in figs["train_ladder.png"].axes if ax.get_title() == "mlp")
+    assert [t.get_text() for t in ladder.get_xticklabels()] == ["tutorial_loop", "fused_optimizer", "fast", "compute"]
+    assert any(t.get_text() == "above bound" for t in ladder.texts)
+    accuracy = next(ax for ax in figs["latency_accuracy.png"].axes if ax.get_title().startswith("mlp"))
+    assert accuracy.get_title() == "mlp (batch 64)"  # the batch size with most accuracy rows

@@ -21,7 +21,7 @@ from zoo.data import (
     split_tensors,
 )
 from zoo.errors import UserError
-from zoo.train import fit
+from zoo.loop import fit
 
 
 def digest(t: torch.Tensor) -> str:

@@ -16,7 +16,7 @@ import zoo
 from zoo.checkpoint import load_checkpoint
 from zoo.data import make_loaders
 from zoo.engine import StepOptions, build_optimizer, train_step
-from zoo.train import fit
+from zoo.loop import fit
 
 ARGS = ["--model", "lenet", "--device", "cpu", "--synthetic", "--train-samples", "512", "--test-samples", "128",
         "--epochs", "2", "--no-progress"]
@@ -24,7 +24,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 # Runs `python -m zoo.train` exactly as -m does (runpy, as __main__), after wrapping zoo.engine.build_optimizer so
 # that the model each rank builds and trains is seen; when main() returns, every rank saves that model's weights.
-# zoo.train binds build_optimizer at import, so the wrapper is in place before the module runs.
+# zoo.loop binds build_optimizer at import, so the wrapper is in place before the module runs.
 SPY = textwrap.dedent("""
     import os, runpy, sys
     import torch

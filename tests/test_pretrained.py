@@ -13,7 +13,7 @@ import zoo
 from zoo.checkpoint import load_checkpoint
 from zoo.errors import UserError
 from zoo.models.pretrained import cached_weights_path
-from zoo.train import fit
+from zoo.loop import fit
 
 ALEXNETS = ("alexnet_mnist", "alexnet_transfer", "alexnet_finetune")
 FILENAME = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet_Weights.IMAGENET1K_V1 file name

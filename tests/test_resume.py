@@ -14,7 +14,7 @@ from helpers import REPO, assert_same_tensors, cli_command, cli_env
 
 from zoo.checkpoint import load_checkpoint
 from zoo.errors import UserError
-from zoo.train import fit
+from zoo.loop import fit
 
 TIMING_KEYS = ("samples_per_s", "seconds", "train_seconds")
 

@@ -1,75 +1,76 @@
 """Checkpoints that survive a SIGKILL at any moment and never run code when loaded.
 
-Saving writes a temporary file in the same folder, fsyncs it, renames it over the target and fsyncs the folder: a
-reader sees the old file or the new one, never half of one. Loading always uses ``torch.load(weights_only=True)``.
+The layout is declared once, as ``CheckpointState``: ``to_dict()`` is what is saved, and ``REQUIRED_KEYS`` (what
+``load_checkpoint`` insists on) are its fields without defaults. Saving goes through ``zoo.atomic.atomic_open``
+(a reader sees the old file or the new one, never half of one). Loading always uses
+``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import os
 import pickle
 import re
-import tempfile
 import zipfile
-from collections.abc import Iterator
-from typing import IO, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+import zoo.atomic
+from zoo.atomic import atomic_open
 from zoo.errors import UserError
+from zoo.faults import maybe_crash
 
 FORMAT = "zoo-checkpoint/1"
-REQUIRED_KEYS = ("format", "model_name", "model", "optimizer", "epoch", "best_acc", "rng", "recipe")
+
+
+@dataclass
+class CheckpointState:
+    """One saved epoch of a run: everything ``--resume`` needs to continue bit-exactly, plus provenance."""
+
+    model_name: str
+    model: dict[str, Any]  # state_dict of the unwrapped model (no DDP "module." prefix)
+    optimizer: dict[str, Any]
+    epoch: int  # epochs completed
+    best_acc: float
+    rng: dict[str, Any]  # {"torch": CPU RNG state, "cuda": ...}
+    recipe: dict[str, Any]  # ModelSpec.as_dict()
+    scaler: dict[str, Any] | None = None  # GradScaler state (fp16)
+    test_acc: float | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # the settings a resumed run keeps
+    pretrained: bool = False
+    data: str | None = None  # "real" | "synthetic"
+    versions: dict[str, str] = field(default_factory=dict)
+    world_size: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
+
+
+REQUIRED_KEYS = ("format",) + tuple(
+    f.name for f in dataclasses.fields(CheckpointState)
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
 
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, truncated, unsafe or not ours."""
 
 
-@contextlib.contextmanager
-def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary sibling of ``path`` for writing; on success it replaces ``path`` atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file 0600; a result or checkpoint should get the usual permissions (0666 minus umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    with atomic_open(path, "w") as f:
-        f.write(text)
-
-
-def save_checkpoint(state: dict[str, Any], path: str) -> None:
+def save_checkpoint(state: CheckpointState | dict[str, Any], path: str) -> None:
+    """Write ``state`` to ``path`` atomically."""
+    if isinstance(state, CheckpointState):
+        state = state.to_dict()
     with atomic_open(path, "wb") as f:
         torch.save(state, f)
+        if os.environ.get("ZOO_FAULT_AT"):
+            f.flush()  # the bytes reach the temporary file before the test's kill
+            maybe_crash("mid_checkpoint_write", state.get("epoch"))
 
 
-def load_checkpoint(path: str, map_location: Any = "cpu", model_name: str | None = None) -> dict[str, Any]:
-    """Load and validate a zoo checkpoint; every failure is a one-line CheckpointError."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"no checkpoint at {path}")
+def _torch_load(path: str, map_location: Any) -> Any:
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if not found:  # e.g. "Unsupported operand 205": garbage bytes, not a pickle that names code
@@ -77,8 +78,16 @@ def load_checkpoint(path: str, map_location: Any = "cpu", model_name: str | None
         raise CheckpointError(f"refusing to load {path}: it refers to {found.group(1)}; a weights-only load allows "
                               f"tensors and plain data only, since anything else could run code") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as exc:
-        raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint "
-                              f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''})") from None
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint ({type(exc).__name__}: {first})") \
+            from None
+
+
+def load_checkpoint(path: str, map_location: Any = "cpu", model_name: str | None = None) -> dict[str, Any]:
+    """Load and validate a zoo checkpoint; every failure is a one-line CheckpointError."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint at {path}")
+    state = _torch_load(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a zoo checkpoint (expected format {FORMAT!r})")
     missing = [k for k in REQUIRED_KEYS if k not in state]
@@ -87,3 +96,7 @@ def load_checkpoint(path: str, map_location: Any = "cpu", model_name: str | None
     if model_name is not None and state["model_name"] != model_name:
         raise CheckpointError(f"{path} holds model {state['model_name']!r}, not {model_name!r}")
     return state
+
+
+# COMPAT(remove at merge): bench/ imports atomic_open / atomic_write_text from here; their home is zoo.atomic.
+atomic_write_text = zoo.atomic.atomic_write_text

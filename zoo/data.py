@@ -7,6 +7,7 @@ epoch, batches by indexing. Both paths visit the same samples in the same order 
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Iterator
@@ -232,20 +233,26 @@ class TutorialLoader:
     kind = "tutorial"
 
     def __init__(self, ds: Dataset, device: torch.device, batch_size: int, *, shuffle: bool, seed: int,
-                 drop_last: bool = False, rank: int = 0, world_size: int = 1, num_workers: int = 0):
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1, num_workers: int = 0,
+                 pin_memory: bool | None = None):
         self.device = device
+        pin = device.type == "cuda" if pin_memory is None else pin_memory
         self.sampler = EpochPermutationSampler(len(ds), seed, shuffle, rank, world_size)
         self.loader = DataLoader(ds, batch_size=batch_size, sampler=self.sampler, drop_last=drop_last,
-                                 num_workers=num_workers, pin_memory=device.type == "cuda")
+                                 num_workers=num_workers, pin_memory=pin)
         self.num_samples = len(self.sampler) if not drop_last else len(self.loader) * batch_size
 
     def __len__(self) -> int:
         return len(self.loader)
 
-    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def host_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of the DataLoader's CPU batches as-is, as the tutorials iterate it (they copy to the device)."""
         self.sampler.set_epoch(epoch)
+        yield from self.loader
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         non_blocking = self.device.type == "cuda"
-        for x, y in self.loader:
+        for x, y in self.host_batches(epoch):
             yield x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
 
 
@@ -294,6 +301,18 @@ class FastLoader:
             yield (x if self.pretransformed else self.transform(x)), y
 
 
+def batches_forever(loader: TutorialLoader | FastLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless device batches: ``loader.batches(epoch)`` for epochs 0, 1, 2, ..."""
+    for epoch in itertools.count():
+        yield from loader.batches(epoch)
+
+
+def host_batches_forever(loader: TutorialLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless CPU batches of a TutorialLoader's DataLoader: ``loader.host_batches(epoch)`` for epochs 0, 1, ..."""
+    for epoch in itertools.count():
+        yield from loader.host_batches(epoch)
+
+
 @dataclass
 class DataBundle:
     train: TutorialLoader | FastLoader
@@ -306,8 +325,14 @@ class DataBundle:
 def make_loaders(spec: ModelSpec, *, loader: str = "fast", device: torch.device | str = "cpu",
                  root: str = "data", synthetic: bool = False, download: bool = False, batch_size: int | None = None,
                  eval_batch_size: int | None = None, seed: int = 0, train_samples: int | None = None,
-                 test_samples: int | None = None, rank: int = 0, world_size: int = 1) -> DataBundle:
-    """Train and test loaders for a model's dataset and recipe, on the chosen path."""
+                 test_samples: int | None = None, rank: int = 0, world_size: int = 1, shuffle: bool | None = None,
+                 drop_last: bool | None = None, pin_memory: bool | None = None) -> DataBundle:
+    """Train and test loaders for a model's dataset and recipe, on the chosen path.
+
+    Overrides, for building a loader exactly as one tutorial does (None keeps the default): ``shuffle`` and
+    ``drop_last`` of the train split (default: shuffled, the recipe's drop_last), and the tutorial path's
+    DataLoader ``pin_memory`` (default: on CUDA only). The test split is never shuffled nor cut.
+    """
     if loader not in LOADERS:
         raise UserError(f"unknown loader {loader!r}; choose from: {', '.join(LOADERS)}")
     device = torch.device(device)
@@ -321,15 +346,16 @@ def make_loaders(spec: ModelSpec, *, loader: str = "fast", device: torch.device 
     made = []
     for ds, train in zip(splits, (True, False)):
         bs = batch_size if train else eval_batch_size
-        drop_last = recipe.drop_last if train else False
+        cut = (recipe.drop_last if drop_last is None else drop_last) if train else False
+        mix = (shuffle is None or shuffle) if train else False
         r, w = (rank, world_size) if train else (0, 1)  # every rank evaluates the full test split
         if loader == "tutorial":
-            made.append(TutorialLoader(ds, device, bs, shuffle=train, seed=seed, drop_last=drop_last, rank=r,
-                                       world_size=w))
+            made.append(TutorialLoader(ds, device, bs, shuffle=mix, seed=seed, drop_last=cut, rank=r,
+                                       world_size=w, pin_memory=pin_memory))
         else:
             images, labels = split_tensors(ds)
-            made.append(FastLoader(images, labels, recipe.transforms, device, bs, shuffle=train, seed=seed,
-                                   drop_last=drop_last, rank=r, world_size=w))
+            made.append(FastLoader(images, labels, recipe.transforms, device, bs, shuffle=mix, seed=seed,
+                                   drop_last=cut, rank=r, world_size=w))
     return DataBundle(made[0], made[1], "synthetic" if synthetic else "real", len(splits[0]), len(splits[1]))
 
 

@@ -58,6 +58,20 @@ class Recipe:
 
 
 @dataclass(frozen=True)
+class TutorialLoop:
+    """What the tutorial's own training loop does besides the maths (bench's tutorial_loop row re-enacts it)."""
+
+    shuffle: bool = True  # DataLoader(shuffle=...)
+    drop_last: bool = False
+    pin_memory: bool = False
+    loss_item_every: int = 1  # loss.item() (or .cpu().item()) every N steps; 0 = never
+    acc_item_every: int = 0  # accuracy read to the host every N steps; 0 = never
+    print_every: int = 0  # prints a progress line every N steps; 0 = never
+    tensorboard_every: int = 0  # SummaryWriter.add_scalar of loss.item() every N steps; 0 = never
+    default_optimizer: bool = True  # constructs the optimizer with PyTorch defaults (no fused kernel)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     dataset: str  # "mnist" | "fashionmnist" | "cifar10"
@@ -67,6 +81,7 @@ class ModelSpec:
     source: str  # which tutorial and which section
     description: str
     uses_pretrained: bool = False  # ImageNet weights for the feature extractor when they are available
+    tutorial_loop: TutorialLoop = field(default_factory=TutorialLoop)
     builder: Callable[..., nn.Module] | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:

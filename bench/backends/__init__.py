@@ -1,1 +1,28 @@
-"""Inference backends, registered in BACKENDS."""
+"""Inference backends, registered in BACKENDS: selector -> Backend class.
+
+The selector is the backend's name for fp32 and ``name:precision`` for any other precision (``eager:bf16``); the
+class carries ``name`` and ``precision``, which become the record's ``backend`` and ``precision``. Adding a backend
+is one module plus one line here.
+"""
+from __future__ import annotations
+
+from bench.backends.base import Backend
+from bench.backends.cuda_graph import CudaGraphBackend
+from bench.backends.onnxruntime import OrtCpuBackend, OrtCudaBackend
+from bench.backends.torch_compile import CompileBackend
+from bench.backends.torch_eager import EagerBackend, EagerBf16Backend, EagerFp16Backend
+
+BACKENDS: dict[str, type[Backend]] = {
+    "eager": EagerBackend,
+    "eager:bf16": EagerBf16Backend,
+    "eager:fp16": EagerFp16Backend,
+    "compile": CompileBackend,
+    "cuda_graph": CudaGraphBackend,
+    "onnxruntime": OrtCpuBackend,
+    "onnxruntime-cuda": OrtCudaBackend,
+}
+
+
+def selector(cls: type[Backend]) -> str:
+    """The BACKENDS key of a backend class: its name, plus ``:precision`` below fp32."""
+    return cls.name if cls.precision == "fp32" else f"{cls.name}:{cls.precision}"

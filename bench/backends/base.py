@@ -48,6 +48,11 @@ class Backend(ABC):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for ``x`` as a CPU float tensor (untimed; used for accuracy, agreement and max abs diff)."""
 
+    def memory_device(self) -> torch.device | None:
+        """Where this backend's working memory lives, for the peak-memory columns (None: invisible to the bench, e.g.
+        a runtime's own device arena that torch's allocator does not see)."""
+        return self.ctx.device
+
     def sync(self) -> None:
         """Wait for every piece of work this backend queued on the device."""
         synchronize(self.ctx.device)

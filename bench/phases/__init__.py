@@ -1,1 +1,21 @@
-"""Benchmark phases, registered in PHASES (filled by bench.phases modules)."""
+"""Benchmark phases, registered in PHASES in the order a run measures them (train, infer, parity, scale, tta).
+
+Adding a phase is one module with a ``bench.phases.base.Phase`` subclass plus one line here.
+"""
+from __future__ import annotations
+
+from bench.phases.base import Phase
+
+# --- TEMPORARY until branches bench-train, bench-infer and zoo-tune merge: no phase module exists on this branch
+# yet. The lead replaces this block with:
+#
+# from bench.phases.infer import InferPhase
+# from bench.phases.parity import ParityPhase
+# from bench.phases.scale import ScalePhase
+# from bench.phases.train import TrainPhase
+# from bench.phases.tta import TtaPhase
+#
+# PHASES: dict[str, Phase] = {phase.name: phase for phase in (
+#     TrainPhase(), InferPhase(), ParityPhase(), ScalePhase(), TtaPhase())}
+PHASES: dict[str, Phase] = {}
+# --- end of the temporary block

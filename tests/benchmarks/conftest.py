@@ -67,16 +67,21 @@ class OnnxFiles:
     """Each model exported once per session, on first use, into a session temp folder."""
 
     def __init__(self, folder: Path):
-        self.folder, self.paths = folder, {}
+        self.folder, self.infos = folder, {}
+
+    def info(self, name: str) -> dict:
+        """bench.export.export_onnx's info for ``name`` (what onnx_for caches in a session)."""
+        if name not in self.infos:
+            from bench.context import BenchContext
+            from bench.export import export_onnx
+            from bench.model_info import prepare_model
+
+            session = prepare_model(name, BenchContext(device=torch.device("cpu"), checkpoints=None))
+            self.infos[name] = export_onnx(name, session.model, os.fspath(self.folder / f"{name}.onnx"))
+        return self.infos[name]
 
     def get(self, name: str) -> str:
-        if name not in self.paths:
-            from bench.common import BenchContext, prepare_model
-            from bench.export import export_onnx
-
-            model, _ = prepare_model(name, BenchContext(device=torch.device("cpu"), checkpoints=None))
-            self.paths[name] = export_onnx(name, model, os.fspath(self.folder / f"{name}.onnx"))["onnx_path"]
-        return self.paths[name]
+        return self.info(name)["onnx_path"]
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 from torch import nn
 
 from zoo.models.pretrained import alexnet_backbone
-from zoo.registry import ModelSpec, Recipe, Transforms, register_model
+from zoo.registry import ModelSpec, Recipe, Transforms, TutorialLoop, register_model
 
 MNIST_96_RGB = Transforms(resize=(96, 96), channels=3, mean=(0.2, 0.2, 0.2), std=(0.3, 0.3, 0.3))
 
@@ -39,6 +39,10 @@ class MyAlexNet(nn.Module):
     source="seeds 000/001: AlexNet MNIST 分类, MyAlexNet",
     description="torchvision AlexNet (ImageNet features, dropout 0.3) with a new 9216-4096-4096-10 classifier",
     uses_pretrained=True,
+    # seed 000 train_model(): `current_loss = loss.cpu().item()` and `current_acc = acc.cpu().item()` every batch,
+    # a print `if idx % print_freq == 0` with `train_model(..., i + 1, 16)`; `DataLoader(dataset=train_set,
+    # batch_size=512, shuffle=True, drop_last=False)`; `optim.AdamW(params=alexnet.parameters(), lr=0.0001)`.
+    tutorial_loop=TutorialLoop(shuffle=True, loss_item_every=1, acc_item_every=1, print_every=16),
 ))
 def alexnet_mnist(num_classes: int = 10, **pretrained_kwargs) -> nn.Module:
     return MyAlexNet(num_classes, **pretrained_kwargs)

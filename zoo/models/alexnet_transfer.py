@@ -3,7 +3,7 @@ from torch import nn
 
 from zoo.models.alexnet_mnist import MNIST_96_RGB
 from zoo.models.pretrained import alexnet_backbone
-from zoo.registry import ModelSpec, Recipe, register_model
+from zoo.registry import ModelSpec, Recipe, TutorialLoop, register_model
 
 
 def build(num_classes: int = 10, **pretrained_kwargs) -> nn.Module:
@@ -32,6 +32,8 @@ def build(num_classes: int = 10, **pretrained_kwargs) -> nn.Module:
     source="seed 002: 3.2 迁移学习 / 4.4",
     description="AlexNet features (ImageNet, frozen) > AdaptiveAvgPool(6x6) > Flatten > Dropout 0.5 > Linear 9216-10",
     uses_pretrained=True,
+    # The section shows only the model; the article's one training loop (4.1) prints `loss.item()` every batch.
+    tutorial_loop=TutorialLoop(shuffle=True, loss_item_every=1, print_every=1),
 ))
 def alexnet_transfer(num_classes: int = 10, **pretrained_kwargs) -> nn.Module:
     return build(num_classes, **pretrained_kwargs)

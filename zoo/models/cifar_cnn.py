@@ -1,7 +1,7 @@
 """The 3-conv CNN on CIFAR-10 (seed 003, ``MyModule``): no activations between layers, as written there."""
 from torch import nn
 
-from zoo.registry import ModelSpec, Recipe, register_model
+from zoo.registry import ModelSpec, Recipe, TutorialLoop, register_model
 
 
 class MyModule(nn.Module):
@@ -32,6 +32,11 @@ class MyModule(nn.Module):
     recipe=Recipe(optimizer="sgd", lr=1e-2, batch_size=64, epochs=10, drop_last=True),
     source="seed 003: CIFAR-10 完整训练, MyModule",
     description="3x [Conv5 > MaxPool] > Flatten > FC 1024-64-10",
+    # seed 003: `DataLoader(train_set, 64, shuffle=True, drop_last=True)`; every step
+    # `writer.add_scalar("train loss", loss.item(), total_train_step)` (and `print("#", end="")`), and
+    # `if total_train_step % 100 == 0: print(f"train step:{total_train_step}, loss:{loss.item()}")`.
+    tutorial_loop=TutorialLoop(shuffle=True, drop_last=True, loss_item_every=1, print_every=100,
+                               tensorboard_every=1),
 ))
 def cifar_cnn(num_classes: int = 10) -> nn.Module:
     return MyModule(num_classes)

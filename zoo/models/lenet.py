@@ -2,7 +2,7 @@
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.registry import ModelSpec, Recipe, register_model
+from zoo.registry import ModelSpec, Recipe, TutorialLoop, register_model
 
 
 class Net(nn.Module):
@@ -34,6 +34,9 @@ class Net(nn.Module):
     recipe=Recipe(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=64, epochs=10),
     source="seed 002: 3.1 数据加载 / 4.2 构建模型, Net",
     description="Conv5(1>16) > pool > Conv5(16>32) > pool > FC 1568-128-10",
+    # seed 002 4.1: `trainloader = DataLoader(train_dataset, batch_size=batch_size, shuffle=True)`; every batch
+    # `print('Train Epoch: {} [{}/{} ({:.0f}%)]    Loss: {:.6f}'.format(..., loss.item()))`.
+    tutorial_loop=TutorialLoop(shuffle=True, loss_item_every=1, print_every=1),
 ))
 def lenet(num_classes: int = 10) -> nn.Module:
     return Net(num_classes)

@@ -1,7 +1,7 @@
 """The PyTorch quickstart MLP on FashionMNIST (seed 004, "创建模型": ``NeuralNetwork``)."""
 from torch import nn
 
-from zoo.registry import ModelSpec, Recipe, register_model
+from zoo.registry import ModelSpec, Recipe, TutorialLoop, register_model
 
 
 class NeuralNetwork(nn.Module):
@@ -29,6 +29,9 @@ class NeuralNetwork(nn.Module):
     recipe=Recipe(optimizer="sgd", lr=1e-3, batch_size=64, epochs=5),
     source="seed 004: PyTorch quickstart (加载数据 / 创建模型 / 优化参数), NeuralNetwork",
     description="Flatten > 784-512-512-10 MLP with ReLU",
+    # seed 004: `train_dataloader = DataLoader(training_data, batch_size=batch_size)` (no shuffle); `if batch % 100
+    # == 0: loss, current = loss.item(), (batch + 1) * len(X)` then `print(f"loss: {loss:>7f} ...")`.
+    tutorial_loop=TutorialLoop(shuffle=False, loss_item_every=100, print_every=100),
 ))
 def mlp(num_classes: int = 10) -> nn.Module:
     return NeuralNetwork(num_classes)

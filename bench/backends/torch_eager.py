@@ -1,0 +1,64 @@
+"""PyTorch eager inference under torch.inference_mode: the reference every other backend is compared with.
+
+``eager`` is fp32 (the maths policy of bench.maths: TF32 off). ``eager:bf16`` and ``eager:fp16`` are the same module
+under torch.autocast, the way a deployed PyTorch service would run reduced precision without converting weights.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from bench.backends.base import Backend
+
+
+class EagerBackend(Backend):
+    name: ClassVar[str] = "eager"
+
+    def autocast(self):
+        """No autocast for fp32 (the autocast rows override this)."""
+        return contextlib.nullcontext()
+
+    def bind(self, x: torch.Tensor) -> Callable[[], Any]:
+        model = self.session.model
+        return lambda: model(x)  # the infer phase holds torch.inference_mode around bind and the timed calls
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), self.autocast():
+            return self.session.model(x).float().cpu()
+
+
+class _AutocastEager(EagerBackend):
+    dtype: ClassVar[torch.dtype]
+
+    def autocast(self):
+        return torch.autocast(self.ctx.device.type, dtype=self.dtype)
+
+    def bind(self, x: torch.Tensor) -> Callable[[], Any]:
+        model, autocast = self.session.model, self.autocast
+
+        def call():  # entering autocast is part of every call a deployed autocast service makes
+            with autocast():
+                return model(x)
+
+        return call
+
+
+class EagerBf16Backend(_AutocastEager):
+    precision: ClassVar[str] = "bf16"
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    dtype = torch.bfloat16
+
+    @classmethod
+    def available(cls, device: torch.device) -> str | None:
+        why = super().available(device)
+        if why is None and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return f"{torch.cuda.get_device_name(device)} has no bf16 support"
+        return why
+
+
+class EagerFp16Backend(_AutocastEager):
+    precision: ClassVar[str] = "fp16"
+    devices: ClassVar[tuple[str, ...]] = ("cuda",)  # CPU fp16 autocast exists but is an emulation, not a deployment
+    dtype = torch.float16

@@ -1,0 +1,209 @@
+"""Inference latency per backend and batch size, with the backend's accuracy on the same row.
+
+Every backend goes through the same steps (bench.backends.base): ``available`` (else a skipped row per batch size,
+with the reason), ``prepare`` once (an exception: failed rows, and the other backends still run), then per batch size
+``bind`` and the one clock of bench.timing with the backend's own ``sync`` inside every timed call. One-off costs
+(prepare + bind: session creation, compilation, graph capture) are ``compile_s``, never in a sample. Running out of
+memory at a batch size is a skipped row at that batch size, never a quietly smaller batch. Bind and the timed calls
+run under ``torch.inference_mode`` (entered once: it is thread-local and the timing loop runs in this thread).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+from typing import Any, ClassVar
+
+import torch
+
+from bench import timing
+from bench.accuracy import row_fields
+from bench.backends import BACKENDS
+from bench.backends.base import Backend
+from bench.context import BenchContext, ModelSession, example_batch
+from bench.machine import pct_of_peak
+from bench.memory import PeakMemory
+from bench.phases.base import Phase
+from bench.records import InferRecord, Record, not_ok, reason_of
+
+FLOPS_CACHE_KEY = "flops_per_sample"
+INFER_FIELDS = frozenset(f.name for f in dataclasses.fields(InferRecord))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "failed to allocate memory" in text  # the latter: ORT's BFC arena
+
+
+def free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def flops_per_sample(session: ModelSession, ctx: BenchContext) -> float | None:
+    """Forward FLOPs of one sample (torch.utils.flop_counter), counted once per model; None when it cannot count."""
+    if session.flops_per_sample:  # counted by the driver for the model record
+        return float(session.flops_per_sample)
+    if FLOPS_CACHE_KEY not in session.cache:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        try:
+            counter = FlopCounterMode(display=False)
+            with counter, torch.inference_mode():
+                session.model(example_batch(session.name, 2, ctx.device))
+            session.cache[FLOPS_CACHE_KEY] = counter.get_total_flops() / 2 or None
+        except Exception:  # FLOP counting is a nicety; latency rows do not depend on it
+            session.cache[FLOPS_CACHE_KEY] = None
+    return session.cache[FLOPS_CACHE_KEY]
+
+
+def probe_call_s(fn, sync) -> float:
+    """Seconds of one call after one more warm call: sizes the sampling plan for slow models."""
+    fn()
+    sync()
+    t0 = timing.clock()
+    fn()
+    sync()
+    return timing.clock() - t0
+
+
+def row_plan(batch_size: int, quick: bool, est_call_s: float, budget_s: float | None) -> dict[str, Any]:
+    """bench.timing's sampling plan, its cap lowered to a row's share of the run budget when there is one. The cap
+    only shortens the row: n_calls then says what the row rests on, and percentiles without enough calls are None."""
+    plan = timing.sampling_plan(batch_size, quick, est_call_s)
+    if budget_s is not None and budget_s > 0:
+        plan["max_seconds"] = min(plan["max_seconds"] or budget_s, budget_s)
+        plan["min_seconds"] = min(plan["min_seconds"], plan["max_seconds"])
+    return plan
+
+
+def measure(backend: Backend, x: torch.Tensor, quick: bool,
+            budget_s: float | None = None) -> tuple[dict[str, Any], float]:
+    """(latency_stats fields + memory fields, bind seconds) of one backend at one input."""
+    mem_device = backend.memory_device()
+    tracker = PeakMemory(mem_device) if mem_device is not None else contextlib.nullcontext()
+    with torch.inference_mode(), tracker as memory:
+        t0 = timing.clock()
+        fn = backend.bind(x)
+        backend.sync()
+        bind_s = timing.clock() - t0
+        plan = row_plan(x.shape[0], quick, probe_call_s(fn, backend.sync), budget_s)
+        samples = timing.sample_latencies(fn, backend.sync, **plan)
+    fields = timing.latency_stats(samples, x.shape[0])
+    if memory is not None and memory.peak_mb is not None:
+        fields["peak_mem_mb"] = round(memory.peak_mb, 1)
+        fields["mem_delta_mb"] = round(memory.delta_mb, 1) if memory.delta_mb is not None else None
+    return fields, bind_s
+
+
+def backend_fields(backend: Backend) -> dict[str, Any]:
+    """The backend's extra record fields; a name InferRecord does not have is a bug in the backend."""
+    unknown = sorted(set(backend.fields) - INFER_FIELDS)
+    if unknown:
+        raise ValueError(f"backend {backend.name} sets unknown InferRecord field(s): {', '.join(unknown)}")
+    return dict(backend.fields)
+
+
+class InferPhase(Phase):
+    name: ClassVar[str] = "infer"
+    record_type: ClassVar[type[Record]] = InferRecord
+
+    def planned_rows(self, name: str, ctx: BenchContext) -> int:
+        return len(ctx.backends) * len(ctx.infer_batch_sizes(name))
+
+    def run(self, session: ModelSession, ctx: BenchContext) -> list[Record]:
+        flops = flops_per_sample(session, ctx)
+        rows: list[InferRecord] = []
+        for selector in ctx.backends:
+            rows += self.backend_rows(BACKENDS[selector], session, ctx, flops)
+        fill_speedups(rows)
+        return rows
+
+    def failed(self, session: ModelSession, ctx: BenchContext, exc: BaseException) -> list[Record]:
+        return [not_ok(InferRecord, session.name, ctx.device.type, exc, backend=BACKENDS[sel].name,
+                       precision=BACKENDS[sel].precision, batch_size=bs)
+                for sel in ctx.backends for bs in ctx.infer_batch_sizes(session.name)]
+
+    def row_budget_s(self, name: str, ctx: BenchContext) -> float | None:
+        """One row's share of this phase's budget for the model (None: no budget)."""
+        seconds = ctx.budget_for(name, self.name)
+        return None if seconds is None else seconds / max(self.planned_rows(name, ctx), 1)
+
+    def backend_rows(self, cls: type[Backend], session: ModelSession, ctx: BenchContext,
+                     flops: float | None) -> list[InferRecord]:
+        """Every batch-size row of one backend (skipped, failed or measured)."""
+        sizes = ctx.infer_batch_sizes(session.name)
+        key = {"backend": cls.name, "precision": cls.precision}
+
+        def not_ok_rows(reason: BaseException | str, status: str) -> list[InferRecord]:
+            return [not_ok(InferRecord, session.name, ctx.device.type, reason, status=status, batch_size=bs, **key)
+                    for bs in sizes]
+
+        why = cls.available(ctx.device)
+        if why:
+            return not_ok_rows(why, "skipped")
+        backend = cls(session, ctx)
+        try:
+            try:
+                prepare_s = backend.prepare()
+            except Exception as exc:
+                if is_out_of_memory(exc):
+                    return not_ok_rows(f"out of memory in prepare ({reason_of(exc)})", "skipped")
+                return not_ok_rows(exc, "failed")
+            rows = [self.one_row(backend, session, ctx, bs, prepare_s, flops) for bs in sizes]
+            if not any(row.ok for row in rows):
+                return rows  # a backend that could not run once has no accuracy to show either
+            accuracy = accuracy_fields(backend, session, ctx)
+            for row in rows:
+                for name, value in accuracy.items():
+                    setattr(row, name, value)
+            return rows
+        finally:
+            backend.close()
+            free_memory(ctx.device)
+
+    def one_row(self, backend: Backend, session: ModelSession, ctx: BenchContext, bs: int, prepare_s: float,
+                flops: float | None) -> InferRecord:
+        key = {"backend": backend.name, "precision": backend.precision, "batch_size": bs}
+        try:
+            x = example_batch(session.name, bs, ctx.device, seed=ctx.seed)
+            measured, bind_s = measure(backend, x, ctx.quick, self.row_budget_s(session.name, ctx))
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                return not_ok(InferRecord, session.name, ctx.device.type, f"out of memory at batch {bs}",
+                              status="skipped", **key)
+            return not_ok(InferRecord, session.name, ctx.device.type, exc, **key)
+        finally:
+            free_memory(ctx.device)
+        rate = measured["samples_per_s"]
+        flops_per_s = flops * rate if flops and rate else None
+        fields: dict[str, Any] = {"threads": torch.get_num_threads(), **backend_fields(backend), **measured}
+        return InferRecord(model=session.name, device=ctx.device.type, clock=timing.CLOCK,
+                           compile_s=round(prepare_s + bind_s, 4),
+                           gflops_per_s=flops_per_s / 1e9 if flops_per_s else None,
+                           pct_of_peak=pct_of_peak(flops_per_s, ctx.peaks, backend.precision), **key, **fields)
+
+
+def accuracy_fields(backend: Backend, session: ModelSession, ctx: BenchContext) -> dict[str, Any]:
+    """The backend's accuracy columns (bench.accuracy), the same for each of its batch-size rows. A backend whose
+    predict breaks keeps its latency rows, with the accuracy columns empty and the reason in ``note``."""
+    try:
+        return row_fields(backend.predict, session, ctx, backend.precision)
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            free_memory(ctx.device)
+        note = backend.fields.get("note")
+        return {"note": f"{note + '; ' if note else ''}accuracy not measured: {reason_of(exc)}"}
+
+
+def fill_speedups(rows: list[InferRecord]) -> None:
+    """speedup_vs_eager = eager fp32 p50 / this row's p50 at the same batch size (None where either is missing)."""
+    eager = {r.batch_size: r.p50_ms for r in rows
+             if r.ok and r.backend == "eager" and r.precision == "fp32" and r.p50_ms}
+    for r in rows:
+        ref = eager.get(r.batch_size)
+        if r.ok and ref and r.p50_ms:
+            r.speedup_vs_eager = ref / r.p50_ms

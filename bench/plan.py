@@ -1,0 +1,200 @@
+"""The plan of a run: every command-line choice validated before anything is measured, and every decision made once
+(device, threads, models, phases, backends, batch sizes, precisions, variants, budget) into a BenchContext.
+
+A bad choice is a UserError (one line, exit 2). Defaults are sized so that a full ``python -m bench.run`` on a
+2-core CPU ends within 10 minutes and ``--quick`` is a 1-2 minute smoke run of the whole zoo (see DEFAULT_BUDGET_S).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+import zoo
+from bench.context import BenchContext
+from bench.env import precision_support
+from bench.phases.base import Phase
+from bench.records import BACKEND_NAMES, PRECISIONS
+from zoo.engine import PRECISIONS as TRAIN_PRECISIONS
+from zoo.engine import resolve_device
+from zoo.errors import UserError
+
+# --- TEMPORARY until branch bench-infer merges (it fills bench.backends.BACKENDS): the lead replaces this block
+# with `from bench.backends import BACKENDS`.
+try:
+    from bench.backends import BACKENDS
+except ImportError:
+    BACKENDS = {}
+# --- end of the temporary block
+
+# The whole run's time budget in seconds, spread over (model, phase) by cost (bench.budget). A full run leaves ~60 s
+# of a 10-minute target for what no phase controls (imports, machine probes, model builds, result files, plots).
+DEFAULT_BUDGET_S = 540.0
+QUICK_BUDGET_S = 75.0
+DEFAULT_BACKENDS = {"cpu": ("eager", "compile", "onnxruntime"),
+                    "cuda": ("eager", "compile", "cuda_graph", "onnxruntime", "onnxruntime-cuda"),
+                    "mps": ("eager", "compile")}
+QUICK_BACKENDS = ("eager", "onnxruntime")
+# A full run answers "does bf16 / channels_last / torch.compile beat eager fp32 here?"; precisions the hardware has
+# no native kernels for are left out (env.skipped_precisions says why) unless --precisions names them.
+DEFAULT_PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16"), "mps": ("fp32", "fp16")}
+DEFAULT_VARIANTS = ("channels_last", "compile")
+
+
+def csv_items(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def choose(flag: str, text: str, choices, what: str) -> list[str]:
+    picked = csv_items(text)
+    if not picked:
+        raise UserError(f"{flag} is empty; choose from: {', '.join(choices)}")
+    for item in picked:
+        if item not in choices:
+            raise UserError(f"unknown {what} {item!r}; choose from: {', '.join(choices)}")
+    return list(dict.fromkeys(picked))
+
+
+def pick_device(name: str) -> torch.device:
+    """The run's device; ``cuda:N`` becomes the current CUDA device before anything else touches CUDA."""
+    device = resolve_device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        index = 0 if device.index is None else device.index
+        if index >= count:
+            raise UserError(f"--device {name}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+        torch.cuda.set_device(index)
+        device = torch.device("cuda", index)
+    return device
+
+
+def pick_phases(text: str | None, phases: Mapping[str, Phase], quick: bool) -> list[str]:
+    if text is not None:
+        picked = set(choose("--phases", text, list(phases), "phase"))
+        return [name for name in phases if name in picked]  # the registry's order, whatever the flag's
+    return [name for name, phase in phases.items() if (phase.in_quick if quick else phase.in_default)]
+
+
+def pick_backends(text: str | None, device: torch.device, quick: bool) -> tuple[list[str], dict[str, str]]:
+    """(backends, left out of the default plan -> why). Explicit names are validated only: a backend that cannot
+    run here is the inference phase's skipped row, with its reason."""
+    if text is not None:
+        picked = csv_items(text)
+        if not picked:
+            raise UserError(f"--backends is empty; choose from: {', '.join(BACKEND_NAMES)}")
+        for item in picked:
+            name, _, precision = item.partition(":")
+            if name not in BACKEND_NAMES:
+                raise UserError(f"unknown backend {name!r}; choose from: {', '.join(BACKEND_NAMES)} "
+                                "(optionally NAME:PRECISION)")
+            if precision and precision not in PRECISIONS:
+                raise UserError(f"unknown precision {precision!r} in backend {item!r}; choose from: "
+                                f"{', '.join(PRECISIONS)}")
+        return list(dict.fromkeys(picked)), {}
+    backends, skipped = [], {}
+    for name in QUICK_BACKENDS if quick else DEFAULT_BACKENDS[device.type]:
+        cls = BACKENDS.get(name)
+        reason = "not registered in bench.backends.BACKENDS" if cls is None else cls.available(device)
+        if reason is None:
+            backends.append(name)
+        else:
+            skipped[name] = reason
+    return backends, skipped
+
+
+def pick_precisions(text: str | None, device: torch.device, quick: bool) -> tuple[list[str], dict[str, str]]:
+    """(training precisions, left out of the default plan -> why). Explicit --precisions run as asked."""
+    if text is not None:
+        return choose("--precisions", text, list(TRAIN_PRECISIONS), "precision"), {}
+    if quick:
+        return ["fp32"], {}
+    support = precision_support(device)
+    wanted = DEFAULT_PRECISIONS[device.type]
+    kept = [p for p in wanted if support.get(p, "no capability probe for it") is None]
+    skipped = {p: support.get(p) or "no capability probe for it" for p in wanted if p not in kept}
+    return kept, skipped
+
+
+def pick_variants(text: str | None, quick: bool) -> list[dict[str, Any]]:
+    text = text if text is not None else ("none" if quick else ",".join(DEFAULT_VARIANTS))
+    variants: list[dict[str, Any]] = []
+    for item in csv_items("" if text.strip() == "none" else text):
+        if item == "channels_last":
+            variants.append({"channels_last": True})
+        elif item == "compile" or item.startswith("compile="):
+            variants.append({"compile": item.partition("=")[2] or "default"})
+        else:
+            raise UserError(f"unknown training variant {item!r}; choose from: channels_last, compile, compile=MODE, "
+                            "none")
+    return variants
+
+
+def pick_batch_sizes(text: str | None) -> list[int] | None:
+    if text is None:
+        return None  # per model: 1 and the recipe's batch (capped in --quick)
+    bad = UserError(f"--batch-sizes must be comma-separated positive integers, not {text!r}")
+    try:
+        sizes = sorted({int(b) for b in csv_items(text)})
+    except ValueError:
+        raise bad from None
+    if not sizes or sizes[0] < 1:
+        raise bad
+    return sizes
+
+
+def pick_budget(text: str | None, quick: bool) -> float | None:
+    if text is None:
+        return QUICK_BUDGET_S if quick else DEFAULT_BUDGET_S
+    if text.strip().lower() == "none":
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise UserError(f"--budget must be a positive number of seconds (or none), not {text!r}")
+    return seconds
+
+
+def positive(flag: str, value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise UserError(f"{flag} must be a positive integer, not {value}")
+    return value
+
+
+def check_folders(args: argparse.Namespace, device: torch.device) -> str:
+    """Input folders exist and OUT/<device> can be written (made last: a bad flag leaves nothing behind)."""
+    if args.data_root is not None and not os.path.isdir(args.data_root):
+        raise UserError(f"--data-root {args.data_root}: no such folder (use --synthetic to run without data)")
+    if args.checkpoints is not None and not os.path.isdir(args.checkpoints):
+        raise UserError(f"--checkpoints {args.checkpoints}: no such folder")
+    dev_dir = os.path.join(args.out, device.type)
+    try:
+        os.makedirs(dev_dir, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {args.out}: cannot create {dev_dir} ({exc.strerror or exc})") from None
+    if not os.access(dev_dir, os.W_OK | os.X_OK):
+        raise UserError(f"--out {args.out}: {dev_dir} is not writable")
+    return dev_dir
+
+
+def make_context(args: argparse.Namespace, phases: Mapping[str, Phase]) -> tuple[BenchContext, dict[str, Any]]:
+    """(the run's context, what the default plan left out and why). UserError on the first bad choice."""
+    device = pick_device(args.device)
+    models = zoo.list_models() if args.models.strip() == "all" else \
+        choose("--models", args.models, zoo.list_models(), "model")
+    picked_phases = pick_phases(args.phases, phases, args.quick)
+    backends, skipped_backends = pick_backends(args.backends, device, args.quick)
+    precisions, skipped_precisions = pick_precisions(args.precisions, device, args.quick)
+    ctx = BenchContext(device=device, quick=args.quick, data_root=args.data_root or "data", synthetic=args.synthetic,
+                       checkpoints=args.checkpoints or "runs", models=models, phases=picked_phases,
+                       backends=backends, batch_sizes=pick_batch_sizes(args.batch_sizes), precisions=precisions,
+                       train_variants=pick_variants(args.train_variants, args.quick),
+                       max_procs=positive("--max-procs", args.max_procs),
+                       threads=positive("--threads", args.threads) or torch.get_num_threads(),
+                       budget_s=pick_budget(args.budget, args.quick), debug=args.debug)
+    ctx.out_dir = check_folders(args, device)
+    return ctx, {"skipped_precisions": skipped_precisions, "skipped_backends": skipped_backends}

@@ -1,0 +1,309 @@
+"""The Markdown tables of summary.md, one builder per record type. Each shows what the records hold (a derived field
+such as a speedup or % of compute is the phase's value, never recomputed here) with its spread and sample count.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from tabulate import tabulate
+
+from bench.records import (
+    PERCENTILE_MIN_CALLS,
+    TRAIN_ROWS,
+    InferRecord,
+    ModelRecord,
+    ParityRecord,
+    Record,
+    ScaleRecord,
+    TrainRecord,
+    TtaRecord,
+)
+from bench.selection import infer_rows, ladder_rows, models_of, of_type, variant_rows
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cells
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def num(x: Any, unit: str = "") -> str:
+    """About three significant figures, thousands separated; blank when not measured."""
+    if not _is_num(x):
+        return ""
+    a = abs(x)
+    text = f"{x:,.0f}" if a >= 100 else f"{x:.1f}" if a >= 10 else f"{x:.2f}" if a >= 1 else f"{x:#.3g}"
+    return text + unit
+
+
+def count(x: Any) -> str:
+    return f"{x:,}" if _is_num(x) else ""
+
+
+def pct(fraction: Any, digits: int = 1) -> str:
+    return f"{100 * fraction:.{digits}f}%" if _is_num(fraction) else ""
+
+
+def sci(x: Any) -> str:
+    return f"{x:.2e}" if _is_num(x) else ""
+
+
+def ratio(x: Any) -> str:
+    return f"{x:.2f}x" if _is_num(x) else ""
+
+
+def seconds(x: Any) -> str:
+    return num(x, " s")
+
+
+def yes_no(x: Any) -> str:
+    return "" if x is None else "yes" if x else "no"
+
+
+def with_iqr(median: Any, iqr: Any) -> str:
+    """``median ± IQR (IQR as % of the median)``: the figure and how much its samples spread."""
+    if not _is_num(median):
+        return ""
+    if not _is_num(iqr):
+        return num(median)
+    rel = f" ({pct(iqr / median)})" if median else ""
+    return f"{num(median)} ± {num(iqr)}{rel}"
+
+
+def percentile_cell(value: Any, n_calls: Any, max_ms: Any, q: int) -> str:
+    """The q-th percentile when the record holds one; when too few calls were timed for it, the slowest call with
+    the count, so nobody reads a maximum of 30 calls as a p99."""
+    if _is_num(value):
+        return num(value)
+    if _is_num(max_ms) and _is_num(n_calls) and n_calls < PERCENTILE_MIN_CALLS[q]:
+        return f"max {num(max_ms)} (n={n_calls:,})"
+    return ""
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    cells = [["" if v is None else str(v).replace("|", "\\|").replace("\n", " ") for v in row] for row in rows]
+    return tabulate(cells, headers=list(headers), tablefmt="github", disable_numparse=True)
+
+
+def inline(d: dict[str, Any] | None) -> str:
+    """A small dict as ``k=v, k=v`` (nested values as compact JSON)."""
+    if not d:
+        return ""
+    return ", ".join(f"{k}={v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v)}"
+                     for k, v in d.items())
+
+
+def _status_cell(rec: Record) -> str:
+    return f"**{rec.status}**"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sections (each returns Markdown lines; an empty list when the run has no such records)
+
+
+def zoo_section(records: list[Record]) -> list[str]:
+    rows = []
+    for r in of_type(records, ModelRecord, ok_only=True):
+        mflops = r.flops_per_sample / 1e6 if _is_num(r.flops_per_sample) else None
+        train_mflops = r.train_flops_per_sample / 1e6 if _is_num(r.train_flops_per_sample) else None
+        rows.append([r.model, r.dataset, r.input_shape, count(r.params_total), count(r.params_trainable),
+                     num(mflops), num(train_mflops), r.weights, pct(r.checkpoint_acc) or "-",
+                     yes_no(r.pretrained), r.data])
+    if not rows:
+        return []
+    return ["## Zoo", "", table(rows, ["model", "dataset", "input", "params", "trainable", "MFLOPs/sample (fwd)",
+                                       "MFLOPs/sample (train)", "weights", "checkpoint acc", "pretrained", "data"])]
+
+
+def compute_fraction_cell(r: TrainRecord) -> str:
+    """% of the compute bound; a row above the bound by more than the noise is flagged, never shown over 100%."""
+    if r.above_bound:
+        return "**ABOVE BOUND by more than noise** (the bound is suspect)"
+    if r.row == "compute":
+        return "(the bound)"
+    if not _is_num(r.fraction_of_compute):
+        return ""
+    return "at bound (within noise)" if r.fraction_of_compute >= 1 else pct(r.fraction_of_compute)
+
+
+def _windows(r: TrainRecord | ScaleRecord) -> str:
+    if not _is_num(r.windows):
+        return ""
+    return f"{r.windows} x {r.steps_per_window:,} steps" if _is_num(r.steps_per_window) else str(r.windows)
+
+
+def _ladder_table(rows: list[TrainRecord]) -> str:
+    body = []
+    for r in rows:
+        if not r.ok:
+            body.append([r.row, _status_cell(r)] + [""] * 8)
+            continue
+        body.append([r.row, with_iqr(r.samples_per_s, r.samples_per_s_iqr), _windows(r), ratio(r.rung_gain),
+                     ratio(r.speedup_vs_tutorial_loop), compute_fraction_cell(r), pct(r.pct_of_peak),
+                     num(r.gflops_per_s), num(r.peak_mem_mb), num(r.mem_delta_mb)])
+    return table(body, ["rung", "samples/s ± IQR (IQR %)", "windows", "gain over previous rung", "vs tutorial_loop",
+                        "% of compute", "% of peak", "GFLOP/s", "peak mem MB", "mem above start MB"])
+
+
+def train_section(records: list[Record]) -> list[str]:
+    out: list[str] = []
+    for model in models_of(of_type(records, TrainRecord)):
+        rows = ladder_rows(records, model)
+        for batch in dict.fromkeys(r.batch_size for r in rows):
+            group = [r for r in rows if r.batch_size == batch]
+            first = next((r for r in group if r.ok), group[0])
+            facts = [f"batch {batch}", "fp32", f"data {first.data or '?'}", f"{first.threads or '?'} threads"]
+            if any(r.quick for r in group):
+                facts.append("QUICK")
+            out += ["", f"### {model}: {', '.join(facts)}", "", _ladder_table(group)]
+            tuned = [f"`{r.row}`: {inline(r.tuned)}" for r in group if r.tuned]
+            if tuned:
+                out += ["", "Tuned choice: " + "; ".join(tuned)]
+    variants = variant_rows(records)
+    if variants:
+        body = []
+        for r in variants:
+            key = [r.model, r.row, r.batch_size, r.precision, yes_no(r.channels_last), r.compile or "-"]
+            if not r.ok:
+                body.append(key + [_status_cell(r)] + [""] * 6)
+                continue
+            body.append(key + [with_iqr(r.samples_per_s, r.samples_per_s_iqr), _windows(r),
+                               ratio(r.speedup_vs_fp32_compute), compute_fraction_cell(r), pct(r.pct_of_peak),
+                               seconds(r.compile_s), num(r.peak_mem_mb)])
+        out += ["", "### Execution variants", "",
+                "Each row changes one execution choice of a ladder rung; *vs fp32 compute* divides its median by the "
+                "plain fp32 compute row's median.", "",
+                table(body, ["model", "rung", "batch", "precision", "channels_last", "compile",
+                             "samples/s ± IQR (IQR %)", "windows", "vs fp32 compute", "% of compute", "% of peak",
+                             "compile s", "peak mem MB"])]
+    if not out:
+        return []
+    rungs = "; ".join(f"*{name}*: {text}" for name, text in TRAIN_ROWS.items())
+    return ["## Training throughput", "", f"Rungs, in order: {rungs}.", *out]
+
+
+def _provenance(rows: list[InferRecord]) -> tuple[str, str | None]:
+    weights = "/".join(sorted({r.weights for r in rows if r.weights})) or "?"
+    data = "/".join(sorted({r.data for r in rows if r.data})) or "?"
+    warn = None
+    if "random" in weights or "synthetic" in data:
+        warn = ("> Weights are random or the data synthetic: the accuracy columns only say whether a backend agrees "
+                "with eager fp32, not how well the model classifies.")
+    return f"weights {weights}, data {data}", warn
+
+
+def _flag_cell(r: InferRecord) -> str:
+    if not r.ok:
+        return _status_cell(r)
+    if r.accuracy_ok is False:
+        return f"**FLAG: accuracy moved more than {num(r.accuracy_budget_pts)} pts**"
+    return "ok" if r.accuracy_ok else ""
+
+
+def _infer_row(r: InferRecord) -> list[str]:
+    key = [r.backend, r.precision, r.batch_size]
+    if not r.ok:
+        return key + [""] * 13 + [_flag_cell(r)]
+    agree = pct(r.argmax_agreement, 2)
+    if agree and _is_num(r.agreement_samples):
+        agree += f" of {r.agreement_samples:,}"
+    delta = f"{r.accuracy_delta_pts:+.2f}" if _is_num(r.accuracy_delta_pts) else ""
+    return key + [with_iqr(r.p50_ms, r.iqr_ms), percentile_cell(r.p90_ms, r.n_calls, r.max_ms, 90),
+                  percentile_cell(r.p99_ms, r.n_calls, r.max_ms, 99), count(r.n_calls), num(r.samples_per_s),
+                  ratio(r.speedup_vs_eager), pct(r.accuracy, 2), delta, agree, sci(r.max_abs_diff),
+                  pct(r.pct_of_peak), seconds(r.compile_s), num(r.peak_mem_mb), _flag_cell(r)]
+
+
+def infer_section(records: list[Record]) -> list[str]:
+    out: list[str] = []
+    for model in models_of(of_type(records, InferRecord)):
+        rows = infer_rows(records, model)
+        provenance, warn = _provenance(rows)
+        out += ["", f"### {model}: {provenance}", ""]
+        if warn:
+            out += [warn, ""]
+        out.append(table([_infer_row(r) for r in rows],
+                         ["backend", "precision", "batch", "p50 ms ± IQR (IQR %)", "p90 ms", "p99 ms", "n calls",
+                          "samples/s", "vs eager", "accuracy", "delta (pts)", "argmax agreement", "max abs diff",
+                          "% of peak", "setup s", "peak mem MB", "flag"]))
+        notes = [f"`{r.describe() or r.backend}`: {'; '.join(x for x in (r.provider, r.note) if x)}"
+                 for r in rows if r.provider or r.note]
+        if notes:
+            out += ["", "Notes: " + " | ".join(notes)]
+    if not out:
+        return []
+    return ["## Inference latency", "",
+            "Latency is per call for the whole batch; *vs eager* is eager fp32's p50 / this row's p50 at the same "
+            "batch size; accuracy, delta and agreement are measured against eager fp32 on the same inputs; "
+            "*setup s* is the one-off cost (compile, session creation, quantization, capture).", *out]
+
+
+def parity_section(records: list[Record]) -> list[str]:
+    rows = []
+    for r in of_type(records, ParityRecord, ok_only=True):
+        verdict = {True: "PASS", False: "**FAIL**", None: "not judged"}[r.parity_ok]
+        agree = pct(r.argmax_agreement, 2)
+        if agree and _is_num(r.agreement_samples):
+            agree += f" of {r.agreement_samples:,}"
+        exporter = r.exporter or ""
+        if r.exporter_fallback_reason:
+            exporter += f" (fallback: {r.exporter_fallback_reason})"
+        rows.append([r.model, r.backend, r.opset, exporter, r.checker, sci(r.max_abs_diff), sci(r.max_rel_diff),
+                     sci(r.max_abs_diff_b1_b3), yes_no(r.dynamic_batch_ok), agree,
+                     f"{verdict} (tolerance {r.tolerance:g})", num(r.onnx_mb), seconds(r.export_s), r.data])
+    if not rows:
+        return []
+    return ["## ONNX parity", "",
+            "Outputs of the exported model against eager PyTorch on the same inputs; PASS means the largest absolute "
+            "difference is within the tolerance; *b1 vs b3* checks the dynamic batch dimension.", "",
+            table(rows, ["model", "backend", "opset", "exporter", "checker", "max abs diff", "max rel diff",
+                         "b1 vs b3 diff", "dynamic batch", "argmax agreement", "verdict", "ONNX MB", "export s",
+                         "data"])]
+
+
+def scale_section(records: list[Record]) -> list[str]:
+    out: list[str] = []
+    for model in models_of(of_type(records, ScaleRecord)):
+        mine = [r for r in of_type(records, ScaleRecord) if r.model == model]
+        ideals = "; ".join(dict.fromkeys(r.ideal for r in mine if r.ideal)) or "not stated"
+        body = []
+        for r in sorted(mine, key=lambda r: (r.batch_size or 0, r.processes or 0)):
+            key = [r.processes, r.batch_size, r.batch_size_global, r.dist_backend, r.threads_per_process]
+            if not r.ok:
+                body.append(key + [_status_cell(r), "", "", ""])
+                continue
+            body.append(key + [with_iqr(r.samples_per_s, r.samples_per_s_iqr), _windows(r),
+                               num(r.ideal_samples_per_s), pct(r.scaling_efficiency)])
+        out += ["", f"### {model}", "", f"Ideal = {ideals}; efficiency = samples/s / ideal samples/s.", "",
+                table(body, ["processes", "batch/process", "global batch", "backend", "threads/process",
+                             "samples/s ± IQR (IQR %)", "windows", "ideal samples/s", "efficiency"])]
+    return ["## Multi-process scaling", *out] if out else []
+
+
+def tta_section(records: list[Record]) -> list[str]:
+    rows = []
+    for r in of_type(records, TtaRecord):
+        key = [r.model, r.row, pct(r.target_acc)]
+        if not r.ok:
+            rows.append(key + [_status_cell(r)] + [""] * 8)
+            continue
+        rows.append(key + [{True: "yes", False: "**no**"}.get(r.reached, ""), r.epochs, count(r.samples_seen),
+                           seconds(r.train_s), seconds(r.eval_s), seconds(r.wall_s), pct(r.final_acc, 2),
+                           r.batch_size, ratio(r.speedup_vs_tutorial_loop)])
+    if not rows:
+        return []
+    return ["## Time to accuracy", "",
+            "Training from scratch until the test accuracy first reaches the target; *train s* counts training steps "
+            "only, evaluation is *eval s*; *vs tutorial_loop* divides the tutorial loop's train s by this row's.", "",
+            table(rows, ["model", "loop", "target", "reached", "epochs", "samples seen", "train s", "eval s", "wall s",
+                         "final acc", "batch", "vs tutorial_loop"])]
+
+
+def not_ok_section(records: list[Record]) -> list[str]:
+    rows = [[r.model, r.phase, r.describe(), r.status, r.reason] for r in records if not r.ok]
+    body = table(rows, ["model", "phase", "row", "status", "reason"]) if rows else "_nothing failed or was skipped_"
+    return ["## Failed and skipped", "", body]
