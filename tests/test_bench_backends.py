@@ -19,6 +19,8 @@ from bench.backends.openvino import OpenVinoBackend
 from bench.backends.ort_int8 import BatchReader, OrtInt8Backend, OrtInt8DynamicBackend, calibration_batches
 from bench.backends.tensorrt import TensorRtBackend
 from bench.context import BenchContext, ModelSession, example_batch
+from bench.export import CACHE_KEY as EXPORT_CACHE_KEY
+from bench.export import onnx_export_info
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -148,21 +150,22 @@ def test_batch_reader_feeds_every_batch_once_and_rewinds():
 
 @pytest.fixture(scope="module")
 def fp32_graphs(tmp_path_factory):
-    """One fp32 ONNX export per model for the whole module (the export is the slow part, and not under test here)."""
+    """One fp32 ONNX export per model for the whole module (the export is the slow part, and not under test here):
+    bench.export's info dict, which a session's cache hands to every later user of the file."""
     folder, made = tmp_path_factory.mktemp("fp32"), {}
 
-    def graph(name: str) -> str:
+    def info(name: str) -> dict:
         if name not in made:
             session, ctx = make(name, folder)
-            made[name] = ort_int8.fp32_onnx(session, ctx)
+            made[name] = onnx_export_info(session, ctx)
         return made[name]
 
-    return graph
+    return info
 
 
 def int8_agreement(backend_cls, name: str, tmp_path, fp32_graphs) -> tuple[dict, object]:
     session, ctx = make(name, tmp_path)  # the same seed as the exported graph's weights
-    session.cache[ort_int8.FP32_ONNX_KEY] = fp32_graphs(name)
+    session.cache[EXPORT_CACHE_KEY] = fp32_graphs(name)
     backend = backend_cls(session, ctx)
     assert backend.available(CPU) is None
     assert backend.prepare() > 0
@@ -174,19 +177,10 @@ def int8_agreement(backend_cls, name: str, tmp_path, fp32_graphs) -> tuple[dict,
     return fields, backend
 
 
-def test_fp32_graph_matches_eager_and_is_cached(tmp_path):
-    session, ctx = make("mlp", tmp_path)
-    path = ort_int8.fp32_onnx(session, ctx)
-    assert ort_int8.fp32_onnx(session, ctx) == path == os.path.join(str(tmp_path), "onnx", "mlp.fp32.onnx")
-    x = example_batch("mlp", 3, CPU)
-    got = ort_int8.cpu_session(path, 1).run(None, {"input": x.numpy()})[0]
-    assert np.abs(got - eager(session, x).numpy()).max() < 1e-4  # dynamic batch: exported at 2, run at 3
-
-
 def test_ort_int8_static_agrees_with_eager_and_is_quantized(tmp_path, small_train_split, fp32_graphs):
     fields, backend = int8_agreement(OrtInt8Backend, "mlp", tmp_path, fp32_graphs)
     assert fields["argmax_agreement"] >= 0.9 and fields["max_abs_diff"] < 1.0
-    path = os.path.join(os.path.dirname(fp32_graphs("mlp")), "mlp.int8.onnx")
+    path = os.path.join(os.path.dirname(fp32_graphs("mlp")["onnx_path"]), "mlp.int8.onnx")
     ops = {n.op_type for n in onnx.load(path).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
     assert "calibration on 512 seeded training samples" in backend.fields["note"]
@@ -196,7 +190,7 @@ def test_ort_int8_static_agrees_with_eager_and_is_quantized(tmp_path, small_trai
 def test_ort_int8_dynamic_agrees_and_says_what_it_quantized(tmp_path, fp32_graphs):
     fields, backend = int8_agreement(OrtInt8DynamicBackend, "mlp", tmp_path, fp32_graphs)
     assert fields["argmax_agreement"] >= 0.9
-    assert os.path.exists(os.path.join(os.path.dirname(fp32_graphs("mlp")), "mlp.int8-dynamic.onnx"))
+    assert os.path.exists(os.path.join(os.path.dirname(fp32_graphs("mlp")["onnx_path"]), "mlp.int8-dynamic.onnx"))
     assert "3 of 3 Conv/Gemm/MatMul ops quantized" in backend.fields["note"]  # the MLP's three Linear layers
 
 

@@ -8,7 +8,8 @@ is never seen. ``reduce_range`` (7-bit weights) is on only for x86 CPUs without 
 
 ``onnxruntime-int8-dynamic`` is ``quantize_dynamic``: int8 weights, activations quantized per call. It rewrites
 MatMul/Gemm-style ops; convolutions may stay fp32, and ``note`` says how many weighted ops it quantized.
-The quantized graphs are written under ``<out_dir>/onnx/`` (NAME.int8.onnx, NAME.int8-dynamic.onnx).
+Both start from the run's fp32 export (bench.export.onnx_for) and are written next to it, under
+``<out_dir>/onnx/`` (NAME.int8.onnx, NAME.int8-dynamic.onnx).
 """
 from __future__ import annotations
 
@@ -35,12 +36,12 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from bench.backends.base import Backend
 from bench.context import BenchContext, ModelSession
+from bench.export import onnx_for
 from zoo.data import FastLoader, open_split, split_tensors
 
 CALIBRATION_SAMPLES = 512
 CALIBRATION_BATCH_SIZE = 32
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
-FP32_ONNX_KEY = "onnx_fp32_for_quantization"
 
 
 def cpu_has_vnni() -> bool:
@@ -53,28 +54,6 @@ def cpu_has_vnni() -> bool:
     if " avx2" not in flags:  # not an x86 CPU with the U8S8 saturation issue
         return True
     return "avx512_vnni" in flags or "avx_vnni" in flags
-
-
-def fp32_onnx(session: ModelSession, ctx: BenchContext) -> str:
-    """The model's fp32 ONNX graph with a dynamic batch axis, exported once per model (cached in session.cache)."""
-    path = session.cache.get(FP32_ONNX_KEY)
-    if path is not None and os.path.exists(path):
-        return path
-    folder = os.path.join(ctx.out_dir, "onnx")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.abspath(os.path.join(folder, f"{session.name}.fp32.onnx"))
-    model = session.model
-    x = torch.zeros(2, *session.spec.input_shape, device=next(model.parameters()).device)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        tmp_path = os.path.join(tmp, "model.onnx")
-        with torch.no_grad():
-            torch.onnx.export(model, (x,), tmp_path, dynamo=True, input_names=["input"], output_names=["logits"],
-                              dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False,
-                              verbose=False)
-        onnx.checker.check_model(tmp_path)
-        os.replace(tmp_path, path)
-    session.cache[FP32_ONNX_KEY] = path
-    return path
 
 
 def calibration_batches(session: ModelSession, ctx: BenchContext, samples: int = CALIBRATION_SAMPLES,
@@ -140,7 +119,7 @@ class OrtInt8Backend(Backend):
                 f"MinMax calibration on {samples} seeded training samples")
 
     def prepare(self) -> float:
-        src = fp32_onnx(self.session, self.ctx)  # not timed: the fp32 export is shared with the fp32 ONNX rows
+        src = onnx_for(self.session, self.ctx)  # not timed: the fp32 export is shared with the ONNX rows
         folder = os.path.dirname(src)
         dst = os.path.join(folder, f"{self.session.name}.{self.suffix}.onnx")
         start = time.perf_counter()
