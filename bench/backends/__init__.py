@@ -6,9 +6,13 @@ is one module plus one line here.
 """
 from __future__ import annotations
 
+from bench.backends.aot_inductor import AotInductorBackend
 from bench.backends.base import Backend
 from bench.backends.cuda_graph import CudaGraphBackend
 from bench.backends.onnxruntime import OrtCpuBackend, OrtCudaBackend
+from bench.backends.openvino import OpenVinoBackend
+from bench.backends.ort_int8 import OrtInt8Backend, OrtInt8DynamicBackend
+from bench.backends.tensorrt import TensorRtBackend
 from bench.backends.torch_compile import CompileBackend
 from bench.backends.torch_eager import EagerBackend, EagerBf16Backend, EagerFp16Backend
 
@@ -20,6 +24,11 @@ BACKENDS: dict[str, type[Backend]] = {
     "cuda_graph": CudaGraphBackend,
     "onnxruntime": OrtCpuBackend,
     "onnxruntime-cuda": OrtCudaBackend,
+    "aot_inductor": AotInductorBackend,
+    "onnxruntime-int8:int8": OrtInt8Backend,
+    "onnxruntime-int8-dynamic:int8": OrtInt8DynamicBackend,
+    "openvino": OpenVinoBackend,
+    "tensorrt": TensorRtBackend,
 }
 
 

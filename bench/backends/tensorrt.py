@@ -1,0 +1,79 @@
+"""TensorRT through Torch-TensorRT's dynamo path (CUDA only): ``torch.export`` with a dynamic batch, then
+``torch_tensorrt.dynamo.compile`` into a module whose TensorRT engines run on torch's current CUDA stream.
+
+fp32 means IEEE fp32: Torch-TensorRT 2.14 builds strongly typed engines (precision follows the graph's dtypes, and
+the graph is fp32), and TensorRT would still run fp32 layers in TF32 on Ampere and later unless ``disable_tf32`` is
+set, so it is set (the same policy as bench.maths: TF32 off everywhere). ``min_block_size=1`` hands every
+convertible op to TensorRT instead of leaving short runs in PyTorch. One engine serves batch 1..max, its
+optimisation profile tuned for the largest timed batch (``note`` says which).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from bench.accuracy import EVAL_BATCH_SIZE
+from bench.backends.base import Backend
+
+INSTALL_HINT = 'pip install -e ".[tensorrt]"'
+EXAMPLE_BATCH = 2  # export traces with batch 2: a batch of 1 would be specialised into the graph
+
+
+class TensorRtBackend(Backend):
+    name: ClassVar[str] = "tensorrt"
+    devices: ClassVar[tuple[str, ...]] = ("cuda",)
+    extra: ClassVar[str | None] = "tensorrt"
+
+    @classmethod
+    def available(cls, device: torch.device) -> str | None:
+        why = super().available(device)
+        if why is not None:
+            return why
+        if not torch.cuda.is_available():
+            return "TensorRT needs a CUDA device; torch.cuda.is_available() is False"
+        try:
+            import torch_tensorrt  # noqa: F401
+        except Exception as exc:  # ImportError, or the TensorRT libraries failing to load (OSError, RuntimeError)
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            return f"torch_tensorrt is not usable ({first}): {INSTALL_HINT}"
+        return None
+
+    def profile(self) -> tuple[int, int]:
+        """(opt, max) batch of the engine's optimisation profile: tuned for the largest timed batch, large enough for
+        the accuracy pass's batches too."""
+        timed = self.ctx.infer_batch_sizes(self.session.name)
+        return max(timed), max(max(timed), EVAL_BATCH_SIZE)
+
+    def prepare(self) -> float:
+        import torch_tensorrt
+
+        device = self.ctx.device
+        shape = tuple(self.session.spec.input_shape)
+        opt, top = self.profile()
+        x = torch.zeros(EXAMPLE_BATCH, *shape, device=device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            batch = torch.export.Dim("batch", min=1, max=top)
+            exported = torch.export.export(self.session.model, (x,), dynamic_shapes=({0: batch},))
+            spec = torch_tensorrt.Input(min_shape=(1, *shape), opt_shape=(opt, *shape), max_shape=(top, *shape),
+                                        dtype=torch.float32)
+            self.module = torch_tensorrt.dynamo.compile(exported, arg_inputs=[spec], device=device,
+                                                        disable_tf32=True, min_block_size=1)
+        seconds = time.perf_counter() - start
+        self.fields.update(provider=f"Torch-TensorRT {torch_tensorrt.__version__}",
+                           note=f"fp32 engine, TF32 off, dynamic batch 1..{top} tuned for batch {opt}; "
+                                "compile_s = export + engine build")
+        return seconds
+
+    def bind(self, x: torch.Tensor) -> Callable[[], Any]:
+        module = self.module
+        return lambda: module(x)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.module(x).float().cpu()
+
+    def close(self) -> None:
+        self.module = None

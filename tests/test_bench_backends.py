@@ -1,0 +1,237 @@
+"""Deployment backends (OpenVINO, ONNX Runtime int8, AOT Inductor, TensorRT): each one's predictions against eager
+PyTorch on tiny models with random weights, and the skipped-row reason when its package or device is missing."""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import bench.backends.aot_inductor as aot_inductor
+import bench.backends.ort_int8 as ort_int8
+import zoo
+from bench.accuracy import row_fields
+from bench.backends.aot_inductor import AotInductorBackend
+from bench.backends.openvino import OpenVinoBackend
+from bench.backends.ort_int8 import BatchReader, OrtInt8Backend, OrtInt8DynamicBackend, calibration_batches
+from bench.backends.tensorrt import TensorRtBackend
+from bench.context import BenchContext, ModelSession, example_batch
+from bench.export import CACHE_KEY as EXPORT_CACHE_KEY
+from bench.export import onnx_export_info
+
+CPU = torch.device("cpu")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture
+def strict_fp32(monkeypatch):
+    """TF32 off for the eager reference on CUDA (cuDNN convolutions default to TF32 on Ampere and later)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+
+@pytest.fixture
+def small_train_split(monkeypatch):
+    """Calibration draws from a 2,000-sample synthetic training split: the sampling logic, without generating 60k."""
+    real = ort_int8.open_split
+    monkeypatch.setattr(ort_int8, "open_split", lambda *a, **kw: real(*a, **{**kw, "size": 2000}))
+
+
+def has(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except Exception:
+        return False
+
+
+def make(name: str, tmp_path, device=CPU, seed: int = 0) -> tuple[ModelSession, BenchContext]:
+    torch.manual_seed(seed)
+    ctx = BenchContext(device=torch.device(device), quick=True, synthetic=True, out_dir=str(tmp_path), threads=1)
+    return ModelSession(name, zoo.get_model(name).eval().to(device)), ctx
+
+
+def eager(session: ModelSession, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return session.model(x).float().cpu()
+
+
+def assert_matches_eager(backend, session, device=CPU, batch_sizes=(1, 3)):
+    for bs in batch_sizes:
+        x = example_batch(session.name, bs, device, seed=bs)
+        got = backend.predict(x)
+        assert got.dtype == torch.float32 and got.device.type == "cpu" and got.shape == (bs, 10)
+        assert (got - eager(session, x)).abs().max().item() < 1e-4
+        with torch.inference_mode():
+            backend.bind(x)()  # the timed callable runs on the same input
+        backend.sync()
+
+
+# ---- skipped-row reasons -------------------------------------------------------------------------------------------
+
+def test_openvino_missing_package_is_a_reason_with_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
+    why = OpenVinoBackend.available(CPU)
+    assert why is not None and 'pip install -e ".[openvino]"' in why
+
+
+def test_openvino_and_int8_are_cpu_only():
+    for cls in (OpenVinoBackend, OrtInt8Backend, OrtInt8DynamicBackend):
+        assert "cpu" in (cls.available(torch.device("cuda")) or "")
+
+
+def test_tensorrt_reasons(monkeypatch):
+    assert "cuda" in TensorRtBackend.available(CPU)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "CUDA device" in TensorRtBackend.available(torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "torch_tensorrt", None)
+    why = TensorRtBackend.available(torch.device("cuda"))
+    assert why is not None and 'pip install -e ".[tensorrt]"' in why
+
+
+def test_aot_inductor_without_a_compiler_says_so(monkeypatch):
+    monkeypatch.setattr(aot_inductor.shutil, "which", lambda name: None)
+    why = AotInductorBackend.available(CPU)
+    assert why is not None and "C++ compiler" in why
+
+
+def test_precisions_and_names():
+    assert OrtInt8Backend.precision == OrtInt8DynamicBackend.precision == "int8"
+    assert OpenVinoBackend.precision == AotInductorBackend.precision == TensorRtBackend.precision == "fp32"
+    assert {c.name for c in (OpenVinoBackend, OrtInt8Backend, OrtInt8DynamicBackend, AotInductorBackend,
+                             TensorRtBackend)} == {"openvino", "onnxruntime-int8", "onnxruntime-int8-dynamic",
+                                                   "aot_inductor", "tensorrt"}
+
+
+# ---- OpenVINO ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not has("openvino"), reason='openvino not installed: pip install -e ".[openvino]"')
+@pytest.mark.parametrize("name", ["mlp", "lenet"])
+def test_openvino_matches_eager_in_pinned_fp32(name, tmp_path):
+    import openvino as ov
+    import openvino.properties.hint as hints
+
+    session, ctx = make(name, tmp_path)
+    backend = OpenVinoBackend(session, ctx)
+    assert backend.available(CPU) is None
+    assert backend.prepare() > 0
+    # The CPU plugin's default on AVX512-BF16/AMX CPUs is bf16: the compiled model must report f32.
+    assert backend.compiled.get_property(hints.inference_precision) == ov.Type.f32
+    assert backend.fields["threads"] == 1
+    assert_matches_eager(backend, session)
+    backend.close()
+
+
+# ---- ONNX Runtime int8 ---------------------------------------------------------------------------------------------
+
+def test_calibration_sample_is_seeded_training_data(tmp_path, small_train_split):
+    session, ctx = make("mlp", tmp_path)
+    first = calibration_batches(session, ctx, samples=64, batch_size=16)
+    again = calibration_batches(session, ctx, samples=64, batch_size=16)
+    ctx.seed = 1
+    other = calibration_batches(session, ctx, samples=64, batch_size=16)
+    assert [b.shape for b in first] == [(16, 1, 28, 28)] * 4 and first[0].dtype == np.float32
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_batch_reader_feeds_every_batch_once_and_rewinds():
+    batches = [np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32)]
+    reader = BatchReader("input", batches)
+    fed = [reader.get_next(), reader.get_next(), reader.get_next()]
+    assert fed[0]["input"] is batches[0] and fed[1]["input"] is batches[1] and fed[2] is None
+    reader.rewind()
+    assert reader.get_next()["input"] is batches[0]
+
+
+@pytest.fixture(scope="module")
+def fp32_graphs(tmp_path_factory):
+    """One fp32 ONNX export per model for the whole module (the export is the slow part, and not under test here):
+    bench.export's info dict, which a session's cache hands to every later user of the file."""
+    folder, made = tmp_path_factory.mktemp("fp32"), {}
+
+    def info(name: str) -> dict:
+        if name not in made:
+            session, ctx = make(name, folder)
+            made[name] = onnx_export_info(session, ctx)
+        return made[name]
+
+    return info
+
+
+def int8_agreement(backend_cls, name: str, tmp_path, fp32_graphs) -> tuple[dict, object]:
+    session, ctx = make(name, tmp_path)  # the same seed as the exported graph's weights
+    session.cache[EXPORT_CACHE_KEY] = fp32_graphs(name)
+    backend = backend_cls(session, ctx)
+    assert backend.available(CPU) is None
+    assert backend.prepare() > 0
+    fields = row_fields(backend.predict, session, ctx, "int8")
+    x = example_batch(name, 3, CPU)
+    assert torch.isfinite(backend.predict(x)).all()
+    with torch.inference_mode():
+        backend.bind(x)()
+    return fields, backend
+
+
+def test_ort_int8_static_agrees_with_eager_and_is_quantized(tmp_path, small_train_split, fp32_graphs):
+    fields, backend = int8_agreement(OrtInt8Backend, "mlp", tmp_path, fp32_graphs)
+    assert fields["argmax_agreement"] >= 0.9 and fields["max_abs_diff"] < 1.0
+    path = os.path.join(os.path.dirname(fp32_graphs("mlp")["onnx_path"]), "mlp.int8.onnx")
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
+    assert "calibration on 512 seeded training samples" in backend.fields["note"]
+    assert not [f for f in os.listdir(os.path.dirname(path)) if f.startswith(".")]  # no temp folder left behind
+
+
+def test_ort_int8_dynamic_agrees_and_says_what_it_quantized(tmp_path, fp32_graphs):
+    fields, backend = int8_agreement(OrtInt8DynamicBackend, "mlp", tmp_path, fp32_graphs)
+    assert fields["argmax_agreement"] >= 0.9
+    assert os.path.exists(os.path.join(os.path.dirname(fp32_graphs("mlp")["onnx_path"]), "mlp.int8-dynamic.onnx"))
+    assert "3 of 3 Conv/Gemm/MatMul ops quantized" in backend.fields["note"]  # the MLP's three Linear layers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend_cls", [OrtInt8Backend, OrtInt8DynamicBackend])
+def test_ort_int8_on_a_conv_model(backend_cls, tmp_path, small_train_split, fp32_graphs):
+    fields, backend = int8_agreement(backend_cls, "lenet", tmp_path, fp32_graphs)
+    assert fields["argmax_agreement"] >= 0.9
+    if backend_cls is OrtInt8DynamicBackend:
+        assert "2 of 4 Conv/Gemm/MatMul ops quantized, fp32 left: 2 Conv" in backend.fields["note"]  # linears only
+
+
+# ---- AOT Inductor --------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.skipif(AotInductorBackend.available(CPU) is not None, reason="no C++ compiler for AOT Inductor")
+def test_aot_inductor_package_matches_eager(tmp_path):
+    session, ctx = make("lenet", tmp_path)
+    backend = AotInductorBackend(session, ctx)
+    assert backend.prepare() > 0
+    assert os.path.isfile(os.path.join(str(tmp_path), "aoti", "lenet.pt2"))
+    assert_matches_eager(backend, session, batch_sizes=(1, 3, 256))  # one package, any batch
+
+
+@pytest.mark.slow
+@needs_cuda
+def test_aot_inductor_on_cuda(tmp_path, strict_fp32):
+    session, ctx = make("lenet", tmp_path, device="cuda")
+    backend = AotInductorBackend(session, ctx)
+    assert backend.prepare() > 0
+    assert_matches_eager(backend, session, device=torch.device("cuda"))
+
+
+# ---- TensorRT ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@needs_cuda
+@pytest.mark.skipif(not has("torch_tensorrt"), reason='torch_tensorrt not installed: pip install -e ".[tensorrt]"')
+def test_tensorrt_matches_eager(tmp_path, strict_fp32):
+    session, ctx = make("lenet", tmp_path, device="cuda")
+    backend = TensorRtBackend(session, ctx)
+    assert backend.available(ctx.device) is None
+    assert backend.prepare() > 0
+    assert_matches_eager(backend, session, device=torch.device("cuda"), batch_sizes=(1, 3, 32))
