@@ -11,13 +11,12 @@ import torch
 from helpers import assert_same_tensors
 
 import zoo
+from zoo.atomic import atomic_open, atomic_write_text
 from zoo.checkpoint import (
     FORMAT,
     REQUIRED_KEYS,
     CheckpointError,
     CheckpointState,
-    atomic_open,
-    atomic_write_text,
     load_checkpoint,
     save_checkpoint,
 )
