@@ -112,13 +112,14 @@ def env_section(env: RunEnv) -> list[str]:
             ["onnxruntime", env.onnxruntime], ["CUDA", env.cuda], ["python", env.python], ["platform", env.platform],
             ["CPU capability", env.cpu_capability], ["threads", threads], ["memory", tables.num(env.memory_gb, " GB")],
             ["clock", env.clock], ["maths policy", tables.inline(env.maths)],
-            ["calibration", _settings(env.calibration)], ["measured peaks", _settings(env.peaks)],
+            ["calibration (1 thread)", _calibration_cell(env.calibration)], ["measured peaks", _peaks_cell(env.peaks)],
             ["git commit", env.git_commit], ["timestamp (UTC)", env.timestamp],
             ["command", f"`{env.command}`" if env.command else None], ["wall time", tables.seconds(env.wall_s)],
             ["budget", tables.seconds(env.budget_s)], ["quick", "YES" if env.quick else "no"],
             ["rows done", f"{env.done_rows} of {env.planned_rows} planned" if env.planned_rows is not None else None],
             ["complete", "yes" if env.complete else f"**{incomplete_label(env)}**"],
-            ["skipped precisions", skipped], ["notes", _settings(env.notes)]]
+            ["skipped precisions", skipped],
+            ["notes", _settings({k: v for k, v in env.notes.items() if k != "phase_s"})]]
     lines = [title(env), ""]
     if not env.complete:
         lines += [f"> **{incomplete_label(env)}: the run stopped before its plan was done (interrupted, out of "
@@ -126,7 +127,42 @@ def env_section(env: RunEnv) -> list[str]:
     if env.quick:
         lines += ["> **QUICK RUN: short timing windows and reduced batch sizes; these numbers check the harness, "
                   "they are not measurements to quote.**", ""]
-    return lines + [tables.table([r for r in rows if r[1] not in (None, "")], ["setting", "value"])]
+    lines.append(tables.table([r for r in rows if r[1] not in (None, "")], ["setting", "value"]))
+    methods = [f"- {k.replace('_method', '')}: {v}" for k, v in env.peaks.items() if k.endswith("_method")]
+    if methods:
+        lines += ["", "How the peaks were measured:", "", *methods]
+    return lines + _phase_time_section(env)
+
+
+def _calibration_cell(cal: dict[str, Any]) -> str:
+    probes = cal.get("probes") or {}
+    return "; ".join(f"{p.get('what', name)}: {tables.num(p.get('median_ms'))} ms median"
+                     for name, p in probes.items() if isinstance(p, dict))
+
+
+def _peaks_cell(peaks: dict[str, Any]) -> str:
+    cells = [f"{k.replace('_flops_per_s', '')} {tables.num(v / 1e9)} GFLOP/s" for k, v in peaks.items()
+             if k.endswith("_flops_per_s") and isinstance(v, (int, float))]
+    if isinstance(peaks.get("mem_bytes_per_s"), (int, float)):
+        cells.append(f"memory {tables.num(peaks['mem_bytes_per_s'] / 1e9)} GB/s")
+    cells += [f"{p}: not measured ({why})" for p, why in (peaks.get("skipped") or {}).items()]
+    return "; ".join(cells)
+
+
+def _phase_time_section(env: RunEnv) -> list[str]:
+    spent = env.notes.get("phase_s") or {}
+    phases = list(dict.fromkeys(ph for per_model in spent.values() for ph in per_model))
+    if not phases:
+        return []
+    rows = [[model] + [_spent_cell(per_model.get(ph)) for ph in phases] for model, per_model in spent.items()]
+    return ["", "Seconds per phase (spent / budgeted):", "", tables.table(rows, ["model", *phases])]
+
+
+def _spent_cell(pair: Any) -> str:
+    if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+        return ""
+    used, budget = pair
+    return f"{tables.num(used)} / {tables.num(budget) if budget is not None else '-'}"
 
 
 def method_section(env: RunEnv) -> list[str]:

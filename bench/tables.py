@@ -97,6 +97,23 @@ def inline(d: dict[str, Any] | None) -> str:
                      for k, v in d.items())
 
 
+def tuned_text(choice: dict[str, Any]) -> str:
+    """The tuner's choice in words, with its measured gain and each probed candidate's median samples/s."""
+    parts = ["channels_last" if choice.get("channels_last") else "contiguous",
+             f"{choice.get('optimizer_impl', '?')} optimizer",
+             f"compile={choice['compile']}" if choice.get("compile") else "no compile"]
+    if choice.get("cudnn_benchmark"):
+        parts.append("cudnn.benchmark")
+    text = ", ".join(parts)
+    if isinstance(choice.get("gain"), (int, float)):
+        text += f" ({choice['gain']:.2f}x the default configuration in the tuner's probe"
+        measured = choice.get("measured") or {}
+        if measured:
+            text += "; probe medians, samples/s: " + ", ".join(f"{k} {num(v)}" for k, v in measured.items())
+        text += ")"
+    return text
+
+
 def _status_cell(rec: Record) -> str:
     return f"**{rec.status}**"
 
@@ -160,9 +177,9 @@ def train_section(records: list[Record]) -> list[str]:
             if any(r.quick for r in group):
                 facts.append("QUICK")
             out += ["", f"### {model}: {', '.join(facts)}", "", _ladder_table(group)]
-            tuned = [f"`{r.row}`: {inline(r.tuned)}" for r in group if r.tuned]
+            tuned = [f"`{r.row}`: {tuned_text(r.tuned)}" for r in group if r.tuned]
             if tuned:
-                out += ["", "Tuned choice: " + "; ".join(tuned)]
+                out += ["", "Tuner's choice: " + "; ".join(tuned)]
     variants = variant_rows(records)
     if variants:
         body = []
