@@ -29,7 +29,8 @@ def make_env(**kw) -> RunEnv:
                 timestamp="2030-01-01T00:00:00+00:00", command="python -m bench.run --device cpu", wall_s=812.0,
                 budget_s=900.0, clock="perf_counter, device sync per call",
                 maths={"cudnn_benchmark": True, "tf32": False},
-                calibration={"matmul_ms": {"median": 1.25, "samples": [1.2, 1.3]}},
+                calibration={"probes": {"matmul_fp32_256": {"what": "torch.mm 256", "median_ms": 1.25,
+                                                         "samples_ms": [1.2, 1.3]}}},
                 peaks={"fp32_flops_per_s": 2.5e11, "mem_bytes_per_s": 1.2e10},
                 skipped_precisions={"fp16": "no fp16 matmul on this CPU"}, planned_rows=30, done_rows=30,
                 complete=True)
@@ -98,7 +99,7 @@ def line_with(text: str, *needles: str) -> str:
 def test_summary_has_the_env_the_method_and_every_section():
     text = report.render_summary(make_env(), sample_records())
     assert text.startswith("# Benchmark on Test CPU (cpu)\n")
-    for needle in ("perf_counter, device sync per call", "cudnn_benchmark=True", "matmul_ms.median 1.25",
+    for needle in ("perf_counter, device sync per call", "cudnn_benchmark=True", "torch.mm 256: 1.25 ms median", "fp32 250 GFLOP/s", "memory 12.0 GB/s",
                    "fp32_flops_per_s 250 GFLOP/s", "mem_bytes_per_s 12.0 GB/s", "fp16: no fp16 matmul", "abc1234",
                    "`python -m bench.run --device cpu`", "812 s", "900 s", "samples/s = batch size / median",
                    "at least 100 calls", "at least 1,000", "python -m bench.compare"):
