@@ -61,6 +61,28 @@ def current_rss_bytes() -> int:
         return int(psutil.Process().memory_info().rss)
 
 
+def return_freed_memory() -> bool:
+    """Hand memory that earlier rows freed back to the OS (glibc ``malloc_trim``), so the next block's RSS rise is its
+    own allocations and not pages the allocator kept. False where that is not available (not glibc)."""
+    import gc
+
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def _trimmed() -> bool:
+    return_freed_memory()
+    return True
+
+
 def reset_linux_hwm() -> bool:
     """Reset VmHWM to the current RSS (Linux >= 4.0); False where /proc/self/clear_refs is not writable."""
     try:
@@ -124,7 +146,7 @@ class PeakMemory:
             self._sampler = _Sampler(torch.mps.driver_allocated_memory)
             self.start_bytes = self._sampler.peak
             self.method = "mps driver_allocated_memory, sampled"
-        elif sys.platform.startswith("linux") and reset_linux_hwm():
+        elif sys.platform.startswith("linux") and _trimmed() and reset_linux_hwm():
             self.start_bytes = _proc_status_bytes("VmRSS")
             self.method = "VmHWM after clear_refs"
         else:
