@@ -21,8 +21,10 @@ from zoo.data import FastLoader, make_loaders
 
 EVAL_BATCH_SIZE = 256
 QUICK_EVAL_SAMPLES = 1024  # --quick: the first 1,024 test samples (a smoke run, stated in agreement_samples)
-# With a run budget, one accuracy pass (at eager's speed) may take at most this share of it; the prefix is cut to fit
-# (whole batches, at least one).
+# With a run budget, the accuracy passes of a model (eager's reference + one per backend, at eager's speed) may take
+# about ACCURACY_SHARE of the model's inference seconds (ctx.budget_for), or BUDGET_SHARE_PER_PASS of the run's budget
+# per pass when no spread is known; the prefix is cut to fit (whole batches, at least one).
+ACCURACY_SHARE = 0.3
 BUDGET_SHARE_PER_PASS = 0.01
 CACHE_KEY = "accuracy_reference"
 
@@ -59,14 +61,25 @@ def eval_loader(session: ModelSession, ctx: BenchContext) -> FastLoader:
     return bundle.test
 
 
-def sample_limit(ctx: BenchContext, split_size: int, first_batch_s: float, first_batch_n: int) -> int:
+def pass_budget_s(ctx: BenchContext, name: str | None = None) -> float | None:
+    """Seconds one accuracy pass may take (None: no budget): its share of the model's inference budget, else of the
+    run's budget."""
+    model_s = None if name is None else ctx.budget_for(name, "infer")
+    if model_s is not None:
+        return model_s * ACCURACY_SHARE / (1 + len(ctx.backends))
+    return None if ctx.budget_s is None else ctx.budget_s * BUDGET_SHARE_PER_PASS
+
+
+def sample_limit(ctx: BenchContext, split_size: int, first_batch_s: float, first_batch_n: int,
+                 name: str | None = None) -> int:
     """How many leading test samples are evaluated: all of them, or a stated prefix under --quick or a tight budget."""
     limit = split_size
     if ctx.quick:
         limit = min(limit, QUICK_EVAL_SAMPLES)
-    if ctx.budget_s is not None and first_batch_n > 0:
+    budget_s = pass_budget_s(ctx, name)
+    if budget_s is not None and first_batch_n > 0:
         per_sample_s = max(first_batch_s, 1e-9) / first_batch_n
-        fits = int(ctx.budget_s * BUDGET_SHARE_PER_PASS / per_sample_s)
+        fits = int(budget_s / per_sample_s)
         limit = min(limit, max(EVAL_BATCH_SIZE, fits // EVAL_BATCH_SIZE * EVAL_BATCH_SIZE))
     return min(limit, split_size)
 
@@ -90,7 +103,7 @@ def reference(session: ModelSession, ctx: BenchContext) -> Reference:
             seen += len(y)
             if len(logits) == 1:  # the first batch's time sizes the prefix a budget allows
                 ctx.sync()
-                limit = sample_limit(ctx, loader.n, time.perf_counter() - start, seen)
+                limit = sample_limit(ctx, loader.n, time.perf_counter() - start, seen, session.name)
     seconds = time.perf_counter() - start
     labels_t, logits_t = torch.cat(labels), torch.cat(logits)
     accuracy = (logits_t.argmax(1) == labels_t).double().mean().item()

@@ -145,3 +145,12 @@ def test_wrong_logit_shape_is_an_error(tmp_path):
     session = ModelSession("mlp", FixedClass(3).eval())
     with pytest.raises(ValueError, match="shape"):
         row_fields(lambda x: session.model(x).cpu()[:, :5], session, ctx, "fp32")
+
+
+def test_the_model_s_infer_budget_sizes_the_passes_when_the_driver_spread_one():
+    ctx = BenchContext(device=torch.device("cpu"), synthetic=True, budget_s=1e6, backends=["eager", "onnxruntime"])
+    ctx.budget_for = lambda name, phase: 10.0 if phase == "infer" else None
+    # 10 s x ACCURACY_SHARE over 3 passes (reference + 2 backends) = 1 s a pass; 256 samples take 0.1 s -> 2,560.
+    assert accuracy.pass_budget_s(ctx, "mlp") == pytest.approx(10.0 * accuracy.ACCURACY_SHARE / 3)
+    assert accuracy.sample_limit(ctx, 10_000, 0.1, 256, "mlp") == 2_560
+    assert accuracy.sample_limit(ctx, 10_000, 0.1, 256) == 10_000, "no model named: the run's budget"

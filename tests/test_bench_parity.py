@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import bench.export as export
+import bench.phases.parity as parity_mod
 import zoo
 from bench.backends.onnxruntime import ort_session
 from bench.context import BenchContext, ModelSession, example_batch
@@ -90,6 +91,15 @@ def test_parity_record(exported, ctx, name):
     assert r.argmax_agreement >= 0.99
     assert r.exporter == "dynamo" and r.export_s == info["export_s"] and r.checker == "ok"
     assert r.onnx_path == info["onnx_path"] and r.opset == info["opset"]
+
+
+def test_a_small_parity_budget_takes_agreement_over_a_stated_prefix(exported, tmp_path):
+    model, info = exported["mlp"]
+    tight = BenchContext(device=torch.device("cpu"), synthetic=True, checkpoints=None, out_dir=str(tmp_path),
+                         threads=1)
+    tight.budget_for = lambda name, phase: 1e-6  # far less than one batch takes: one batch, and it says so
+    r = parity(session_with("mlp", model, info), tight)
+    assert r.status == "ok" and r.agreement_samples == parity_mod.AGREEMENT_BATCH
 
 
 def test_tolerance_boundary():

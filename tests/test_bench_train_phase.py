@@ -8,10 +8,12 @@ import math
 import pytest
 import torch
 
+from bench import timing
 from bench.context import BenchContext, ModelSession
 from bench.phases import train
 from bench.phases.train import RowPlan, TimedRow, TrainPhase, derive, time_rows
 from bench.records import TRAIN_LADDER, TrainRecord
+from zoo import tune
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +144,75 @@ def test_rung_gain_skips_a_failed_rung_and_pct_of_peak_uses_the_peaks():
     assert nhr.rung_gain == pytest.approx(2.0) and nhr.speedup_vs_tutorial_loop == pytest.approx(2.0)
     assert nhr.gflops_per_s == pytest.approx(20.0) and nhr.pct_of_peak == pytest.approx(0.2)
     assert failed.rung_gain is None
+
+
+class _Clock:
+    """A stand-in clock: every step of a row advances it by ``step_s``; nothing else takes time."""
+
+    def __init__(self, step_s: float):
+        self.now, self.step_s = 0.0, step_s
+
+    def __call__(self) -> float:
+        return self.now
+
+    def step(self) -> int:
+        self.now += self.step_s
+        return 4
+
+
+def _clocked_rows(monkeypatch, n: int, step_s: float) -> list[TimedRow]:
+    clock = _Clock(step_s)
+    monkeypatch.setattr(timing, "clock", clock)
+    return [_timed(clock.step) for _ in range(n)]
+
+
+def test_without_a_budget_a_full_run_takes_its_usual_windows(monkeypatch):
+    rows = _clocked_rows(monkeypatch, 3, 0.01)
+    time_rows(rows, lambda: None, quick=False)
+    assert all(r.steps_per_window == 50 and len(r.rates) == train.MAX_WINDOWS[False] for r in rows)
+
+
+def test_a_small_budget_shortens_the_windows_and_their_count_but_keeps_the_minimum(monkeypatch):
+    rows = _clocked_rows(monkeypatch, 3, 0.01)
+    time_rows(rows, lambda: None, quick=False, budget_s=1.0)
+    # 1 s over 3 rows x (5 windows + 1): ~0.056 s windows of ~6 steps, and rounds only while they fit.
+    assert all(r.steps_per_window < 50 and len(r.rates) >= train.MIN_WINDOWS[False] for r in rows)
+    assert all(len(r.rates) < train.MAX_WINDOWS[False] for r in rows)
+    rows = _clocked_rows(monkeypatch, 3, 0.5)  # steps far slower than any budget allows: the rule still holds
+    time_rows(rows, lambda: None, quick=True, budget_s=0.1)
+    assert all(r.steps_per_window == 1 and len(r.rates) == train.MIN_WINDOWS[True] for r in rows)
+
+
+def test_a_slow_row_is_sized_from_its_memory_step_without_another_probe(monkeypatch):
+    rows = _clocked_rows(monkeypatch, 1, 0.2)
+    train.measure_memory(rows, torch.device("cpu"), lambda: None)
+    steps_before = rows[0].step_s
+    monkeypatch.setattr(train, "steps_for_window", lambda *a, **k: pytest.fail("probed again"))
+    time_rows(rows, lambda: None, quick=False)
+    assert steps_before == pytest.approx(0.2) and rows[0].steps_per_window == round(0.5 / 0.2)
+
+
+def test_the_phase_gives_the_tuner_and_the_windows_a_share_of_its_budget(monkeypatch):
+    seen: dict[str, list] = {"tune": [], "windows": []}
+
+    def spy_tune(model, recipe, x, y, device, **kw):
+        seen["tune"].append((kw["budget_s"], kw["steps_planned"]))
+        return tune.untuned(model, recipe, device)
+
+    def spy_windows(rows, sync, *, quick, budget_s=None):
+        seen["windows"].append(budget_s)
+        for r in rows:
+            r.rates, r.steps_per_window = [1.0, 1.0, 1.0], 1
+
+    monkeypatch.setattr(train, "autotune", spy_tune)
+    monkeypatch.setattr(train, "time_rows", spy_windows)
+    monkeypatch.setattr(train, "TUNE_BUDGET_S", {True: 2.0, False: 10.0})
+    monkeypatch.setattr(train, "STEPS_PER_SPLIT", {True: 4, False: 4})
+    for budget_s in (None, 1000.0, 1.0):
+        ctx = BenchContext(torch.device("cpu"), quick=False, synthetic=True, checkpoints=None)
+        ctx.budget_for = lambda name, phase, b=budget_s: b
+        TrainPhase().run(ModelSession("mlp", torch.nn.Linear(1, 1)), ctx)
+    # No budget or a large one: the tuner's own cap; a small one: its share of the phase's budget.
+    assert [b for b, _ in seen["tune"]] == [10.0, 10.0, pytest.approx(train.TUNE_SHARE * 1.0)]
+    assert seen["windows"][0] is None and seen["windows"][2] < 1.0 < seen["windows"][1] < 1000.0
+    assert [steps is None for _, steps in seen["tune"]] == [True, True, True], "a 10 s tuner cannot hold a compile"

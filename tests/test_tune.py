@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+import time
 
 import pytest
 import torch
@@ -76,7 +77,7 @@ def test_probe_leaves_model_rng_and_precision_alone(monkeypatch):
         return real_step(net, optimizer, x, y, opts, stats)
 
     monkeypatch.setattr(tune, "train_step", spy)
-    choice = autotune(model, zoo.get_spec("mlp").recipe, *_batch("mlp", 16), "cpu", precision="bf16", budget_s=0.2)
+    choice = autotune(model, zoo.get_spec("mlp").recipe, *_batch("mlp", 16), "cpu", precision="bf16", budget_s=2.0)
     assert seen and set(seen) == {"bf16"}, "every probed step runs at the precision passed in"
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key])
@@ -110,6 +111,39 @@ def test_compile_is_not_probed_when_the_run_is_too_short_to_pay(monkeypatch):
                           candidates=cands)
         assert choice.compile is None and choice.compile_s is None
         assert not any("compile" in label for label in choice.measured)
+
+
+def _slow_steps(monkeypatch, seconds: float) -> list:
+    """Every probed step takes ``seconds`` (a stand-in for a large model on a slow machine); returns the calls."""
+    calls = []
+
+    def slow(net, optimizer, x, y, opts, stats=None):
+        calls.append(1)
+        time.sleep(seconds)
+
+    monkeypatch.setattr(tune, "train_step", slow)
+    return calls
+
+
+def test_a_budget_too_small_for_two_candidates_leaves_the_default_unmeasured(monkeypatch):
+    calls = _slow_steps(monkeypatch, 0.05)
+    model = _model("lenet")
+    recipe = zoo.get_spec("lenet").recipe
+    choice = autotune(model, recipe, *_batch("lenet", 4), "cpu", budget_s=0.2)
+    assert choice == untuned(model, recipe, "cpu") and choice.gain == 1.0 and choice.measured == {}
+    assert len(calls) == 2, "the default's warm-up only: a first call and one timed step"
+
+
+def test_candidates_beyond_the_budget_are_not_probed_most_likely_first(monkeypatch):
+    _slow_steps(monkeypatch, 0.02)
+    model = _model("lenet")
+    recipe = zoo.get_spec("lenet").recipe
+    cands = eager_candidates(model, recipe, _batch("lenet", 2)[0], "cpu")
+    assert [tune.changes(c, cands[0]) for c in cands] == sorted(tune.changes(c, cands[0]) for c in cands)
+    # Each candidate needs ~2 warm steps + 3 rounds of one step: 0.6 s holds the default and about two more.
+    choice = autotune(model, recipe, *_batch("lenet", 4), "cpu", budget_s=0.6)
+    assert 2 <= len(choice.measured) < len(cands)
+    assert list(choice.measured) == [c.label for c in cands[:len(choice.measured)]]
 
 
 def test_compile_pays_only_when_planned_steps_save_more_than_it_costs():

@@ -6,6 +6,11 @@ implementations of one update), ``torch.compile`` (default mode, probed only whe
 its compile time back) and, on CUDA, ``cudnn.benchmark`` (which picks among cuDNN's fp32 algorithms). Mixed
 precision is never a candidate: the precision is the caller's, passed through unchanged. TF32 is left as it is.
 
+The whole probe (warm-up included) fits in the caller's ``budget_s``: candidates are warmed one at a time, most
+likely first, and a candidate whose warm-up and minimum rounds no longer fit is not probed at all (it is then absent
+from ``TuneChoice.measured``). A model whose step is slow next to the budget is left at the default configuration,
+unmeasured (gain 1.0), rather than tuned on too few samples.
+
 The probe runs on deep copies (the caller's model and optimizer are untouched, and the RNG state is restored, so a
 tuned run draws the same dropout masks as an untuned one) and times the candidates INTERLEAVED: every round runs
 every candidate once, in a rotated order, so a slow spell on a shared machine hits all of them alike; a candidate's
@@ -49,6 +54,7 @@ COMPILE_MIN_S = 2.0
 # machine still differ by a percent or two between identical configurations.
 MIN_GAIN = 1.02
 WINDOW_S = 0.15  # one timed window of one candidate
+WARM_S = 0.1  # the most a candidate's timed warm-up burst lasts (5% of the budget when that is less)
 MIN_ROUNDS, MAX_ROUNDS = 3, 15
 
 
@@ -178,7 +184,13 @@ def eager_candidates(model: nn.Module, recipe: Recipe, x: torch.Tensor, device: 
             continue
     default = default_candidate(model, recipe, device)
     cands = [Candidate(cl, impl, None, cb) for cl in formats for impl in impls for cb in benchmarks]
-    return [default] + [c for c in cands if c != default]
+    # Most likely first, for a budget that cannot hold them all: one change from the default before two.
+    return [default] + sorted((c for c in cands if c != default), key=lambda c: changes(c, default))
+
+
+def changes(cand: Candidate, ref: Candidate) -> int:
+    """How many settings ``cand`` changes from ``ref``."""
+    return sum(getattr(cand, f.name) != getattr(ref, f.name) for f in dataclasses.fields(Candidate))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -203,18 +215,16 @@ class _Trial:
             torch.backends.cudnn.benchmark = self.cand.cudnn_benchmark
         train_step(self.net, self.optimizer, self.x, self.y, self.opts, self.stats)
 
-    def warm(self) -> None:
-        """First call (one-off costs: compile, cuDNN autotuning, allocator growth), a second, then a short timed
-        burst (>= 2 steps, ~0.1 s) for the step time."""
-        for i in range(2):
-            synchronize(self.device)
-            t = time.perf_counter()
-            self.step()
-            synchronize(self.device)
-            if i == 0:
-                self.first_s = time.perf_counter() - t
+    def warm(self, burst_s: float = WARM_S) -> None:
+        """First call (one-off costs: compile, cuDNN autotuning, allocator growth), then a timed burst (>= 1 step,
+        ~``burst_s``) for the step time: two steps in all for a step slower than the burst."""
+        synchronize(self.device)
+        t = time.perf_counter()
+        self.step()
+        synchronize(self.device)
+        self.first_s = time.perf_counter() - t
         n, t = 0, time.perf_counter()
-        while n < 2 or time.perf_counter() - t < 0.1:
+        while n < 1 or time.perf_counter() - t < burst_s:
             self.step()
             synchronize(self.device)
             n += 1
@@ -252,20 +262,37 @@ def time_interleaved(trials: list[_Trial], budget_s: float) -> None:
 
 
 def _start(cands: Iterable[Candidate], model, recipe, x, y, device, lr, precision, *,
-           first_required: bool = True) -> list[_Trial]:
+           first_required: bool = True, budget_s: float | None = None) -> list[_Trial]:
     """Built and warmed trials; a candidate that cannot run here (no kernel, compiler missing) is left out, except
-    the first when ``first_required`` (the reference configuration must run: its failure is the caller's bug)."""
-    trials = []
+    the first when ``first_required`` (the reference configuration must run: its failure is the caller's bug).
+
+    With ``budget_s``, the candidates after the first are started, in order, only while ``fits`` says the next one
+    still fits in what is left of it; the rest are not probed."""
+    began = time.perf_counter()
+    burst_s = WARM_S if budget_s is None else min(WARM_S, 0.05 * budget_s)
+    trials: list[_Trial] = []
     for i, cand in enumerate(cands):
+        if budget_s is not None and trials and not fits(trials, budget_s - (time.perf_counter() - began), burst_s):
+            log.debug("tune: budget spent; not probed from %s on", cand.label)
+            break
         try:
             trial = _Trial(cand, model, recipe, x, y, device, lr, precision)
-            trial.warm()
+            trial.warm(burst_s)
             trials.append(trial)
         except Exception as exc:  # noqa: BLE001 - a candidate that fails is not chosen; the default must run
             if i == 0 and first_required:
                 raise
             log.debug("tune: %s left out: %s: %s", cand.label, type(exc).__name__, exc)
     return trials
+
+
+def fits(trials: list[_Trial], left_s: float, burst_s: float = WARM_S) -> bool:
+    """Whether one more candidate fits in ``left_s``: its warm-up (a first call and a burst, at the fastest step seen
+    so far) plus MIN_ROUNDS one-step windows of every trial, the new one included (the least time_interleaved
+    takes)."""
+    step_s = min(t.step_s for t in trials)
+    need_s = step_s + max(burst_s, step_s) + MIN_ROUNDS * (step_s + sum(t.step_s for t in trials))
+    return need_s <= left_s
 
 
 class _Preserved:
@@ -296,9 +323,10 @@ def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
              candidates: Iterable[Candidate] | None = None, lr: float | None = None) -> TuneChoice:
     """The fastest configuration of this exact step on batch (x, y), measured on copies of ``model``.
 
-    ``candidates`` (default: every eager configuration the device offers, then compile of the best one when
-    ``steps_planned`` could pay for it) are timed interleaved for about ``budget_s`` seconds in all (plus warm-up
-    and, when probed, the compile time). ``precision`` is used as given; it is never a candidate.
+    ``candidates`` (default: every eager configuration the device offers, one change from the default first, then
+    compile of the best one when ``steps_planned`` could pay for it) are warmed and timed interleaved in about
+    ``budget_s`` seconds in all (plus, when probed, the compile time): those that do not fit are not probed, and
+    when only the default fits it is returned unmeasured. ``precision`` is used as given; it is never a candidate.
     """
     device = torch.device(device)
     default = default_candidate(model, recipe, device)
@@ -310,10 +338,13 @@ def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
         compiled = [c for c in cands if c.compile]
     started = time.perf_counter()
     with _Preserved(device):
-        trials = _start(eager, model, recipe, x, y, device, lr, precision)
+        trials = _start(eager, model, recipe, x, y, device, lr, precision, budget_s=budget_s)
         best_step_s = min(t.step_s for t in trials)
         # The saving per step cannot exceed the step itself: a run shorter than the least compile time never pays.
         may_compile = steps_planned is not None and compiled != [] and steps_planned * best_step_s > COMPILE_MIN_S
+        if len(trials) == 1 and not may_compile:  # nothing to compare within the budget: the default, unmeasured
+            log.info("tune: only the default (%s) fits in %.1f s; left untuned", default.label, budget_s)
+            return TuneChoice.of(trials[0].cand)
         stage_s = budget_s * (0.6 if may_compile else 1.0) - (time.perf_counter() - started)
         time_interleaved(trials, max(stage_s, 0.25 * budget_s))
         best = _fastest(trials)

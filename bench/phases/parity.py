@@ -7,6 +7,7 @@ graph that rejects a batch size other than the exported one, which would break e
 """
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,6 +25,9 @@ PARITY_BATCH = 8
 DYNAMIC_BATCHES = (1, 3)  # neither is the exported batch (2): proves the batch axis is really dynamic
 AGREEMENT_BATCH = 256
 QUICK_AGREEMENT_SAMPLES = 512
+# Under a run budget, the agreement pass may take about this share of the parity phase's seconds for the model (the
+# full test split of an AlexNet through eager and ONNX Runtime takes about a minute on a 2-core CPU).
+AGREEMENT_SHARE = 0.6
 REL_FLOOR = 1e-6  # |eager| below this counts as this in the relative diff (no division by ~0)
 
 
@@ -66,16 +70,26 @@ def dynamic_batch_diff(pair: Pair, name: str, num_classes: int, seed: int) -> fl
 
 
 def agreement(pair: Pair, session: ModelSession, ctx: BenchContext) -> tuple[float | None, int]:
-    """Argmax agreement over the test split (``--quick``: its first QUICK_AGREEMENT_SAMPLES samples)."""
+    """Argmax agreement over the test split (``--quick``: its first QUICK_AGREEMENT_SAMPLES samples), or over the
+    prefix that fits in AGREEMENT_SHARE of the phase's budget for the model, sized from the first batch (whole
+    batches, at least one); the sample count is returned with it."""
     bundle = make_loaders(session.spec, loader="fast", device=ctx.device, root=ctx.data_root,
                           synthetic=not ctx.uses_real_data(session.name), eval_batch_size=AGREEMENT_BATCH,
                           seed=ctx.seed, train_samples=1,
                           test_samples=QUICK_AGREEMENT_SAMPLES if ctx.quick else None)
+    budget_s = ctx.budget_for(session.name, "parity")
     agree = total = 0
+    limit: int | None = None
     for x, _ in bundle.test.batches(0):
+        t0 = time.perf_counter()
         eager, out = pair(x)
         agree += int((eager.argmax(1) == out.argmax(1)).sum())
         total += x.shape[0]
+        if budget_s is not None and limit is None:
+            per_sample_s = max(time.perf_counter() - t0, 1e-9) / x.shape[0]
+            limit = max(AGREEMENT_BATCH, int(AGREEMENT_SHARE * budget_s / per_sample_s))
+        if limit is not None and total >= limit:
+            break
     return (agree / total if total else None), total
 
 

@@ -15,10 +15,17 @@ Every row trains the same model from one seeded initialisation (copied, never re
 - ``compute``: ``train_step`` on one batch already on the device: the bound no data path can beat.
 Plus a ``compute`` row per extra precision (``ctx.precisions``) and per variant (``ctx.train_variants``).
 
-Timing (bench.timing): each row's window is sized by ``steps_for_window`` (~0.5 s, 0.15 s with --quick), then the
-windows run round-robin in a rotating order, so a slow spell on a shared machine hits every row alike. A row's rate is
-the median over windows of samples stepped / window seconds; ``window_rates`` keeps every window. Memory is measured
-one row at a time (two untimed steps in their own ``PeakMemory`` block) before the timed windows.
+Timing (bench.timing): each row's window is sized to ~0.5 s (0.15 s with --quick), then the windows run round-robin
+in a rotating order, so a slow spell on a shared machine hits every row alike. A row's rate is the median over windows
+of samples stepped / window seconds; ``window_rates`` keeps every window. Memory is measured one row at a time (one
+untimed step in its own ``PeakMemory`` block, after the build step, so the row is in its steady state) before the
+timed windows; that step's time sizes the windows of a slow row (a fast one gets ``steps_for_window``'s probe).
+
+The run's budget (``ctx.budget_for(name, "train")``) sizes the work: the tuner gets TUNE_SHARE of it (at most
+TUNE_BUDGET_S), and the windows share what is left when they start: shorter windows (down to MIN_WINDOW_S, never
+less than one step) and no more rounds than fit, but never fewer than MIN_WINDOWS (3 with --quick, 5 otherwise; a
+row's IQR is over its windows). A model whose steps are too slow for its budget still gets those windows: the run
+then overruns, and ``windows`` / ``steps_per_window`` say what each row rests on.
 """
 from __future__ import annotations
 
@@ -36,21 +43,29 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
+from bench import timing
 from bench.context import BenchContext, ModelSession
-from bench.machine import pct_of_peak
 from bench.memory import PeakMemory
 from bench.phases.base import Phase
 from bench.records import TRAIN_LADDER, Record, TrainRecord, not_ok
-from bench.stats import median_ratio_ci
 from bench.timing import steps_for_window, time_window, window_stats
+from bench.train_derive import derive, is_plain  # noqa: F401 (is_plain: the ladder's setting, for readers)
 from bench.tutorial_loop import TutorialStep
 from zoo.data import DATASETS, batches_forever, make_loaders
 from zoo.engine import StepOptions, StepStats, build_optimizer, train_step
 from zoo.tune import autotune, build_tuned
 
-TUNE_BUDGET_S = {True: 2.0, False: 10.0}  # the tuner's timing budget per model (quick, full)
+TUNE_BUDGET_S = {True: 2.0, False: 10.0}  # the most the tuner may take per model (quick, full)
+TUNE_SHARE = 0.2  # of the model's train budget: the tuner serves one row of the ladder
+# Compile is probed by the tuner only when its budget can hold a compile: CPU inductor took ~10 s for the MLP's
+# training step here, before a single timed window.
+TUNE_COMPILE_MIN_S = 30.0
 STEPS_PER_SPLIT = {True: 40, False: 400}  # batches in the train split per row (quick, full): enough for warm-up
-MEMORY_STEPS = 2
+MEMORY_STEPS = 1
+WINDOW_S = {True: 0.15, False: 0.5}  # a window's target without a budget (quick, full)
+MIN_WINDOW_S = 0.02  # the shortest window a budget may ask for
+MIN_WINDOWS = {True: 3, False: 5}  # the sample rule: every row's IQR rests on at least this many windows
+MAX_WINDOWS = {True: 3, False: 9}
 
 
 @dataclass
@@ -77,6 +92,7 @@ class TimedRow:
     compile_s: float | None = None
     tuned: dict[str, Any] | None = None
     steps_per_window: int = 1
+    step_s: float | None = None  # one steady-state step, timed in the memory pass
     rates: list[float] = field(default_factory=list)
     samples: int = 0
     peak_mem_mb: float | None = None
@@ -101,21 +117,35 @@ def train_flops_per_sample(model: torch.nn.Module, input_shape: tuple[int, ...])
     return counter.get_total_flops() / 2
 
 
+def tune_budget_s(quick: bool, budget_s: float | None) -> float:
+    """The tuner's seconds for one model: TUNE_SHARE of the phase's budget, at most TUNE_BUDGET_S (no budget: that)."""
+    most = TUNE_BUDGET_S[quick]
+    return most if budget_s is None else max(0.0, min(most, TUNE_SHARE * budget_s))
+
+
 class RowBuilder:
     """Builds each row's step for one model: the same initial weights, batch and data split for every row."""
 
-    def __init__(self, name: str, ctx: BenchContext):
+    def __init__(self, name: str, ctx: BenchContext, tune_s: float | None = None):
         self.name, self.ctx, self.spec = name, ctx, zoo.get_spec(name)
         self.batch_size = ctx.train_batch_size(name)
+        self.tune_s = TUNE_BUDGET_S[ctx.quick] if tune_s is None else tune_s
         torch.manual_seed(ctx.seed)
         kwargs = {"pretrained": "off"} if self.spec.uses_pretrained else {}
         self.template = zoo.get_model(name, **kwargs)  # AlexNet's init takes ~1 s: drawn once, copied per row
+        self.loaders: dict[str, Any] = {}
 
     def model(self) -> torch.nn.Module:
         return copy.deepcopy(self.template).to(self.ctx.device).train()
 
     def loader(self, kind: str):
-        """The train split, on the tutorial's DataLoader settings (tutorial) or the shared loop's (fast)."""
+        """The train split, on the tutorial's DataLoader settings (tutorial) or the shared loop's (fast), built once
+        per kind and shared by the rows (each row iterates it on its own; the fast split is transformed once)."""
+        if kind not in self.loaders:
+            self.loaders[kind] = self._make_loader(kind)
+        return self.loaders[kind]
+
+    def _make_loader(self, kind: str):
         ctx, tl = self.ctx, self.spec.tutorial_loop
         overrides = dict(shuffle=tl.shuffle, drop_last=tl.drop_last, pin_memory=tl.pin_memory) \
             if kind == "tutorial" else {}
@@ -165,11 +195,11 @@ class RowBuilder:
         batches = batches_forever(self.loader("fast"))
         x, y = next(batches)
         model = self.model()
-        # Compile is only worth probing when the recipe's run is long enough to pay it back (never in --quick).
-        steps_planned = None if ctx.quick else \
+        # Compile is only worth probing when the recipe's run is long enough to pay it back (never in --quick) and
+        # the tuner's budget can hold a compile.
+        steps_planned = None if ctx.quick or self.tune_s < TUNE_COMPILE_MIN_S else \
             recipe.epochs * DATASETS[self.spec.dataset][2][0] // self.batch_size
-        choice = autotune(model, recipe, x, y, ctx.device, steps_planned=steps_planned,
-                          budget_s=TUNE_BUDGET_S[ctx.quick])
+        choice = autotune(model, recipe, x, y, ctx.device, steps_planned=steps_planned, budget_s=self.tune_s)
         benchmark = torch.backends.cudnn.benchmark
         net, optimizer, opts = build_tuned(choice, model, recipe, ctx.device)
         # cudnn.benchmark is process-wide and the rows are timed interleaved: every row keeps the run's maths policy.
@@ -205,21 +235,47 @@ class RowBuilder:
             raise
 
 
-def time_rows(rows: list[TimedRow], sync: Callable[[], None], *, quick: bool) -> None:
-    """Size each row's window, then time the windows round-robin in a rotating order.
+def window_target_s(n_rows: int, quick: bool, budget_s: float | None) -> float:
+    """Seconds per window: WINDOW_S, or less when the budget left for the windows cannot hold MIN_WINDOWS of them
+    per row (plus about one more for sizing), down to MIN_WINDOW_S."""
+    target_s = WINDOW_S[quick]
+    if budget_s is None:
+        return target_s
+    fit_s = budget_s / (max(n_rows, 1) * (MIN_WINDOWS[quick] + 1))
+    return max(MIN_WINDOW_S, min(target_s, fit_s))
+
+
+def window_steps(row: TimedRow, sync: Callable[[], None], target_s: float) -> int:
+    """Steps per window: from the memory pass's step time when that step alone lasted long enough to be trusted
+    (steps_for_window's own rule: 5% of the target), else steps_for_window's probe."""
+    if row.step_s is not None and row.step_s * MEMORY_STEPS >= 0.05 * target_s:
+        return max(1, round(target_s / row.step_s))
+    return steps_for_window(row.step, sync, target_s)
+
+
+def time_rows(rows: list[TimedRow], sync: Callable[[], None], *, quick: bool, budget_s: float | None = None) -> None:
+    """Size each row's window, then time the windows round-robin in a rotating order: MIN_WINDOWS rounds, then more
+    (up to MAX_WINDOWS) while a round still fits in ``budget_s`` (None: no budget, all of them).
 
     A row that raises is marked with its error and leaves the rotation; the others go on.
     """
-    target_s = 0.15 if quick else 0.5
+    began = timing.clock()
+    target_s = window_target_s(len(rows), quick, budget_s)
     for row in rows:
-        _guard(row, lambda r=row: setattr(r, "steps_per_window", steps_for_window(r.step, sync, target_s)))
+        _guard(row, lambda r=row: setattr(r, "steps_per_window", window_steps(r, sync, target_s)))
     live = [r for r in rows if r.error is None]
     # A one-step window means a multi-second step: five windows keep the run bounded, nine otherwise.
-    windows = 3 if quick else 5 if any(r.steps_per_window == 1 for r in live) else 9
-    for w in range(windows):
+    most = MIN_WINDOWS[quick] if any(r.steps_per_window == 1 for r in live) else MAX_WINDOWS[quick]
+    round_s = 0.0
+    for w in range(most):
+        spent_s = timing.clock() - began
+        if w >= MIN_WINDOWS[quick] and budget_s is not None and spent_s + round_s > budget_s:
+            break
+        t0 = timing.clock()
         live = [r for r in rows if r.error is None]
         for row in live[w % max(len(live), 1):] + live[:w % max(len(live), 1)]:  # no row always first or last
             _guard(row, lambda r=row: _one_window(r, sync))
+        round_s = timing.clock() - t0
 
 
 def _one_window(row: TimedRow, sync: Callable[[], None]) -> None:
@@ -238,73 +294,20 @@ def _guard(row: TimedRow, fn: Callable[[], None]) -> None:
 
 
 def measure_memory(rows: list[TimedRow], device: torch.device, sync: Callable[[], None]) -> None:
-    """Each row's peak in its own block, one row at a time, so rows differ where their work differs."""
+    """Each row's peak in its own block, one row at a time, so rows differ where their work differs; the block's
+    steps are timed (``row.step_s``) to size a slow row's windows without another probe."""
     for row in rows:
         def steps(r: TimedRow = row) -> None:
             with PeakMemory(device) as mem:
+                sync()
+                t0 = timing.clock()
                 for _ in range(MEMORY_STEPS):
                     r.step()
                 sync()
+                r.step_s = (timing.clock() - t0) / MEMORY_STEPS
             r.peak_mem_mb, r.mem_delta_mb = mem.peak_mb, mem.delta_mb
 
         _guard(row, steps)
-
-
-def is_plain(rec: TrainRecord) -> bool:
-    """fp32, default layout, eager: the ladder's own setting."""
-    return rec.precision == "fp32" and not rec.channels_last and not rec.compile
-
-
-def _ratio(a: TrainRecord, b: TrainRecord | None) -> float | None:
-    if b is None or not a.samples_per_s or not b.samples_per_s:
-        return None
-    return a.samples_per_s / b.samples_per_s
-
-
-def above_bound(rates: list[float], bound_rates: list[float]) -> bool:
-    """True when the row beats its bound by more than the noise: the bootstrap interval of the ratio of median
-    window rates lies wholly above 1 (with fewer than two windows on either side nothing is beyond the noise)."""
-    if len(rates) < 2 or len(bound_rates) < 2:
-        return False
-    _, lo, _ = median_ratio_ci(bound_rates, rates)  # median(rates) / median(bound_rates)
-    return lo > 1.0
-
-
-def bound_of(rec: TrainRecord, ok: list[TrainRecord]) -> TrainRecord | None:
-    """The compute row that bounds ``rec``: the compute row of its own precision and variant; for the tuned "fast"
-    row (whose choice may change layout or compilation) the fastest exact (fp32) compute row."""
-    computes = [r for r in ok if r.row == "compute"]
-    if rec.row == "fast":
-        exact = [r for r in computes if r.precision == "fp32"]
-        return max(exact, key=lambda r: r.samples_per_s, default=None)
-    same = [r for r in computes if (r.precision, r.channels_last, r.compile)
-            == (rec.precision, rec.channels_last, rec.compile)]
-    return same[0] if same else None
-
-
-def derive(records: list[TrainRecord], flops_per_sample: float | None, peaks: dict[str, Any]) -> None:
-    """Fill every derived field in place: readers (report, compare) never recompute them."""
-    ok = [r for r in records if r.ok]
-    ladder = {r.row: r for r in ok if is_plain(r)}
-    tutorial, fp32_compute = ladder.get("tutorial_loop"), ladder.get("compute")
-    previous = None
-    for name in TRAIN_LADDER:
-        if name in ladder:
-            ladder[name].rung_gain = _ratio(ladder[name], previous)
-            previous = ladder[name]
-    for rec in ok:
-        rec.speedup_vs_tutorial_loop = _ratio(rec, tutorial)
-        if rec.row == "compute":
-            if rec is not fp32_compute:
-                rec.speedup_vs_fp32_compute = _ratio(rec, fp32_compute)
-        else:
-            bound = bound_of(rec, ok)
-            rec.fraction_of_compute = _ratio(rec, bound)
-            rec.above_bound = bound is not None and above_bound(rec.window_rates, bound.window_rates)
-        if flops_per_sample and rec.samples_per_s:
-            flops_per_s = rec.samples_per_s * flops_per_sample
-            rec.gflops_per_s = flops_per_s / 1e9
-            rec.pct_of_peak = pct_of_peak(flops_per_s, peaks, rec.precision)
 
 
 def _base_fields(name: str, ctx: BenchContext) -> dict[str, Any]:
@@ -337,12 +340,13 @@ class TrainPhase(Phase):
         return len(plan_rows(ctx))
 
     def run(self, session: ModelSession, ctx: BenchContext) -> list[Record]:
-        name = session.name
-        builder = RowBuilder(name, ctx)
+        name, began = session.name, timing.clock()
+        budget_s = ctx.budget_for(name, self.name)
+        builder = RowBuilder(name, ctx, tune_s=tune_budget_s(ctx.quick, budget_s))
         flops = session.cache.get("train_flops_per_sample")
-        if flops is None:
-            flops = session.cache["train_flops_per_sample"] = train_flops_per_sample(
-                builder.template, session.spec.input_shape)
+        if flops is None:  # the driver counted it on the meta device when it planned the run; else count here
+            flops = session.cache["train_flops_per_sample"] = session.train_flops_per_sample or \
+                train_flops_per_sample(builder.template, session.spec.input_shape)
         built: list[TimedRow | Record] = []
         for plan in plan_rows(ctx):
             try:
@@ -352,7 +356,8 @@ class TrainPhase(Phase):
         timed = [b for b in built if isinstance(b, TimedRow)]
         try:
             measure_memory(timed, ctx.device, ctx.sync)
-            time_rows(timed, ctx.sync, quick=ctx.quick)
+            left_s = None if budget_s is None else budget_s - (timing.clock() - began)
+            time_rows(timed, ctx.sync, quick=ctx.quick, budget_s=left_s)
         finally:
             for row in timed:
                 row.resources.close()
