@@ -185,7 +185,7 @@ def test_a_small_budget_shortens_the_windows_and_their_count_but_keeps_the_minim
 
 def test_a_slow_row_is_sized_from_its_memory_step_without_another_probe(monkeypatch):
     rows = _clocked_rows(monkeypatch, 1, 0.2)
-    train.measure_memory(rows, torch.device("cpu"), lambda: None)
+    train.time_steady_step(rows, lambda: None)
     steps_before = rows[0].step_s
     monkeypatch.setattr(train, "steps_for_window", lambda *a, **k: pytest.fail("probed again"))
     time_rows(rows, lambda: None, quick=False)

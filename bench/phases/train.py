@@ -17,8 +17,9 @@ Plus a ``compute`` row per extra precision (``ctx.precisions``) and per variant 
 
 Timing (bench.timing): each row's window is sized to ~0.5 s (0.15 s with --quick), then the windows run round-robin
 in a rotating order, so a slow spell on a shared machine hits every row alike. A row's rate is the median over windows
-of samples stepped / window seconds; ``window_rates`` keeps every window. Memory is measured one row at a time (one
-untimed step in its own ``PeakMemory`` block, after the build step, so the row is in its steady state) before the
+of samples stepped / window seconds; ``window_rates`` keeps every window. Memory is measured one row at a time,
+while the row is built, from before its data, model and optimizer exist through its first step (a ``PeakMemory``
+block), so a row's figure is what that row keeps and does. One untimed steady-state step per row follows, before the
 timed windows; that step's time sizes the windows of a slow row (a fast one gets ``steps_for_window``'s probe).
 
 The run's budget (``ctx.budget_for(name, "train")``) sizes the work: the tuner gets TUNE_SHARE of it (at most
@@ -92,7 +93,7 @@ class TimedRow:
     compile_s: float | None = None
     tuned: dict[str, Any] | None = None
     steps_per_window: int = 1
-    step_s: float | None = None  # one steady-state step, timed in the memory pass
+    step_s: float | None = None  # one steady-state step, timed after the build (time_steady_step)
     rates: list[float] = field(default_factory=list)
     samples: int = 0
     peak_mem_mb: float | None = None
@@ -246,8 +247,8 @@ def window_target_s(n_rows: int, quick: bool, budget_s: float | None) -> float:
 
 
 def window_steps(row: TimedRow, sync: Callable[[], None], target_s: float) -> int:
-    """Steps per window: from the memory pass's step time when that step alone lasted long enough to be trusted
-    (steps_for_window's own rule: 5% of the target), else steps_for_window's probe."""
+    """Steps per window: from the steady-state step time (time_steady_step) when that step alone lasted long
+    enough to be trusted (steps_for_window's own rule: 5% of the target), else steps_for_window's probe."""
     if row.step_s is not None and row.step_s * MEMORY_STEPS >= 0.05 * target_s:
         return max(1, round(target_s / row.step_s))
     return steps_for_window(row.step, sync, target_s)
@@ -293,19 +294,17 @@ def _guard(row: TimedRow, fn: Callable[[], None]) -> None:
         row.error = exc
 
 
-def measure_memory(rows: list[TimedRow], device: torch.device, sync: Callable[[], None]) -> None:
-    """Each row's peak in its own block, one row at a time, so rows differ where their work differs; the block's
-    steps are timed (``row.step_s``) to size a slow row's windows without another probe."""
+def time_steady_step(rows: list[TimedRow], sync: Callable[[], None]) -> None:
+    """One steady-state step per row, timed (``row.step_s``) to size a slow row's windows without another probe.
+    (Each row's memory was measured while it was built, from before its data, model and optimizer existed.)"""
     for row in rows:
         def steps(r: TimedRow = row) -> None:
-            with PeakMemory(device) as mem:
-                sync()
-                t0 = timing.clock()
-                for _ in range(MEMORY_STEPS):
-                    r.step()
-                sync()
-                r.step_s = (timing.clock() - t0) / MEMORY_STEPS
-            r.peak_mem_mb, r.mem_delta_mb = mem.peak_mb, mem.delta_mb
+            sync()
+            t0 = timing.clock()
+            for _ in range(MEMORY_STEPS):
+                r.step()
+            sync()
+            r.step_s = (timing.clock() - t0) / MEMORY_STEPS
 
         _guard(row, steps)
 
@@ -349,13 +348,17 @@ class TrainPhase(Phase):
                 train_flops_per_sample(builder.template, session.spec.input_shape)
         built: list[TimedRow | Record] = []
         for plan in plan_rows(ctx):
+            builder.loaders.clear()  # each row builds the data it keeps: its memory includes that data
             try:
-                built.append(builder.build(plan))
+                with PeakMemory(ctx.device) as mem:  # from before the row exists: data + model + optimizer + step
+                    row = builder.build(plan)
+                row.peak_mem_mb, row.mem_delta_mb = mem.peak_mb, mem.delta_mb
+                built.append(row)
             except Exception as exc:  # a failing variant is recorded, the other rows go on
                 built.append(_failed(name, ctx, plan, exc))
         timed = [b for b in built if isinstance(b, TimedRow)]
         try:
-            measure_memory(timed, ctx.device, ctx.sync)
+            time_steady_step(timed, ctx.sync)
             left_s = None if budget_s is None else budget_s - (timing.clock() - began)
             time_rows(timed, ctx.sync, quick=ctx.quick, budget_s=left_s)
         finally:
