@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -101,9 +102,38 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "zoo.train", *args]
 
 
+def spawn(cmd: list[str], env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen:
+    """A child in its own process group (so ``finish`` can kill it and anything it started), text pipes."""
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(cmd, cwd=REPO, env=env or cli_env(), text=True, start_new_session=True, **kw)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the child's whole process group (torchrun's workers too), then reap the child."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Wait for ``proc``; past ``timeout`` its process group is killed and the test fails with what it printed."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        out, err = proc.communicate()
+        raise AssertionError(f"{proc.args} ran past {timeout} s and was killed\nstdout: {out}\nstderr: {err}") from None
+    finally:
+        if proc.poll() is None:  # an exception in this process (e.g. Ctrl-C): leave no orphan behind
+            kill_group(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(cli_command(*args), cwd=REPO, env=env or cli_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return finish(spawn(cli_command(*args), env=env), timeout)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:

@@ -1,6 +1,7 @@
 """Checkpoints: round trip, atomic writes, and every bad file a one-line CheckpointError that runs no code."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import random
@@ -14,6 +15,7 @@ from zoo.checkpoint import (
     FORMAT,
     REQUIRED_KEYS,
     CheckpointError,
+    CheckpointState,
     atomic_open,
     atomic_write_text,
     load_checkpoint,
@@ -21,6 +23,7 @@ from zoo.checkpoint import (
 )
 from zoo.engine import build_optimizer
 from zoo.errors import UserError
+from zoo.loop import fit
 
 
 def make_state(name: str = "lenet") -> dict:
@@ -30,9 +33,18 @@ def make_state(name: str = "lenet") -> dict:
     opt = build_optimizer(spec.recipe, model)
     model(torch.rand(2, *spec.input_shape)).sum().backward()
     opt.step()  # momentum buffers exist: the optimizer state is not empty
-    return {"format": FORMAT, "model_name": name, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "epoch": 3, "best_acc": 0.5, "rng": {"torch": torch.get_rng_state()}, "recipe": spec.as_dict(),
-            "config": {"seed": 0, "lr": None}, "pretrained": False, "versions": {"torch": str(torch.__version__)}}
+    return CheckpointState(model_name=name, model=model.state_dict(), optimizer=opt.state_dict(), epoch=3,
+                           best_acc=0.5, rng={"torch": torch.get_rng_state()}, recipe=spec.as_dict(),
+                           config={"seed": 0, "lr": None}, versions={"torch": str(torch.__version__)}).to_dict()
+
+
+def test_the_layout_is_declared_once(small_cfg):
+    """What the loop saves is CheckpointState.to_dict(), and the load insists on its fields without defaults."""
+    fit(small_cfg("lenet", train_samples=64, test_samples=32))
+    saved = load_checkpoint(os.path.join(small_cfg().out, "lenet", "last.pt"), model_name="lenet")
+    fields = [f.name for f in dataclasses.fields(CheckpointState)]
+    assert list(saved) == ["format", *fields] and saved["format"] == FORMAT
+    assert set(REQUIRED_KEYS) <= set(saved) and {"format", "model", "optimizer", "rng", "epoch"} <= set(REQUIRED_KEYS)
 
 
 def only(folder) -> list[str]:
@@ -96,8 +108,16 @@ class RunsCode:
         return self.func, self.args
 
 
+# TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 makes torch.load default to weights_only=False (torch reads it on every load):
+# with it set, only an explicit weights_only=True in zoo's code keeps the payload from running.
+UNSAFE_DEFAULT = pytest.mark.parametrize("unsafe_default", [False, True], ids=["torch-default", "unsafe-default"])
+
+
+@UNSAFE_DEFAULT
 @pytest.mark.parametrize("how", ["torch.save", "raw pickle"])
-def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path, how):
+def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path, monkeypatch, how, unsafe_default):
+    if unsafe_default:
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     marker, marker_dir = tmp_path / "pwned", tmp_path / "pwned_dir"
     state = make_state()
     state["extra"] = [RunsCode(os.system, f"touch {marker}"), RunsCode(os.mkdir, str(marker_dir))]

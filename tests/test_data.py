@@ -46,6 +46,7 @@ def test_synthetic_is_deterministic_and_shaped_like_the_real_data(dataset):
     assert np.array_equal(np.asarray(img).reshape(h, w, c), a.images[5].permute(1, 2, 0).numpy())
 
 
+@pytest.mark.slow
 def test_synthetic_is_learnable(small_cfg):
     """LeNet, briefly trained through the real loop on synthetic MNIST, is far above chance (0.1)."""
     result = fit(small_cfg("lenet", train_samples=4096, test_samples=512, epochs=3))

@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
-from helpers import REPO, assert_same_tensors, cli_env
+from helpers import assert_same_tensors, cli_env, finish, kill_group, spawn
 
 import zoo
 from zoo.checkpoint import load_checkpoint
 from zoo.data import make_loaders
 from zoo.engine import StepOptions, build_optimizer, train_step
+from zoo.errors import UserError
 from zoo.loop import fit
 
 ARGS = ["--model", "lenet", "--device", "cpu", "--synthetic", "--train-samples", "512", "--test-samples", "128",
@@ -57,18 +58,19 @@ def ddp(tmp_path_factory):
     spy_script.write_text(SPY)
     env = cli_env(OMP_NUM_THREADS="1")  # torchrun would set it too; saying it keeps its banner off stderr
     procs = {
-        "plain": subprocess.Popen([*TORCHRUN, "-m", "zoo.train", *ARGS, "--out", str(plain)], cwd=REPO, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
-        "spied": subprocess.Popen([*TORCHRUN, str(spy_script), str(spied), *ARGS, "--out", str(spied)], cwd=REPO,
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+        "plain": spawn([*TORCHRUN, "-m", "zoo.train", *ARGS, "--out", str(plain)], env=env),
+        "spied": spawn([*TORCHRUN, str(spy_script), str(spied), *ARGS, "--out", str(spied)], env=env),
     }
-    done = {}
-    for name, p in procs.items():
-        out, err = p.communicate(timeout=300)
-        done[name] = subprocess.CompletedProcess(p.args, p.returncode, out, err)
+    try:
+        done = {name: finish(p, timeout=300) for name, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                kill_group(p)
     return done, str(plain / "lenet"), str(spied)
 
 
+@pytest.mark.slow
 def test_torchrun_trains_and_rank0_writes_the_files(ddp):
     runs, run_dir, _ = ddp
     proc = runs["plain"]
@@ -87,6 +89,7 @@ def test_torchrun_trains_and_rank0_writes_the_files(ddp):
     assert torch.isfinite(torch.cat([p.flatten() for p in model.parameters()])).all()
 
 
+@pytest.mark.slow
 def test_both_ranks_end_with_identical_weights(ddp):
     runs, _, spied = ddp
     proc = runs["spied"]
@@ -101,6 +104,7 @@ def test_both_ranks_end_with_identical_weights(ddp):
     assert_same_tensors(plain["model"], ckpt["model"], "plain vs spied")
 
 
+@pytest.mark.slow
 def test_single_process_resume_of_a_ddp_checkpoint(ddp, tmp_path, small_cfg):
     """A DDP run resumes on one process, from exactly the DDP weights, optimizer state and RNG."""
     runs, run_dir, _ = ddp
@@ -129,6 +133,7 @@ def test_single_process_resume_of_a_ddp_checkpoint(ddp, tmp_path, small_cfg):
     assert_same_tensors(resumed["optimizer"], opt.state_dict(), "optimizer")
 
 
+@pytest.mark.slow
 def test_ddp_reproduces_the_single_process_run(ddp, tmp_path, small_cfg):
     """The recipe's batch is the global batch: two ranks of 32 take the same steps as one process of 64, so the
     weights agree up to the order of float additions in the gradient all-reduce."""
@@ -141,10 +146,64 @@ def test_ddp_reproduces_the_single_process_run(ddp, tmp_path, small_cfg):
         assert torch.allclose(single[key], distributed[key], rtol=0, atol=1e-4), key
 
 
+@pytest.mark.slow
 def test_a_batch_that_does_not_split_over_the_ranks_is_one_line(tmp_path):
     args = [a if a != "2" else "1" for a in ARGS]  # one epoch is enough to fail
-    proc = subprocess.run([*TORCHRUN, "-m", "zoo.train", *args, "--batch-size", "63", "--out", str(tmp_path)],
-                          cwd=REPO, env=cli_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    proc = finish(spawn([*TORCHRUN, "-m", "zoo.train", *args, "--batch-size", "63", "--out", str(tmp_path)],
+                        env=cli_env(OMP_NUM_THREADS="1")))
     assert proc.returncode != 0
     assert "error: batch size 63 does not split evenly over 2 processes" in proc.stderr
     assert not (tmp_path / "lenet" / "last.pt").exists()
+
+
+@pytest.mark.slow
+def test_ddp_resume_of_a_single_process_checkpoint(tmp_path, small_cfg):
+    """A single-process run continues under a 2-process torchrun: same files, and the weights of a run that was
+    single-process throughout, up to the all-reduce's float rounding."""
+    kw = dict(train_samples=512, test_samples=128)
+    fit(small_cfg("lenet", epochs=1, out=str(tmp_path / "mixed"), **kw))
+    proc = finish(spawn([*TORCHRUN, "-m", "zoo.train", *ARGS, "--resume", "--out", str(tmp_path / "mixed")],
+                        env=cli_env(OMP_NUM_THREADS="1")))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout.count("lenet epoch 2/2") == 1
+    run_dir = tmp_path / "mixed" / "lenet"
+    with open(run_dir / "metrics.jsonl") as f:
+        assert [(r["epoch"], r["world_size"]) for r in map(json.loads, f)] == [(1, 1), (2, 2)]
+    resumed = load_checkpoint(str(run_dir / "last.pt"), model_name="lenet")
+    assert resumed["epoch"] == 2 and resumed["world_size"] == 2
+    fit(small_cfg("lenet", epochs=2, out=str(tmp_path / "single"), **kw))
+    single = load_checkpoint(str(tmp_path / "single" / "lenet" / "last.pt"))["model"]
+    for key in single:
+        assert torch.allclose(single[key], resumed["model"][key], rtol=0, atol=1e-4), key
+
+
+@pytest.mark.slow
+def test_a_bad_argument_under_torchrun_is_one_error_line_per_worker(tmp_path):
+    """Both workers reject the flag before joining a process group and exit 2. torchrun's launcher then prints its
+    own ChildFailedError traceback, which no worker can prevent short of exiting 0. --monitor-interval gives the
+    slower worker time to print before the launcher SIGTERMs it (the default 0.1 s polling can beat it)."""
+    torchrun = [*TORCHRUN[:3], "--monitor-interval=5", *TORCHRUN[3:]]
+    proc = finish(spawn([*torchrun, "-m", "zoo.train", *ARGS, "--lr", "-1", "--out", str(tmp_path)],
+                        env=cli_env(OMP_NUM_THREADS="1")))
+    assert proc.returncode != 0
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == ["error: --lr must be a positive number, not -1.0"] * 2, proc.stderr
+    # The root cause torchrun reports is the workers' user-error exit code, not a crash or a signal.
+    assert re.search(r"exitcode\s*:\s*2\b", proc.stderr), proc.stderr
+    assert proc.stderr.count("Traceback (most recent call last)") <= 1  # the launcher's, never a worker's
+    assert not (tmp_path / "lenet").exists()
+
+
+@pytest.mark.parametrize("bad", [dict(lr=-1.0), dict(batch_size=63), dict(resume=True), dict(epochs=0)])
+def test_user_errors_are_raised_before_joining_a_process_group(monkeypatch, small_cfg, bad):
+    """A rank that fails after init_process_group can leave the others waiting in a collective: every user error
+    must come first."""
+    import zoo.distributed
+
+    def joined(device):
+        raise AssertionError("joined a process group before validating the arguments")
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(zoo.distributed, "init_distributed", joined)
+    with pytest.raises(UserError):
+        fit(small_cfg("lenet", **bad))

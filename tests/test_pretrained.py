@@ -12,8 +12,8 @@ import torchvision
 import zoo
 from zoo.checkpoint import load_checkpoint
 from zoo.errors import UserError
-from zoo.models.pretrained import cached_weights_path
 from zoo.loop import fit
+from zoo.models.pretrained import cached_weights_path
 
 ALEXNETS = ("alexnet_mnist", "alexnet_transfer", "alexnet_finetune")
 FILENAME = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet_Weights.IMAGENET1K_V1 file name
@@ -116,8 +116,12 @@ class RunsCode:
         return os.mkdir, (self.path,)
 
 
-@pytest.mark.parametrize("corruption", ["random bytes", "truncated", "not alexnet", "runs code"])
-def test_corrupt_weights_file_is_a_user_error(torch_home, fake_imagenet_state, tmp_path, corruption):
+@pytest.mark.parametrize("corruption", ["random bytes", "truncated", "not alexnet", "runs code",
+                                        "runs code, unsafe default"])
+def test_corrupt_weights_file_is_a_user_error(torch_home, fake_imagenet_state, tmp_path, monkeypatch, corruption):
+    if corruption.endswith("unsafe default"):
+        # torch.load then defaults to weights_only=False: only zoo's explicit weights_only=True stops the payload.
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     path = os.path.join(torch_home, "hub", "checkpoints", FILENAME)
     os.makedirs(os.path.dirname(path))
     marker = str(tmp_path / "pwned")
@@ -131,14 +135,14 @@ def test_corrupt_weights_file_is_a_user_error(torch_home, fake_imagenet_state, t
             f.truncate(os.path.getsize(path) // 2)
     elif corruption == "not alexnet":
         torch.save(zoo.get_model("lenet").state_dict(), path)
-    else:
+    else:  # "runs code"
         torch.save({"features.0.weight": RunsCode(marker)}, path)
     for mode in ("auto", "require"):
         with pytest.raises(UserError) as info:
             zoo.get_model("alexnet_transfer", pretrained=mode)
         assert path in str(info.value) and "\n" not in str(info.value)
     assert not os.path.exists(marker)
-    if corruption == "runs code":  # the payload is live: an unsafe load runs it
+    if corruption.startswith("runs code"):  # the payload is live: an unsafe load runs it
         torch.load(path, weights_only=False)
         assert os.path.exists(marker)
 

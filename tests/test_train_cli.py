@@ -16,12 +16,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import REPO, assert_one_line_error, cli_command, cli_env
+from helpers import assert_one_line_error, cli_command, cli_env, finish, kill_group, spawn
 
 import zoo
 from zoo.checkpoint import load_checkpoint
 from zoo.data import make_loaders
 from zoo.engine import StepOptions, build_optimizer, train_step
+
+# Every test here reads the results of one module fixture that runs ~13 CLI subprocesses (tens of seconds).
+pytestmark = pytest.mark.slow
 
 TINY = ["--synthetic", "--device", "cpu", "--train-samples", "256", "--test-samples", "64", "--no-progress"]
 METRIC_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "samples_per_s", "lr", "seconds"}
@@ -30,14 +33,13 @@ METRIC_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "sam
 def run_many(scenarios: dict[str, list[str]]) -> dict[str, subprocess.CompletedProcess]:
     """Run ``python -m zoo.train ARGS`` for every scenario at once; wait for all."""
     env = cli_env(OMP_NUM_THREADS="1")  # many processes share few cores: no oversubscribed thread pools
-    procs = {name: subprocess.Popen(cli_command(*args), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
-             for name, args in scenarios.items()}
-    done = {}
-    for name, p in procs.items():
-        out, err = p.communicate(timeout=300)
-        done[name] = subprocess.CompletedProcess(p.args, p.returncode, out, err)
-    return done
+    procs = {name: spawn(cli_command(*args), env=env) for name, args in scenarios.items()}
+    try:
+        return {name: finish(p, timeout=300) for name, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                kill_group(p)
 
 
 def file_bytes(path: str) -> bytes:

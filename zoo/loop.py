@@ -52,6 +52,8 @@ log = logging.getLogger("zoo")
 
 # Settings a resumed run takes from its checkpoint: changing them mid-run would break exact resumption.
 RESUME_KEYS = ("seed", "loader", "batch_size", "lr", "precision", "synthetic", "train_samples", "test_samples")
+# What a checkpoint's "config" records: the resume keys, and the execution options that may change on resume.
+RECORDED_KEYS = (*RESUME_KEYS, "channels_last", "compile")
 
 
 class NonFiniteLoss(UserError):
@@ -299,7 +301,7 @@ def save_epoch(run: Run, record: dict[str, Any]) -> None:
         model_name=run.cfg.model, model=run.model.state_dict(), optimizer=run.optimizer.state_dict(),
         scaler=run.opts.scaler.state_dict() if run.opts.scaler is not None else None, epoch=epoch,
         best_acc=run.best_acc, test_acc=record["test_acc"], rng=rng_state(run.device), recipe=run.spec.as_dict(),
-        config={k: getattr(run.cfg, k) for k in RESUME_KEYS}, pretrained=run.pretrained, data=run.data.source,
+        config={k: getattr(run.cfg, k) for k in RECORDED_KEYS}, pretrained=run.pretrained, data=run.data.source,
         versions=versions(), world_size=run.world)
     # Before last.pt: a resume trims lines the checkpoint lacks. A fresh (--overwrite) run replaces the old log
     # only with its first good epoch, so a run that fails early leaves the kept checkpoint's log alone.
