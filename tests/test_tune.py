@@ -189,3 +189,30 @@ def test_cuda_candidates_train_to_the_untuned_weights():
     for label, state in results[1:]:
         for key, ref in results[0][1].items():
             assert torch.allclose(state[key], ref, rtol=1e-4, atol=1e-5), (label, key)
+
+
+def test_a_run_too_short_to_pay_for_a_probe_keeps_the_reference_unprobed(monkeypatch):
+    built = []
+    real = tune._Trial.__init__
+
+    def counting(self, cand, *args):
+        built.append(cand.label)
+        real(self, cand, *args)
+
+    monkeypatch.setattr(tune._Trial, "__init__", counting)
+    model = _model("lenet")
+    recipe = zoo.get_spec("lenet").recipe
+    choice = autotune(model, recipe, *_batch("lenet", 16), "cpu", steps_planned=4)
+    assert choice == untuned(model, recipe, "cpu") and choice.measured == {} and choice.gain == 1.0
+    assert built == ["contiguous/fused"], "only the reference's step time was taken"
+
+
+def test_reference_is_what_gain_divides_by_and_what_wins_ties():
+    model = _model("lenet")
+    recipe = zoo.get_spec("lenet").recipe
+    ref = Candidate(channels_last=True, optimizer_impl="fused")
+    choice = autotune(model, recipe, *_batch("lenet", 16), "cpu", budget_s=0.3, reference=ref,
+                      candidates=[ref, Candidate(channels_last=True, optimizer_impl="forloop")])
+    assert list(choice.measured) == ["channels_last/fused", "channels_last/forloop"]
+    assert choice.channels_last
+    assert choice.gain == pytest.approx(choice.measured[choice.label] / choice.measured["channels_last/fused"])

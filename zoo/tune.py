@@ -48,6 +48,10 @@ COMPILE_MIN_S = 2.0
 # Leave the default configuration unless a candidate beats it by more than this: interleaved medians on a shared
 # machine still differ by a percent or two between identical configurations.
 MIN_GAIN = 1.02
+# A probe costs at most this share of the run it tunes (its estimated eager time), and is skipped when that share is
+# under MIN_BUDGET_S: a short run gains less than the probe would cost.
+MAX_TUNE_FRACTION = 0.1
+MIN_BUDGET_S = 1.0
 WINDOW_S = 0.15  # one timed window of one candidate
 MIN_ROUNDS, MAX_ROUNDS = 3, 15
 
@@ -293,24 +297,32 @@ def _fastest(trials: list[_Trial]) -> _Trial:
 
 def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, device: torch.device | str, *,
              precision: str = "fp32", steps_planned: int | None = None, budget_s: float = 10.0,
-             candidates: Iterable[Candidate] | None = None, lr: float | None = None) -> TuneChoice:
+             candidates: Iterable[Candidate] | None = None, lr: float | None = None,
+             reference: Candidate | None = None) -> TuneChoice:
     """The fastest configuration of this exact step on batch (x, y), measured on copies of ``model``.
 
     ``candidates`` (default: every eager configuration the device offers, then compile of the best one when
     ``steps_planned`` could pay for it) are timed interleaved for about ``budget_s`` seconds in all (plus warm-up
-    and, when probed, the compile time). ``precision`` is used as given; it is never a candidate.
+    and, when probed, the compile time), against ``reference`` (default: the untuned configuration), which wins
+    unless beaten by MIN_GAIN and which ``gain`` divides by. With ``steps_planned``, the probe takes at most
+    MAX_TUNE_FRACTION of the run's estimated eager time, and a run too short for even MIN_BUDGET_S is not probed
+    (the reference, ``measured`` empty). ``precision`` is used as given; it is never a candidate.
     """
     device = torch.device(device)
-    default = default_candidate(model, recipe, device)
-    if candidates is None:
-        eager, compiled = eager_candidates(model, recipe, x, device), None
-    else:
-        cands = list(candidates)
-        eager = [default] + [c for c in cands if not c.compile and c != default]
-        compiled = [c for c in cands if c.compile]
+    default = reference or default_candidate(model, recipe, device)
+    cands = eager_candidates(model, recipe, x, device) if candidates is None else list(candidates)
+    eager = [default] + [c for c in cands if not c.compile and c != default]
+    compiled = None if candidates is None else [c for c in cands if c.compile]
     started = time.perf_counter()
     with _Preserved(device):
-        trials = _start(eager, model, recipe, x, y, device, lr, precision)
+        trials = _start(eager[:1], model, recipe, x, y, device, lr, precision)
+        if steps_planned is not None:
+            share_s = MAX_TUNE_FRACTION * steps_planned * trials[0].step_s
+            budget_s = min(budget_s, share_s)
+            if share_s < MIN_BUDGET_S:
+                log.debug("tune: a run of ~%d steps is too short to pay for a probe; %s", steps_planned, default.label)
+                return TuneChoice.of(default)
+        trials += _start(eager[1:], model, recipe, x, y, device, lr, precision, first_required=False)
         best_step_s = min(t.step_s for t in trials)
         # The saving per step cannot exceed the step itself: a run shorter than the least compile time never pays.
         may_compile = steps_planned is not None and compiled != [] and steps_planned * best_step_s > COMPILE_MIN_S
@@ -323,8 +335,8 @@ def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
             compiled = compiled or [dataclasses.replace(best.cand, compile=COMPILE_MODE)]
             left_s = max(budget_s - (time.perf_counter() - started), 0.4 * budget_s)
             choice = _probe_compile(choice, best, compiled, steps_planned, left_s, model, recipe, lr, precision)
-    log.info("tune: %s, %.2fx the default (%s) | measured samples/s: %s", choice.label, choice.gain, default.label,
-             ", ".join(f"{k} {v:,.0f}" for k, v in choice.measured.items()))
+    log.debug("tune: %s, %.2fx %s | measured samples/s: %s", choice.label, choice.gain, default.label,
+              ", ".join(f"{k} {v:,.0f}" for k, v in choice.measured.items()))
     return choice
 
 
