@@ -42,6 +42,7 @@ from zoo.registry import Recipe
 log = logging.getLogger("zoo")
 
 COMPILE_MODE = "default"
+TUNE_MODES = ("auto", "off")  # python -m zoo.train --tune
 # The least a torch.compile of even the smallest zoo model costs (CPU inductor here: several seconds). When the whole
 # run's eager training time is below this, compile cannot pay back and is not even probed.
 COMPILE_MIN_S = 2.0
@@ -298,7 +299,7 @@ def _fastest(trials: list[_Trial]) -> _Trial:
 def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, device: torch.device | str, *,
              precision: str = "fp32", steps_planned: int | None = None, budget_s: float = 10.0,
              candidates: Iterable[Candidate] | None = None, lr: float | None = None,
-             reference: Candidate | None = None) -> TuneChoice:
+             reference: Candidate | None = None, probe_compile: bool = True) -> TuneChoice:
     """The fastest configuration of this exact step on batch (x, y), measured on copies of ``model``.
 
     ``candidates`` (default: every eager configuration the device offers, then compile of the best one when
@@ -306,13 +307,14 @@ def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
     and, when probed, the compile time), against ``reference`` (default: the untuned configuration), which wins
     unless beaten by MIN_GAIN and which ``gain`` divides by. With ``steps_planned``, the probe takes at most
     MAX_TUNE_FRACTION of the run's estimated eager time, and a run too short for even MIN_BUDGET_S is not probed
-    (the reference, ``measured`` empty). ``precision`` is used as given; it is never a candidate.
+    (the reference, ``measured`` empty). ``probe_compile=False`` leaves compile out (e.g. the user chose it).
+    ``precision`` is used as given; it is never a candidate.
     """
     device = torch.device(device)
     default = reference or default_candidate(model, recipe, device)
     cands = eager_candidates(model, recipe, x, device) if candidates is None else list(candidates)
     eager = [default] + [c for c in cands if not c.compile and c != default]
-    compiled = None if candidates is None else [c for c in cands if c.compile]
+    compiled = [c for c in cands if c.compile]  # empty: compile the best eager candidate, if compile may pay
     started = time.perf_counter()
     with _Preserved(device):
         trials = _start(eager[:1], model, recipe, x, y, device, lr, precision)
@@ -325,7 +327,7 @@ def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
         trials += _start(eager[1:], model, recipe, x, y, device, lr, precision, first_required=False)
         best_step_s = min(t.step_s for t in trials)
         # The saving per step cannot exceed the step itself: a run shorter than the least compile time never pays.
-        may_compile = steps_planned is not None and compiled != [] and steps_planned * best_step_s > COMPILE_MIN_S
+        may_compile = probe_compile and steps_planned is not None and steps_planned * best_step_s > COMPILE_MIN_S
         stage_s = budget_s * (0.6 if may_compile else 1.0) - (time.perf_counter() - started)
         time_interleaved(trials, max(stage_s, 0.25 * budget_s))
         best = _fastest(trials)
