@@ -216,3 +216,91 @@ def test_reference_is_what_gain_divides_by_and_what_wins_ties():
     assert list(choice.measured) == ["channels_last/fused", "channels_last/forloop"]
     assert choice.channels_last
     assert choice.gain == pytest.approx(choice.measured[choice.label] / choice.measured["channels_last/fused"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# python -m zoo.train --tune
+
+
+def _fake_tuner(monkeypatch, choice: TuneChoice) -> list[dict]:
+    import zoo.loop
+
+    calls = []
+
+    def fake(model, recipe, x, y, device, **kwargs):
+        calls.append(kwargs)
+        return choice
+
+    monkeypatch.setattr(zoo.loop, "autotune", fake)
+    return calls
+
+
+def _metrics(run_dir) -> list[dict]:
+    import json
+
+    with open(f"{run_dir}/metrics.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_train_stores_the_choice_and_a_resume_reuses_it_without_probing(small_cfg, monkeypatch):
+    from zoo.checkpoint import load_checkpoint
+    from zoo.loop import fit
+
+    tuned = TuneChoice(channels_last=True, optimizer_impl="forloop", gain=1.3,
+                       measured={"contiguous/fused": 100.0, "channels_last/forloop": 130.0})
+    calls = _fake_tuner(monkeypatch, tuned)
+    first = fit(small_cfg("lenet", epochs=1))
+    assert len(calls) == 1 and calls[0]["precision"] == "fp32" and calls[0]["steps_planned"] == 4
+    second = fit(small_cfg("lenet", epochs=2, resume=True))
+    assert len(calls) == 1, "a resumed run reuses the checkpoint's choice"
+    for path in (first["last"], second["last"]):
+        ckpt = load_checkpoint(path)
+        assert TuneChoice.from_dict(ckpt["tune"]) == tuned
+        assert ckpt["optimizer"]["param_groups"][0]["foreach"] is False  # the chosen kernel ran
+    assert [TuneChoice.from_dict(line["tune"]) for line in _metrics(second["run_dir"])] == [tuned, tuned]
+
+
+def test_tune_off_trains_the_untuned_configuration(small_cfg, monkeypatch):
+    from zoo.checkpoint import load_checkpoint
+    from zoo.loop import fit
+
+    calls = _fake_tuner(monkeypatch, TuneChoice(channels_last=True))
+    out = fit(small_cfg("lenet", tune="off"))
+    assert calls == []
+    ckpt = load_checkpoint(out["last"])
+    assert TuneChoice.from_dict(ckpt["tune"]) == untuned(_model("lenet"), zoo.get_spec("lenet").recipe, "cpu")
+    assert ckpt["optimizer"]["param_groups"][0]["fused"] is True and ckpt["config"]["tune"] == "off"
+    assert _metrics(out["run_dir"])[0]["tune"]["channels_last"] is False
+
+
+def test_auto_on_a_run_too_short_to_pay_keeps_the_defaults(small_cfg):
+    from zoo.loop import fit
+
+    out = fit(small_cfg("lenet"))  # 4 steps: far below what a probe costs
+    line = _metrics(out["run_dir"])[0]
+    assert TuneChoice.from_dict(line["tune"]) == untuned(_model("lenet"), zoo.get_spec("lenet").recipe, "cpu")
+
+
+def test_explicit_channels_last_and_compile_are_kept_and_not_probed(small_cfg, monkeypatch):
+    from zoo.loop import fit
+
+    calls = _fake_tuner(monkeypatch, TuneChoice(channels_last=True, optimizer_impl="foreach"))
+    monkeypatch.setattr(tune.torch, "compile", lambda net, mode=None: net)
+    out = fit(small_cfg("lenet", channels_last=True, compile="default"))
+    assert all(c.channels_last for c in calls[0]["candidates"]) and calls[0]["probe_compile"] is False
+    assert calls[0]["reference"].channels_last
+    choice = TuneChoice.from_dict(_metrics(out["run_dir"])[0]["tune"])
+    assert (choice.channels_last, choice.optimizer_impl, choice.compile) == (True, "foreach", "default")
+
+
+def test_resume_keeps_the_run_tune_mode_and_refuses_a_different_one(small_cfg, monkeypatch):
+    from zoo.errors import UserError
+    from zoo.loop import fit
+
+    calls = _fake_tuner(monkeypatch, TuneChoice(optimizer_impl="forloop"))
+    fit(small_cfg("mlp", tune="off"))
+    out = fit(small_cfg("mlp", epochs=2, resume=True))  # no flag: the run's own "off", no probe
+    assert calls == [] and [line["tune"]["optimizer_impl"] for line in _metrics(out["run_dir"])] == ["fused"] * 2
+    fit(small_cfg("lenet"))
+    with pytest.raises(UserError, match="--tune off differs"):
+        fit(small_cfg("lenet", epochs=2, resume=True, tune="off"))
