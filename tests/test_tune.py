@@ -193,13 +193,13 @@ def test_cuda_candidates_train_to_the_untuned_weights():
 
 def test_a_run_too_short_to_pay_for_a_probe_keeps_the_reference_unprobed(monkeypatch):
     built = []
-    real = tune._Trial.__init__
+    real = tune.Trial.__init__
 
     def counting(self, cand, *args):
         built.append(cand.label)
         real(self, cand, *args)
 
-    monkeypatch.setattr(tune._Trial, "__init__", counting)
+    monkeypatch.setattr(tune.Trial, "__init__", counting)
     model = _model("lenet")
     recipe = zoo.get_spec("lenet").recipe
     choice = autotune(model, recipe, *_batch("lenet", 16), "cpu", steps_planned=4)

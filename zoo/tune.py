@@ -190,7 +190,7 @@ def eager_candidates(model: nn.Module, recipe: Recipe, x: torch.Tensor, device: 
 # Measuring
 
 
-class _Trial:
+class Trial:
     """One candidate being timed on its own deep copy of the model."""
 
     def __init__(self, cand: Candidate, model: nn.Module, recipe: Recipe, x, y, device, lr, precision):
@@ -229,7 +229,7 @@ class _Trial:
         return statistics.median(self.rates)
 
 
-def time_interleaved(trials: list[_Trial], budget_s: float) -> None:
+def time_interleaved(trials: list[Trial], budget_s: float) -> None:
     """Rounds in which every trial steps for a window of ~WINDOW_S, in a rotated order; each window's samples/s is
     appended to ``trial.rates``. Many short rounds beat few long ones on a shared machine: a burst of load then
     spoils a few windows of every trial instead of most of one trial's. Step counts are re-sized from the rates
@@ -257,13 +257,13 @@ def time_interleaved(trials: list[_Trial], budget_s: float) -> None:
 
 
 def _start(cands: Iterable[Candidate], model, recipe, x, y, device, lr, precision, *,
-           first_required: bool = True) -> list[_Trial]:
+           first_required: bool = True) -> list[Trial]:
     """Built and warmed trials; a candidate that cannot run here (no kernel, compiler missing) is left out, except
     the first when ``first_required`` (the reference configuration must run: its failure is the caller's bug)."""
     trials = []
     for i, cand in enumerate(cands):
         try:
-            trial = _Trial(cand, model, recipe, x, y, device, lr, precision)
+            trial = Trial(cand, model, recipe, x, y, device, lr, precision)
             trial.warm()
             trials.append(trial)
         except Exception as exc:  # noqa: BLE001 - a candidate that fails is not chosen; the default must run
@@ -290,9 +290,9 @@ class _Preserved:
         return self.fork.__exit__(*exc)
 
 
-def _fastest(trials: list[_Trial]) -> _Trial:
+def _fastest(trials: list[Trial]) -> Trial:
     """The fastest trial by median rate; ``trials[0]`` (the reference) unless beaten by more than MIN_GAIN."""
-    best = max(trials, key=_Trial.median)
+    best = max(trials, key=Trial.median)
     return best if best.median() > MIN_GAIN * trials[0].median() else trials[0]
 
 
@@ -349,7 +349,7 @@ def compile_pays(eager_samples_per_s: float, compiled_samples_per_s: float, comp
     return steps_planned * saving_s > compile_s
 
 
-def _probe_compile(choice: TuneChoice, eager: _Trial, cands: list[Candidate], steps_planned: int, budget_s: float,
+def _probe_compile(choice: TuneChoice, eager: Trial, cands: list[Candidate], steps_planned: int, budget_s: float,
                    model, recipe, lr, precision) -> TuneChoice:
     """Compile each candidate (its first call's seconds are the compile cost), time it interleaved against the best
     eager trial, and take it only when it is faster by MIN_GAIN and steps_planned x saving > compile seconds."""
