@@ -55,6 +55,7 @@ MAX_TUNE_FRACTION = 0.1
 MIN_BUDGET_S = 1.0
 WINDOW_S = 0.15  # one timed window of one candidate
 MIN_ROUNDS, MAX_ROUNDS = 3, 15
+WARM_STEPS = 4  # Trial.warm: the first call, a second, and a burst of at least two
 
 
 @dataclass(frozen=True)
@@ -321,7 +322,9 @@ def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
         if steps_planned is not None:
             share_s = MAX_TUNE_FRACTION * steps_planned * trials[0].step_s
             budget_s = min(budget_s, share_s)
-            if share_s < MIN_BUDGET_S:
+            # The least a probe can cost: every candidate's warm-up and MIN_ROUNDS windows of at least one step.
+            least_s = len(eager) * trials[0].step_s * (WARM_STEPS + MIN_ROUNDS)
+            if share_s < max(MIN_BUDGET_S, least_s):
                 log.debug("tune: a run of ~%d steps is too short to pay for a probe; %s", steps_planned, default.label)
                 return TuneChoice.of(default)
         trials += _start(eager[1:], model, recipe, x, y, device, lr, precision, first_required=False)
