@@ -96,6 +96,18 @@ def test_probe_restores_the_rng_so_a_tuned_run_draws_the_same_dropout_masks():
     assert torch.equal(torch.get_rng_state(), rng)
 
 
+def test_probe_steps_keep_the_copy_at_its_starting_weights():
+    # A copy that trained on its one batch would drift into denormal gradients and slow down as it is measured.
+    model = _model("lenet")
+    x, y = _batch("lenet", 16)
+    trial = tune.Trial(Candidate(), model, zoo.get_spec("lenet").recipe, x, y, torch.device("cpu"), "fp32")
+    for _ in range(5):
+        trial.step()
+    for key, value in trial.net.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key]), key
+    assert trial.optimizer.state, "the optimizer really stepped (momentum buffers exist)"
+
+
 def test_compile_is_not_probed_when_the_run_is_too_short_to_pay(monkeypatch):
     def no_compile(*args, **kwargs):
         raise AssertionError("torch.compile must not run for a run this short")
@@ -126,6 +138,7 @@ def test_compile_probe_reports_its_cost_and_a_no_faster_compile_needs_a_real_gai
     choice = autotune(model, recipe, *_batch("mlp", 16), "cpu", steps_planned=10**9, budget_s=0.6,
                       candidates=[tune.default_candidate(model, recipe, "cpu"), Candidate(compile="default")])
     assert "contiguous/fused/compile" in choice.measured and choice.compile_s is not None
+    assert "contiguous/fused (compile stage)" in choice.measured
     if choice.compile:  # the same speed: chosen only on a noisy win above MIN_GAIN
         assert choice.gain > tune.MIN_GAIN
 

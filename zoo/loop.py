@@ -230,7 +230,7 @@ def choose_execution(run: Run, model: nn.Module) -> TuneChoice:
             x, y = next(iter(run.data.train.batches(0)))
         ref = dataclasses.replace(default_candidate(model, recipe, device), channels_last=cfg.channels_last)
         cands = [c for c in eager_candidates(model, recipe, x, device) if c.channels_last or not cfg.channels_last]
-        choice = autotune(model, recipe, x, y, device, precision=cfg.precision, lr=cfg.lr, candidates=cands,
+        choice = autotune(model, recipe, x, y, device, precision=cfg.precision, candidates=cands,
                           steps_planned=(run.epochs - run.start_epoch) * len(run.data.train), reference=ref,
                           probe_compile=not cfg.compile)
         how = f"{choice.gain:.2f}x the untuned {ref.label}" if choice.measured else "run too short to probe"

@@ -194,11 +194,14 @@ def eager_candidates(model: nn.Module, recipe: Recipe, x: torch.Tensor, device: 
 class Trial:
     """One candidate being timed on its own deep copy of the model."""
 
-    def __init__(self, cand: Candidate, model: nn.Module, recipe: Recipe, x, y, device, lr, precision):
+    def __init__(self, cand: Candidate, model: nn.Module, recipe: Recipe, x, y, device, precision):
         self.cand, self.x, self.y, self.device = cand, x, y, device
         eager = dataclasses.replace(cand, compile=None)
         copy_ = copy.deepcopy(model).train()
-        self.net, self.optimizer, self.opts = build_tuned(eager, copy_, recipe, device, lr=lr, precision=precision)
+        # Learning rate 0: the same kernels and arithmetic, but the copy stays at the run's starting weights. A copy
+        # stepped hundreds of times on one batch would fit it and drift into tiny gradients (denormal floats,
+        # tens of times slower on CPUs), which the run itself never sees and which would favour later trials.
+        self.net, self.optimizer, self.opts = build_tuned(eager, copy_, recipe, device, lr=0.0, precision=precision)
         self.net = apply_compile(self.net, cand.compile)
         self.stats = StepStats(device)
         self.steps, self.step_s, self.first_s = 1, 0.0, 0.0
@@ -257,14 +260,14 @@ def time_interleaved(trials: list[Trial], budget_s: float) -> None:
             break
 
 
-def _start(cands: Iterable[Candidate], model, recipe, x, y, device, lr, precision, *,
+def _start(cands: Iterable[Candidate], model, recipe, x, y, device, precision, *,
            first_required: bool = True) -> list[Trial]:
     """Built and warmed trials; a candidate that cannot run here (no kernel, compiler missing) is left out, except
     the first when ``first_required`` (the reference configuration must run: its failure is the caller's bug)."""
     trials = []
     for i, cand in enumerate(cands):
         try:
-            trial = Trial(cand, model, recipe, x, y, device, lr, precision)
+            trial = Trial(cand, model, recipe, x, y, device, precision)
             trial.warm()
             trials.append(trial)
         except Exception as exc:  # noqa: BLE001 - a candidate that fails is not chosen; the default must run
@@ -299,7 +302,7 @@ def _fastest(trials: list[Trial]) -> Trial:
 
 def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, device: torch.device | str, *,
              precision: str = "fp32", steps_planned: int | None = None, budget_s: float = 10.0,
-             candidates: Iterable[Candidate] | None = None, lr: float | None = None,
+             candidates: Iterable[Candidate] | None = None,
              reference: Candidate | None = None, probe_compile: bool = True) -> TuneChoice:
     """The fastest configuration of this exact step on batch (x, y), measured on copies of ``model``.
 
@@ -318,7 +321,7 @@ def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
     compiled = [c for c in cands if c.compile]  # empty: compile the best eager candidate, if compile may pay
     started = time.perf_counter()
     with _Preserved(device):
-        trials = _start(eager[:1], model, recipe, x, y, device, lr, precision)
+        trials = _start(eager[:1], model, recipe, x, y, device, precision)
         if steps_planned is not None:
             share_s = MAX_TUNE_FRACTION * steps_planned * trials[0].step_s
             budget_s = min(budget_s, share_s)
@@ -327,7 +330,7 @@ def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
             if share_s < max(MIN_BUDGET_S, least_s):
                 log.debug("tune: a run of ~%d steps is too short to pay for a probe; %s", steps_planned, default.label)
                 return TuneChoice.of(default)
-        trials += _start(eager[1:], model, recipe, x, y, device, lr, precision, first_required=False)
+        trials += _start(eager[1:], model, recipe, x, y, device, precision, first_required=False)
         best_step_s = min(t.step_s for t in trials)
         # The saving per step cannot exceed the step itself: a run shorter than the least compile time never pays.
         may_compile = probe_compile and steps_planned is not None and steps_planned * best_step_s > COMPILE_MIN_S
@@ -339,7 +342,7 @@ def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
         if may_compile:
             compiled = compiled or [dataclasses.replace(best.cand, compile=COMPILE_MODE)]
             left_s = max(budget_s - (time.perf_counter() - started), 0.4 * budget_s)
-            choice = _probe_compile(choice, best, compiled, steps_planned, left_s, model, recipe, lr, precision)
+            choice = _probe_compile(choice, best, compiled, steps_planned, left_s, model, recipe, precision)
     log.debug("tune: %s, %.2fx %s | measured samples/s: %s", choice.label, choice.gain, default.label,
               ", ".join(f"{k} {v:,.0f}" for k, v in choice.measured.items()))
     return choice
@@ -353,16 +356,19 @@ def compile_pays(eager_samples_per_s: float, compiled_samples_per_s: float, comp
 
 
 def _probe_compile(choice: TuneChoice, eager: Trial, cands: list[Candidate], steps_planned: int, budget_s: float,
-                   model, recipe, lr, precision) -> TuneChoice:
+                   model, recipe, precision) -> TuneChoice:
     """Compile each candidate (its first call's seconds are the compile cost), time it interleaved against the best
     eager trial, and take it only when it is faster by MIN_GAIN and steps_planned x saving > compile seconds."""
-    trials = _start(cands, model, recipe, eager.x, eager.y, eager.device, lr, precision, first_required=False)
+    trials = _start(cands, model, recipe, eager.x, eager.y, eager.device, precision, first_required=False)
     if not trials:
         return choice
     eager.rates = []
     time_interleaved([eager, *trials], budget_s)
     batch = eager.y.shape[0]
     measured, best, best_ratio, compile_s = dict(choice.measured), None, MIN_GAIN, None
+    # Raw medians of this stage: the eager choice re-measured beside the compiled ones (machine load differs
+    # between stages, so compiled rates compare with this figure, not with the first stage's).
+    measured[f"{eager.cand.label} (compile stage)"] = eager.median()
     for t in trials:
         t_compile_s = max(t.first_s - t.step_s, 0.0)
         compile_s = t_compile_s if compile_s is None else min(compile_s, t_compile_s)
