@@ -6,8 +6,8 @@ to ``OUT/NAME/tb/``, save ``OUT/NAME/last.pt`` (and ``best.pt`` on a new best te
 states are restored. Under ``torchrun`` the same command trains with DistributedDataParallel; rank 0 writes the files.
 
 Read ``fit`` top to bottom: ``start_run`` (validation and the resume checkpoint, before any process group),
-``prepare_run`` (model, optimizer, data, DDP, compile, writer), then per epoch ``train_one_epoch``, ``evaluate``,
-``save_epoch``.
+``prepare_run`` (data, tuned model and optimizer, DDP, compile, writer), then per epoch ``train_one_epoch``,
+``evaluate``, ``save_epoch``.
 
 Tests only: ``ZOO_FAULT_AT=<point>[:<epoch>]`` SIGKILLs the process at a named point of ``save_epoch``
 (``after_metrics_append``, ``mid_checkpoint_write``, ``after_rename``; see ``zoo.faults``).
