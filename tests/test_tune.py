@@ -317,3 +317,17 @@ def test_resume_keeps_the_run_tune_mode_and_refuses_a_different_one(small_cfg, m
     fit(small_cfg("lenet"))
     with pytest.raises(UserError, match="--tune off differs"):
         fit(small_cfg("lenet", epochs=2, resume=True, tune="off"))
+
+
+def test_a_winner_must_beat_the_reference_in_most_rounds_not_only_in_its_median():
+    def trial(rates):
+        t = tune.Trial.__new__(tune.Trial)
+        t.rates = rates
+        return t
+
+    ref = trial([100.0, 100.0, 100.0, 100.0, 100.0])
+    lucky = trial([50.0, 50.0, 150.0, 150.0, 150.0])  # median 1.5x, but loses 2 of 5 rounds
+    steady = trial([110.0, 90.0, 110.0, 110.0, 110.0])  # median 1.1x, wins 4 of 5
+    assert tune.pick_fastest([ref, lucky]) is ref
+    assert tune.pick_fastest([ref, steady]) is steady
+    assert tune.pick_fastest([ref, trial([101.0] * 5)]) is ref, "within MIN_GAIN: the reference stays"

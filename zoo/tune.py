@@ -294,10 +294,13 @@ class _Preserved:
         return self.fork.__exit__(*exc)
 
 
-def _fastest(trials: list[Trial]) -> Trial:
-    """The fastest trial by median rate; ``trials[0]`` (the reference) unless beaten by more than MIN_GAIN."""
+def pick_fastest(trials: list[Trial]) -> Trial:
+    """The fastest trial by median rate; ``trials[0]`` (the reference) unless beaten by more than MIN_GAIN and in
+    at least two thirds of the rounds (a burst of load in a few windows must not pick a winner)."""
+    ref = trials[0]
     best = max(trials, key=Trial.median)
-    return best if best.median() > MIN_GAIN * trials[0].median() else trials[0]
+    wins = sum(a > b for a, b in zip(best.rates, ref.rates))
+    return best if best.median() > MIN_GAIN * ref.median() and 3 * wins >= 2 * len(ref.rates) else ref
 
 
 def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, device: torch.device | str, *,
@@ -336,7 +339,7 @@ def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
         may_compile = probe_compile and steps_planned is not None and steps_planned * best_step_s > COMPILE_MIN_S
         stage_s = budget_s * (0.6 if may_compile else 1.0) - (time.perf_counter() - started)
         time_interleaved(trials, max(stage_s, 0.25 * budget_s))
-        best = _fastest(trials)
+        best = pick_fastest(trials)
         measured = {t.cand.label: t.median() for t in trials}
         choice = TuneChoice.of(best.cand, gain=best.median() / trials[0].median(), measured=measured)
         if may_compile:
