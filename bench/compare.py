@@ -1,106 +1,215 @@
-"""Compare two benchmark runs: ``python -m bench.compare A.json B.json [--fail-on-regression PCT]``.
+"""Compare two benchmark runs: ``python -m bench.compare A.json B.json [--threshold PCT] [--fail-on-regression PCT]
+[--normalize]``.
 
-Records are matched on what was measured (model, phase, loader/backend, batch size, precision, channels_last,
-compile, processes). A change counts as a regression or an improvement only when it is larger than the noise the runs
-themselves report: |change| > max(2 x relative IQR of A, 2 x relative IQR of B, 2%). Anything smaller is "within noise".
+Rows are matched on what was measured (``Record.key()``). For every pair this compares the raw samples each run kept
+(per-call latencies for inference, per-window samples/s for training and scaling): B vs A is the ratio of their
+medians, with a seeded bootstrap interval, printed as e.g. ``1.27x slower [1.24, 1.30]``. Both runs' machine
+calibration probes are compared the same way, so a slower machine is not mistaken for slower code.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from tabulate import tabulate
 
-from bench.report import load_results
+from bench.records import InferRecord, Record, RunEnv, ScaleRecord, TrainRecord
+from bench.results_io import load_results, probe_samples
+from bench.stats import median_ratio_ci
 
-DEFAULT_METRICS = ("samples_per_s", "p50_ms", "p99_ms")
-MIN_NOISE_PCT = 2.0
-KEY_FIELDS = ("model", "phase", "loader", "backend", "batch_size", "precision", "channels_last", "compile",
-              "processes")
+DEFAULT_THRESHOLD_PCT = 5.0
+CONF = 0.95
+MIN_SAMPLES = 3  # fewer raw samples on either side: the interval means nothing, the row is inconclusive
+VERDICTS = ("regression", "improvement", "no change", "inconclusive")
+DECISION_RULE = (
+    "B vs A = median(B) / median(A) of the raw samples (per-call latency; per-window samples/s), as a slowdown or "
+    "speedup factor with its 95% bootstrap interval. Threshold T = --fail-on-regression PCT when given, else "
+    "--threshold (default 5%). A row is a regression (or improvement) only when the WHOLE interval lies beyond "
+    "T slower (faster); 'no change' when the whole interval lies within +-T; 'inconclusive' when it straddles T. "
+    "Machine drift: the runs' calibration probes are compared by the same rule; when they differ beyond T, verdicts "
+    "are withheld, or with --normalize every ratio is divided by the machine's ratio.")
 
 
-def higher_is_better(metric: str) -> bool:
-    return not metric.endswith("_ms")
+@dataclass
+class Change:
+    """One matched row: B's time over A's time (> 1 slower, < 1 faster) and its interval."""
+
+    record: Record
+    slowdown: float | None
+    lo: float | None
+    hi: float | None
+    n_a: int
+    n_b: int
+    verdict: str
 
 
-def record_key(rec: dict[str, Any]) -> tuple:
-    # A missing precision / channels_last / compile means the default variant: fp32, contiguous, eager.
-    defaults = {"precision": "fp32", "channels_last": False, "compile": None}
-    return tuple(rec.get(k) if rec.get(k) is not None else defaults.get(k) for k in KEY_FIELDS)
-
-
-def relative_noise(rec: dict[str, Any], metric: str) -> float | None:
-    """The record's own spread as a fraction of the metric: its IQR over its median."""
-    if metric == "samples_per_s" and rec.get("samples_per_s_iqr") is not None and rec.get("samples_per_s"):
-        return abs(rec["samples_per_s_iqr"] / rec["samples_per_s"])
-    # Latency records carry the IQR of per-call latency; throughput derived from it has the same relative spread.
-    # For p99 this understates the tail's own noise: a p99 verdict is the least trustworthy one.
-    if rec.get("iqr_ms") is not None and rec.get("p50_ms"):
-        return abs(rec["iqr_ms"] / rec["p50_ms"])
+def raw_samples(rec: Record) -> tuple[list[float], bool] | None:
+    """(samples, lower_is_better) of a row: per-call latency in ms, or per-window samples/s; None for other tables."""
+    if isinstance(rec, InferRecord):
+        return list(rec.latencies_ms or []), True
+    if isinstance(rec, (TrainRecord, ScaleRecord)):
+        return list(rec.window_rates or []), False
     return None
 
 
-def verdict(metric: str, a: float, b: float, noise_a: float | None, noise_b: float | None
-            ) -> tuple[float, float, str]:
-    """(change %, noise threshold %, verdict) for B against A."""
-    change = (b - a) / a * 100.0
-    threshold = max(2 * 100 * (noise_a or 0.0), 2 * 100 * (noise_b or 0.0), MIN_NOISE_PCT)
-    if abs(change) <= threshold:
-        return change, threshold, "within noise"
-    better = change > 0 if higher_is_better(metric) else change < 0
-    return change, threshold, "improvement" if better else "regression"
+def slowdown_ci(a: list[float], b: list[float], lower_is_better: bool) -> tuple[float, float, float]:
+    """(B time / A time, lo, hi): the ratio of medians oriented so > 1 always means B is slower."""
+    ratio, lo, hi = median_ratio_ci(a, b, conf=CONF, seed=0)
+    if lower_is_better:
+        return ratio, lo, hi
+    return _inv(ratio), _inv(hi), _inv(lo)
 
 
-def worse_by_pct(metric: str, change: float) -> float:
-    """How much worse B is than A, in percent (positive = worse), whichever direction is better."""
-    return -change if higher_is_better(metric) else change
+def verdict(lo: float, hi: float, threshold: float) -> str:
+    """The decision rule: flag only when the whole interval lies beyond the threshold (a fraction, e.g. 0.05)."""
+    up, down = 1 + threshold, 1 / (1 + threshold)
+    if lo > up:
+        return "regression"
+    if hi < down:
+        return "improvement"
+    if lo >= down and hi <= up:
+        return "no change"
+    return "inconclusive"
 
 
-def _label(key: tuple) -> list[Any]:
-    k = dict(zip(KEY_FIELDS, key))
-    what = k["loader"] or k["backend"] or ""
-    extras = [x for x in (k["precision"] if k["precision"] != "fp32" else "", "channels_last" if k["channels_last"]
-                          else "", f"compile={k['compile']}" if k["compile"] else "",
-                          f"procs={k['processes']}" if k["processes"] is not None else "") if x]
-    return [k["model"], k["phase"], " ".join([what, *extras]).strip(), "" if k["batch_size"] is None else k["batch_size"]]
+def fmt_ratio(s: float, lo: float, hi: float) -> str:
+    """``1.27x slower [1.24, 1.30]`` or ``1.10x faster [1.05, 1.15]`` (the interval in the same direction)."""
+    if s >= 1:
+        return f"{s:.2f}x slower [{lo:.2f}, {hi:.2f}]"
+    return f"{_inv(s):.2f}x faster [{_inv(hi):.2f}, {_inv(lo):.2f}]"
 
 
-def _fmt(x: float) -> str:
-    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+def _inv(x: float) -> float:
+    return 1 / x if x > 0 else math.inf
 
 
-def compare(a_records: list[dict], b_records: list[dict], metrics: list[str]) -> dict[str, Any]:
-    """Rows per metric, the regressions among them, and what could not be matched."""
-    index_a = {record_key(r): r for r in a_records if r.get("phase") != "model"}
-    index_b = {record_key(r): r for r in b_records if r.get("phase") != "model"}
-    tables: dict[str, list[list[Any]]] = {}
-    regressions: list[tuple[str, tuple, float]] = []
-    counts = {"regression": 0, "improvement": 0, "within noise": 0}
-    for metric in metrics:
-        rows = []
-        for key, ra in index_a.items():
-            rb = index_b.get(key)
-            if rb is None or ra.get("status", "ok") != "ok" or rb.get("status", "ok") != "ok":
-                continue
-            a, b = ra.get(metric), rb.get(metric)
-            if not _is_num(a) or not _is_num(b) or a == 0:
-                continue
-            change, threshold, word = verdict(metric, a, b, relative_noise(ra, metric), relative_noise(rb, metric))
-            counts[word] += 1
-            if word == "regression":
-                regressions.append((metric, key, worse_by_pct(metric, change)))
-            rows.append([*_label(key), _fmt(a), _fmt(b), f"{change:+.1f}%", f"±{threshold:.1f}%", word])
-        if rows:
-            tables[metric] = rows
-    newly_failing = [key for key, ra in index_a.items() if ra.get("status", "ok") == "ok"
-                     and key in index_b and index_b[key].get("status", "ok") == "failed"]
-    return {"tables": tables, "regressions": regressions, "counts": counts, "newly_failing": newly_failing,
-            "only_a": [k for k in index_a if k not in index_b], "only_b": [k for k in index_b if k not in index_a]}
+def machine_drift(env_a: RunEnv, env_b: RunEnv) -> dict[str, Any] | None:
+    """B's machine time over A's from the calibration probes both runs share: the geometric mean of the probes'
+    ratios and of their interval ends (conservative: as if the probes' errors were fully correlated)."""
+    pa, pb = probe_samples(env_a.calibration), probe_samples(env_b.calibration)
+    names = sorted(set(pa) & set(pb))
+    if not names:
+        return None
+    try:
+        probes = {name: median_ratio_ci(pa[name], pb[name], conf=CONF, seed=0) for name in names}
+    except (TypeError, ValueError):  # junk in a calibration block: treat it as missing
+        return None
+
+    def geo(i: int) -> float:
+        return math.exp(sum(math.log(p[i]) for p in probes.values()) / len(probes))
+
+    return {"ratio": geo(0), "lo": geo(1), "hi": geo(2), "probes": probes}
 
 
-def _is_num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+def judge(ra: Record, rb: Record, threshold: float, machine: tuple[float, float, float] | None) -> Change | None:
+    """The change from row ``ra`` to row ``rb`` (both ok), or None for a table without raw samples.
+
+    ``machine`` = (ratio, lo, hi) divides the ratio (--normalize): lo by the machine's hi, hi by its lo, so the
+    machine's own uncertainty widens the interval rather than vanishing.
+    """
+    pair = raw_samples(ra), raw_samples(rb)
+    if pair[0] is None or pair[1] is None:
+        return None
+    (sa, lower_better), (sb, _) = pair
+    try:
+        if min(len(sa), len(sb)) < MIN_SAMPLES:
+            raise ValueError("too few samples")
+        s, lo, hi = slowdown_ci(sa, sb, lower_better)
+    except (TypeError, ValueError):  # too few samples, a median of zero, junk values: no ratio to judge
+        return Change(rb, None, None, None, len(sa), len(sb), "inconclusive")
+    if machine is not None:
+        s, lo, hi = s / machine[0], lo / machine[2], hi / machine[1]
+    return Change(rb, s, lo, hi, len(sa), len(sb), verdict(lo, hi, threshold))
+
+
+def compare_records(rec_a: list[Record], rec_b: list[Record], threshold: float,
+                    machine: tuple[float, float, float] | None = None) -> dict[str, Any]:
+    """Changes of every row ok in both runs, the rows ok in A that fail in B, and what appears in one run only."""
+    index_a = {r.key(): r for r in rec_a}
+    index_b = {r.key(): r for r in rec_b}
+    changes = []
+    for key, ra in index_a.items():
+        rb = index_b.get(key)
+        if rb is not None and ra.ok and rb.ok:
+            change = judge(ra, rb, threshold, machine)
+            if change is not None:
+                changes.append(change)
+    now_failing = [index_b[k] for k, ra in index_a.items()
+                   if ra.ok and k in index_b and index_b[k].status == "failed"]
+    return {"changes": changes, "now_failing": now_failing,
+            "only_a": [r for k, r in index_a.items() if k not in index_b],
+            "only_b": [r for k, r in index_b.items() if k not in index_a]}
+
+
+def env_notes(env_a: RunEnv, env_b: RunEnv) -> list[str]:
+    """What differs between the runs besides the code, each a note line."""
+    notes = []
+    for name, what in (("device", "device"), ("device_name", "device model"), ("threads", "torch threads"),
+                       ("torch", "torch version")):
+        va, vb = getattr(env_a, name), getattr(env_b, name)
+        if va != vb:
+            notes.append(f"note: {what} differs: A {va!r}, B {vb!r}; changes reflect that too, not only the code")
+    if env_a.quick != env_b.quick:
+        notes.append("note: one run is --quick and the other is not: their sample counts and settings differ")
+    elif env_a.quick:
+        notes.append("note: both runs are --quick: few samples, short windows; expect inconclusive rows")
+    return notes
+
+
+def describe_env(tag: str, path: str, env: RunEnv) -> str:
+    return (f"{tag}: {path} | {env.device_name or '?'} ({env.device or '?'}) | torch {env.torch or '?'} | "
+            f"threads {env.threads if env.threads is not None else '?'} | commit {env.git_commit or '?'} | "
+            f"{env.timestamp or '?'}{' | QUICK' if env.quick else ''}{'' if env.complete else ' | INCOMPLETE'}")
+
+
+def report_machine(drift: dict[str, Any] | None, threshold: float) -> str:
+    """One line on the machines, and whether they differ beyond the threshold ('changed'), are the same within it
+    ('same'), or cannot be told apart ('inconclusive' / 'unknown')."""
+    if drift is None:
+        return "machine: no calibration probe in both runs: a machine change cannot be told from a code change"
+    probes = ", ".join(f"{name} {fmt_ratio(*r)}" for name, r in drift["probes"].items())
+    word = verdict(drift["lo"], drift["hi"], threshold)
+    state = {"regression": "changed (slower)", "improvement": "changed (faster)", "no change": "same",
+             "inconclusive": "inconclusive"}[word]
+    return (f"machine: B vs A calibration {fmt_ratio(drift['ratio'], drift['lo'], drift['hi'])} ({probes}): "
+            f"{state} at T = {threshold * 100:g}%")
+
+
+def machine_changed(drift: dict[str, Any] | None, threshold: float) -> bool:
+    return drift is not None and verdict(drift["lo"], drift["hi"], threshold) in ("regression", "improvement")
+
+
+def _label(rec: Record) -> list[str]:
+    return [rec.model, rec.phase, rec.describe()]
+
+
+def print_table(changes: list[Change], withheld: bool) -> None:
+    rows = []
+    for c in changes:
+        ratio = "no ratio (too few or zero samples)" if c.slowdown is None else fmt_ratio(c.slowdown, c.lo, c.hi)
+        word = "withheld" if withheld and c.slowdown is not None else c.verdict
+        rows.append([*_label(c.record), f"{c.n_a}/{c.n_b}", ratio, word])
+    if rows:
+        print(tabulate(rows, headers=["model", "phase", "row", "n A/B", "B vs A [95% CI]", "verdict"],
+                       tablefmt="github", disable_numparse=True))
+    else:
+        print("no row with raw samples is ok in both runs")
+
+
+def summarize(result: dict[str, Any], withheld: bool) -> None:
+    for rec in result["now_failing"]:
+        print(f"now failing: {' '.join(x for x in _label(rec) if x)}: {rec.reason or 'no reason recorded'}")
+    counts = {v: sum(c.verdict == v for c in result["changes"]) for v in VERDICTS}
+    if withheld:
+        print("\nmachine changed: verdicts withheld (re-run on the same machine, or pass --normalize)")
+    else:
+        print(f"\n{counts['regression']} regressions, {counts['improvement']} improvements, "
+              f"{counts['no change']} no change, {counts['inconclusive']} inconclusive")
+    print(f"{len(result['now_failing'])} now failing; {len(result['only_a'])} rows only in A, "
+          f"{len(result['only_b'])} only in B")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,76 +219,65 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m bench.compare", description="Compare two results.json files (B against A).")
+    p = _Parser(prog="python -m bench.compare", description="Compare two results.json files (B against A).",
+                epilog=DECISION_RULE + " Exit status: 1 when a row that was ok in A fails in B, or when "
+                "--fail-on-regression is given and a row is a regression beyond it; 2 on bad input; else 0.")
     p.add_argument("a", metavar="A.json", help="the baseline run")
     p.add_argument("b", metavar="B.json", help="the run to judge")
-    p.add_argument("--metric", action="append", metavar="NAME",
-                   help="metric to compare, repeatable or comma-separated: samples_per_s or any *_ms field "
-                        f"(default: {', '.join(DEFAULT_METRICS)}; 'all' for every *_ms field too)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD_PCT, metavar="PCT",
+                   help=f"T for the verdicts when --fail-on-regression is not given (default {DEFAULT_THRESHOLD_PCT:g})")
     p.add_argument("--fail-on-regression", type=float, metavar="PCT",
-                   help="exit 1 if any regression is worse than PCT%% (or a measurement that was ok now fails)")
+                   help="T = PCT, and exit 1 when any row is a regression beyond it")
+    p.add_argument("--normalize", action="store_true",
+                   help="divide every ratio by the machine calibration ratio instead of withholding verdicts when "
+                        "the machines differ")
     return p
 
 
-def _metrics(given: list[str] | None, records: list[dict]) -> list[str]:
-    names = [m.strip() for g in (given or []) for m in g.split(",") if m.strip()] or list(DEFAULT_METRICS)
-    if "all" in names:
-        found = {k for r in records for k in r if k.endswith("_ms") and k != "iqr_ms"}
-        names = ["samples_per_s", *sorted(found)]
-    for m in names:
-        if m != "samples_per_s" and not m.endswith("_ms"):
-            raise ValueError(f"--metric {m!r}: only samples_per_s and *_ms fields have a better direction")
-    return list(dict.fromkeys(names))
+def _threshold(args: argparse.Namespace) -> float:
+    pct = args.fail_on_regression if args.fail_on_regression is not None else args.threshold
+    flag = "--fail-on-regression" if args.fail_on_regression is not None else "--threshold"
+    if not (math.isfinite(pct) and pct >= 0):
+        raise ValueError(f"{flag} must be a percentage >= 0, not {pct:g}")
+    return pct / 100.0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.fail_on_regression is not None and not args.fail_on_regression >= 0:
-            raise ValueError(f"--fail-on-regression must be a percentage >= 0, not {args.fail_on_regression}")
+        threshold = _threshold(args)
         env_a, rec_a = load_results(args.a)
         env_b, rec_b = load_results(args.b)
-        metrics = _metrics(args.metric, rec_a + rec_b)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-    for tag, env, path in (("A", env_a, args.a), ("B", env_b, args.b)):
-        print(f"{tag}: {path} | {env.get('device_name', '?')} ({env.get('device', '?')}) | commit "
-              f"{env.get('git_commit') or '?'} | {env.get('timestamp', '?')}{' | QUICK' if env.get('quick') else ''}")
-    if env_a.get("device_name") != env_b.get("device_name") or env_a.get("device") != env_b.get("device"):
-        print("note: the runs were made on different devices; changes reflect the hardware, not only the code")
-    if bool(env_a.get("quick")) != bool(env_b.get("quick")):
-        print("note: one run is --quick and the other is not; their settings differ")
-    elif env_a.get("quick"):
-        print("note: both runs are --quick: short timings whose spread understates run-to-run noise")
-
-    result = compare(rec_a, rec_b, metrics)
-    for metric, rows in result["tables"].items():
-        direction = "higher is better" if higher_is_better(metric) else "lower is better"
-        print(f"\n## {metric} ({direction})\n")
-        print(tabulate(rows, headers=["model", "phase", "what", "batch", "A", "B", "change", "noise", "verdict"],
-                       tablefmt="github", disable_numparse=True))
-    if not result["tables"]:
-        print("\nno measurement appears in both runs with these metrics")
-    for key in result["newly_failing"]:
-        print(f"now failing: {' '.join(str(x) for x in _label(key) if x != '')}")
-    c = result["counts"]
-    print(f"\n{c['regression']} regressions, {c['improvement']} improvements, {c['within noise']} within noise; "
-          f"{len(result['only_a'])} measurements only in A, {len(result['only_b'])} only in B")
-
-    if args.fail_on_regression is not None:
-        worst = [r for r in result["regressions"] if r[2] > args.fail_on_regression]
-        if worst or result["newly_failing"]:
-            metric, key, pct = max(worst, key=lambda r: r[2]) if worst else (None, None, 0.0)
-            if worst:
-                print(f"FAIL: {len(worst)} regressions worse than {args.fail_on_regression:g}% (worst: "
-                      f"{' '.join(str(x) for x in _label(key) if x != '')} {metric} {pct:.1f}% worse)",
-                      file=sys.stderr)
-            else:
-                print(f"FAIL: {len(result['newly_failing'])} measurements now fail", file=sys.stderr)
-            return 1
-    return 0
+    print(describe_env("A", args.a, env_a))
+    print(describe_env("B", args.b, env_b))
+    print(f"rule: {DECISION_RULE} (T = {threshold * 100:g}%)")
+    for note in env_notes(env_a, env_b):
+        print(note)
+    drift = machine_drift(env_a, env_b)
+    print(report_machine(drift, threshold))
+    changed = machine_changed(drift, threshold)
+    normalize = changed and args.normalize
+    if normalize:
+        print(f"normalized: every ratio below is divided by the machine's {drift['ratio']:.3f}")
+    result = compare_records(rec_a, rec_b, threshold,
+                             (drift["ratio"], drift["lo"], drift["hi"]) if normalize else None)
+    withheld = changed and not normalize
+    print()
+    print_table(result["changes"], withheld)
+    summarize(result, withheld)
+    regressions = [c for c in result["changes"] if c.verdict == "regression"] if not withheld else []
+    failed_gate = args.fail_on_regression is not None and bool(regressions)
+    if failed_gate:
+        worst = max(regressions, key=lambda c: c.lo)
+        print(f"FAIL: {len(regressions)} regressions beyond {args.fail_on_regression:g}% (worst: "
+              f"{' '.join(x for x in _label(worst.record) if x)} {fmt_ratio(worst.slowdown, worst.lo, worst.hi)})",
+              file=sys.stderr)
+    if result["now_failing"]:
+        print(f"FAIL: {len(result['now_failing'])} rows ok in A now fail in B", file=sys.stderr)
+    return 1 if failed_gate or result["now_failing"] else 0
 
 
 if __name__ == "__main__":

@@ -1,86 +1,196 @@
-"""Per-call latency sampling that waits for the device, and the statistics every latency row reports.
+"""The one clock of bench/: per-call latency samples, the statistics a latency row prints, how many calls a row gets,
+and the timed window the training and scaling phases share.
 
-Each call is timed on its own (no averaging over a block), so percentiles describe single requests. On CUDA a pair of
-events brackets the call and the end event is waited on before the next call starts, so queued kernels never leak
-into the next sample; on MPS the queue is drained before and after; on the CPU the wall clock is the truth.
+Every figure is wall time from ``time.perf_counter`` with the device drained before timing starts and after every
+call, inside the timed interval: queued device work is counted in the call that queued it, never in the next one.
+The caller passes that drain as ``sync`` (``zoo.engine.synchronize`` bound to the device, or a backend's own
+``sync()``), so one clock times eager, compiled, CUDA-graph and ONNX Runtime calls alike. Each call is timed on its own
+(torch.utils.benchmark's ``blocked_autorange`` averages blocks instead), so percentiles describe single requests; the
+price is the sync overhead (microseconds on CUDA) inside every sample, which the CLOCK text states.
+
+A percentile is printed only when it rests on enough calls (records.PERCENTILE_MIN_CALLS: p90 >= 100, p99 >= 1000),
+the way MLPerf LoadGen marks a run without its minimum query count invalid.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
-_clock = time.perf_counter  # module-level so tests can substitute a fake clock
+from bench.records import PERCENTILE_MIN_CALLS
+from bench.stats import percentile_or_none
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
+CLOCK = ("time.perf_counter wall clock per call; device synchronized before timing starts and after every call, "
+         "inside the timed interval")
+
+# Module-level so tests can substitute a fake clock; every timed interval in bench reads it.
+clock: Callable[[], float] = time.perf_counter
+
+# A full run's batch-1 row aims at a valid p99; larger batches at a valid p90 (where they fit in the cap).
+BATCH1_CALLS = PERCENTILE_MIN_CALLS[99]
+BATCH_CALLS = PERCENTILE_MIN_CALLS[90]
+MIN_SECONDS = 1.0  # a row never times less than this (full run): short rows would see one scheduler quantum
+BATCH1_CAP_S = 60.0  # the most one batch-1 row may time (full run)
+BATCH_CAP_S = 30.0  # the most one larger-batch row may time (full run)
+WARMUP_CALLS = 10
+QUICK = {"min_calls": 20, "min_seconds": 0.05, "warmup": 2, "max_seconds": 2.0}
+PROBE_MAX_STEPS = 64  # steps_for_window's largest probe
+SIG_FIGS = 4  # raw latencies are stored to 4 significant figures (0.01% of the value: far below any noise)
 
 
-def sample_latencies(fn: Callable[[], Any], device: torch.device | str, *, min_samples: int, min_seconds: float,
+def sample_latencies(fn: Callable[[], Any], sync: Callable[[], None], *, min_calls: int, min_seconds: float,
                      warmup: int, max_seconds: float | None = None) -> list[float]:
-    """Seconds per call of ``fn``, one entry per call.
+    """Seconds per call of ``fn``, one entry per timed call.
 
-    ``warmup`` untimed calls first; then timed calls until at least ``min_samples`` calls AND ``min_seconds`` of timed
-    wall time, unless ``max_seconds`` of timed wall time run out first (always at least one sample).
+    ``warmup`` untimed calls, then ``sync()``; then timed calls, each followed by ``sync()`` inside its interval, until
+    at least ``min_calls`` calls AND ``min_seconds`` of timed wall time, unless ``max_seconds`` run out first (there is
+    always at least one sample; fewer than ``min_calls`` means the cap won, and the statistics say so by n_calls).
     """
-    if min_samples < 1:
-        raise ValueError(f"min_samples must be >= 1, not {min_samples}")
-    device = torch.device(device)
-    for _ in range(max(warmup, 0)):
+    if min_calls < 1:
+        raise ValueError(f"min_calls must be >= 1, not {min_calls}")
+    if min_seconds < 0 or warmup < 0:
+        raise ValueError("min_seconds and warmup must be >= 0")
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be > 0 or None, not {max_seconds}")
+    for _ in range(warmup):
         fn()
-    _sync(device)
-
+    sync()
     samples: list[float] = []
-    cuda = device.type == "cuda"
-    if cuda:
-        start_ev = torch.cuda.Event(enable_timing=True)
-        end_ev = torch.cuda.Event(enable_timing=True)
-    began = _clock()
+    began = clock()
     while True:
-        if cuda:
-            start_ev.record()
-            fn()
-            end_ev.record()
-            end_ev.synchronize()
-            samples.append(start_ev.elapsed_time(end_ev) / 1e3)  # elapsed_time is in ms
-        elif device.type == "mps":
-            torch.mps.synchronize()
-            t0 = _clock()
-            fn()
-            torch.mps.synchronize()
-            samples.append(_clock() - t0)
-        else:
-            t0 = _clock()
-            fn()
-            samples.append(_clock() - t0)
-        elapsed_s = _clock() - began
-        if max_seconds is not None and elapsed_s >= max_seconds:
+        t0 = clock()
+        fn()
+        sync()
+        t1 = clock()
+        samples.append(t1 - t0)
+        elapsed_s = t1 - began
+        if len(samples) >= min_calls and elapsed_s >= min_seconds:
             break
-        if len(samples) >= min_samples and elapsed_s >= min_seconds:
+        if max_seconds is not None and elapsed_s >= max_seconds:
             break
     return samples
 
 
-def latency_stats(samples_s: list[float] | np.ndarray, batch_size: int) -> dict[str, float | int]:
-    """p50/p90/p99/mean/IQR in milliseconds (numpy's linear percentiles) and throughput from the mean latency."""
-    arr = np.asarray(samples_s, dtype=np.float64) * 1e3
-    if arr.size == 0:
+def round_sig(values: np.ndarray, figures: int = SIG_FIGS) -> list[float]:
+    """Each value rounded to ``figures`` significant figures (zeros stay zero)."""
+    out = []
+    for v in values.tolist():
+        out.append(0.0 if v == 0 else round(v, figures - 1 - math.floor(math.log10(abs(v)))))
+    return out
+
+
+def latency_stats(samples_s: list[float] | np.ndarray, batch_size: int) -> dict[str, Any]:
+    """The latency fields of an InferRecord from seconds-per-call samples (numpy's linear percentiles).
+
+    p50 is the median every throughput divides by (samples_per_s = batch / median seconds, never the mean); p90 and
+    p99 are None below their minimum call counts; the raw samples travel with the row, in milliseconds.
+    """
+    arr_ms = np.asarray(samples_s, dtype=np.float64) * 1e3
+    if arr_ms.size == 0:
         raise ValueError("no latency samples")
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+    if not np.all(np.isfinite(arr_ms)) or np.any(arr_ms < 0):
         raise ValueError("latency samples must be finite and non-negative")
-    p25, p50, p75, p90, p99 = np.percentile(arr, [25, 50, 75, 90, 99])
-    mean_ms = float(arr.mean())
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    p25, p50, p75 = np.percentile(arr_ms, [25, 50, 75])
     return {
+        "n_calls": int(arr_ms.size),
+        "latencies_ms": round_sig(arr_ms),
         "p50_ms": float(p50),
-        "p90_ms": float(p90),
-        "p99_ms": float(p99),
-        "mean_ms": mean_ms,
+        "p90_ms": percentile_or_none(arr_ms, 90),
+        "p99_ms": percentile_or_none(arr_ms, 99),
+        "max_ms": float(arr_ms.max()),
+        "mean_ms": float(arr_ms.mean()),
         "iqr_ms": float(p75 - p25),
-        "samples": int(arr.size),
-        "samples_per_s": batch_size / (mean_ms / 1e3) if mean_ms > 0 else float("inf"),
+        "samples_per_s": batch_size / (p50 / 1e3) if p50 > 0 else None,
     }
+
+
+def sampling_plan(batch_size: int, quick: bool, est_call_s: float | None = None) -> dict[str, Any]:
+    """Keyword arguments for sample_latencies: how many calls and seconds a latency row gets.
+
+    Full run: batch 1 aims at BATCH1_CALLS calls (a valid p99) within BATCH1_CAP_S, larger batches at BATCH_CALLS
+    (a valid p90) within BATCH_CAP_S, each at least MIN_SECONDS. ``est_call_s`` (seconds per call, e.g. from the
+    warm-up) lets a slow model aim for what fits: when the target cannot fit in the cap, min_calls drops to what does
+    (and plan_note says which percentiles that leaves). Quick: small counts that check the path, nothing more.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    if quick:
+        return dict(QUICK)
+    target, cap_s = (BATCH1_CALLS, BATCH1_CAP_S) if batch_size == 1 else (BATCH_CALLS, BATCH_CAP_S)
+    warmup = WARMUP_CALLS
+    if est_call_s is not None and est_call_s > 0:
+        target = max(1, min(target, int(cap_s / est_call_s)))
+        warmup = max(1, min(WARMUP_CALLS, int(0.1 * cap_s / est_call_s)))  # warm-up at most ~10% of the cap
+    return {"min_calls": target, "min_seconds": MIN_SECONDS, "warmup": warmup, "max_seconds": cap_s}
+
+
+def plan_note(plan: dict[str, Any]) -> str:
+    """What a plan promises, e.g. ``>= 1000 calls (p99 valid), >= 1 s, cap 60 s``."""
+    calls = plan["min_calls"]
+    if calls >= PERCENTILE_MIN_CALLS[99]:
+        valid = "p99 valid"
+    elif calls >= PERCENTILE_MIN_CALLS[90]:
+        valid = "p90 valid, p99 None"
+    else:
+        valid = "p50 and max only"
+    return (f">= {calls} calls ({valid}), >= {plan['min_seconds']:g} s, cap {plan['max_seconds']:g} s, "
+            f"{plan['warmup']} warm-up calls")
+
+
+def steps_for_window(step: Callable[[], int], sync: Callable[[], None], target_s: float, *,
+                     agree: Callable[[int], int] | None = None) -> int:
+    """How many steps make a timed window of about ``target_s`` seconds.
+
+    One untimed warm-up step, then a timed probe that grows (1, 4, 16, 64 steps) until it lasts at least 5% of the
+    target, so a fast step is not sized from one noisy sample. ``agree(n)`` makes every rank use rank 0's answer
+    under DDP (e.g. ``zoo.distributed.broadcast_int`` bound to the rank's device): ranks that time their own windows
+    differently would wait on each other's all-reduce and time that wait.
+    """
+    if not target_s > 0:
+        raise ValueError(f"target_s must be > 0, not {target_s}")
+    step()
+    sync()
+    n = 1
+    while True:
+        t0 = clock()
+        for _ in range(n):
+            step()
+        sync()
+        dt = clock() - t0
+        if dt >= 0.05 * target_s or n >= PROBE_MAX_STEPS:
+            break
+        n *= 4
+    # A clock that saw no time at all (a stand-in clock) gets the probe's size rather than a division by zero.
+    steps = max(1, round(target_s * n / dt)) if dt > 0 else n
+    return int(agree(steps)) if agree is not None else steps
+
+
+def time_window(step: Callable[[], int], sync: Callable[[], None], steps: int) -> tuple[float, int]:
+    """(seconds, samples) of ``steps`` calls of ``step``, which returns the samples it stepped (a short last batch
+    counts what it had). The device is drained before the window starts and inside it at the end."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, not {steps}")
+    sync()
+    t0 = clock()
+    samples = 0
+    for _ in range(steps):
+        n = step()
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"step() must return the number of samples it stepped (an int), not {n!r}")
+        samples += int(n)
+    sync()
+    return clock() - t0, samples
+
+
+def window_stats(window_rates: list[float]) -> dict[str, Any]:
+    """Throughput fields of a training row from its windows' samples/s: median and IQR over windows."""
+    rates = np.asarray(window_rates, dtype=np.float64)
+    if rates.size == 0:
+        raise ValueError("no timed windows")
+    p25, p50, p75 = np.percentile(rates, [25, 50, 75])
+    return {"samples_per_s": float(p50), "samples_per_s_iqr": float(p75 - p25), "windows": int(rates.size),
+            "window_rates": round_sig(rates)}

@@ -1,5 +1,4 @@
-"""The bench command lines: bench.run (errors, orchestration with fake measurements, a real tiny run) and
-bench.compare's exit codes."""
+"""The bench command line: bench.run (errors, orchestration with fake measurements, a real tiny run)."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,7 +11,7 @@ import types
 import pytest
 import torch
 
-from bench import compare, run
+from bench import run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -189,42 +188,3 @@ def test_real_tiny_run(tmp_path):
     infer = [r for r in recs if r["phase"] == "infer"]
     assert len(infer) == 1 and infer[0]["status"] == "ok" and infer[0]["p50_ms"] > 0
     assert infer[0]["backend"] == "eager" and infer[0]["batch_size"] == 1
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# bench.compare exit codes
-
-
-def _write(path, p50, iqr_frac=0.01):
-    recs = [{"model": "mlp", "device": "cpu", "phase": "infer", "status": "ok", "backend": "eager", "batch_size": 1,
-             "precision": "fp32", "p50_ms": p50, "p99_ms": p50, "iqr_ms": p50 * iqr_frac, "samples_per_s": 1 / p50}]
-    path.write_text(json.dumps({"env": {"device": "cpu", "device_name": "X"}, "records": recs}))
-    return str(path)
-
-
-def test_compare_exit_codes(tmp_path, capsys):
-    a, b = _write(tmp_path / "a.json", 1.0), _write(tmp_path / "b.json", 1.5)
-    assert compare.main([a, b]) == 0  # reports, does not judge
-    assert "regression" in capsys.readouterr().out
-    assert compare.main([a, b, "--fail-on-regression", "10"]) == 1
-    assert "FAIL" in capsys.readouterr().err
-    assert compare.main([a, b, "--fail-on-regression", "60"]) == 0
-    noisy = _write(tmp_path / "c.json", 1.03, iqr_frac=0.1)
-    assert compare.main([a, noisy, "--fail-on-regression", "1"]) == 0
-    assert "within noise" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("content", [None, "{broken", '{"records": 3}', "[]"])
-def test_compare_bad_files_one_line_exit_2(tmp_path, capsys, content):
-    good = _write(tmp_path / "a.json", 1.0)
-    bad = tmp_path / "bad.json"
-    if content is not None:
-        bad.write_text(content)
-    assert compare.main([good, str(bad)]) == 2
-    assert str(bad) in _one_error_line(capsys.readouterr().err)
-
-
-def test_compare_rejects_a_metric_without_direction(tmp_path, capsys):
-    a = _write(tmp_path / "a.json", 1.0)
-    assert compare.main([a, a, "--metric", "params_total"]) == 2
-    _one_error_line(capsys.readouterr().err)

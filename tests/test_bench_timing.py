@@ -1,6 +1,9 @@
-"""Latency sampling and statistics (bench.timing) and the inference records built on them (bench.infer)."""
+"""bench.timing: the one clock (per-call samples with the device drained inside every interval), the statistics a
+latency row prints, how many calls a row is planned, and the timed window of the training and scaling phases.
+Every test but the real-clock ones runs on a fake clock: behaviour, never wall-clock speed."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -8,54 +11,155 @@ import pytest
 import torch
 
 import bench.timing as timing
-from bench.common import BenchContext, prepare_model
-from bench.infer import fill_speedups, is_out_of_memory, measure_inference, sampling_plan
-from bench.timing import latency_stats, sample_latencies
+from bench.records import PERCENTILE_MIN_CALLS, InferRecord
+from bench.timing import (
+    latency_stats,
+    plan_note,
+    sample_latencies,
+    sampling_plan,
+    steps_for_window,
+    time_window,
+    window_stats,
+)
 
 
-class FakeClock:
-    """Stands in for bench.timing's clock; each fake call advances it by ``step_s``."""
+class FakeDevice:
+    """A fake clock plus a device whose work lands when it is synchronized: each call queues ``call_s`` of host time
+    and ``queued_s`` of device time that only ``sync()`` waits for. ``events`` records the order of calls and syncs."""
 
-    def __init__(self, step_s: float):
-        self.now, self.step_s, self.calls = 100.0, step_s, 0
+    def __init__(self, call_s: float, queued_s: float = 0.0):
+        self.now, self.call_s, self.queued_s = 100.0, call_s, queued_s
+        self.pending_s, self.calls, self.syncs, self.events = 0.0, 0, 0, []
 
-    def perf_counter(self) -> float:
+    def clock(self) -> float:
         return self.now
 
     def fn(self):
         self.calls += 1
-        self.now += self.step_s
+        self.events.append("call")
+        self.now += self.call_s
+        self.pending_s += self.queued_s
+
+    def sync(self):
+        self.syncs += 1
+        self.events.append("sync")
+        self.now += self.pending_s
+        self.pending_s = 0.0
 
 
 @pytest.fixture
-def clock(monkeypatch):
-    def make(step_s: float) -> FakeClock:
-        c = FakeClock(step_s)
-        monkeypatch.setattr(timing, "_clock", c.perf_counter)
-        return c
+def device(monkeypatch):
+    def make(call_s: float, queued_s: float = 0.0) -> FakeDevice:
+        d = FakeDevice(call_s, queued_s)
+        monkeypatch.setattr(timing, "clock", d.clock)
+        return d
 
-    yield make
+    return make
+
+
+# -- sample_latencies ----------------------------------------------------------------------------------------------
+
+
+def test_queued_device_work_lands_in_the_call_that_queued_it(device):
+    d = device(call_s=0.001, queued_s=0.009)
+    samples = sample_latencies(d.fn, d.sync, min_calls=5, min_seconds=0.0, warmup=2)
+    # the sync after each call is inside its interval: every sample holds its own 9 ms of device work
+    assert samples == pytest.approx([0.010] * 5)
+    assert d.events == ["call", "call", "sync"] + ["call", "sync"] * 5
+
+
+def test_warmup_calls_are_not_sampled(device):
+    d = device(0.01)
+    samples = sample_latencies(d.fn, d.sync, min_calls=7, min_seconds=0.0, warmup=3)
+    assert len(samples) == 7 and d.calls == 10
+    assert samples == pytest.approx([0.01] * 7)
+
+
+def test_min_seconds_extends_sampling(device):
+    d = device(0.01)
+    samples = sample_latencies(d.fn, d.sync, min_calls=5, min_seconds=0.5, warmup=0)
+    assert len(samples) == 50  # 5 calls would be 0.05 s; the 0.5 s floor wins
+    assert sum(samples) == pytest.approx(0.5)
+
+
+def test_min_calls_extends_sampling(device):
+    d = device(0.2)
+    assert len(sample_latencies(d.fn, d.sync, min_calls=12, min_seconds=0.5, warmup=1)) == 12
+
+
+def test_max_seconds_caps_sampling_but_keeps_one_sample(device):
+    d = device(0.01)
+    samples = sample_latencies(d.fn, d.sync, min_calls=1000, min_seconds=0.0, warmup=0, max_seconds=0.1)
+    assert 9 <= len(samples) <= 11
+    slow = device(5.0)
+    assert sample_latencies(slow.fn, slow.sync, min_calls=10, min_seconds=0.0, warmup=0, max_seconds=1.0) == [5.0]
+
+
+@pytest.mark.parametrize("kwargs", [dict(min_calls=0), dict(min_seconds=-1.0), dict(warmup=-1),
+                                    dict(max_seconds=0.0)])
+def test_bad_sampling_arguments_are_refused(kwargs):
+    args = {"min_calls": 1, "min_seconds": 0.0, "warmup": 0, **kwargs}
+    with pytest.raises(ValueError):
+        sample_latencies(lambda: None, lambda: None, **args)
+
+
+def test_real_clock_never_undercounts_a_sleep():
+    samples = sample_latencies(lambda: time.sleep(0.002), lambda: None, min_calls=5, min_seconds=0.0, warmup=1)
+    assert len(samples) == 5 and min(samples) >= 0.002
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_samples_include_the_queued_kernels():
+    from zoo.engine import synchronize
+
+    dev = torch.device("cuda")
+    fn = lambda: torch.cuda._sleep(50_000_000)  # noqa: E731  (returns at once on the host; the GPU is busy)
+    host_only = sample_latencies(fn, lambda: None, min_calls=3, min_seconds=0.0, warmup=1)
+    synced = sample_latencies(fn, lambda: synchronize(dev), min_calls=3, min_seconds=0.0, warmup=1)
+    assert np.median(synced) > 5 * np.median(host_only)
+
+
+# -- latency_stats -------------------------------------------------------------------------------------------------
 
 
 def test_stats_of_1_to_100_ms():
     s = latency_stats([i / 1000 for i in range(1, 101)], batch_size=4)
-    # numpy's linear interpolation: position (n - 1) * q between the sorted values
-    assert s["p50_ms"] == pytest.approx(50.5)
-    assert s["p90_ms"] == pytest.approx(90.1)
-    assert s["p99_ms"] == pytest.approx(99.01)
-    assert s["mean_ms"] == pytest.approx(50.5)
+    assert s["n_calls"] == 100
+    assert s["p50_ms"] == pytest.approx(50.5)  # numpy's linear interpolation
+    assert s["p90_ms"] == pytest.approx(90.1)  # 100 calls: p90 rests on enough
+    assert s["p99_ms"] is None  # below 1000 calls
+    assert s["max_ms"] == pytest.approx(100.0) and s["mean_ms"] == pytest.approx(50.5)
     assert s["iqr_ms"] == pytest.approx(75.25 - 25.75)
-    assert s["samples"] == 100
-    assert s["samples_per_s"] == pytest.approx(4 / 0.0505)
+    assert s["latencies_ms"] == pytest.approx(list(range(1, 101)))
 
 
-def test_stats_single_sample_and_order_independence():
-    one = latency_stats([0.002], batch_size=1)
-    assert one["p50_ms"] == one["p99_ms"] == one["mean_ms"] == pytest.approx(2.0)
-    assert one["iqr_ms"] == 0.0
-    rng = np.random.default_rng(0)
-    xs = rng.uniform(0.001, 0.01, 57)
-    assert latency_stats(xs, 8) == pytest.approx(latency_stats(rng.permutation(xs), 8))
+def test_percentiles_appear_exactly_at_their_minimum_calls():
+    for q, key in ((90, "p90_ms"), (99, "p99_ms")):
+        n = PERCENTILE_MIN_CALLS[q]
+        assert latency_stats(np.full(n - 1, 0.001), 1)[key] is None
+        assert latency_stats(np.full(n, 0.001), 1)[key] == pytest.approx(1.0)
+    big = latency_stats(np.arange(1, 1001) / 1000, 1)
+    assert big["p99_ms"] == pytest.approx(np.percentile(np.arange(1, 1001), 99))
+
+
+def test_throughput_divides_the_median_not_the_mean():
+    s = latency_stats([0.001, 0.001, 0.001, 0.001, 0.1], batch_size=4)
+    assert s["mean_ms"] == pytest.approx(20.8)
+    assert s["samples_per_s"] == pytest.approx(4 / 0.001)
+
+
+def test_stats_are_the_fields_of_an_infer_record():
+    s = latency_stats(np.linspace(0.001, 0.002, 30), batch_size=2)
+    names = {f.name for f in dataclasses.fields(InferRecord)}
+    assert set(s) <= names
+    assert set(s) == {"n_calls", "latencies_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms", "iqr_ms",
+                      "samples_per_s"}
+    InferRecord(model="mlp", backend="eager", batch_size=2, **s)
+
+
+def test_raw_latencies_keep_four_significant_figures():
+    s = latency_stats([0.001234567, 0.123456789, 1.0], batch_size=1)
+    assert s["latencies_ms"] == [1.235, 123.5, 1000.0]
 
 
 @pytest.mark.parametrize("bad", [[], [float("nan")], [-0.001, 0.002]])
@@ -64,132 +168,85 @@ def test_stats_reject_bad_samples(bad):
         latency_stats(bad, batch_size=1)
 
 
-def test_warmup_calls_are_not_sampled(clock):
-    c = clock(0.01)
-    samples = sample_latencies(c.fn, "cpu", min_samples=7, min_seconds=0.0, warmup=3)
-    assert len(samples) == 7
-    assert c.calls == 10
-    assert samples == pytest.approx([0.01] * 7)
+# -- sampling_plan -------------------------------------------------------------------------------------------------
 
 
-def test_min_seconds_extends_sampling(clock):
-    c = clock(0.01)
-    samples = sample_latencies(c.fn, torch.device("cpu"), min_samples=5, min_seconds=0.5, warmup=0)
-    assert len(samples) == 50  # 5 samples would be 0.05 s; the 0.5 s floor wins
-    assert sum(samples) == pytest.approx(0.5)
+def test_full_plan_gives_batch_one_a_valid_p99_and_batches_a_valid_p90():
+    one, many = sampling_plan(1, quick=False), sampling_plan(64, quick=False)
+    assert one["min_calls"] >= PERCENTILE_MIN_CALLS[99] and one["min_seconds"] >= 1.0
+    assert many["min_calls"] >= PERCENTILE_MIN_CALLS[90] and many["min_seconds"] >= 1.0
+    assert one["max_seconds"] >= many["max_seconds"] > 0
+    assert set(one) == {"min_calls", "min_seconds", "warmup", "max_seconds"}
+    assert "p99 valid" in plan_note(one)
 
 
-def test_min_samples_extends_sampling(clock):
-    c = clock(0.2)
-    samples = sample_latencies(c.fn, "cpu", min_samples=12, min_seconds=0.5, warmup=1)
-    assert len(samples) == 12
+def test_quick_plan_is_small():
+    q = sampling_plan(1, quick=True)
+    assert q["min_calls"] < PERCENTILE_MIN_CALLS[90] and q["max_seconds"] <= 5
 
 
-def test_max_seconds_caps_sampling(clock):
-    c = clock(0.01)
-    samples = sample_latencies(c.fn, "cpu", min_samples=1000, min_seconds=0.0, warmup=0, max_seconds=0.1)
-    assert 1 <= len(samples) <= 11
-    # a call longer than the cap still yields its one sample
-    slow = clock(5.0)
-    assert sample_latencies(slow.fn, "cpu", min_samples=10, min_seconds=0.0, warmup=0, max_seconds=1.0) == [5.0]
+def test_a_slow_model_plans_what_fits_and_says_p99_will_be_none():
+    plan = sampling_plan(1, quick=False, est_call_s=0.2)  # 1000 calls would take 200 s
+    assert plan["min_calls"] < PERCENTILE_MIN_CALLS[99]
+    assert plan["min_calls"] * 0.2 <= plan["max_seconds"]
+    assert plan["warmup"] * 0.2 <= 0.1 * plan["max_seconds"] + 0.2
+    assert "p99 None" in plan_note(plan)
+    assert sampling_plan(1, quick=False, est_call_s=0.001)["min_calls"] == PERCENTILE_MIN_CALLS[99]
+    assert "p50 and max only" in plan_note(sampling_plan(64, quick=False, est_call_s=1.0))
 
 
-def test_min_samples_must_be_positive():
-    with pytest.raises(ValueError):
-        sample_latencies(lambda: None, "cpu", min_samples=0, min_seconds=0.0, warmup=0)
+def test_a_plan_runs_through_the_sampler(device):
+    d = device(0.0005)
+    samples = sample_latencies(d.fn, d.sync, **sampling_plan(1, quick=False))
+    assert latency_stats(samples, 1)["p99_ms"] is not None
 
 
-def test_real_clock_never_undercounts_a_sleep():
-    samples = sample_latencies(lambda: time.sleep(0.002), "cpu", min_samples=5, min_seconds=0.0, warmup=1)
-    assert len(samples) == 5
-    assert min(samples) >= 0.002
+# -- steps_for_window / time_window --------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_samples_include_the_queued_kernels():
-    # torch.cuda._sleep returns at once on the host; only a sync-correct timer sees the GPU time.
-    fn = lambda: torch.cuda._sleep(50_000_000)  # noqa: E731
-    fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    wall_s = time.perf_counter() - t0
-    samples = sample_latencies(fn, "cuda", min_samples=3, min_seconds=0.0, warmup=1)
-    assert np.median(samples) >= 0.5 * wall_s
+def test_steps_for_window_sizes_from_the_timed_probe(device):
+    d = device(0.01)
+
+    def step():
+        d.fn()
+        return 64
+
+    assert steps_for_window(step, d.sync, 1.0) == 100
+    assert d.events[:2] == ["call", "sync"]  # the untimed warm-up step comes first
 
 
-@pytest.mark.skipif(not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
-                    reason="needs MPS")
-def test_mps_samples_include_the_device_work():
-    x = torch.randn(2048, 2048, device="mps")
-    samples = sample_latencies(lambda: x @ x, "mps", min_samples=3, min_seconds=0.0, warmup=1)
-    assert min(samples) > 0
+def test_steps_for_window_lets_rank_zero_decide(device):
+    d = device(0.01)
+    seen = []
+
+    def agree(n: int) -> int:
+        seen.append(n)
+        return 7
+
+    assert steps_for_window(lambda: (d.fn(), 1)[1], d.sync, 1.0, agree=agree) == 7
+    assert seen == [100]
 
 
-# -- bench.infer on top of the sampler -------------------------------------------------------------------------
+def test_time_window_counts_a_short_last_batch(device):
+    d = device(0.5, queued_s=0.25)
+    sizes = iter([64, 64, 10])
+
+    def step():
+        d.fn()
+        return next(sizes)
+
+    seconds, samples = time_window(step, d.sync, 3)
+    assert samples == 138
+    assert seconds == pytest.approx(3 * 0.75)  # the final sync is inside the window
+    assert d.events == ["sync", "call", "call", "call", "sync"]
 
 
-@pytest.fixture(scope="module")
-def ctx():
-    return BenchContext(device=torch.device("cpu"), quick=True, synthetic=True, checkpoints=None)
+def test_time_window_refuses_a_step_that_does_not_count():
+    with pytest.raises(TypeError, match="number of samples"):
+        time_window(lambda: None, lambda: None, 2)
 
 
-def test_sampling_plan_meets_the_minimums():
-    assert sampling_plan(1, quick=False)["min_samples"] >= 200 and sampling_plan(1, False)["min_seconds"] >= 1.0
-    assert sampling_plan(64, quick=False)["min_samples"] >= 30 and sampling_plan(64, False)["min_seconds"] >= 1.0
-    assert sampling_plan(1, quick=True)["min_samples"] >= 30 and sampling_plan(64, quick=True)["min_samples"] >= 5
-
-
-def test_eager_records_follow_the_contract(ctx):
-    model, _ = prepare_model("mlp", ctx)
-    rows = measure_inference("mlp", model, ctx, batch_sizes=[1, 4], backends=["eager", "cuda_graph"])
-    eager = [r for r in rows if r["backend"] == "eager"]
-    assert [r["batch_size"] for r in eager] == [1, 4]
-    for r in eager:
-        assert r["phase"] == "infer" and r["status"] == "ok" and r["precision"] == "fp32"
-        assert r["samples"] >= sampling_plan(r["batch_size"], True)["min_samples"]
-        assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
-        assert r["samples_per_s"] == pytest.approx(r["batch_size"] / (r["mean_ms"] / 1e3))
-        assert r["speedup_vs_eager"] == 1.0 and r["threads"] == torch.get_num_threads()
-        assert r["gflops_per_s"] > 0 and r["peak_mem_mb"] > 0
-    graph = [r for r in rows if r["backend"] == "cuda_graph"]
-    assert len(graph) == 1 and graph[0]["status"] == "skipped" and graph[0]["batch_size"] == 1
-
-
-def test_a_broken_backend_is_a_row_and_the_rest_still_runs(ctx, monkeypatch):
-    import bench.infer as infer
-
-    def boom(self, x):
-        if x.shape[0] == 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        raise RuntimeError("kernel exploded\nmore detail")
-
-    monkeypatch.setattr(infer._Eager, "prepare", boom)
-    model, _ = prepare_model("mlp", ctx)
-    rows = measure_inference("mlp", model, ctx, batch_sizes=[1, 2], backends=["eager", "onnxruntime"])
-    by = {(r["backend"], r["batch_size"]): r for r in rows}
-    assert by[("eager", 1)]["status"] == "failed" and by[("eager", 1)]["reason"] == "RuntimeError: kernel exploded"
-    assert by[("eager", 2)]["status"] == "skipped" and by[("eager", 2)]["reason"] == "out of memory at batch 2"
-    assert by[("onnxruntime", 1)]["status"] == "skipped" and "no ONNX file" in by[("onnxruntime", 1)]["reason"]
-
-
-def test_unknown_backend_is_refused(ctx):
-    with pytest.raises(ValueError, match="unknown backend"):
-        measure_inference("mlp", torch.nn.Identity(), ctx, batch_sizes=[1], backends=["tensorrt"])
-
-
-def test_speedups_pair_by_batch_size():
-    rows = [{"phase": "infer", "status": "ok", "backend": "eager", "batch_size": 1, "p50_ms": 2.0},
-            {"phase": "infer", "status": "ok", "backend": "onnxruntime", "batch_size": 1, "p50_ms": 0.5},
-            {"phase": "infer", "status": "ok", "backend": "onnxruntime", "batch_size": 8, "p50_ms": 1.0},
-            {"phase": "infer", "status": "failed", "backend": "compile", "batch_size": 1}]
-    fill_speedups(rows)
-    assert rows[0]["speedup_vs_eager"] == 1.0 and rows[1]["speedup_vs_eager"] == 4.0
-    assert rows[2]["speedup_vs_eager"] is None and "speedup_vs_eager" not in rows[3]
-
-
-def test_out_of_memory_detection():
-    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
-    assert is_out_of_memory(RuntimeError("[ONNXRuntimeError] : 6 : Failed to allocate memory for requested buffer"))
-    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+def test_window_stats_take_the_median_window():
+    s = window_stats([100.0, 300.0, 110.0, 90.0, 105.0])
+    assert s["samples_per_s"] == 105.0 and s["windows"] == 5
+    assert s["samples_per_s_iqr"] == pytest.approx(110.0 - 100.0)

@@ -1,56 +1,144 @@
-"""The training-throughput and scaling phases produce complete, consistent records (speed itself is not asserted)."""
+"""The training phase: every ladder row, the derived fields filled once, failures kept to their row (speed itself is
+never asserted)."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
 import torch
 
-from bench.common import BenchContext
-from bench.scale import measure_scaling
-from bench.train_phase import LOADER_ROWS, measure_training
+from bench.context import BenchContext, ModelSession
+from bench.phases import train
+from bench.phases.train import RowPlan, TimedRow, TrainPhase, derive, time_rows
+from bench.records import TRAIN_LADDER, TrainRecord
 
 
-@pytest.fixture
-def ctx(tmp_path):
-    return BenchContext(torch.device("cpu"), quick=True, synthetic=True, checkpoints=None, out_dir=str(tmp_path))
+@pytest.fixture(scope="module")
+def mlp_rows():
+    """One quick run of the whole phase for mlp, with an extra precision, a good and a bad variant."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(train, "TUNE_BUDGET_S", {True: 0.3, False: 0.3})
+    mp.setattr(train, "STEPS_PER_SPLIT", {True: 12, False: 12})
+    ctx = BenchContext(torch.device("cpu"), quick=True, synthetic=True, checkpoints=None,
+                       precisions=["fp32", "bf16"],
+                       train_variants=[{"channels_last": True}, {"precision": "fp64-nonsense"}])
+    session = ModelSession("mlp", torch.nn.Linear(1, 1))
+    try:
+        yield TrainPhase().run(session, ctx), ctx, session
+    finally:
+        mp.undo()
 
 
-def test_training_rows_cover_every_loader_and_relate_to_each_other(ctx):
-    rows = measure_training("mlp", ctx, batch_size=32, extra_variants=({"channels_last": True},))
-    assert [r["loader"] for r in rows] == list(LOADER_ROWS) + ["compute"]
-    for r in rows:
-        assert r["status"] == "ok", r
-        assert r["phase"] == "train" and r["model"] == "mlp" and r["device"] == "cpu"
-        assert r["batch_size"] == 32 and r["precision"] == "fp32" and r["data"] == "synthetic"
-        assert r["samples_per_s"] > 0 and math.isfinite(r["samples_per_s"])
-        assert r["samples_per_s_iqr"] >= 0 and r["windows"] >= 3 and r["steps_per_window"] >= 1
-        assert r["gflops_per_s"] > 0
-    by = {r["loader"]: r for r in rows[:4]}
-    assert by["seed"]["speedup_vs_seed"] == pytest.approx(1.0)
-    for name in ("seed", "tutorial", "fast"):
-        assert by[name]["fraction_of_compute"] == pytest.approx(
-            by[name]["samples_per_s"] / by["compute"]["samples_per_s"])
-    assert "fraction_of_compute" not in by["compute"]
-    variant = rows[4]
-    assert variant["channels_last"] is True
-    assert variant["speedup_vs_fp32_compute"] == pytest.approx(
-        variant["samples_per_s"] / by["compute"]["samples_per_s"])
+@pytest.mark.slow  # one whole-phase run (shared by these tests): seconds on a busy CPU
+def test_every_ladder_row_is_present_with_its_fields(mlp_rows):
+    rows, ctx, _ = mlp_rows
+    assert len(rows) == TrainPhase().planned_rows("mlp", ctx)
+    ladder = [r for r in rows if train.is_plain(r)]
+    assert [r.row for r in ladder] == list(TRAIN_LADDER)
+    for r in ladder + [rows[len(TRAIN_LADDER)]]:
+        assert r.status == "ok", r.reason
+        assert r.batch_size == ctx.train_batch_size("mlp") and r.data == "synthetic" and r.quick
+        assert r.samples_per_s > 0 and math.isfinite(r.samples_per_s) and r.samples_per_s_iqr >= 0
+        assert len(r.window_rates) == r.windows == 3 and r.steps_per_window >= 1
+        assert r.samples_stepped <= r.windows * r.steps_per_window * r.batch_size
+        assert r.gflops_per_s > 0 and r.threads == torch.get_num_threads()
+        assert r.peak_mem_mb > 0 and r.mem_delta_mb >= 0
+        assert r.speedup_vs_tutorial_loop == pytest.approx(r.samples_per_s / ladder[0].samples_per_s)
+    by = {r.row: r for r in ladder}
+    assert by["tutorial_loop"].rung_gain is None
+    for prev, cur in zip(TRAIN_LADDER, TRAIN_LADDER[1:]):
+        assert by[cur].rung_gain == pytest.approx(by[cur].samples_per_s / by[prev].samples_per_s)
+    for name in TRAIN_LADDER[:-2]:  # the bound of the untuned rows is the fp32 compute row
+        assert by[name].fraction_of_compute == pytest.approx(by[name].samples_per_s / by["compute"].samples_per_s)
+    assert by["fast"].tuned and "optimizer_impl" in by["fast"].tuned
+    assert by["compute"].fraction_of_compute is None
 
 
-def test_a_failing_variant_is_recorded_and_the_rest_goes_on(ctx):
-    rows = measure_training("mlp", ctx, batch_size=16, rows=("compute",),
-                           extra_variants=({"precision": "fp64-nonsense"},))
-    assert rows[0]["status"] == "ok"
-    assert rows[1]["status"] == "failed" and "fp64-nonsense" in rows[1]["reason"]
+@pytest.mark.slow  # one whole-phase run (shared by these tests): seconds on a busy CPU
+def test_extra_precision_and_variant_rows_relate_to_fp32_compute(mlp_rows):
+    rows, _, _ = mlp_rows
+    compute = next(r for r in rows if r.row == "compute" and train.is_plain(r))
+    bf16 = next(r for r in rows if r.precision == "bf16")
+    cl = next(r for r in rows if r.channels_last)
+    for r in (bf16, cl):
+        assert r.ok and r.row == "compute"
+        assert r.speedup_vs_fp32_compute == pytest.approx(r.samples_per_s / compute.samples_per_s)
 
 
-def test_scaling_runs_real_ddp_processes(ctx):
-    rows = measure_scaling("mlp", ctx, max_procs=2, batch_size=32)
-    assert [r["processes"] for r in rows] == [1, 2]
-    for r in rows:
-        assert r["status"] == "ok", r
-        assert r["backend"] == "gloo" and r["samples_per_s"] > 0
-    assert rows[0]["scaling_efficiency"] == pytest.approx(1.0)
-    assert rows[1]["batch_size_global"] == 64
-    assert rows[1]["scaling_efficiency"] == pytest.approx(rows[1]["samples_per_s"] / (2 * rows[0]["samples_per_s"]))
+@pytest.mark.slow  # one whole-phase run (shared by these tests): seconds on a busy CPU
+def test_a_failing_variant_is_a_failed_row_and_the_rest_goes_on(mlp_rows):
+    rows, _, _ = mlp_rows
+    bad = rows[-1]
+    assert bad.status == "failed" and "fp64-nonsense" in bad.reason
+    assert bad.row == "compute" and bad.precision == "fp64-nonsense"
+    assert sum(r.ok for r in rows) == len(rows) - 1
+
+
+@pytest.mark.slow  # one whole-phase run (shared by these tests): seconds on a busy CPU
+def test_the_flop_count_is_cached_for_the_session(mlp_rows):
+    _, _, session = mlp_rows
+    assert session.cache["train_flops_per_sample"] > 0
+
+
+def _timed(step) -> TimedRow:
+    return TimedRow(RowPlan("no_host_read"), step, contextlib.ExitStack())
+
+
+def test_samples_stepped_counts_a_short_last_batch():
+    sizes = iter([32, 32, 8] * 1000)  # a split of 72 samples at batch 32: the third batch is short
+    row = _timed(lambda: next(sizes))
+    row.steps_per_window = 3
+    train._one_window(row, lambda: None)
+    assert row.samples == 72 and len(row.rates) == 1
+
+
+def test_a_row_that_fails_while_timed_is_failed_alone():
+    calls = {"n": 0}
+
+    def flaky() -> int:
+        calls["n"] += 1
+        if calls["n"] > 30:
+            raise RuntimeError("device lost")
+        return 4
+
+    good, bad = _timed(lambda: 4), _timed(flaky)
+    time_rows([good, bad], lambda: None, quick=True)
+    assert good.error is None and len(good.rates) == 3
+    assert isinstance(bad.error, RuntimeError)
+
+
+def _rec(row, rates, **kw) -> TrainRecord:
+    rates = [float(r) for r in rates]
+    return TrainRecord(model="m", device="cpu", row=row, batch_size=8, window_rates=rates,
+                       samples_per_s=sorted(rates)[len(rates) // 2], windows=len(rates), **kw)
+
+
+def test_above_bound_is_flagged_only_beyond_the_noise():
+    compute = _rec("compute", [100, 101, 99, 100, 102, 98, 100, 101, 99])
+    clearly_above = _rec("fast_untuned", [120, 121, 119, 122, 120, 118, 121, 120, 119])
+    within_noise = _rec("no_host_read", [60, 140, 100, 101, 99, 130, 70, 100, 102])
+    derive([compute, clearly_above, within_noise], None, {})
+    assert clearly_above.above_bound and clearly_above.fraction_of_compute == pytest.approx(1.2)
+    assert not within_noise.above_bound and within_noise.fraction_of_compute is not None
+    assert not compute.above_bound
+
+
+def test_the_tuned_row_is_bounded_by_the_fastest_exact_compute_row():
+    plain = _rec("compute", [100] * 3)
+    channels_last = _rec("compute", [150] * 3, channels_last=True)
+    bf16 = _rec("compute", [300] * 3, precision="bf16")  # not exact: never the tuned row's bound
+    fast = _rec("fast", [140] * 3, tuned={"channels_last": True})
+    derive([plain, channels_last, bf16, fast], None, {})
+    assert fast.fraction_of_compute == pytest.approx(140 / 150)
+    assert bf16.speedup_vs_fp32_compute == pytest.approx(3.0)
+
+
+def test_rung_gain_skips_a_failed_rung_and_pct_of_peak_uses_the_peaks():
+    tut = _rec("tutorial_loop", [10] * 3)
+    failed = TrainRecord(model="m", device="cpu", status="failed", reason="x", row="fused_optimizer")
+    nhr = _rec("no_host_read", [20] * 3)
+    derive([tut, failed, nhr], 1e9, {"fp32_flops_per_s": 100e9})
+    assert nhr.rung_gain == pytest.approx(2.0) and nhr.speedup_vs_tutorial_loop == pytest.approx(2.0)
+    assert nhr.gflops_per_s == pytest.approx(20.0) and nhr.pct_of_peak == pytest.approx(0.2)
+    assert failed.rung_gain is None

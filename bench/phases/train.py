@@ -1,0 +1,364 @@
+"""Training throughput: the training ladder, from the tutorial's own loop to the compute bound (TRAIN_LADDER).
+
+Every row trains the same model from one seeded initialisation (copied, never re-drawn), in fp32, at the same batch
+(``ctx.train_batch_size``), and returns the samples each step actually stepped:
+- ``tutorial_loop``: the tutorial's loop as its code does it (bench.tutorial_loop has the per-model table): its
+  DataLoader (shuffle / drop_last / pin_memory from ``spec.tutorial_loop``), the optimizer with PyTorch's defaults,
+  a blocking ``.to(device)`` per batch, forward, loss, zero_grad / backward / step, then its host reads, progress
+  prints (to os.devnull) and TensorBoard ``add_scalar`` (a real SummaryWriter into a temporary folder).
+- ``fused_optimizer``: the same loop with the fused optimizer kernel (``build_optimizer(fused=True)``).
+- ``no_host_read``: the shared loop's ``train_step`` (device-side running stats, no host read) on the same DataLoader.
+- ``fast_untuned``: ``train_step`` on the device-resident FastLoader.
+- ``fast``: ``train_step`` on the FastLoader with the exact-step tuner's choice (zoo.tune.autotune on one batch of
+  this model: memory format, optimizer kernel, compile when the recipe's steps would pay for it, cudnn.benchmark);
+  the choice is in the row's ``tuned`` field.
+- ``compute``: ``train_step`` on one batch already on the device: the bound no data path can beat.
+Plus a ``compute`` row per extra precision (``ctx.precisions``) and per variant (``ctx.train_variants``).
+
+Timing (bench.timing): each row's window is sized by ``steps_for_window`` (~0.5 s, 0.15 s with --quick), then the
+windows run round-robin in a rotating order, so a slow spell on a shared machine hits every row alike. A row's rate is
+the median over windows of samples stepped / window seconds; ``window_rates`` keeps every window. Memory is measured
+one row at a time (two untimed steps in their own ``PeakMemory`` block) before the timed windows.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import zoo
+from bench.context import BenchContext, ModelSession
+from bench.machine import pct_of_peak
+from bench.memory import PeakMemory
+from bench.phases.base import Phase
+from bench.records import TRAIN_LADDER, Record, TrainRecord, not_ok
+from bench.stats import median_ratio_ci
+from bench.timing import steps_for_window, time_window, window_stats
+from bench.tutorial_loop import TutorialStep
+from zoo.data import DATASETS, batches_forever, make_loaders
+from zoo.engine import StepOptions, StepStats, build_optimizer, train_step
+from zoo.tune import autotune, build_tuned
+
+TUNE_BUDGET_S = {True: 2.0, False: 10.0}  # the tuner's timing budget per model (quick, full)
+STEPS_PER_SPLIT = {True: 40, False: 400}  # batches in the train split per row (quick, full): enough for warm-up
+MEMORY_STEPS = 2
+
+
+@dataclass
+class RowPlan:
+    """What one row is: its ladder name and the compute variant (precision, layout, compile mode)."""
+
+    row: str
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: str | None = None
+
+    def key_fields(self) -> dict[str, Any]:
+        return {"row": self.row, "precision": self.precision, "channels_last": self.channels_last,
+                "compile": self.compile}
+
+
+@dataclass
+class TimedRow:
+    """A row being measured: its step (returns samples stepped), what to close after, and what it measured."""
+
+    plan: RowPlan
+    step: Callable[[], int]
+    resources: contextlib.ExitStack
+    compile_s: float | None = None
+    tuned: dict[str, Any] | None = None
+    steps_per_window: int = 1
+    rates: list[float] = field(default_factory=list)
+    samples: int = 0
+    peak_mem_mb: float | None = None
+    mem_delta_mb: float | None = None
+    error: BaseException | None = None
+
+
+def plan_rows(ctx: BenchContext) -> list[RowPlan]:
+    plans = [RowPlan(r) for r in TRAIN_LADDER]
+    plans += [RowPlan("compute", precision=p) for p in ctx.precisions if p != "fp32"]
+    plans += [RowPlan("compute", precision=v.get("precision", "fp32"), channels_last=bool(v.get("channels_last")),
+                      compile=v.get("compile")) for v in ctx.train_variants]
+    return plans
+
+
+def train_flops_per_sample(model: torch.nn.Module, input_shape: tuple[int, ...]) -> float:
+    """Forward + backward FLOPs per sample (torch.utils.flop_counter), on a throw-away copy on the CPU."""
+    net = copy.deepcopy(model).cpu().train()
+    x = torch.randn(2, *input_shape)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(net(x), torch.zeros(2, dtype=torch.int64)).backward()
+    return counter.get_total_flops() / 2
+
+
+class RowBuilder:
+    """Builds each row's step for one model: the same initial weights, batch and data split for every row."""
+
+    def __init__(self, name: str, ctx: BenchContext):
+        self.name, self.ctx, self.spec = name, ctx, zoo.get_spec(name)
+        self.batch_size = ctx.train_batch_size(name)
+        torch.manual_seed(ctx.seed)
+        kwargs = {"pretrained": "off"} if self.spec.uses_pretrained else {}
+        self.template = zoo.get_model(name, **kwargs)  # AlexNet's init takes ~1 s: drawn once, copied per row
+
+    def model(self) -> torch.nn.Module:
+        return copy.deepcopy(self.template).to(self.ctx.device).train()
+
+    def loader(self, kind: str):
+        """The train split, on the tutorial's DataLoader settings (tutorial) or the shared loop's (fast)."""
+        ctx, tl = self.ctx, self.spec.tutorial_loop
+        overrides = dict(shuffle=tl.shuffle, drop_last=tl.drop_last, pin_memory=tl.pin_memory) \
+            if kind == "tutorial" else {}
+        return make_loaders(self.spec, loader=kind, device=ctx.device, root=ctx.data_root,
+                            synthetic=not ctx.uses_real_data(self.name), batch_size=self.batch_size, seed=ctx.seed,
+                            train_samples=self.batch_size * STEPS_PER_SPLIT[ctx.quick], test_samples=1,
+                            **overrides).train
+
+    def tutorial_step(self, fused: bool, resources: contextlib.ExitStack) -> Callable[[], int]:
+        tl, model = self.spec.tutorial_loop, self.model()
+        optimizer = build_optimizer(self.spec.recipe, model, fused=fused or not tl.default_optimizer)
+        sink = resources.enter_context(open(os.devnull, "w"))
+        writer = None
+        if tl.tensorboard_every:
+            from torch.utils.tensorboard import SummaryWriter
+
+            folder = resources.enter_context(tempfile.TemporaryDirectory(prefix="bench-tb-"))
+            writer = SummaryWriter(folder)
+            resources.callback(writer.close)  # registered after the folder: closed before it is removed
+        return TutorialStep(self.name, model, optimizer, self.loader("tutorial"), self.ctx.device, tl, sink, writer)
+
+    def shared_step(self, plan: RowPlan) -> Callable[[], int]:
+        model = self.model()
+        if plan.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = build_optimizer(self.spec.recipe, model, fused=True)
+        opts = StepOptions(self.ctx.device, plan.precision, plan.channels_last)
+        net = torch.compile(model, mode=None if plan.compile == "default" else plan.compile) \
+            if plan.compile else model
+        stats = StepStats(self.ctx.device)
+        if plan.row == "compute":
+            x, y = next(batches_forever(self.loader("fast")))
+            batches = iter(lambda: (x, y), None)
+        else:
+            batches = batches_forever(self.loader("tutorial" if plan.row == "no_host_read" else "fast"))
+
+        def step() -> int:
+            bx, by = next(batches)
+            train_step(net, optimizer, bx, by, opts, stats)
+            return int(by.shape[0])
+
+        return step
+
+    def tuned_step(self) -> tuple[Callable[[], int], dict[str, Any]]:
+        """The fast row: the tuner's choice for this exact step, measured on one batch of the fast loader."""
+        ctx, recipe = self.ctx, self.spec.recipe
+        batches = batches_forever(self.loader("fast"))
+        x, y = next(batches)
+        model = self.model()
+        # Compile is only worth probing when the recipe's run is long enough to pay it back (never in --quick).
+        steps_planned = None if ctx.quick else \
+            recipe.epochs * DATASETS[self.spec.dataset][2][0] // self.batch_size
+        choice = autotune(model, recipe, x, y, ctx.device, steps_planned=steps_planned,
+                          budget_s=TUNE_BUDGET_S[ctx.quick])
+        benchmark = torch.backends.cudnn.benchmark
+        net, optimizer, opts = build_tuned(choice, model, recipe, ctx.device)
+        # cudnn.benchmark is process-wide and the rows are timed interleaved: every row keeps the run's maths policy.
+        torch.backends.cudnn.benchmark = benchmark
+        stats = StepStats(ctx.device)
+
+        def step() -> int:
+            bx, by = next(batches)
+            train_step(net, optimizer, bx, by, opts, stats)
+            return int(by.shape[0])
+
+        return step, choice.to_dict()
+
+    def build(self, plan: RowPlan) -> TimedRow:
+        """The row, after one untimed step (a configuration that cannot run fails here; compile time is kept)."""
+        resources = contextlib.ExitStack()
+        try:
+            tuned = None
+            if plan.row in ("tutorial_loop", "fused_optimizer"):
+                step = self.tutorial_step(plan.row == "fused_optimizer", resources)
+            elif plan.row == "fast":
+                step, tuned = self.tuned_step()
+            else:
+                step = self.shared_step(plan)
+            t = time.perf_counter()
+            step()
+            self.ctx.sync()
+            compiled = plan.compile or (tuned or {}).get("compile")
+            return TimedRow(plan, step, resources, compile_s=time.perf_counter() - t if compiled else None,
+                            tuned=tuned)
+        except BaseException:
+            resources.close()
+            raise
+
+
+def time_rows(rows: list[TimedRow], sync: Callable[[], None], *, quick: bool) -> None:
+    """Size each row's window, then time the windows round-robin in a rotating order.
+
+    A row that raises is marked with its error and leaves the rotation; the others go on.
+    """
+    target_s = 0.15 if quick else 0.5
+    for row in rows:
+        _guard(row, lambda r=row: setattr(r, "steps_per_window", steps_for_window(r.step, sync, target_s)))
+    live = [r for r in rows if r.error is None]
+    # A one-step window means a multi-second step: five windows keep the run bounded, nine otherwise.
+    windows = 3 if quick else 5 if any(r.steps_per_window == 1 for r in live) else 9
+    for w in range(windows):
+        live = [r for r in rows if r.error is None]
+        for row in live[w % max(len(live), 1):] + live[:w % max(len(live), 1)]:  # no row always first or last
+            _guard(row, lambda r=row: _one_window(r, sync))
+
+
+def _one_window(row: TimedRow, sync: Callable[[], None]) -> None:
+    seconds, samples = time_window(row.step, sync, row.steps_per_window)
+    row.rates.append(samples / seconds)
+    row.samples += samples
+
+
+def _guard(row: TimedRow, fn: Callable[[], None]) -> None:
+    if row.error is not None:
+        return
+    try:
+        fn()
+    except Exception as exc:  # a failing row is recorded as such; the other rows go on
+        row.error = exc
+
+
+def measure_memory(rows: list[TimedRow], device: torch.device, sync: Callable[[], None]) -> None:
+    """Each row's peak in its own block, one row at a time, so rows differ where their work differs."""
+    for row in rows:
+        def steps(r: TimedRow = row) -> None:
+            with PeakMemory(device) as mem:
+                for _ in range(MEMORY_STEPS):
+                    r.step()
+                sync()
+            r.peak_mem_mb, r.mem_delta_mb = mem.peak_mb, mem.delta_mb
+
+        _guard(row, steps)
+
+
+def is_plain(rec: TrainRecord) -> bool:
+    """fp32, default layout, eager: the ladder's own setting."""
+    return rec.precision == "fp32" and not rec.channels_last and not rec.compile
+
+
+def _ratio(a: TrainRecord, b: TrainRecord | None) -> float | None:
+    if b is None or not a.samples_per_s or not b.samples_per_s:
+        return None
+    return a.samples_per_s / b.samples_per_s
+
+
+def above_bound(rates: list[float], bound_rates: list[float]) -> bool:
+    """True when the row beats its bound by more than the noise: the bootstrap interval of the ratio of median
+    window rates lies wholly above 1 (with fewer than two windows on either side nothing is beyond the noise)."""
+    if len(rates) < 2 or len(bound_rates) < 2:
+        return False
+    _, lo, _ = median_ratio_ci(bound_rates, rates)  # median(rates) / median(bound_rates)
+    return lo > 1.0
+
+
+def bound_of(rec: TrainRecord, ok: list[TrainRecord]) -> TrainRecord | None:
+    """The compute row that bounds ``rec``: the compute row of its own precision and variant; for the tuned "fast"
+    row (whose choice may change layout or compilation) the fastest exact (fp32) compute row."""
+    computes = [r for r in ok if r.row == "compute"]
+    if rec.row == "fast":
+        exact = [r for r in computes if r.precision == "fp32"]
+        return max(exact, key=lambda r: r.samples_per_s, default=None)
+    same = [r for r in computes if (r.precision, r.channels_last, r.compile)
+            == (rec.precision, rec.channels_last, rec.compile)]
+    return same[0] if same else None
+
+
+def derive(records: list[TrainRecord], flops_per_sample: float | None, peaks: dict[str, Any]) -> None:
+    """Fill every derived field in place: readers (report, compare) never recompute them."""
+    ok = [r for r in records if r.ok]
+    ladder = {r.row: r for r in ok if is_plain(r)}
+    tutorial, fp32_compute = ladder.get("tutorial_loop"), ladder.get("compute")
+    previous = None
+    for name in TRAIN_LADDER:
+        if name in ladder:
+            ladder[name].rung_gain = _ratio(ladder[name], previous)
+            previous = ladder[name]
+    for rec in ok:
+        rec.speedup_vs_tutorial_loop = _ratio(rec, tutorial)
+        if rec.row == "compute":
+            if rec is not fp32_compute:
+                rec.speedup_vs_fp32_compute = _ratio(rec, fp32_compute)
+        else:
+            bound = bound_of(rec, ok)
+            rec.fraction_of_compute = _ratio(rec, bound)
+            rec.above_bound = bound is not None and above_bound(rec.window_rates, bound.window_rates)
+        if flops_per_sample and rec.samples_per_s:
+            flops_per_s = rec.samples_per_s * flops_per_sample
+            rec.gflops_per_s = flops_per_s / 1e9
+            rec.pct_of_peak = pct_of_peak(flops_per_s, peaks, rec.precision)
+
+
+def _base_fields(name: str, ctx: BenchContext) -> dict[str, Any]:
+    return {"batch_size": ctx.train_batch_size(name), "data": ctx.data_label(name), "quick": ctx.quick,
+            "threads": torch.get_num_threads()}
+
+
+def _failed(name: str, ctx: BenchContext, plan: RowPlan, exc: BaseException) -> Record:
+    status = "skipped" if isinstance(exc, torch.OutOfMemoryError) else "failed"
+    reason: BaseException | str = exc
+    if status == "skipped":
+        reason = f"out of memory at batch {ctx.train_batch_size(name)}"
+    return not_ok(TrainRecord, name, ctx.device.type, reason, status=status, **_base_fields(name, ctx),
+                  **plan.key_fields())
+
+
+def to_record(name: str, ctx: BenchContext, row: TimedRow) -> Record:
+    if row.error is not None:
+        return _failed(name, ctx, row.plan, row.error)
+    return TrainRecord(model=name, device=ctx.device.type, **_base_fields(name, ctx), **row.plan.key_fields(),
+                       **window_stats(row.rates), tuned=row.tuned, steps_per_window=row.steps_per_window, samples_stepped=row.samples, compile_s=row.compile_s,
+                       peak_mem_mb=row.peak_mem_mb, mem_delta_mb=row.mem_delta_mb)
+
+
+class TrainPhase(Phase):
+    name = "train"
+    record_type = TrainRecord
+
+    def planned_rows(self, name: str, ctx: BenchContext) -> int:
+        return len(plan_rows(ctx))
+
+    def run(self, session: ModelSession, ctx: BenchContext) -> list[Record]:
+        name = session.name
+        builder = RowBuilder(name, ctx)
+        flops = session.cache.get("train_flops_per_sample")
+        if flops is None:
+            flops = session.cache["train_flops_per_sample"] = train_flops_per_sample(
+                builder.template, session.spec.input_shape)
+        built: list[TimedRow | Record] = []
+        for plan in plan_rows(ctx):
+            try:
+                built.append(builder.build(plan))
+            except Exception as exc:  # a failing variant is recorded, the other rows go on
+                built.append(_failed(name, ctx, plan, exc))
+        timed = [b for b in built if isinstance(b, TimedRow)]
+        try:
+            measure_memory(timed, ctx.device, ctx.sync)
+            time_rows(timed, ctx.sync, quick=ctx.quick)
+        finally:
+            for row in timed:
+                row.resources.close()
+        records = [to_record(name, ctx, b) if isinstance(b, TimedRow) else b for b in built]
+        derive([r for r in records if isinstance(r, TrainRecord)], flops, ctx.peaks)
+        return records
+
+    def failed(self, session: ModelSession, ctx: BenchContext, exc: BaseException) -> list[Record]:
+        return [_failed(session.name, ctx, plan, exc) for plan in plan_rows(ctx)]

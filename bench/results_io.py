@@ -1,0 +1,44 @@
+"""Reading a results.json: the one way report and compare load a run. Every problem is a ValueError whose message
+is one line naming the file, so a command line can print ``error: <message>`` and exit non-zero."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bench.records import Record, RunEnv, results_from_json
+
+
+def load_results(path: str) -> tuple[RunEnv, list[Record]]:
+    """(env, records) of the results.json at ``path``; ValueError (one line) when it is missing or not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a directory, not a results.json") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read: {type(exc).__name__}: {_first_line(exc)}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    try:
+        return results_from_json(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {_first_line(exc)}") from None
+
+
+def probe_samples(calibration: dict[str, Any]) -> dict[str, list[float]]:
+    """Probe name -> raw samples (ms) of an env.calibration block (the layout bench.machine.calibrate writes); empty
+    when the block has none. Read here so comparing runs never imports torch."""
+    probes = calibration.get("probes") if isinstance(calibration, dict) else None
+    if not isinstance(probes, dict):
+        return {}
+    return {name: list(p["samples_ms"]) for name, p in probes.items()
+            if isinstance(p, dict) and isinstance(p.get("samples_ms"), list) and p["samples_ms"]}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,83 @@
+"""bench.memory.PeakMemory: a row's peak and its rise above the row's start, per platform."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from bench import memory
+from bench.memory import PeakMemory
+
+SIZE_MB = 128
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
+
+
+def _allocate_and_free(mb: int) -> None:
+    x = torch.ones(mb * (1 << 20) // 4)  # written, so every page is resident
+    del x
+
+
+@linux
+@pytest.mark.parametrize("resettable", [True, False], ids=["clear_refs", "sampled"])
+def test_a_known_allocation_shows_in_delta(monkeypatch, resettable):
+    if not resettable:  # the fallback for kernels / sandboxes where clear_refs is not writable
+        monkeypatch.setattr(memory, "reset_linux_hwm", lambda: False)
+    with PeakMemory("cpu") as mem:
+        _allocate_and_free(SIZE_MB)
+    assert mem.delta_mb == pytest.approx(SIZE_MB, abs=SIZE_MB * 0.15)
+    assert mem.peak_mb >= mem.delta_mb
+    assert mem.method
+
+
+@linux
+def test_a_block_that_allocates_nothing_shows_no_rise():
+    _allocate_and_free(SIZE_MB)  # the allocation above, if any, is behind us: the block must not inherit it
+    with PeakMemory("cpu") as mem:
+        pass
+    assert mem.delta_mb < 8
+    assert mem.peak_mb > 0
+
+
+def test_each_block_has_its_own_peak():
+    with PeakMemory("cpu") as big:
+        _allocate_and_free(SIZE_MB)
+    with PeakMemory("cpu") as small:
+        _allocate_and_free(8)
+    assert small.delta_mb < big.delta_mb / 2
+
+
+def test_ru_maxrss_is_bytes_on_macos_and_kilobytes_on_linux(monkeypatch):
+    import resource
+
+    class Usage:
+        ru_maxrss = 1000
+
+    monkeypatch.setattr(resource, "getrusage", lambda who: Usage())
+    assert memory.ru_maxrss_bytes("darwin") == 1000
+    assert memory.ru_maxrss_bytes("linux") == 1000 * 1024
+
+
+def test_macos_path_takes_a_risen_ru_maxrss_in_bytes(monkeypatch):
+    """On macOS the lifetime peak cannot be reset; when it rises inside the block the block set it."""
+    readings = iter([500 << 20, 900 << 20])  # bytes, as macOS reports them
+    monkeypatch.setattr(memory.sys, "platform", "darwin")
+    monkeypatch.setattr(memory, "ru_maxrss_bytes", lambda platform=None: next(readings))
+    monkeypatch.setattr(memory, "current_rss_bytes", lambda: 400 << 20)
+    with PeakMemory("cpu") as mem:
+        pass
+    assert mem.start_bytes == 400 << 20
+    assert mem.peak_mb == pytest.approx(900)
+    assert mem.delta_mb == pytest.approx(500)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_delta_counts_a_known_tensor():
+    dev = torch.device("cuda")
+    keep = torch.ones(1 << 20, device=dev)  # allocated before: part of the start, not the delta
+    with PeakMemory(dev) as mem:
+        x = torch.ones(SIZE_MB * (1 << 20) // 4, device=dev)
+        del x
+    assert mem.delta_mb == pytest.approx(SIZE_MB, abs=2)
+    assert mem.peak_mb >= mem.delta_mb + 4 - 0.5
+    del keep

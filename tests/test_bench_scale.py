@@ -1,0 +1,140 @@
+"""The scaling phase: the ideal each setup is measured against, one thread rule for every N, the launch itself."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from bench.context import BenchContext, ModelSession
+from bench.phases import scale
+from bench.phases.scale import (
+    IDEAL_PER_DEVICE,
+    IDEAL_SAME_CORES,
+    ScalePhase,
+    ideal_for,
+    pin_this_rank,
+    thread_plan,
+    worker_command,
+)
+
+
+def test_cpu_ideal_is_one_process_with_the_same_cores():
+    label, ideal = ideal_for("cpu", 4, 1000.0)
+    assert label == IDEAL_SAME_CORES and ideal == 1000.0  # 4 processes sharing the cores one process had
+    assert 1500.0 / ideal == pytest.approx(1.5)
+
+
+def test_gpu_ideal_is_n_times_one_device():
+    label, ideal = ideal_for("cuda", 4, 1000.0)
+    assert label == IDEAL_PER_DEVICE and ideal == 4000.0
+    assert 3000.0 / ideal == pytest.approx(0.75)
+    assert ideal_for("cuda", 2, None) == (IDEAL_PER_DEVICE, None)  # no baseline, no efficiency
+
+
+def test_cpu_splits_fixed_total_cores_into_disjoint_sets():
+    cpus = list(range(8))
+    for n in (1, 2, 4, 8):
+        share, sets = thread_plan("cpu", n, 8, 8, cpus)
+        assert share == 8 // n and len(sets) == n
+        flat = [c for s in sets for c in s]
+        assert len(flat) == len(set(flat)) == 8  # disjoint, and together the same cores for every N
+
+
+def test_cuda_gives_every_process_the_same_share_for_every_n():
+    cpus = list(range(16))
+    plans = [thread_plan("cuda", n, 4, 16, cpus) for n in (1, 2, 4)]
+    assert {share for share, _ in plans} == {4}  # the 1-process baseline does not keep all 16 threads
+    assert [len(sets) for _, sets in plans] == [1, 2, 4]
+
+
+def test_too_few_cpus_pins_threads_but_no_sets():
+    share, sets = thread_plan("cpu", 2, 2, 8, [0, 1])
+    assert share == 4 and sets == []
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_launch_pins_the_same_way_for_every_n(device, tmp_path, monkeypatch):
+    """The command and environment differ between N only in the process count, the CPU sets and the share the rule
+    gives; the pinning arguments are present for every N alike (N=1 included)."""
+    ctx = BenchContext(torch.device("cpu"), quick=True, synthetic=True, checkpoints=None, threads=8)
+    ctx.device = torch.device(device)  # the builder only reads the device's type
+    shares = []
+    for n in (1, 2, 4):
+        share, sets = thread_plan(device, n, 4, 8, list(range(8)))
+        cmd, env = worker_command("mlp", ctx, n, share, sets, str(tmp_path / "r.json"))
+        assert cmd[cmd.index("--threads") + 1] == env["OMP_NUM_THREADS"] == str(share)
+        assert cmd[cmd.index("--cpus") + 1].count(";") == n - 1
+        assert f"--nproc_per_node={n}" in cmd and cmd[cmd.index("-m", 3) + 1] == "bench.phases.scale"
+        shares.append(share)
+    assert shares == ([8, 4, 2] if device == "cpu" else [2, 2, 2])
+
+
+def test_a_rank_pins_its_threads_and_its_own_cpu_set(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(("threads", n)))
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: calls.append(("cpus", cpus)), raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "99")
+    pin_this_rank(2, "0,1;2,3", local_rank=1)
+    assert calls == [("threads", 2), ("cpus", {2, 3})]
+    assert os.environ["OMP_NUM_THREADS"] == "2"
+
+
+def test_the_worker_agrees_on_window_size_through_broadcast_int():
+    """Under nccl a CPU tensor cannot be broadcast: the worker uses the seam that puts it on the rank's device."""
+    import inspect
+
+    src = inspect.getsource(scale.worker)
+    assert "broadcast_int" in src and "dist.broadcast" not in src
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_hung_launch_is_killed_with_its_whole_process_group(tmp_path):
+    marker = tmp_path / "child.pid"
+    code = ("import subprocess, sys, time; "
+            f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            f"open({str(marker)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    with pytest.raises(subprocess.TimeoutExpired):
+        scale.run_worker([sys.executable, "-c", code], dict(os.environ), timeout_s=3)
+    child = int(marker.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)  # torchrun's ranks would be this grandchild: killed with the group, not orphaned
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_real_torchrun_launches_on_cpu():
+    ctx = BenchContext(torch.device("cpu"), quick=True, synthetic=True, checkpoints=None, threads=2, max_procs=2)
+    rows = ScalePhase().run(ModelSession("mlp", torch.nn.Linear(1, 1)), ctx)
+    assert [r.processes for r in rows] == [1, 2]
+    for r in rows:
+        assert r.ok, r.reason
+        assert r.dist_backend == "gloo" and r.ideal == IDEAL_SAME_CORES and len(r.window_rates) == r.windows == 3
+    assert rows[0].scaling_efficiency == pytest.approx(1.0)
+    assert rows[1].ideal_samples_per_s == rows[0].samples_per_s
+    assert rows[1].scaling_efficiency == pytest.approx(rows[1].samples_per_s / rows[0].samples_per_s)
+    assert rows[0].threads_per_process == 2 and rows[1].threads_per_process == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (nccl)")
+def test_real_torchrun_launch_on_cuda():
+    n = torch.cuda.device_count()
+    ctx = BenchContext(torch.device("cuda"), quick=True, synthetic=True, checkpoints=None, max_procs=n)
+    rows = ScalePhase().run(ModelSession("mlp", torch.nn.Linear(1, 1)), ctx)
+    for r in rows:
+        assert r.ok, r.reason
+        assert r.dist_backend == "nccl" and r.ideal == IDEAL_PER_DEVICE
+    assert len({r.threads_per_process for r in rows}) == 1
