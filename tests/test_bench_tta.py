@@ -12,22 +12,23 @@ import bench.phases.tta as tta
 import zoo
 from bench.context import BenchContext, ModelSession
 from bench.records import TtaRecord, record_from_dict
-from zoo.engine import StepOptions, build_optimizer, train_step
-from zoo.registry import TutorialLoop
 from zoo.tune import TuneChoice
 
 CPU = torch.device("cpu")
 
 
-def _batches(n: int, batch: int = 4):
-    return lambda epoch: ((torch.zeros(batch, 1), torch.zeros(batch, dtype=torch.int64)) for _ in range(n))
+def _stepper(calls: list, batch: int = 4):
+    """A stand-in training step: records its call, 'steps' ``batch`` samples."""
+    def step() -> int:
+        calls.append(1)
+        return batch
+    return step
 
 
 def test_race_stops_at_the_first_check_that_reaches_the_target():
     accs = iter([0.2, 0.5, 0.7, 0.9])
     steps = []
-    out = tta.race(lambda x, y: steps.append(1), _batches(10), lambda: next(accs), target=0.7, max_epochs=9,
-                   steps_per_epoch=10, device=CPU)
+    out = tta.race(_stepper(steps), lambda: next(accs), target=0.7, max_epochs=9, steps_per_epoch=10, device=CPU)
     assert out["reached"] and out["final_acc"] == 0.7
     assert out["epochs"] == 3 and out["steps"] == 30 == len(steps) and out["samples_seen"] == 120
     assert out["eval_every_steps"] == 10 and out["train_s"] > 0 and out["eval_s"] > 0
@@ -35,8 +36,8 @@ def test_race_stops_at_the_first_check_that_reaches_the_target():
 
 def test_race_records_not_reached_when_the_epoch_cap_hits_first():
     checks = []
-    out = tta.race(lambda x, y: None, _batches(5), lambda: checks.append(1) or 0.1, target=0.9, max_epochs=3,
-                   steps_per_epoch=5, device=CPU)
+    out = tta.race(_stepper([]), lambda: checks.append(1) or 0.1, target=0.9, max_epochs=3, steps_per_epoch=5,
+                   device=CPU)
     assert not out["reached"] and out["epochs"] == 3 and out["steps"] == 15 and len(checks) == 3
 
 
@@ -44,8 +45,8 @@ def test_long_epochs_are_checked_every_k_steps():
     assert tta.eval_every_steps(938) == 938
     assert tta.eval_every_steps(2500) == 834  # three equal slices of at most LONG_EPOCH_STEPS
     checks = []
-    tta.race(lambda x, y: None, _batches(2500, 1), lambda: checks.append(1) or 0.0, target=1.0, max_epochs=1,
-             steps_per_epoch=2500, device=CPU)
+    tta.race(_stepper([], 1), lambda: checks.append(1) or 0.0, target=1.0, max_epochs=1, steps_per_epoch=2500,
+             device=CPU)
     assert len(checks) == 3  # after steps 834, 1668 and the epoch's end
 
 
@@ -60,34 +61,6 @@ def test_targets_parse_and_overrides_win_over_the_tutorial_number():
     ctx.tta_targets = {"mlp": 0.6}
     assert tta.TtaPhase().target("mlp", ctx)[0] == 0.6
     assert tta.TtaPhase({"mlp": 0.5}).target("mlp", ctx) == (0.5, "override (--tta-target)")
-
-
-class _Writer:
-    def __init__(self):
-        self.calls = []
-
-    def add_scalar(self, tag, value, step):
-        self.calls.append((tag, step))
-
-
-def test_tutorial_loop_step_is_the_plain_sgd_step_with_its_host_writes_at_its_cadence():
-    spec = zoo.get_spec("cifar_cnn")
-    torch.manual_seed(0)
-    a, b = zoo.get_model("cifar_cnn"), zoo.get_model("cifar_cnn")
-    b.load_state_dict(a.state_dict())
-    writer = _Writer()
-    step = tta.TutorialLoopStep(a, build_optimizer(spec.recipe, a, fused=False), CPU,
-                                TutorialLoop(loss_item_every=1, print_every=2, tensorboard_every=3), writer)
-    opt_b, opts = build_optimizer(spec.recipe, b, fused=False), StepOptions(CPU)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(7):
-        x, y = torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)
-        step(x, y)
-        train_step(b, opt_b, x, y, opts)
-    step.close()
-    assert [s for _, s in writer.calls] == [0, 3, 6]
-    for key, value in a.state_dict().items():
-        assert torch.equal(value, b.state_dict()[key]), key
 
 
 @pytest.fixture

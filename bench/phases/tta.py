@@ -3,8 +3,9 @@
 Two rows per model, on the same data, seed, batch size, data order and target:
 - ``shared_loop``: the shared loop's pieces: the device-resident fast loader, ``zoo.engine.train_step`` (no per-step
   host read) with the exact-step tuner's choice (``zoo.tune``; its probe counted in setup_s and wall_s).
-- ``tutorial_loop``: the tutorial's own loop (``spec.tutorial_loop``): DataLoader with per-sample transforms, the
-  optimizer built with PyTorch's defaults, and its host reads, prints and TensorBoard writes per step.
+- ``tutorial_loop``: the tutorial's own loop (``bench.tutorial_loop.TutorialStep``, as the train phase's row):
+  DataLoader with per-sample transforms, the optimizer built with PyTorch's defaults, and its host reads, prints and
+  TensorBoard writes per step.
 Both follow the tutorial's data order (its ``shuffle`` / ``drop_last``), so they run the same optimisation up to float
 reordering (fused kernels, channels_last): the difference in train_s is the loop's, not a luckier order.
 
@@ -25,16 +26,16 @@ from collections.abc import Callable, Iterable
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import zoo
 from bench.context import BenchContext, ModelSession
 from bench.phases.base import Phase
 from bench.records import TtaRecord, not_ok
-from zoo.data import make_loaders
+from bench.tutorial_loop import TutorialStep
+from zoo.data import batches_forever, make_loaders
 from zoo.engine import StepOptions, StepStats, build_optimizer, evaluate, synchronize, train_step
-from zoo.registry import ModelSpec, TutorialLoop
+from zoo.registry import ModelSpec
 from zoo.tune import autotune, build_tuned
 
 ROWS = ("tutorial_loop", "shared_loop")
@@ -78,43 +79,10 @@ def eval_every_steps(steps_per_epoch: int) -> int:
     return math.ceil(steps_per_epoch / math.ceil(steps_per_epoch / LONG_EPOCH_STEPS))
 
 
-class TutorialLoopStep:
-    """The tutorial's loop body as its code does it (``spec.tutorial_loop``): batch copy, forward, loss,
-    zero_grad, backward, step, then its host reads (``loss.item()``, accuracy), its progress print (to a null sink:
-    the formatting and the write stay, the terminal does not) and its TensorBoard scalar, each at its own cadence."""
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, loop: TutorialLoop,
-                 writer=None):
-        self.model, self.optimizer, self.device, self.loop, self.writer = model, optimizer, device, loop, writer
-        self.sink = open(os.devnull, "w")  # noqa: SIM115 - closed in close()
-        self.index = 0
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        x, y = x.to(self.device), y.to(self.device)
-        outputs = self.model(x)
-        loss = F.cross_entropy(outputs, y)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        i, loop = self.index, self.loop
-        if loop.loss_item_every and i % loop.loss_item_every == 0:
-            value = loss.item()
-            if loop.print_every and i % loop.print_every == 0:
-                print(f"step {i} loss: {value:>7f}", file=self.sink)
-        if loop.acc_item_every and i % loop.acc_item_every == 0:
-            outputs.argmax(1).eq(y).float().mean().item()
-        if self.writer is not None and loop.tensorboard_every and i % loop.tensorboard_every == 0:
-            self.writer.add_scalar("train loss", loss.item(), i)
-        self.index += 1
-
-    def close(self) -> None:
-        self.sink.close()
-
-
-def race(step: Callable[[torch.Tensor, torch.Tensor], None], epoch_batches: Callable[[int], Iterable],
-         check: Callable[[], float], *, target: float, max_epochs: int, steps_per_epoch: int,
-         device: torch.device) -> dict:
-    """Step through epochs until ``check()`` (the test accuracy) first reaches ``target`` or ``max_epochs`` end.
+def race(step: Callable[[], int], check: Callable[[], float], *, target: float, max_epochs: int,
+         steps_per_epoch: int, device: torch.device) -> dict:
+    """Call ``step()`` (one training step over the loader's next batch; returns the samples it stepped) epoch by
+    epoch until ``check()`` (the test accuracy) first reaches ``target`` or ``max_epochs`` end.
     Returns reached, epochs, steps, samples_seen, train_s, eval_s, final_acc, eval_every_steps."""
     every = eval_every_steps(steps_per_epoch)
     out = {"reached": False, "epochs": 0, "steps": 0, "samples_seen": 0, "train_s": 0.0, "eval_s": 0.0,
@@ -123,10 +91,9 @@ def race(step: Callable[[torch.Tensor, torch.Tensor], None], epoch_batches: Call
         out["epochs"] = epoch + 1
         synchronize(device)
         started = time.perf_counter()
-        for i, (x, y) in enumerate(epoch_batches(epoch), 1):
-            step(x, y)
+        for i in range(1, steps_per_epoch + 1):
+            out["samples_seen"] += step()
             out["steps"] += 1
-            out["samples_seen"] += y.shape[0]
             if i % every and i != steps_per_epoch:
                 continue
             synchronize(device)
@@ -177,10 +144,15 @@ def run_shared_loop(spec: ModelSpec, ctx: BenchContext, target: float, max_epoch
                       budget_s=TUNE_BUDGET_S)
     tune_s = time.perf_counter() - t
     net, optimizer, opts = build_tuned(choice, model, spec.recipe, ctx.device)
-    stats = StepStats(ctx.device)
+    stats, batches = StepStats(ctx.device), batches_forever(data.train)
+
+    def step() -> int:
+        xb, yb = next(batches)
+        train_step(net, optimizer, xb, yb, opts, stats)
+        return int(yb.shape[0])
+
     setup_s = time.perf_counter() - t0
-    result = race(lambda xb, yb: train_step(net, optimizer, xb, yb, opts, stats), data.train.batches,
-                  _checker(net, data.test, opts), target=target, max_epochs=max_epochs,
+    result = race(step, _checker(net, data.test, opts), target=target, max_epochs=max_epochs,
                   steps_per_epoch=len(data.train), device=ctx.device)
     return dict(result, setup_s=setup_s, tune_s=tune_s, tuned=choice.to_dict())
 
@@ -192,20 +164,19 @@ def run_tutorial_loop(spec: ModelSpec, ctx: BenchContext, target: float, max_epo
     data = _loaders(spec, ctx, "tutorial")
     model = _fresh_model(spec, ctx)
     optimizer = build_optimizer(spec.recipe, model, fused=not tl.default_optimizer)
-    with tempfile.TemporaryDirectory(prefix="tta-tb-") as tb_dir:
+    with tempfile.TemporaryDirectory(prefix="tta-tb-") as tb_dir, open(os.devnull, "w") as sink:
         writer = None
         if tl.tensorboard_every:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(tb_dir)
-        step = TutorialLoopStep(model, optimizer, ctx.device, tl, writer)
+        # Prints go to a null sink: the formatting and the write stay, the terminal does not.
+        step = TutorialStep(spec.name, model, optimizer, data.train, ctx.device, tl, sink, writer)
         setup_s = time.perf_counter() - t0
         try:
-            result = race(step, data.train.host_batches, _checker(model, data.test, StepOptions(ctx.device)),
-                          target=target, max_epochs=max_epochs, steps_per_epoch=len(data.train),
-                          device=ctx.device)
+            result = race(step, _checker(model, data.test, StepOptions(ctx.device)), target=target,
+                          max_epochs=max_epochs, steps_per_epoch=len(data.train), device=ctx.device)
         finally:
-            step.close()
             if writer is not None:
                 writer.close()
     return dict(result, setup_s=setup_s)
