@@ -34,9 +34,9 @@ SPY = textwrap.dedent("""
     seen = {}
     real = zoo.engine.build_optimizer
 
-    def spy(recipe, model, lr=None):
+    def spy(recipe, model, *args, **kwargs):
         seen["model"] = model
-        return real(recipe, model, lr)
+        return real(recipe, model, *args, **kwargs)
 
     zoo.engine.build_optimizer = spy
     out = sys.argv.pop(1)

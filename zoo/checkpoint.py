@@ -42,6 +42,7 @@ class CheckpointState:
     data: str | None = None  # "real" | "synthetic"
     versions: dict[str, str] = field(default_factory=dict)
     world_size: int = 1
+    tune: dict[str, Any] | None = None  # zoo.tune.TuneChoice.to_dict(): the execution choice a resume reuses
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}

@@ -6,14 +6,15 @@ to ``OUT/NAME/tb/``, save ``OUT/NAME/last.pt`` (and ``best.pt`` on a new best te
 states are restored. Under ``torchrun`` the same command trains with DistributedDataParallel; rank 0 writes the files.
 
 Read ``fit`` top to bottom: ``start_run`` (validation and the resume checkpoint, before any process group),
-``prepare_run`` (model, optimizer, data, DDP, compile, writer), then per epoch ``train_one_epoch``, ``evaluate``,
-``save_epoch``.
+``prepare_run`` (data, tuned model and optimizer, DDP, compile, writer), then per epoch ``train_one_epoch``,
+``evaluate``, ``save_epoch``.
 
 Tests only: ``ZOO_FAULT_AT=<point>[:<epoch>]`` SIGKILLs the process at a named point of ``save_epoch``
 (``after_metrics_append``, ``mid_checkpoint_write``, ``after_rename``; see ``zoo.faults``).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -36,7 +37,6 @@ from zoo.engine import (
     PRECISIONS,
     StepOptions,
     StepStats,
-    build_optimizer,
     evaluate,
     resolve_device,
     synchronize,
@@ -47,11 +47,22 @@ from zoo.faults import maybe_crash
 from zoo.models.pretrained import MODES as PRETRAINED_MODES
 from zoo.registry import ModelSpec
 from zoo.runfiles import RunPaths, append_line, remove_stale_temporaries, trim_metrics
+from zoo.tune import (
+    TUNE_MODES,
+    TuneChoice,
+    apply_compile,
+    autotune,
+    build_tuned,
+    default_candidate,
+    eager_candidates,
+    untuned,
+)
 
 log = logging.getLogger("zoo")
 
 # Settings a resumed run takes from its checkpoint: changing them mid-run would break exact resumption.
-RESUME_KEYS = ("seed", "loader", "batch_size", "lr", "precision", "synthetic", "train_samples", "test_samples")
+RESUME_KEYS = ("seed", "loader", "batch_size", "lr", "precision", "synthetic", "train_samples", "test_samples",
+               "tune")
 # What a checkpoint's "config" records: the resume keys, and the execution options that may change on resume.
 RECORDED_KEYS = (*RESUME_KEYS, "channels_last", "compile")
 
@@ -78,6 +89,7 @@ class TrainConfig:
     precision: str = "fp32"
     channels_last: bool = False
     compile: str | None = None  # a torch.compile mode ("default", "reduce-overhead", "max-autotune") or None
+    tune: str = "auto"  # "auto": zoo.tune probes the execution options before training; "off": the defaults
     pretrained: str = "auto"
     weights: str | None = None
     train_samples: int | None = None
@@ -107,6 +119,7 @@ class Run:
     opts: StepOptions | None = None
     data: DataBundle | None = None
     writer: Any = None  # a SummaryWriter on rank 0
+    tune: TuneChoice | None = None  # how the step runs: memory format, optimizer kernel, compile
 
     @property
     def is_main(self) -> bool:
@@ -126,6 +139,8 @@ def validate_config(cfg: TrainConfig) -> None:
         raise UserError(f"unknown loader {cfg.loader!r}; choose from: {', '.join(LOADERS)}")
     if cfg.precision not in PRECISIONS:
         raise UserError(f"unknown precision {cfg.precision!r}; choose from: {', '.join(PRECISIONS)}")
+    if cfg.tune not in TUNE_MODES:
+        raise UserError(f"unknown --tune {cfg.tune!r}; choose from: {', '.join(TUNE_MODES)}")
     if cfg.resume and cfg.overwrite:
         raise UserError("--resume and --overwrite contradict each other")
     if zoo.get_spec(cfg.model).uses_pretrained and cfg.pretrained not in PRETRAINED_MODES:
@@ -183,10 +198,11 @@ def build_model(run: Run) -> None:
     model = zoo.get_model(cfg.model, **build_kwargs)
     run.pretrained = bool(ckpt["pretrained"]) if ckpt else bool(getattr(model, "pretrained", False))
     model.to(run.device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    run.model, run.optimizer = model, build_optimizer(run.spec.recipe, model, cfg.lr)
-    run.opts = StepOptions(run.device, cfg.precision, cfg.channels_last)
+    run.tune = choose_execution(run, model)
+    eager = dataclasses.replace(run.tune, compile=None)  # compiled in prepare_run, after the DDP wrap
+    _, run.optimizer, run.opts = build_tuned(eager, model, run.spec.recipe, run.device, lr=cfg.lr,
+                                             precision=cfg.precision)
+    run.model = model
     if ckpt:
         try:
             model.load_state_dict(ckpt["model"])
@@ -200,19 +216,41 @@ def build_model(run: Run) -> None:
         run.best_acc = ckpt["best_acc"]
 
 
+def choose_execution(run: Run, model: nn.Module) -> TuneChoice:
+    """--resume: the checkpoint's choice; --tune off (and DDP, whose ranks must agree): the defaults; --tune auto:
+    the tuner's, probed on one training batch. Explicit --channels-last / --compile are kept (never probed)."""
+    cfg, recipe, device = run.cfg, run.spec.recipe, run.device
+    pins = {k: v for k, v in (("channels_last", cfg.channels_last), ("compile", cfg.compile)) if v}
+    choice, how = untuned(model, recipe, device), "off" if cfg.tune == "off" else "off under DDP (one choice per run)"
+    if run.ckpt is not None:
+        saved = run.ckpt.get("tune")
+        choice, how = (TuneChoice.from_dict(saved) if saved else choice), "reused from the checkpoint"
+    elif cfg.tune == "auto" and run.world == 1:
+        with torch.random.fork_rng(devices=[]):  # a DataLoader iterator draws a seed: leave the run's RNG alone
+            x, y = next(iter(run.data.train.batches(0)))
+        ref = dataclasses.replace(default_candidate(model, recipe, device), channels_last=cfg.channels_last)
+        cands = [c for c in eager_candidates(model, recipe, x, device) if c.channels_last or not cfg.channels_last]
+        choice = autotune(model, recipe, x, y, device, precision=cfg.precision, candidates=cands,
+                          steps_planned=(run.epochs - run.start_epoch) * len(run.data.train), reference=ref,
+                          probe_compile=not cfg.compile)
+        how = f"{choice.gain:.2f}x the untuned {ref.label}" if choice.measured else "run too short to probe"
+    choice = dataclasses.replace(choice, **pins)
+    log.info("%s: tune %s: %s%s", cfg.model, choice.label, how, "".join(
+        f" | {k} {v:,.0f} samples/s" for k, v in choice.measured.items()))
+    return choice
+
+
 def prepare_run(run: Run) -> None:
     """Join the process group (under torchrun), build model and data, wrap for DDP / compile, open the writer."""
     cfg = run.cfg
     run.rank, run.world, run.device = distributed.init_distributed(run.device)
-    build_model(run)
     global_batch = cfg.batch_size or run.spec.recipe.batch_size
     run.data = make_loaders(run.spec, loader=cfg.loader, device=run.device, root=cfg.data_root,
                             synthetic=cfg.synthetic, download=cfg.download and run.is_main,
                             batch_size=global_batch // run.world, seed=cfg.seed, train_samples=cfg.train_samples,
                             test_samples=cfg.test_samples, rank=run.rank, world_size=run.world)
-    run.net = distributed.wrap_ddp(run.model, run.device, run.world)
-    if cfg.compile:
-        run.net = torch.compile(run.net, mode=None if cfg.compile == "default" else cfg.compile)
+    build_model(run)  # after the data: the tuner probes on one batch of it
+    run.net = apply_compile(distributed.wrap_ddp(run.model, run.device, run.world), run.tune.compile)
     if run.is_main:
         os.makedirs(run.paths.run_dir, exist_ok=True)
         remove_stale_temporaries(run.paths.run_dir)
@@ -285,6 +323,7 @@ def epoch_record(run: Run, epoch: int, train: dict[str, Any], test: dict[str, fl
         "lr": run.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - train["started"],
         "train_seconds": train["train_seconds"], "world_size": run.world, "loader": run.cfg.loader,
         "device": str(run.device), "data": run.data.source, "pretrained": run.pretrained,
+        "tune": run.tune.to_dict(),
     }
 
 
@@ -302,7 +341,7 @@ def save_epoch(run: Run, record: dict[str, Any]) -> None:
         scaler=run.opts.scaler.state_dict() if run.opts.scaler is not None else None, epoch=epoch,
         best_acc=run.best_acc, test_acc=record["test_acc"], rng=rng_state(run.device), recipe=run.spec.as_dict(),
         config={k: getattr(run.cfg, k) for k in RECORDED_KEYS}, pretrained=run.pretrained, data=run.data.source,
-        versions=versions(), world_size=run.world)
+        versions=versions(), world_size=run.world, tune=run.tune.to_dict())
     # Before last.pt: a resume trims lines the checkpoint lacks. A fresh (--overwrite) run replaces the old log
     # only with its first good epoch, so a run that fails early leaves the kept checkpoint's log alone.
     if epoch == run.start_epoch + 1 and not run.ckpt:

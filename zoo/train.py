@@ -15,6 +15,7 @@ from zoo.engine import PRECISIONS
 from zoo.errors import UserError
 from zoo.loop import NonFiniteLoss, TrainConfig, fit
 from zoo.models.pretrained import MODES as PRETRAINED_MODES
+from zoo.tune import TUNE_MODES
 
 __all__ = ["NonFiniteLoss", "TrainConfig", "build_parser", "fit", "main"]  # the loop's names, re-exported
 
@@ -51,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format for model and inputs")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    help="torch.compile the model (MODE: default, reduce-overhead, max-autotune)")
+    p.add_argument("--tune", choices=TUNE_MODES, default="auto",
+                   help="auto: before training, time the step's execution options (memory format, optimizer "
+                        "kernel, compile when the run can pay for it; fp32 maths and --precision unchanged) on "
+                        "one batch and keep the fastest (a resumed run reuses its choice); off: the defaults")
     p.add_argument("--pretrained", choices=PRETRAINED_MODES, default="auto",
                    help="ImageNet weights for the AlexNet models: auto (use if found), require, off")
     p.add_argument("--weights", help="path to torchvision's alexnet-owt-7be5be79.pth (instead of the torch hub cache)")
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 model=name, epochs=args.epochs, device=args.device, data_root=args.data_root,
                 synthetic=args.synthetic, download=args.download, out=args.out, seed=args.seed, resume=args.resume,
                 overwrite=args.overwrite, loader=args.loader, batch_size=args.batch_size, lr=args.lr,
-                precision=args.precision, channels_last=args.channels_last, compile=args.compile,
+                precision=args.precision, channels_last=args.channels_last, compile=args.compile, tune=args.tune,
                 pretrained=args.pretrained, weights=args.weights, train_samples=args.train_samples,
                 test_samples=args.test_samples, log_every=args.log_every,
                 progress=False if args.no_progress else None)

@@ -6,11 +6,6 @@ implementations of one update), ``torch.compile`` (default mode, probed only whe
 its compile time back) and, on CUDA, ``cudnn.benchmark`` (which picks among cuDNN's fp32 algorithms). Mixed
 precision is never a candidate: the precision is the caller's, passed through unchanged. TF32 is left as it is.
 
-The whole probe (warm-up included) fits in the caller's ``budget_s``: candidates are warmed one at a time, most
-likely first, and a candidate whose warm-up and minimum rounds no longer fit is not probed at all (it is then absent
-from ``TuneChoice.measured``). A model whose step is slow next to the budget is left at the default configuration,
-unmeasured (gain 1.0), rather than tuned on too few samples.
-
 The probe runs on deep copies (the caller's model and optimizer are untouched, and the RNG state is restored, so a
 tuned run draws the same dropout masks as an untuned one) and times the candidates INTERLEAVED: every round runs
 every candidate once, in a rotated order, so a slow spell on a shared machine hits all of them alike; a candidate's
@@ -27,184 +22,63 @@ import logging
 import statistics
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 
 from zoo.engine import (
-    OPTIMIZER_IMPLS,
-    StepOptions,
     StepStats,
-    build_optimizer,
-    optimizer_impl,
     synchronize,
     train_step,
+)
+from zoo.execution import (  # noqa: F401 - re-exported: what a choice is lives beside how it is measured
+    COMPILE_MODE,
+    Candidate,
+    TuneChoice,
+    apply_compile,
+    build_tuned,
+    changes,
+    default_candidate,
+    eager_candidates,
+    has_conv2d,
+    untuned,
 )
 from zoo.registry import Recipe
 
 log = logging.getLogger("zoo")
 
-COMPILE_MODE = "default"
+TUNE_MODES = ("auto", "off")  # python -m zoo.train --tune
 # The least a torch.compile of even the smallest zoo model costs (CPU inductor here: several seconds). When the whole
 # run's eager training time is below this, compile cannot pay back and is not even probed.
 COMPILE_MIN_S = 2.0
 # Leave the default configuration unless a candidate beats it by more than this: interleaved medians on a shared
 # machine still differ by a percent or two between identical configurations.
 MIN_GAIN = 1.02
+# A probe costs at most this share of the run it tunes (its estimated eager time), and is skipped when that share is
+# under MIN_BUDGET_S: a short run gains less than the probe would cost.
+MAX_TUNE_FRACTION = 0.1
+MIN_BUDGET_S = 1.0
 WINDOW_S = 0.15  # one timed window of one candidate
 WARM_S = 0.1  # the most a candidate's timed warm-up burst lasts (5% of the budget when that is less)
 MIN_ROUNDS, MAX_ROUNDS = 3, 15
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One way to run the step."""
-
-    channels_last: bool = False
-    optimizer_impl: str = "fused"  # one of zoo.engine.OPTIMIZER_IMPLS
-    compile: str | None = None  # a torch.compile mode, or None
-    cudnn_benchmark: bool = False
-
-    @property
-    def label(self) -> str:
-        parts = ["channels_last" if self.channels_last else "contiguous", self.optimizer_impl]
-        if self.compile:
-            parts.append("compile" if self.compile == COMPILE_MODE else f"compile={self.compile}")
-        if self.cudnn_benchmark:
-            parts.append("cudnn_benchmark")
-        return "/".join(parts)
-
-
-@dataclass(frozen=True)
-class TuneChoice:
-    """The tuner's answer, with what it measured. Plain types only: it goes into checkpoints and metrics lines."""
-
-    channels_last: bool = False
-    optimizer_impl: str = "fused"
-    compile: str | None = None
-    cudnn_benchmark: bool = False
-    gain: float = 1.0  # measured samples/s of the choice / the default configuration's (1.0: not measured)
-    measured: dict[str, float] = field(default_factory=dict, hash=False)  # candidate label -> median samples/s
-    compile_s: float | None = None  # the compile probe's one-off seconds, when compile was probed
-
-    @property
-    def candidate(self) -> Candidate:
-        return Candidate(self.channels_last, self.optimizer_impl, self.compile, self.cudnn_benchmark)
-
-    @property
-    def label(self) -> str:
-        return self.candidate.label
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: (dict(v) if isinstance(v := getattr(self, f.name), dict) else v)
-                for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TuneChoice:
-        """The choice a ``to_dict()`` made; ValueError naming the problem for anything else."""
-        if not isinstance(d, dict):
-            raise ValueError(f"a tune choice must be a dict, not {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"tune choice has unknown field(s): {', '.join(unknown)}")
-        if d.get("optimizer_impl", "fused") not in OPTIMIZER_IMPLS:
-            raise ValueError(f"tune choice has optimizer_impl {d['optimizer_impl']!r}; expected one of "
-                             f"{', '.join(OPTIMIZER_IMPLS)}")
-        kwargs = dict(d)
-        if "measured" in kwargs:
-            kwargs["measured"] = {str(k): float(v) for k, v in kwargs["measured"].items()}
-        return cls(**kwargs)
-
-    @classmethod
-    def of(cls, cand: Candidate, **fields: Any) -> TuneChoice:
-        return cls(cand.channels_last, cand.optimizer_impl, cand.compile, cand.cudnn_benchmark, **fields)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Building a configuration
-
-
-def build_tuned(choice: TuneChoice | Candidate, model: nn.Module, recipe: Recipe, device: torch.device | str, *,
-                lr: float | None = None, precision: str = "fp32") -> tuple[nn.Module, torch.optim.Optimizer,
-                                                                            StepOptions]:
-    """Apply ``choice`` to ``model`` (in place: device, memory format) and build what ``zoo.engine.train_step``
-    takes: (net, optimizer, opts). ``net`` is the compiled model when the choice compiles, else ``model``.
-
-    On CUDA this sets the process-wide ``torch.backends.cudnn.benchmark`` to the choice's value.
-    """
-    device = torch.device(device)
-    model.to(device)
-    if choice.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = choice.cudnn_benchmark
-    optimizer = build_optimizer(recipe, model, lr, impl=choice.optimizer_impl)
-    opts = StepOptions(device, precision, choice.channels_last)
-    return apply_compile(model, choice.compile), optimizer, opts
-
-
-def apply_compile(net: nn.Module, mode: str | None) -> nn.Module:
-    """``torch.compile(net)`` in ``mode`` ("default" is PyTorch's default mode), or ``net`` itself for None."""
-    if not mode:
-        return net
-    return torch.compile(net, mode=None if mode == COMPILE_MODE else mode)
-
-
-def default_candidate(model: nn.Module, recipe: Recipe, device: torch.device | str) -> Candidate:
-    """The untuned configuration: contiguous, ``build_optimizer``'s default kernel (fused where the device has
-    one), no compile, cudnn.benchmark off (PyTorch's default)."""
-    device = torch.device(device)
-    return Candidate(optimizer_impl=optimizer_impl(build_optimizer(recipe, model), device))
-
-
-def untuned(model: nn.Module, recipe: Recipe, device: torch.device | str) -> TuneChoice:
-    """The choice ``--tune off`` stands for: the default configuration, nothing measured."""
-    return TuneChoice.of(default_candidate(model, recipe, device))
-
-
-def has_conv2d(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-
-def eager_candidates(model: nn.Module, recipe: Recipe, x: torch.Tensor, device: torch.device | str) -> list[Candidate]:
-    """Every uncompiled configuration this device offers for this model, the default first."""
-    device = torch.device(device)
-    conv = has_conv2d(model) and x.dim() == 4
-    formats = (False, True) if conv else (False,)
-    benchmarks = (False, True) if conv and device.type == "cuda" else (False,)
-    impls = []
-    for impl in OPTIMIZER_IMPLS:
-        try:
-            build_optimizer(recipe, model, impl=impl)
-            impls.append(impl)
-        except ValueError:  # this device has no such kernel
-            continue
-    default = default_candidate(model, recipe, device)
-    cands = [Candidate(cl, impl, None, cb) for cl in formats for impl in impls for cb in benchmarks]
-    # Most likely first, for a budget that cannot hold them all: one change from the default before two.
-    return [default] + sorted((c for c in cands if c != default), key=lambda c: changes(c, default))
-
-
-def changes(cand: Candidate, ref: Candidate) -> int:
-    """How many settings ``cand`` changes from ``ref``."""
-    return sum(getattr(cand, f.name) != getattr(ref, f.name) for f in dataclasses.fields(Candidate))
+WARM_STEPS = 2  # Trial.warm at least: the first call and a burst of at least one step
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Measuring
 
 
-class _Trial:
+class Trial:
     """One candidate being timed on its own deep copy of the model."""
 
-    def __init__(self, cand: Candidate, model: nn.Module, recipe: Recipe, x, y, device, lr, precision):
+    def __init__(self, cand: Candidate, model: nn.Module, recipe: Recipe, x, y, device, precision):
         self.cand, self.x, self.y, self.device = cand, x, y, device
         eager = dataclasses.replace(cand, compile=None)
         copy_ = copy.deepcopy(model).train()
-        self.net, self.optimizer, self.opts = build_tuned(eager, copy_, recipe, device, lr=lr, precision=precision)
+        # Learning rate 0: the same kernels and arithmetic, but the copy stays at the run's starting weights. A copy
+        # stepped hundreds of times on one batch would fit it and drift into tiny gradients (denormal floats,
+        # tens of times slower on CPUs), which the run itself never sees and which would favour later trials.
+        self.net, self.optimizer, self.opts = build_tuned(eager, copy_, recipe, device, lr=0.0, precision=precision)
         self.net = apply_compile(self.net, cand.compile)
         self.stats = StepStats(device)
         self.steps, self.step_s, self.first_s = 1, 0.0, 0.0
@@ -234,7 +108,7 @@ class _Trial:
         return statistics.median(self.rates)
 
 
-def time_interleaved(trials: list[_Trial], budget_s: float) -> None:
+def time_interleaved(trials: list[Trial], budget_s: float) -> None:
     """Rounds in which every trial steps for a window of ~WINDOW_S, in a rotated order; each window's samples/s is
     appended to ``trial.rates``. Many short rounds beat few long ones on a shared machine: a burst of load then
     spoils a few windows of every trial instead of most of one trial's. Step counts are re-sized from the rates
@@ -261,22 +135,23 @@ def time_interleaved(trials: list[_Trial], budget_s: float) -> None:
             break
 
 
-def _start(cands: Iterable[Candidate], model, recipe, x, y, device, lr, precision, *,
-           first_required: bool = True, budget_s: float | None = None) -> list[_Trial]:
+def _start(cands: Iterable[Candidate], model, recipe, x, y, device, precision, *, first_required: bool = True,
+           left_s: float | None = None, prior: list[Trial] | None = None) -> list[Trial]:
     """Built and warmed trials; a candidate that cannot run here (no kernel, compiler missing) is left out, except
     the first when ``first_required`` (the reference configuration must run: its failure is the caller's bug).
 
-    With ``budget_s``, the candidates after the first are started, in order, only while ``fits`` says the next one
-    still fits in what is left of it; the rest are not probed."""
+    With ``left_s``, candidates are started, in order, only while ``fits`` says the next one (beside ``prior`` and
+    those already started) still fits in what is left of it; the rest are not probed."""
     began = time.perf_counter()
-    burst_s = WARM_S if budget_s is None else min(WARM_S, 0.05 * budget_s)
-    trials: list[_Trial] = []
+    burst_s = WARM_S if left_s is None else min(WARM_S, 0.05 * max(left_s, 0.0))
+    trials: list[Trial] = []
     for i, cand in enumerate(cands):
-        if budget_s is not None and trials and not fits(trials, budget_s - (time.perf_counter() - began), burst_s):
+        running = list(prior or []) + trials
+        if left_s is not None and running and not fits(running, left_s - (time.perf_counter() - began), burst_s):
             log.debug("tune: budget spent; not probed from %s on", cand.label)
             break
         try:
-            trial = _Trial(cand, model, recipe, x, y, device, lr, precision)
+            trial = Trial(cand, model, recipe, x, y, device, precision)
             trial.warm(burst_s)
             trials.append(trial)
         except Exception as exc:  # noqa: BLE001 - a candidate that fails is not chosen; the default must run
@@ -286,7 +161,7 @@ def _start(cands: Iterable[Candidate], model, recipe, x, y, device, lr, precisio
     return trials
 
 
-def fits(trials: list[_Trial], left_s: float, burst_s: float = WARM_S) -> bool:
+def fits(trials: list[Trial], left_s: float, burst_s: float = WARM_S) -> bool:
     """Whether one more candidate fits in ``left_s``: its warm-up (a first call and a burst, at the fastest step seen
     so far) plus MIN_ROUNDS one-step windows of every trial, the new one included (the least time_interleaved
     takes)."""
@@ -312,50 +187,65 @@ class _Preserved:
         return self.fork.__exit__(*exc)
 
 
-def _fastest(trials: list[_Trial]) -> _Trial:
-    """The fastest trial by median rate; ``trials[0]`` (the reference) unless beaten by more than MIN_GAIN."""
-    best = max(trials, key=_Trial.median)
-    return best if best.median() > MIN_GAIN * trials[0].median() else trials[0]
+def pick_fastest(trials: list[Trial]) -> Trial:
+    """The fastest trial by median rate; ``trials[0]`` (the reference) unless beaten by more than MIN_GAIN and in
+    at least two thirds of the rounds (a burst of load in a few windows must not pick a winner)."""
+    ref = trials[0]
+    best = max(trials, key=Trial.median)
+    wins = sum(a > b for a, b in zip(best.rates, ref.rates))
+    return best if best.median() > MIN_GAIN * ref.median() and 3 * wins >= 2 * len(ref.rates) else ref
 
 
 def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, device: torch.device | str, *,
              precision: str = "fp32", steps_planned: int | None = None, budget_s: float = 10.0,
-             candidates: Iterable[Candidate] | None = None, lr: float | None = None) -> TuneChoice:
+             candidates: Iterable[Candidate] | None = None,
+             reference: Candidate | None = None, probe_compile: bool = True) -> TuneChoice:
     """The fastest configuration of this exact step on batch (x, y), measured on copies of ``model``.
 
-    ``candidates`` (default: every eager configuration the device offers, one change from the default first, then
-    compile of the best one when ``steps_planned`` could pay for it) are warmed and timed interleaved in about
-    ``budget_s`` seconds in all (plus, when probed, the compile time): those that do not fit are not probed, and
-    when only the default fits it is returned unmeasured. ``precision`` is used as given; it is never a candidate.
+    ``candidates`` (default: every eager configuration the device offers, then compile of the best one when
+    ``steps_planned`` could pay for it) are timed interleaved for about ``budget_s`` seconds in all (plus warm-up
+    and, when probed, the compile time), against ``reference`` (default: the untuned configuration), which wins
+    unless beaten by MIN_GAIN and which ``gain`` divides by. With ``steps_planned``, the probe takes at most
+    MAX_TUNE_FRACTION of the run's estimated eager time, and a run too short for even MIN_BUDGET_S is not probed
+    (the reference, ``measured`` empty). ``probe_compile=False`` leaves compile out (e.g. the user chose it).
+    ``precision`` is used as given; it is never a candidate.
     """
     device = torch.device(device)
-    default = default_candidate(model, recipe, device)
-    if candidates is None:
-        eager, compiled = eager_candidates(model, recipe, x, device), None
-    else:
-        cands = list(candidates)
-        eager = [default] + [c for c in cands if not c.compile and c != default]
-        compiled = [c for c in cands if c.compile]
+    default = reference or default_candidate(model, recipe, device)
+    cands = eager_candidates(model, recipe, x, device) if candidates is None else list(candidates)
+    eager = [default] + [c for c in cands if not c.compile and c != default]
+    compiled = [c for c in cands if c.compile]  # empty: compile the best eager candidate, if compile may pay
     started = time.perf_counter()
     with _Preserved(device):
-        trials = _start(eager, model, recipe, x, y, device, lr, precision, budget_s=budget_s)
+        trials = _start(eager[:1], model, recipe, x, y, device, precision, left_s=budget_s)
+        if steps_planned is not None:
+            share_s = MAX_TUNE_FRACTION * steps_planned * trials[0].step_s
+            budget_s = min(budget_s, share_s)
+            # The least a probe can cost: every candidate's warm-up and MIN_ROUNDS windows of at least one step.
+            least_s = len(eager) * trials[0].step_s * (WARM_STEPS + MIN_ROUNDS)
+            if share_s < max(MIN_BUDGET_S, least_s):
+                log.debug("tune: a run of ~%d steps is too short to pay for a probe; %s", steps_planned, default.label)
+                return TuneChoice.of(default)
+        left_s = budget_s - (time.perf_counter() - started)
+        trials += _start(eager[1:], model, recipe, x, y, device, precision, first_required=False, left_s=left_s,
+                         prior=trials)
         best_step_s = min(t.step_s for t in trials)
         # The saving per step cannot exceed the step itself: a run shorter than the least compile time never pays.
-        may_compile = steps_planned is not None and compiled != [] and steps_planned * best_step_s > COMPILE_MIN_S
+        may_compile = probe_compile and steps_planned is not None and steps_planned * best_step_s > COMPILE_MIN_S
         if len(trials) == 1 and not may_compile:  # nothing to compare within the budget: the default, unmeasured
-            log.info("tune: only the default (%s) fits in %.1f s; left untuned", default.label, budget_s)
+            log.info("tune: only the reference (%s) fits in %.1f s; left untuned", default.label, budget_s)
             return TuneChoice.of(trials[0].cand)
         stage_s = budget_s * (0.6 if may_compile else 1.0) - (time.perf_counter() - started)
         time_interleaved(trials, max(stage_s, 0.25 * budget_s))
-        best = _fastest(trials)
+        best = pick_fastest(trials)
         measured = {t.cand.label: t.median() for t in trials}
         choice = TuneChoice.of(best.cand, gain=best.median() / trials[0].median(), measured=measured)
         if may_compile:
             compiled = compiled or [dataclasses.replace(best.cand, compile=COMPILE_MODE)]
             left_s = max(budget_s - (time.perf_counter() - started), 0.4 * budget_s)
-            choice = _probe_compile(choice, best, compiled, steps_planned, left_s, model, recipe, lr, precision)
-    log.info("tune: %s, %.2fx the default (%s) | measured samples/s: %s", choice.label, choice.gain, default.label,
-             ", ".join(f"{k} {v:,.0f}" for k, v in choice.measured.items()))
+            choice = _probe_compile(choice, best, compiled, steps_planned, left_s, model, recipe, precision)
+    log.debug("tune: %s, %.2fx %s | measured samples/s: %s", choice.label, choice.gain, default.label,
+              ", ".join(f"{k} {v:,.0f}" for k, v in choice.measured.items()))
     return choice
 
 
@@ -366,17 +256,20 @@ def compile_pays(eager_samples_per_s: float, compiled_samples_per_s: float, comp
     return steps_planned * saving_s > compile_s
 
 
-def _probe_compile(choice: TuneChoice, eager: _Trial, cands: list[Candidate], steps_planned: int, budget_s: float,
-                   model, recipe, lr, precision) -> TuneChoice:
+def _probe_compile(choice: TuneChoice, eager: Trial, cands: list[Candidate], steps_planned: int, budget_s: float,
+                   model, recipe, precision) -> TuneChoice:
     """Compile each candidate (its first call's seconds are the compile cost), time it interleaved against the best
     eager trial, and take it only when it is faster by MIN_GAIN and steps_planned x saving > compile seconds."""
-    trials = _start(cands, model, recipe, eager.x, eager.y, eager.device, lr, precision, first_required=False)
+    trials = _start(cands, model, recipe, eager.x, eager.y, eager.device, precision, first_required=False)
     if not trials:
         return choice
     eager.rates = []
     time_interleaved([eager, *trials], budget_s)
     batch = eager.y.shape[0]
     measured, best, best_ratio, compile_s = dict(choice.measured), None, MIN_GAIN, None
+    # Raw medians of this stage: the eager choice re-measured beside the compiled ones (machine load differs
+    # between stages, so compiled rates compare with this figure, not with the first stage's).
+    measured[f"{eager.cand.label} (compile stage)"] = eager.median()
     for t in trials:
         t_compile_s = max(t.first_s - t.step_s, 0.0)
         compile_s = t_compile_s if compile_s is None else min(compile_s, t_compile_s)

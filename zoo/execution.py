@@ -1,0 +1,155 @@
+"""The execution choices of one training step, as plain data, and how to build a step from one.
+
+A ``Candidate`` is one way to run the very same step (memory format, optimizer kernel, torch.compile mode,
+cudnn.benchmark); a ``TuneChoice`` is the candidate zoo.tune picked with what it measured (plain types only: it is
+stored in checkpoints and metrics and loads with ``weights_only=True``). ``build_tuned`` turns either into the
+(net, optimizer, StepOptions) that ``zoo.engine.train_step`` runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.engine import OPTIMIZER_IMPLS, StepOptions, build_optimizer, optimizer_impl
+from zoo.registry import Recipe
+
+COMPILE_MODE = "default"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to run the step."""
+
+    channels_last: bool = False
+    optimizer_impl: str = "fused"  # one of zoo.engine.OPTIMIZER_IMPLS
+    compile: str | None = None  # a torch.compile mode, or None
+    cudnn_benchmark: bool = False
+
+    @property
+    def label(self) -> str:
+        parts = ["channels_last" if self.channels_last else "contiguous", self.optimizer_impl]
+        if self.compile:
+            parts.append("compile" if self.compile == COMPILE_MODE else f"compile={self.compile}")
+        if self.cudnn_benchmark:
+            parts.append("cudnn_benchmark")
+        return "/".join(parts)
+
+
+@dataclass(frozen=True)
+class TuneChoice:
+    """The tuner's answer, with what it measured. Plain types only: it goes into checkpoints and metrics lines."""
+
+    channels_last: bool = False
+    optimizer_impl: str = "fused"
+    compile: str | None = None
+    cudnn_benchmark: bool = False
+    gain: float = 1.0  # measured samples/s of the choice / the default configuration's (1.0: not measured)
+    measured: dict[str, float] = field(default_factory=dict, hash=False)  # candidate label -> median samples/s
+    compile_s: float | None = None  # the compile probe's one-off seconds, when compile was probed
+
+    @property
+    def candidate(self) -> Candidate:
+        return Candidate(self.channels_last, self.optimizer_impl, self.compile, self.cudnn_benchmark)
+
+    @property
+    def label(self) -> str:
+        return self.candidate.label
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (dict(v) if isinstance(v := getattr(self, f.name), dict) else v)
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TuneChoice:
+        """The choice a ``to_dict()`` made; ValueError naming the problem for anything else."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a tune choice must be a dict, not {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"tune choice has unknown field(s): {', '.join(unknown)}")
+        if d.get("optimizer_impl", "fused") not in OPTIMIZER_IMPLS:
+            raise ValueError(f"tune choice has optimizer_impl {d['optimizer_impl']!r}; expected one of "
+                             f"{', '.join(OPTIMIZER_IMPLS)}")
+        kwargs = dict(d)
+        if "measured" in kwargs:
+            kwargs["measured"] = {str(k): float(v) for k, v in kwargs["measured"].items()}
+        return cls(**kwargs)
+
+    @classmethod
+    def of(cls, cand: Candidate, **fields: Any) -> TuneChoice:
+        return cls(cand.channels_last, cand.optimizer_impl, cand.compile, cand.cudnn_benchmark, **fields)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building a configuration
+
+
+def build_tuned(choice: TuneChoice | Candidate, model: nn.Module, recipe: Recipe, device: torch.device | str, *,
+                lr: float | None = None, precision: str = "fp32") -> tuple[nn.Module, torch.optim.Optimizer,
+                                                                            StepOptions]:
+    """Apply ``choice`` to ``model`` (in place: device, memory format) and build what ``zoo.engine.train_step``
+    takes: (net, optimizer, opts). ``net`` is the compiled model when the choice compiles, else ``model``.
+
+    On CUDA this sets the process-wide ``torch.backends.cudnn.benchmark`` to the choice's value.
+    """
+    device = torch.device(device)
+    model.to(device)
+    if choice.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = choice.cudnn_benchmark
+    optimizer = build_optimizer(recipe, model, lr, impl=choice.optimizer_impl)
+    opts = StepOptions(device, precision, choice.channels_last)
+    return apply_compile(model, choice.compile), optimizer, opts
+
+
+def apply_compile(net: nn.Module, mode: str | None) -> nn.Module:
+    """``torch.compile(net)`` in ``mode`` ("default" is PyTorch's default mode), or ``net`` itself for None."""
+    if not mode:
+        return net
+    return torch.compile(net, mode=None if mode == COMPILE_MODE else mode)
+
+
+def default_candidate(model: nn.Module, recipe: Recipe, device: torch.device | str) -> Candidate:
+    """The untuned configuration: contiguous, ``build_optimizer``'s default kernel (fused where the device has
+    one), no compile, cudnn.benchmark off (PyTorch's default)."""
+    device = torch.device(device)
+    return Candidate(optimizer_impl=optimizer_impl(build_optimizer(recipe, model), device))
+
+
+def untuned(model: nn.Module, recipe: Recipe, device: torch.device | str) -> TuneChoice:
+    """The choice ``--tune off`` stands for: the default configuration, nothing measured."""
+    return TuneChoice.of(default_candidate(model, recipe, device))
+
+
+def has_conv2d(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def eager_candidates(model: nn.Module, recipe: Recipe, x: torch.Tensor, device: torch.device | str) -> list[Candidate]:
+    """Every uncompiled configuration this device offers for this model, the default first."""
+    device = torch.device(device)
+    conv = has_conv2d(model) and x.dim() == 4
+    formats = (False, True) if conv else (False,)
+    benchmarks = (False, True) if conv and device.type == "cuda" else (False,)
+    impls = []
+    for impl in OPTIMIZER_IMPLS:
+        try:
+            build_optimizer(recipe, model, impl=impl)
+            impls.append(impl)
+        except ValueError:  # this device has no such kernel
+            continue
+    default = default_candidate(model, recipe, device)
+    cands = [Candidate(cl, impl, None, cb) for cl in formats for impl in impls for cb in benchmarks]
+    # Most likely first, for a budget that cannot hold them all: one change from the default before two.
+    return [default] + sorted((c for c in cands if c != default), key=lambda c: changes(c, default))
+
+
+def changes(cand: Candidate, ref: Candidate) -> int:
+    """How many settings ``cand`` changes from ``ref``."""
+    return sum(getattr(cand, f.name) != getattr(ref, f.name) for f in dataclasses.fields(Candidate))
