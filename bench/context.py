@@ -40,6 +40,7 @@ class BenchContext:
     max_procs: int | None = None
     budget_s: float | None = None  # the whole run's time budget, spread over models by cost
     budget: Budget | None = None  # the driver's spread of budget_s (None: no budget, phases use their own sizes)
+    tta_targets: dict[str, float] = field(default_factory=dict)  # --tta-target MODEL=ACC overrides
     peaks: dict[str, Any] = field(default_factory=dict)  # the device's measured limits (RunEnv.peaks) for % of peak
     debug: bool = False
 

@@ -18,6 +18,7 @@ from bench.backends import BACKENDS
 from bench.context import BenchContext
 from bench.env import precision_support
 from bench.phases.base import Phase
+from bench.phases.tta import parse_targets
 from bench.records import BACKEND_NAMES, PRECISIONS
 from zoo.engine import PRECISIONS as TRAIN_PRECISIONS
 from zoo.engine import resolve_device
@@ -176,6 +177,13 @@ def check_folders(args: argparse.Namespace, device: torch.device) -> str:
     return dev_dir
 
 
+def pick_tta_targets(items: list[str]) -> dict[str, float]:
+    try:
+        return parse_targets(items)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
 def make_context(args: argparse.Namespace, phases: Mapping[str, Phase]) -> tuple[BenchContext, dict[str, Any]]:
     """(the run's context, what the default plan left out and why). UserError on the first bad choice."""
     device = pick_device(args.device)
@@ -190,7 +198,8 @@ def make_context(args: argparse.Namespace, phases: Mapping[str, Phase]) -> tuple
                        train_variants=pick_variants(args.train_variants, args.quick),
                        max_procs=positive("--max-procs", args.max_procs),
                        threads=positive("--threads", args.threads) or torch.get_num_threads(),
-                       budget_s=pick_budget(args.budget, args.quick), debug=args.debug)
+                       budget_s=pick_budget(args.budget, args.quick), debug=args.debug,
+                       tta_targets=pick_tta_targets(args.tta_target))
     for name in models:  # real or synthetic, decided once for the whole run (every phase reads the same answer)
         ctx.uses_real_data(name)
     ctx.out_dir = check_folders(args, device)

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                "usually the physical cores); recorded in env and every row")
     p.add_argument("--budget", help="seconds the whole run aims to take (default 540, --quick 75; or none), spread "
                                     "over models and phases by cost; sample-count rules still win over it")
+    p.add_argument("--tta-target", action="append", default=[], metavar="MODEL=ACC",
+                   help="tta phase: the test accuracy to reach for MODEL (a fraction, e.g. mlp=0.65; repeatable; "
+                        "default: each tutorial's own figure)")
     p.add_argument("--max-procs", type=int, help="scale phase: most processes (default: CPU count, or GPU count)")
     p.add_argument("--out", default="results", help="output root (default results/); results go to OUT/<device>/")
     p.add_argument("--debug", action="store_true", help="let measurement errors raise with a traceback")

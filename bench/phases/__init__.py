@@ -9,6 +9,7 @@ from bench.phases.infer import InferPhase
 from bench.phases.parity import ParityPhase
 from bench.phases.scale import ScalePhase
 from bench.phases.train import TrainPhase
+from bench.phases.tta import TtaPhase
 
 PHASES: dict[str, Phase] = {phase.name: phase for phase in (
-    TrainPhase(), InferPhase(), ParityPhase(), ScalePhase())}
+    TrainPhase(), InferPhase(), ParityPhase(), ScalePhase(), TtaPhase())}

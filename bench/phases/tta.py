@@ -193,7 +193,7 @@ class TtaPhase(Phase):
 
     def target(self, name: str, ctx: BenchContext) -> tuple[float, str]:
         """(target accuracy, its source): this phase's override, then ``ctx.tta_targets``, then TARGETS."""
-        override = {**(getattr(ctx, "tta_targets", None) or {}), **self.targets}
+        override = {**ctx.tta_targets, **self.targets}
         if name in override:
             return float(override[name]), "override (--tta-target)"
         return TARGETS.get(name, (0.5, "stated: no tutorial number; 50% as a conservative floor"))
