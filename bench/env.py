@@ -95,9 +95,19 @@ def environment(ctx: BenchContext, command: str | None = None) -> RunEnv:
                   command=command, quick=ctx.quick, budget_s=ctx.budget_s, clock=CLOCK)
 
 
+def note_load(env: RunEnv, key: str) -> None:
+    """The OS's 1/5/15-minute load averages (runnable processes), where the OS has them: a busy machine is why a run
+    can be noisy or slow, and a reader should see it next to the figures."""
+    try:
+        env.notes[key] = [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # Windows
+        pass
+
+
 def probe_machine(ctx: BenchContext, env: RunEnv) -> None:
     """Once per run, before any phase: the maths policy every backend runs under, the machine-speed calibration and
     the device's measured peaks (into env, and the peaks into ctx for every row's % of peak)."""
+    note_load(env, "load_avg_at_start")
     env.maths = dict(apply_policy(ctx.device))
     env.calibration = dict(calibrate(ctx.device))
     env.peaks = dict(measure_peaks(ctx.device, list(ctx.precisions)))

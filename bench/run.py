@@ -83,6 +83,7 @@ def write_outputs(ctx, env, records, *, plots: bool) -> None:
 
 def save(ctx, env, records, t0: float, *, complete: bool) -> None:
     env.wall_s = round(time.perf_counter() - t0, 1)
+    note_load(env, "load_avg_at_end")
     env.done_rows, env.complete = len(records), complete
     # Plots (slow to draw) once the run ends, complete or not, so they never lag the tables they illustrate.
     write_outputs(ctx, env, records, plots=complete)
