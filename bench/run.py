@@ -82,6 +82,8 @@ def write_outputs(ctx, env, records, *, plots: bool) -> None:
 
 
 def save(ctx, env, records, t0: float, *, complete: bool) -> None:
+    from bench.env import note_load
+
     env.wall_s = round(time.perf_counter() - t0, 1)
     note_load(env, "load_avg_at_end")
     env.done_rows, env.complete = len(records), complete
