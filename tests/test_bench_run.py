@@ -305,3 +305,15 @@ def test_sigint_ends_a_real_run_promptly_with_130_and_results_marked_incomplete(
     if path.exists():
         data = json.loads(path.read_text())
         assert data["env"]["complete"] is False and data["env"]["done_rows"] <= data["env"]["planned_rows"]
+
+
+def test_default_backends_keep_a_missing_package_as_a_row_and_leave_out_another_device(monkeypatch):
+    from bench import plan
+    from bench.backends import BACKENDS
+
+    monkeypatch.setattr(BACKENDS["openvino"], "available",
+                        classmethod(lambda cls, device: 'openvino is not installed: pip install -e ".[openvino]"'))
+    monkeypatch.setitem(plan.DEFAULT_BACKENDS, "cpu", ("eager", "openvino", "cuda_graph"))
+    backends, left_out = plan.pick_backends(None, torch.device("cpu"), quick=False)
+    assert backends == ["eager", "openvino"], "a missing package stays planned: its rows say how to install it"
+    assert list(left_out) == ["cuda_graph"] and "cuda" in left_out["cuda_graph"]
