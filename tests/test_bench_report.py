@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 
 import pytest
 
 import zoo.atomic
 from bench import plots, report, selection, tables
 from bench.records import (
+    THROUGHPUT_DEFINITION,
     InferRecord,
     ModelRecord,
     ParityRecord,
@@ -274,3 +276,151 @@ def test_every_plot_panel_draws_its_models_data():
     assert any(t.get_text() == "above bound" for t in ladder.texts)
     accuracy = next(ax for ax in figs["latency_accuracy.png"].axes if ax.get_title().startswith("mlp"))
     assert accuracy.get_title() == "mlp (batch 64)"  # the batch size with most accuracy rows
+
+
+# -- the env table, the method text, the index and the CLI, exactly as a reader sees them -----------------------------
+
+ENV_ROWS = """\
+| setting            | value                                                   |
+|--------------------|---------------------------------------------------------|
+| device             | Test CPU (cpu)                                          |
+| torch              | 2.x                                                     |
+| torchvision        | 0.x                                                     |
+| onnxruntime        | 1.x                                                     |
+| CUDA               | 13.0                                                    |
+| python             | 3.11                                                    |
+| platform           | Linux                                                   |
+| CPU capability     | AVX2                                                    |
+| threads            | 2 torch threads of 2 CPUs                               |
+| memory             | 16.0 GB                                                 |
+| clock              | perf_counter, device sync per call                      |
+| maths policy       | cudnn_benchmark=True, tf32=False                        |
+| calibration        | matmul_ms.median 1.25                                   |
+| measured peaks     | fp32_flops_per_s 250 GFLOP/s, mem_bytes_per_s 12.0 GB/s |
+| git commit         | abc1234                                                 |
+| timestamp (UTC)    | 2030-01-01T00:00:00+00:00                               |
+| command            | `python -m bench.run --device cpu`                      |
+| wall time          | 812 s                                                   |
+| budget             | 900 s                                                   |
+| quick              | no                                                      |
+| rows done          | 30 of 30 planned                                        |
+| complete           | yes                                                     |
+| skipped precisions | fp16: no fp16 matmul on this CPU                        |
+| notes              | a.b_s 2.50 s, flag True                                 |"""
+
+
+def test_env_table_shows_every_setting_with_its_unit():
+    env = make_env(cuda="13.0", cpu_capability="AVX2", notes={"a": {"b_s": 2.5}, "flag": True, "raw": [1, 2]})
+    assert report.env_section(env) == ["# Benchmark on Test CPU (cpu)", "", ENV_ROWS]
+
+
+def test_an_incomplete_quick_run_says_so_before_any_number():
+    env = make_env(complete=False, quick=True, threads=None, cpu_count=None, planned_rows=None, done_rows=None,
+                   command=None, device_name="", device="")
+    lines = report.env_section(env)
+    assert lines[:6] == [
+        "# INCOMPLETE (? of ? rows) - QUICK RUN - Benchmark on ? (?)", "",
+        "> **INCOMPLETE (? of ? rows): the run stopped before its plan was done (interrupted, out of budget, or "
+        "crashed). Rows missing below were never measured; they are not failures.**", "",
+        "> **QUICK RUN: short timing windows and reduced batch sizes; these numbers check the harness, they are not "
+        "measurements to quote.**", ""]
+    table = lines[6]
+    assert "| threads            | ? torch threads of ? CPUs " in table and "| quick              | YES " in table
+    assert "| complete           | **INCOMPLETE (? of ? rows)** " in table
+    assert "rows done" not in table and "command" not in table  # unknown settings are left out, not blank
+    assert report.incomplete_label(make_env(complete=False, planned_rows=12345, done_rows=1234)) == \
+        "INCOMPLETE (1,234 of 12,345 rows)"
+
+
+def test_method_text_states_the_definitions_and_the_thresholds():
+    lines = report.method_section(make_env(clock=None))
+    assert lines[:2] == ["## How these numbers were measured", ""]
+    assert lines[2] == f"- **Throughput**: {THROUGHPUT_DEFINITION}."
+    assert lines[3] == "- **Clock**: not recorded; threads and maths policy as in the table above."
+    assert lines[4] == (
+        "- **Percentiles**: p50 is the median call. p90 is printed only when at least 100 calls were timed, p99 only "
+        "with at least 1,000; with fewer calls the cell shows `max X (n=N)`, the slowest of the N calls (not a "
+        "percentile), or stays blank.")
+    assert lines[5] == (
+        "- **Spread**: `X ± Y (Z%)` is the median X and the interquartile range Y (75th minus 25th percentile) of the "
+        "raw samples (per-call latencies for inference, per-window rates for training); Z is Y as a percentage of X. "
+        "Two figures closer than their IQRs are not known to differ.")
+    assert lines[6] == (
+        "- **% of compute**: a training row's median over its compute bound's median (same precision and variant); "
+        "a row above the bound by more than the noise is flagged, never shown above 100%. **% of peak**: achieved "
+        "FLOP/s (counted FLOPs x samples/s) over the measured peak above.")
+    assert lines[7] == (
+        "- **Comparing runs**: `python -m bench.compare A/results.json B/results.json` matches rows by key and calls "
+        "a change real only when it is larger than the rows' spread.")
+    assert len(lines) == 8
+    assert report.method_section(make_env())[3].startswith("- **Clock**: perf_counter, device sync per call; ")
+
+
+def test_summary_links_the_plots_it_was_given():
+    text = report.render_summary(make_env(), [], ["latency.png", "train_ladder.png"])
+    assert text.endswith("\n## Plots\n\n![latency.png](latency.png)\n![train_ladder.png](train_ladder.png)\n")
+    assert "## Plots" not in report.render_summary(make_env(), [])
+
+
+def test_csv_columns_are_the_present_types_fields_without_raw_samples():
+    assert report.csv_columns([ScaleRecord()]) == [
+        "phase", "model", "device", "status", "reason", "processes", "batch_size", "batch_size_global",
+        "dist_backend", "threads_per_process", "data", "quick", "samples_per_s", "samples_per_s_iqr", "windows",
+        "steps_per_window", "ideal", "ideal_samples_per_s", "scaling_efficiency"]
+    text = report.csv_text({"records": [ScaleRecord(model="m", processes=2).to_dict()]}, [ScaleRecord()])
+    assert text.splitlines()[1] == "scale,m,,ok,,2,,,,,,False,,,,,,,"  # None is an empty cell
+    assert report.csv_columns([]) == ["phase"]
+
+
+def test_index_rows_exactly(tmp_path):
+    report.write_results(str(tmp_path / "cpu"), make_env(), sample_records()[:4], plots=False)
+    report.write_results(str(tmp_path / "cuda"), make_env(device="", device_name="G", git_commit=None, complete=False,
+                                                          planned_rows=None, done_rows=3), [], plots=False)
+    lines = open(report.write_index(str(tmp_path))).read().splitlines()
+    assert lines[:5] == [
+        "# Benchmark results", "",
+        "One folder per device; each holds results.json (every record), results.csv, summary.md and plots.",
+        "QUICK runs used short timing windows and reduced batch sizes: use them to check the harness, not to quote "
+        "numbers. INCOMPLETE runs stopped before their plan was done: rows are missing.", ""]
+    assert [c.strip() for c in lines[5].split("|")[1:-1]] == [
+        "device", "device name", "timestamp (UTC)", "git commit", "quick", "complete", "models",
+        "ok / skipped / failed", "summary"]
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[7:]]
+    assert cells == [
+        ["cpu", "Test CPU", "2030-01-01T00:00:00+00:00", "abc1234", "no", "yes", "3", "3 / 0 / 1",
+         "[cpu/summary.md](cpu/summary.md)"],
+        ["cuda", "G", "2030-01-01T00:00:00+00:00", "", "no", "**INCOMPLETE 3/?**", "0", "0 / 0 / 0",
+         "[cuda/summary.md](cuda/summary.md)"]]  # no device recorded: the folder names it
+
+
+def test_an_empty_index_says_how_to_fill_it(tmp_path):
+    path = report.write_index(str(tmp_path))
+    assert path == str(tmp_path / "README.md")
+    assert open(path).read().endswith("rows are missing.\n\n_No results yet: run `python -m bench.run`._\n")
+
+
+def test_write_results_returns_the_files_it_wrote_in_order(tmp_path):
+    written = report.write_results(str(tmp_path), make_env(), sample_records(), plots=False)
+    assert written == [str(tmp_path / name) for name in ("results.json", "results.csv", "summary.md")]
+    assert (tmp_path / "results.json").read_text().startswith('{\n "schema_version": ')
+
+
+def test_report_cli_help_folders_and_unwritable_output(tmp_path, capsys, monkeypatch):
+    assert report.main(["--help"]) == 0
+    out = capsys.readouterr()
+    assert out.out == "usage: python -m bench.report OUT/<device>/results.json [...]\n" and out.err == ""
+    assert report.main([]) == 2
+    assert capsys.readouterr().err == "error: usage: python -m bench.report OUT/<device>/results.json [...]\n"
+    report.write_results(str(tmp_path / "cpu"), make_env(), sample_records()[:2], plots=False)
+    assert report.main([str(tmp_path / "cpu")]) == 0  # a folder means its results.json
+    assert capsys.readouterr().out == str(tmp_path / "cpu" / "summary.md") + "\n"
+    monkeypatch.setattr(sys, "argv", ["bench.report", str(tmp_path / "cpu" / "results.json")])
+    assert report.main() == 0  # no argv: the command line's
+    capsys.readouterr()
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(zoo.atomic.tempfile, "mkstemp", read_only)
+    assert report.main([str(tmp_path / "cpu")]) == 1
+    assert capsys.readouterr().err == f"error: cannot write results under {tmp_path / 'cpu'}: Permission denied\n"
