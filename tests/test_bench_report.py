@@ -424,3 +424,97 @@ def test_report_cli_help_folders_and_unwritable_output(tmp_path, capsys, monkeyp
     monkeypatch.setattr(zoo.atomic.tempfile, "mkstemp", read_only)
     assert report.main([str(tmp_path / "cpu")]) == 1
     assert capsys.readouterr().err == f"error: cannot write results under {tmp_path / 'cpu'}: Permission denied\n"
+
+
+# -- bench.tables: the cells and the whole summary -------------------------------------------------------------------
+
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "summary.md")
+
+
+def test_the_whole_summary_matches_the_reviewed_golden_file():
+    """Every table of summary.md for the sample records, byte for byte. After an intended change to the layout,
+    regenerate tests/golden/summary.md with the same call and review its diff like code."""
+    text = report.render_summary(make_env(), sample_records(), ["latency.png"])
+    with open(GOLDEN, encoding="utf-8") as f:
+        assert text == f.read()
+
+
+@pytest.mark.parametrize("value, text", [
+    (1234.5, "1,234"), (100, "100"), (99.94, "99.9"), (10, "10.0"), (9.994, "9.99"), (1, "1.00"), (0.5, "0.500"),
+    (0.001234, "0.00123"), (0, "0.00"), (-250.0, "-250"), (None, ""), (float("nan"), ""), (True, ""), ("3", ""),
+])
+def test_num_keeps_about_three_significant_figures(value, text):
+    assert tables.num(value) == text
+
+
+def test_cells_blank_what_was_not_measured():
+    assert tables.num(2.5, " s") == tables.seconds(2.5) == "2.50 s" and tables.seconds(None) == ""
+    assert (tables.count(1234567), tables.count(None)) == ("1,234,567", "")
+    assert (tables.pct(0.1234), tables.pct(0.1234, 2), tables.pct(None)) == ("12.3%", "12.34%", "")
+    assert (tables.sci(0.00012345), tables.sci(float("inf"))) == ("1.23e-04", "")
+    assert (tables.ratio(2), tables.ratio(None)) == ("2.00x", "")
+    assert (tables.yes_no(True), tables.yes_no(False), tables.yes_no(None)) == ("yes", "no", "")
+
+
+def test_spread_cell():
+    assert tables.with_iqr(200.0, 10.0) == "200 ± 10.0 (5.0%)"
+    assert tables.with_iqr(200.0, None) == "200"  # no spread recorded: the median alone
+    assert tables.with_iqr(0.0, 1.0) == "0.00 ± 1.00"  # no percentage of a zero median
+    assert tables.with_iqr(None, 1.0) == ""
+
+
+def test_percentile_cell_shows_the_max_only_below_the_minimum_calls():
+    assert tables.percentile_cell(1.5, 2000, 3.0, 99) == "1.50"
+    assert tables.percentile_cell(None, 999, 3.0, 99) == "max 3.00 (n=999)"
+    assert tables.percentile_cell(None, 1000, 3.0, 99) == ""  # enough calls yet no p99: nothing to stand in
+    assert tables.percentile_cell(None, 99, 3.0, 90) == "max 3.00 (n=99)"
+    assert tables.percentile_cell(None, 100, 3.0, 90) == ""
+    assert tables.percentile_cell(None, None, 3.0, 90) == tables.percentile_cell(None, 5, None, 90) == ""
+
+
+def test_compute_fraction_cell():
+    assert tables.compute_fraction_cell(train("fast", 1.0, fraction_of_compute=1.0)) == "at bound (within noise)"
+    assert tables.compute_fraction_cell(train("fast", 1.0, fraction_of_compute=0.999)) == "99.9%"
+    assert tables.compute_fraction_cell(train("fast", 1.0)) == ""
+    assert tables.compute_fraction_cell(train("compute", 1.0, fraction_of_compute=0.5)) == "(the bound)"
+
+
+def test_table_and_inline_cells_cannot_break_the_markdown():
+    text = tables.table([["a|b", "line\nnext", None]], ["x", "y", "z"])
+    assert text.splitlines()[2] == "| a\\|b | line next |     |"
+    assert tables.inline({"a": 1, "b": "x", "c": None, "d": {"e": [1, 2]}, "f": True}) == \
+        'a=1, b=x, c=None, d={"e": [1, 2]}, f=True'
+    assert tables.inline(None) == tables.inline({}) == ""
+
+
+def test_sections_of_a_run_without_such_records_are_empty():
+    for section in (tables.zoo_section, tables.train_section, tables.infer_section, tables.parity_section,
+                    tables.scale_section, tables.tta_section):
+        assert section([]) == [], section
+    assert tables.not_ok_section([]) == ["## Failed and skipped", "", "_nothing failed or was skipped_"]
+
+
+def edge_records():
+    """The rarer cells: a quick ladder without threads, a failed variant, backend notes on real data, an exporter
+    fallback, an unjudged parity, failed scaling and time-to-accuracy rows, a model without a stated ideal."""
+    return [
+        train("fast", 800.0, model="lenet", quick=True, threads=None, data=None, steps_per_window=None,
+              samples_per_s_iqr=None, batch_size=32),
+        not_ok(TrainRecord, "lenet", "cpu", "no fused kernel", row="fast", batch_size=32, compile="max-autotune"),
+        infer("onnxruntime", 1, 0.3, model="lenet", weights="checkpoint", data="real", provider="CPUExecutionProvider",
+              note="graph optimizations all", accuracy_ok=None, argmax_agreement=0.9999, agreement_samples=None),
+        infer("eager", 1, 0.5, model="lenet", weights="checkpoint", data="real", note="the reference"),
+        ParityRecord(model="lenet", device="cpu", opset=17, exporter="torchscript", checker="full",
+                     exporter_fallback_reason="dynamo failed", parity_ok=None, max_abs_diff_b1_b3=1e-7,
+                     dynamic_batch_ok=False, onnx_mb=0.25, export_s=1.5, data="real"),
+        not_ok(ScaleRecord, "lenet", "cpu", RuntimeError("gloo hung"), processes=2, batch_size=32),
+        ScaleRecord(model="lenet", device="cpu", processes=1, batch_size=32, samples_per_s=900.0, windows=3,
+                    steps_per_window=10),
+        not_ok(TtaRecord, "lenet", "cpu", "budget", status="skipped", row="shared_loop", target_acc=0.99),
+    ]
+
+
+def test_the_rarer_cells_match_the_reviewed_golden_file():
+    text = report.render_summary(make_env(), edge_records())
+    with open(GOLDEN.replace("summary.md", "summary_edge_cases.md"), encoding="utf-8") as f:
+        assert text == f.read()

@@ -123,6 +123,7 @@ def test_reason_of_is_one_line():
     assert reason_of(KeyError()) == "KeyError"
     assert reason_of(ValueError("  padded  ")) == "ValueError: padded"
     assert reason_of(OSError("y" * 300)) == "OSError: " + "y" * 200
+    assert reason_of(RuntimeError("needs X:")) == "RuntimeError: needs X"  # trailing colons and spaces go, letters stay
 
 
 def test_not_ok_builds_a_keyed_row_with_its_reason():
