@@ -55,15 +55,20 @@ def test_a_named_device_is_kept_with_its_index(accelerators):
     assert resolve_device("cpu") == CPU
 
 
-def test_absent_or_unknown_devices_are_user_errors(accelerators):
+def test_absent_or_unknown_devices_are_user_errors(accelerators, monkeypatch):
     accelerators(False, False)
+    monkeypatch.setattr(torch.version, "cuda", None)  # a CPU-only build
     with pytest.raises(UserError, match=r"^unknown device 'tpu'; choose from: auto, cpu, cuda, mps$"):
         resolve_device("tpu")
-    with pytest.raises(UserError, match="--device cuda was asked for, but this PyTorch sees no CUDA device"):
+    with pytest.raises(UserError, match=r"^--device cuda was asked for, but this PyTorch sees no CUDA device "
+                                        r"\(torch .+, CUDA build: no\)$"):
         resolve_device("cuda:0")
     with pytest.raises(UserError, match="^--device mps was asked for, but MPS is not available"):
         resolve_device("mps")
     assert resolve_device("cpu") == CPU
+    monkeypatch.setattr(torch.version, "cuda", "12.8")  # a CUDA build on a machine without a GPU
+    with pytest.raises(UserError, match=r"\(torch .+, CUDA build: 12\.8\)$"):
+        resolve_device("cuda")
 
 
 def test_synchronize_drains_the_devices_own_queue(monkeypatch):
@@ -178,6 +183,25 @@ def test_step_stats_sum_on_the_device_and_read_once():
     assert got == {"loss": pytest.approx((0.5 * 3 + 2.0) / 4), "acc": 0.5, "finite_steps": 2,
                    "loss_sum": pytest.approx(3.5), "correct": 2, "samples": 4}
     assert type(got["finite_steps"]) is int and type(got["correct"]) is int
+
+
+def test_running_sums_live_on_the_device_as_exact_counters():
+    meta = StepStats(torch.device("meta"))  # any non-CPU device: no host copy, fp32 loss sum
+    assert {t.device.type for t in (meta.loss_sum, meta.correct, meta.finite_steps)} == {"meta"}
+    assert meta.loss_sum.dtype == torch.float32
+    cpu = StepStats(CPU)
+    # integer counters: a float32 count of correct predictions would stop growing at 2**24 samples
+    assert (cpu.loss_sum.dtype, cpu.correct.dtype, cpu.finite_steps.dtype) == (torch.float64, torch.int64, torch.int64)
+    third = torch.tensor(1 / 3, dtype=torch.float32)
+    cpu.update(third, torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
+    assert cpu.read()["loss_sum"] == third.item() * 3  # summed in float64, not rounded back to float32
+
+
+def test_one_sample_reads_its_own_loss():
+    stats = StepStats(CPU)
+    stats.update(torch.tensor(0.75), torch.tensor([[0.0, 1.0]]), torch.tensor([1]))
+    assert stats.read() == {"loss": 0.75, "acc": 1.0, "finite_steps": 1, "loss_sum": 0.75, "correct": 1,
+                            "samples": 1}
 
 
 def test_finite_steps_stop_at_the_first_non_finite_loss():
