@@ -109,6 +109,8 @@ def test_each_kernel_is_asked_for_exactly(recipe):
     for impl in ("fused", "foreach", "forloop"):
         opt = build_optimizer(recipe, model, impl=impl, fused=False)
         assert optimizer_impl(opt, CPU) == impl
+        assert opt.param_groups[0]["lr"] == recipe.lr  # the kernel changes, the hyper-parameters do not
+    assert build_optimizer(recipe, model, fused=False).param_groups[0]["weight_decay"] == recipe.weight_decay
     with pytest.raises(ValueError, match=r"unknown optimizer impl 'cuda'; choose from: fused, foreach, forloop"):
         build_optimizer(recipe, model, impl="cuda")
 
@@ -144,7 +146,7 @@ def test_step_options_check_the_precision_and_bring_a_scaler_for_fp16():
         StepOptions(CPU, precision="fp8")
     assert StepOptions(CPU).scaler is None and StepOptions(CPU, precision="bf16").scaler is None
     fp16 = StepOptions(CPU, precision="fp16")
-    assert isinstance(fp16.scaler, torch.amp.GradScaler)
+    assert isinstance(fp16.scaler, torch.amp.GradScaler) and fp16.scaler.is_enabled()  # fp16 steps scale the loss
     mine = torch.amp.GradScaler("cpu")
     assert StepOptions(CPU, precision="fp16", scaler=mine).scaler is mine
 
@@ -156,6 +158,8 @@ def test_autocast_runs_the_forward_in_the_chosen_precision():
     assert ctx is None
     with StepOptions(CPU, precision="bf16").autocast():
         assert (a @ a).dtype == torch.bfloat16
+    with StepOptions(CPU, precision="fp16").autocast():
+        assert (a @ a).dtype == torch.float16
     assert isinstance(StepOptions(CPU).autocast(), contextlib.nullcontext)
 
 
