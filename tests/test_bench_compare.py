@@ -391,3 +391,36 @@ def test_the_threshold_comes_from_the_gate_when_given(tmp_path, capsys):
     assert code == 2 and err == "error: --fail-on-regression must be a percentage >= 0, not -2\n"
     code, out, _ = run(capsys, a, a, "--threshold", "7", "--fail-on-regression", "0")
     assert code == 0 and "(T = 0%)" in out and "(T = 7%)" not in out
+
+
+def test_a_stalled_training_row_is_a_regression_not_a_crash(tmp_path, capsys):
+    a = write_flat(tmp_path / "a.json", [TrainRecord(model="mlp", row="fast", batch_size=64, window_rates=[900.0] * 3)])
+    b = write_flat(tmp_path / "b.json", [TrainRecord(model="mlp", row="fast", batch_size=64, window_rates=[0.0] * 3)])
+    code, out, _ = run(capsys, a, b, "--fail-on-regression", "5")
+    assert code == 1 and verdicts(out) == ["regression"] and "infx slower [inf, inf]" in out
+
+
+def test_machine_drift_uses_the_shared_probes_and_brackets_its_ratio():
+    a = RunEnv(calibration=calibration(1))
+    b = RunEnv(calibration=calibration(2, scale=1.3))
+    b.calibration["probes"]["disk_read"] = {"samples_ms": [5.0] * 5}  # only B has it: not compared
+    drift = compare.machine_drift(a, b)
+    assert sorted(drift["probes"]) == ["copy_32MB", "matmul_fp32_256"]
+    assert drift["lo"] < drift["ratio"] < drift["hi"] and drift["ratio"] == pytest.approx(1.3, rel=0.05)
+    assert compare.machine_drift(a, b) == drift  # seeded: the same files always give the same interval
+    assert compare.machine_drift(a, RunEnv()) is None
+
+
+def test_normalizing_divides_by_the_machine_and_widens_the_interval():
+    ra = InferRecord(model="mlp", backend="eager", batch_size=1, latencies_ms=[1.0] * 5)
+    rb = InferRecord(model="mlp", backend="eager", batch_size=1, latencies_ms=[2.0] * 5)
+    change = compare.judge(ra, rb, 0.05, (2.0, 1.6, 2.5))
+    # B took 2x; the machine is 2x slower with interval [1.6, 2.5]: B's code is 1x within [2 / 2.5, 2 / 1.6]
+    assert (change.slowdown, change.lo, change.hi) == pytest.approx((1.0, 0.8, 1.25))
+    assert change.verdict == "inconclusive" and (change.n_a, change.n_b) == (5, 5)
+
+
+def test_a_noisy_comparison_is_reproducible(tmp_path, capsys, base):
+    b = write(tmp_path / "b.json", records(seed=2, slow=1.03), seed=200)
+    first = run(capsys, base, b)
+    assert run(capsys, base, b) == first  # the bootstrap is seeded: same files, same intervals and verdicts
