@@ -332,7 +332,7 @@ def test_a_faster_machine_and_both_runs_quick(tmp_path, capsys):
     open(b, "w").write(json.dumps(env))
     _, out, _ = run(capsys, a, b)
     assert "note: both runs are --quick: few samples, short windows; expect inconclusive rows" in out.splitlines()
-    assert ": changed (faster) at T = 5%" in out
+    assert ": changed (faster) at T = 5%" in out and verdicts(out) == ["withheld"] * 3 + ["inconclusive"]
     assert [line for line in out.splitlines() if line.startswith("note:")] == [
         "note: both runs are --quick: few samples, short windows; expect inconclusive rows"]
 
@@ -380,7 +380,8 @@ def test_junk_calibration_is_treated_as_missing(tmp_path, capsys):
     b = tmp_path / "b.json"
     b.write_text(json.dumps(data))
     _, out, _ = run(capsys, a, b)
-    assert "machine: no calibration probe in both runs: a machine change cannot be told from a code change" in out
+    assert "machine: no calibration probe in both runs: a machine change cannot be told from a code change" in \
+        out.splitlines()
 
 
 def test_the_threshold_comes_from_the_gate_when_given(tmp_path, capsys):
@@ -424,3 +425,23 @@ def test_a_noisy_comparison_is_reproducible(tmp_path, capsys, base):
     b = write(tmp_path / "b.json", records(seed=2, slow=1.03), seed=200)
     first = run(capsys, base, b)
     assert run(capsys, base, b) == first  # the bootstrap is seeded: same files, same intervals and verdicts
+
+
+def test_unknown_env_fields_read_as_question_marks(tmp_path, capsys):
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(results_to_json(RunEnv(complete=True), [])))
+    _, out, _ = run(capsys, path, path)
+    assert out.splitlines()[0] == f"A: {path} | ? (?) | torch ? | threads ? | commit ? | ?"
+
+
+def test_a_machine_within_noise_of_the_threshold_is_inconclusive(tmp_path, capsys):
+    a = write_flat(tmp_path / "a.json", [])
+    data = json.loads(open(a).read())
+    data["env"]["calibration"] = {"probes": {"matmul": {"samples_ms": [1.02, 1.03, 1.05, 1.07, 1.08]}}}
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(data))
+    data["env"]["calibration"] = {"probes": {"matmul": {"samples_ms": [1.0] * 5}}}
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    _, out, _ = run(capsys, a, b)
+    line = next(x for x in out.splitlines() if x.startswith("machine:"))
+    assert line.endswith("): inconclusive at T = 5%") and "verdicts withheld" not in out
