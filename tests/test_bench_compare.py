@@ -445,3 +445,19 @@ def test_a_machine_within_noise_of_the_threshold_is_inconclusive(tmp_path, capsy
     _, out, _ = run(capsys, a, b)
     line = next(x for x in out.splitlines() if x.startswith("machine:"))
     assert line.endswith("): inconclusive at T = 5%") and "verdicts withheld" not in out
+
+
+def test_help_documents_every_argument_and_the_exit_status():
+    text = " ".join(compare.build_parser().format_help().split())  # independent of the terminal's width
+    assert text.startswith("usage: python -m bench.compare [-h] [--threshold PCT] [--fail-on-regression PCT] "
+                           "[--normalize] A.json B.json Compare two results.json files (B against A). ")
+    for needle in (
+            " A.json the baseline run B.json the run to judge ",
+            " --threshold PCT T for the verdicts when --fail-on-regression is not given (default 5) "
+            "--fail-on-regression PCT T = PCT, and exit 1 when any row is a regression beyond it --normalize divide "
+            "every ratio by the machine calibration ratio instead of withholding verdicts when the machines differ "
+            "B vs A = ",
+            "divided by the machine's ratio. Exit status: 1 when a row that was ok in A fails in B, or when "
+            "--fail-on-regression is given and a row is a regression beyond it; 2 on bad input; else 0."):
+        assert needle in text, needle
+    assert text.endswith("else 0.")
