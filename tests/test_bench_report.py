@@ -312,6 +312,11 @@ ENV_ROWS = """\
 def test_env_table_shows_every_setting_with_its_unit():
     env = make_env(cuda="13.0", cpu_capability="AVX2", notes={"a": {"b_s": 2.5}, "flag": True, "raw": [1, 2]})
     assert report.env_section(env) == ["# Benchmark on Test CPU (cpu)", "", ENV_ROWS]
+    two = make_env(skipped_precisions={"fp16": "no fp16 matmul", "int8": "no onnxruntime"},
+                   notes={"first": 1.5, "nested": {"second": 2.5}})
+    table = report.env_section(two)[2]
+    assert "| fp16: no fp16 matmul; int8: no onnxruntime " in table
+    assert "| notes              | first 1.50, nested.second 2.50 " in table  # a nested block keeps what came before
 
 
 def test_an_incomplete_quick_run_says_so_before_any_number():
@@ -369,6 +374,7 @@ def test_csv_columns_are_the_present_types_fields_without_raw_samples():
         "steps_per_window", "ideal", "ideal_samples_per_s", "scaling_efficiency"]
     text = report.csv_text({"records": [ScaleRecord(model="m", processes=2).to_dict()]}, [ScaleRecord()])
     assert text.splitlines()[1] == "scale,m,,ok,,2,,,,,,False,,,,,,,"  # None is an empty cell
+    assert "\r" not in text  # plain newlines, as every other file the report writes
     assert report.csv_columns([]) == ["phase"]
 
 
@@ -376,6 +382,10 @@ def test_index_rows_exactly(tmp_path):
     report.write_results(str(tmp_path / "cpu"), make_env(), sample_records()[:4], plots=False)
     report.write_results(str(tmp_path / "cuda"), make_env(device="", device_name="G", git_commit=None, complete=False,
                                                           planned_rows=None, done_rows=3), [], plots=False)
+    report.write_results(str(tmp_path / "mps"), make_env(device="mps", quick=True, complete=False, planned_rows=9,
+                                                         done_rows=None), [], plots=False)
+    os.makedirs(tmp_path / "xpu")
+    (tmp_path / "xpu" / "results.json").write_text("[]")
     lines = open(report.write_index(str(tmp_path))).read().splitlines()
     assert lines[:5] == [
         "# Benchmark results", "",
@@ -390,7 +400,11 @@ def test_index_rows_exactly(tmp_path):
         ["cpu", "Test CPU", "2030-01-01T00:00:00+00:00", "abc1234", "no", "yes", "3", "3 / 0 / 1",
          "[cpu/summary.md](cpu/summary.md)"],
         ["cuda", "G", "2030-01-01T00:00:00+00:00", "", "no", "**INCOMPLETE 3/?**", "0", "0 / 0 / 0",
-         "[cuda/summary.md](cuda/summary.md)"]]  # no device recorded: the folder names it
+         "[cuda/summary.md](cuda/summary.md)"],  # no device recorded: the folder names it
+        ["mps", "Test CPU", "2030-01-01T00:00:00+00:00", "abc1234", "**QUICK**", "**INCOMPLETE ?/9**", "0",
+         "0 / 0 / 0", "[mps/summary.md](mps/summary.md)"],
+        ["xpu", "unreadable: " + cells[3][1].split(": ", 1)[1], "", "", "", "", "", "", "[xpu/summary.md](xpu/summary.md)"]]
+    assert cells[3][1].startswith("unreadable: ") and "not a bench results file" in cells[3][1]
 
 
 def test_an_empty_index_says_how_to_fill_it(tmp_path):
@@ -402,13 +416,18 @@ def test_an_empty_index_says_how_to_fill_it(tmp_path):
 def test_write_results_returns_the_files_it_wrote_in_order(tmp_path):
     written = report.write_results(str(tmp_path), make_env(), sample_records(), plots=False)
     assert written == [str(tmp_path / name) for name in ("results.json", "results.csv", "summary.md")]
+    assert "## Plots" not in (tmp_path / "summary.md").read_text()  # no plots drawn, none linked
+    with_plots = report.write_results(str(tmp_path), make_env(), sample_records())
+    assert with_plots[:3] == written and sorted(os.path.basename(p) for p in with_plots[3:]) == \
+        ["latency.png", "latency_accuracy.png", "train_ladder.png"]
     assert (tmp_path / "results.json").read_text().startswith('{\n "schema_version": ')
 
 
 def test_report_cli_help_folders_and_unwritable_output(tmp_path, capsys, monkeypatch):
-    assert report.main(["--help"]) == 0
-    out = capsys.readouterr()
-    assert out.out == "usage: python -m bench.report OUT/<device>/results.json [...]\n" and out.err == ""
+    for flag in ("--help", "-h"):
+        assert report.main([flag]) == 0
+        out = capsys.readouterr()
+        assert out.out == "usage: python -m bench.report OUT/<device>/results.json [...]\n" and out.err == ""
     assert report.main([]) == 2
     assert capsys.readouterr().err == "error: usage: python -m bench.report OUT/<device>/results.json [...]\n"
     report.write_results(str(tmp_path / "cpu"), make_env(), sample_records()[:2], plots=False)
