@@ -530,6 +530,15 @@ def edge_records():
         ScaleRecord(model="lenet", device="cpu", processes=1, batch_size=32, samples_per_s=900.0, windows=3,
                     steps_per_window=10),
         not_ok(TtaRecord, "lenet", "cpu", "budget", status="skipped", row="shared_loop", target_acc=0.99),
+        # random weights on real data, and rows of mixed data: both still warned about and listed
+        infer("eager", 1, 0.5, model="alexnet", weights="random", data="real"),
+        infer("eager", 8, 0.9, model="alexnet", weights="random", data="synthetic"),
+        ParityRecord(model="alexnet", device="cpu", agreement_samples=64, parity_ok=True),
+        ScaleRecord(model="lenet", device="cpu", processes=2, batch_size=16, samples_per_s=700.0),
+        ScaleRecord(model="alexnet", device="cpu", processes=2, batch_size=8, samples_per_s=50.0, ideal="N x rate(1)"),
+        train("fast_untuned", 700.0, model="lenet", batch_size=64, tuned={"threads": 2}),
+        train("fast", 750.0, model="lenet", batch_size=64, tuned={"steps": 8}),
+        infer("eager", 1, 0.4, model="mlp", weights="random", data="real"),
     ]
 
 
