@@ -539,6 +539,7 @@ def edge_records():
         train("fast_untuned", 700.0, model="lenet", batch_size=64, tuned={"threads": 2}),
         train("fast", 750.0, model="lenet", batch_size=64, tuned={"steps": 8}),
         infer("eager", 1, 0.4, model="mlp", weights="random", data="real"),
+        infer("eager", 1, 0.6, model="cifar_cnn", weights="checkpoint", data="synthetic"),
     ]
 
 
