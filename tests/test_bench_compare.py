@@ -4,6 +4,7 @@ interval clears, a newly failing row fails the comparison, a changed machine wit
 and bad input ends in one error line."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 
 from bench import compare
 from bench.compare import fmt_ratio, slowdown_ci, verdict
-from bench.records import InferRecord, RunEnv, ScaleRecord, TrainRecord, results_to_json
+from bench.records import InferRecord, ParityRecord, RunEnv, ScaleRecord, TrainRecord, results_to_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -232,3 +233,231 @@ def test_the_module_runs_as_a_command(tmp_path, base):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert "no such file" in _one_error_line(proc.stderr)
+
+
+# -- the whole report, on constant samples (exact intervals, no bootstrap noise) --------------------------------------
+
+
+def flat_calibration(ms: float) -> dict:
+    return {"probes": {"matmul": {"samples_ms": [ms] * 5}, "copy": {"samples_ms": [2 * ms] * 5}}}
+
+
+def write_flat(path, recs, cal_ms: float = 1.0, **env) -> str:
+    fields = {"device": "cpu", "device_name": "Test CPU", "torch": "2.x", "threads": 2, "complete": True,
+              "git_commit": "abc1234", "timestamp": "2030-01-01T00:00:00+00:00", **env}
+    path.write_text(json.dumps(results_to_json(RunEnv(calibration=flat_calibration(cal_ms), **fields), recs)))
+    return str(path)
+
+
+def flat_runs(tmp_path, b_scale: float = 1.0, **b_env) -> tuple[str, str]:
+    """A and B: eager 25% slower, onnxruntime 25% faster, training 3% faster, a scaling row with too few windows,
+    a row that now fails, a parity row (no raw samples), one row only in A and one only in B."""
+    def infer(backend, bs, ms, **kw):
+        return InferRecord(model="mlp", device="cpu", backend=backend, batch_size=bs, latencies_ms=[ms] * 5, **kw)
+
+    a = [infer("eager", 1, 2.0), infer("onnxruntime", 8, 2.0),
+         TrainRecord(model="lenet", device="cpu", row="fast", batch_size=64, window_rates=[1000.0] * 5),
+         ScaleRecord(model="lenet", device="cpu", processes=2, batch_size=32, window_rates=[1000.0] * 5),
+         infer("compile", 1, 2.0), ParityRecord(model="mlp", device="cpu"), infer("eager", 4, 1.0)]
+    b = [infer("eager", 1, 2.5 * b_scale), infer("onnxruntime", 8, 1.6 * b_scale),
+         TrainRecord(model="lenet", device="cpu", row="fast", batch_size=64, window_rates=[1030.0 / b_scale] * 5),
+         ScaleRecord(model="lenet", device="cpu", processes=2, batch_size=32, window_rates=[1000.0] * 2),
+         InferRecord(model="mlp", device="cpu", backend="compile", batch_size=1, status="failed",
+                     reason="RuntimeError: boom"),
+         ParityRecord(model="mlp", device="cpu"), TrainRecord(model="mlp", device="cpu", row="compute")]
+    return write_flat(tmp_path / "a.json", a), write_flat(tmp_path / "b.json", b, cal_ms=b_scale, **b_env)
+
+
+TABLE = """\
+| model   | phase   | row             | n A/B   | B vs A [95% CI]                    | verdict      |
+|---------|---------|-----------------|---------|------------------------------------|--------------|
+| mlp     | infer   | eager b=1       | 5/5     | 1.25x slower [1.25, 1.25]          | {v[0]:<12} |
+| mlp     | infer   | onnxruntime b=8 | 5/5     | 1.25x faster [1.25, 1.25]          | {v[1]:<12} |
+| lenet   | train   | fast b=64       | 5/5     | 1.03x faster [1.03, 1.03]          | {v[2]:<12} |
+| lenet   | scale   | procs=2 b=32    | 5/2     | no ratio (too few or zero samples) | inconclusive |"""
+
+
+def test_the_whole_report_of_a_gated_comparison(tmp_path, capsys):
+    a, b = flat_runs(tmp_path, quick=True, complete=False, threads=1)
+    code, out, err = run(capsys, a, b, "--fail-on-regression", "10")
+    assert code == 1
+    assert out == "\n".join([
+        f"A: {a} | Test CPU (cpu) | torch 2.x | threads 2 | commit abc1234 | 2030-01-01T00:00:00+00:00",
+        f"B: {b} | Test CPU (cpu) | torch 2.x | threads 1 | commit abc1234 | 2030-01-01T00:00:00+00:00 | QUICK | "
+        "INCOMPLETE",
+        f"rule: {compare.DECISION_RULE} (T = 10%)",
+        "note: torch threads differs: A 2, B 1; changes reflect that too, not only the code",
+        "note: one run is --quick and the other is not: their sample counts and settings differ",
+        "machine: B vs A calibration 1.00x slower [1.00, 1.00] (copy 1.00x slower [1.00, 1.00], matmul 1.00x slower "
+        "[1.00, 1.00]): same at T = 10%",
+        "",
+        TABLE.format(v=["regression", "improvement", "no change"]),
+        "now failing: mlp infer compile b=1: RuntimeError: boom",
+        "",
+        "1 regressions, 1 improvements, 1 no change, 1 inconclusive",
+        "1 now failing; 1 rows only in A, 1 only in B",
+        ""])
+    assert err == ("FAIL: 1 regressions beyond 10% (worst: mlp infer eager b=1 1.25x slower [1.25, 1.25])\n"
+                   "FAIL: 1 rows ok in A now fail in B\n")
+
+
+def test_the_whole_report_on_a_slower_machine(tmp_path, capsys):
+    a, b = flat_runs(tmp_path, b_scale=2.0, device_name="Other CPU", torch="2.y", device="cuda", quick=False)
+    code, out, err = run(capsys, a, b)
+    assert code == 1 and err == "FAIL: 1 rows ok in A now fail in B\n"
+    lines = out.splitlines()
+    assert lines[2:7] == [
+        f"rule: {compare.DECISION_RULE} (T = 5%)",
+        "note: device differs: A 'cpu', B 'cuda'; changes reflect that too, not only the code",
+        "note: device model differs: A 'Test CPU', B 'Other CPU'; changes reflect that too, not only the code",
+        "note: torch version differs: A '2.x', B '2.y'; changes reflect that too, not only the code",
+        "machine: B vs A calibration 2.00x slower [2.00, 2.00] (copy 2.00x slower [2.00, 2.00], matmul 2.00x slower "
+        "[2.00, 2.00]): changed (slower) at T = 5%"]
+    assert verdicts(out) == ["withheld"] * 3 + ["inconclusive"]
+    assert lines[-3:] == ["", "machine changed: verdicts withheld (re-run on the same machine, or pass --normalize)",
+                          "1 now failing; 1 rows only in A, 1 only in B"]
+    code, out, _ = run(capsys, a, b, "--normalize", "--threshold", "10")
+    assert "normalized: every ratio below is divided by the machine's 2.000" in out.splitlines()
+    assert TABLE.format(v=["regression", "improvement", "no change"]) in out
+    assert "1 regressions, 1 improvements, 1 no change, 1 inconclusive" in out.splitlines()
+
+
+def test_a_faster_machine_and_both_runs_quick(tmp_path, capsys):
+    a, b = flat_runs(tmp_path, b_scale=0.5)
+    env = json.loads(open(a).read())
+    env["env"]["quick"] = True
+    open(a, "w").write(json.dumps(env))
+    env = json.loads(open(b).read())
+    env["env"]["quick"] = True
+    open(b, "w").write(json.dumps(env))
+    _, out, _ = run(capsys, a, b)
+    assert "note: both runs are --quick: few samples, short windows; expect inconclusive rows" in out.splitlines()
+    assert ": changed (faster) at T = 5%" in out and verdicts(out) == ["withheld"] * 3 + ["inconclusive"]
+    assert [line for line in out.splitlines() if line.startswith("note:")] == [
+        "note: both runs are --quick: few samples, short windows; expect inconclusive rows"]
+
+
+def test_the_gate_names_the_worst_regression(tmp_path, capsys):
+    a = write_flat(tmp_path / "a.json", [InferRecord(model=m, backend="eager", batch_size=1, latencies_ms=[1.0] * 3)
+                                         for m in ("mlp", "lenet", "alexnet")])
+    b = write_flat(tmp_path / "b.json", [InferRecord(model=m, backend="eager", batch_size=1, latencies_ms=[x] * 3)
+                                         for m, x in (("mlp", 1.5), ("lenet", 3.0), ("alexnet", 2.0))])
+    code, out, err = run(capsys, a, b, "--fail-on-regression", "5")
+    assert code == 1 and verdicts(out) == ["regression"] * 3  # three samples a side are enough for a verdict
+    assert err == "FAIL: 3 regressions beyond 5% (worst: lenet infer eager b=1 3.00x slower [3.00, 3.00])\n"
+
+
+def test_no_comparable_row_is_said(tmp_path, capsys):
+    a = write_flat(tmp_path / "a.json", [ParityRecord(model="mlp")])
+    code, out, _ = run(capsys, a, a)
+    assert code == 0 and "no row with raw samples is ok in both runs" in out.splitlines()
+    assert "0 regressions, 0 improvements, 0 no change, 0 inconclusive" in out.splitlines()
+
+
+def test_a_failed_row_without_a_reason_and_a_skipped_one(tmp_path, capsys):
+    ok = InferRecord(model="mlp", backend="eager", batch_size=1, latencies_ms=[1.0] * 3)
+    a = write_flat(tmp_path / "a.json", [ok, dataclasses.replace(ok, backend="compile")])
+    b = write_flat(tmp_path / "b.json", [dataclasses.replace(ok, status="failed"),
+                                         dataclasses.replace(ok, backend="compile", status="skipped")])
+    code, out, err = run(capsys, a, b)
+    assert code == 1 and "now failing: mlp infer b=1: no reason recorded" not in out
+    assert "now failing: mlp infer eager b=1: no reason recorded" in out.splitlines()
+    assert "1 now failing; 0 rows only in A, 0 only in B" in out.splitlines()  # a skipped row is not a failure
+
+
+@pytest.mark.parametrize("lo, hi, expected", [
+    (1.2, 1.2, "no change"), (1.2, 1.3, "inconclusive"), (1 / 1.2, 1 / 1.2, "no change"),
+    (0.5, 1 / 1.2, "inconclusive"), (0.5, 0.8, "improvement"), (1.21, 2.0, "regression"),
+])
+def test_verdict_at_the_threshold_edges(lo, hi, expected):
+    assert verdict(lo, hi, 0.2) == expected
+
+
+def test_junk_calibration_is_treated_as_missing(tmp_path, capsys):
+    a = write_flat(tmp_path / "a.json", [])
+    data = json.loads(open(a).read())
+    data["env"]["calibration"]["probes"]["matmul"]["samples_ms"] = ["fast", "slow", "x"]
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(data))
+    _, out, _ = run(capsys, a, b)
+    assert "machine: no calibration probe in both runs: a machine change cannot be told from a code change" in \
+        out.splitlines()
+
+
+def test_the_threshold_comes_from_the_gate_when_given(tmp_path, capsys):
+    a = write_flat(tmp_path / "a.json", [])
+    code, _, err = run(capsys, a, a, "--threshold", "-1")
+    assert code == 2 and err == "error: --threshold must be a percentage >= 0, not -1\n"
+    code, _, err = run(capsys, a, a, "--threshold", "5", "--fail-on-regression", "-2")
+    assert code == 2 and err == "error: --fail-on-regression must be a percentage >= 0, not -2\n"
+    code, out, _ = run(capsys, a, a, "--threshold", "7", "--fail-on-regression", "0")
+    assert code == 0 and "(T = 0%)" in out and "(T = 7%)" not in out
+
+
+def test_a_stalled_training_row_is_a_regression_not_a_crash(tmp_path, capsys):
+    a = write_flat(tmp_path / "a.json", [TrainRecord(model="mlp", row="fast", batch_size=64, window_rates=[900.0] * 3)])
+    b = write_flat(tmp_path / "b.json", [TrainRecord(model="mlp", row="fast", batch_size=64, window_rates=[0.0] * 3)])
+    code, out, _ = run(capsys, a, b, "--fail-on-regression", "5")
+    assert code == 1 and verdicts(out) == ["regression"] and "infx slower [inf, inf]" in out
+
+
+def test_machine_drift_uses_the_shared_probes_and_brackets_its_ratio():
+    a = RunEnv(calibration=calibration(1))
+    b = RunEnv(calibration=calibration(2, scale=1.3))
+    b.calibration["probes"]["disk_read"] = {"samples_ms": [5.0] * 5}  # only B has it: not compared
+    drift = compare.machine_drift(a, b)
+    assert sorted(drift["probes"]) == ["copy_32MB", "matmul_fp32_256"]
+    assert drift["lo"] < drift["ratio"] < drift["hi"] and drift["ratio"] == pytest.approx(1.3, rel=0.05)
+    assert compare.machine_drift(a, b) == drift  # seeded: the same files always give the same interval
+    assert compare.machine_drift(a, RunEnv()) is None
+
+
+def test_normalizing_divides_by_the_machine_and_widens_the_interval():
+    ra = InferRecord(model="mlp", backend="eager", batch_size=1, latencies_ms=[1.0] * 5)
+    rb = InferRecord(model="mlp", backend="eager", batch_size=1, latencies_ms=[2.0] * 5)
+    change = compare.judge(ra, rb, 0.05, (2.0, 1.6, 2.5))
+    # B took 2x; the machine is 2x slower with interval [1.6, 2.5]: B's code is 1x within [2 / 2.5, 2 / 1.6]
+    assert (change.slowdown, change.lo, change.hi) == pytest.approx((1.0, 0.8, 1.25))
+    assert change.verdict == "inconclusive" and (change.n_a, change.n_b) == (5, 5)
+
+
+def test_a_noisy_comparison_is_reproducible(tmp_path, capsys, base):
+    b = write(tmp_path / "b.json", records(seed=2, slow=1.03), seed=200)
+    first = run(capsys, base, b)
+    assert run(capsys, base, b) == first  # the bootstrap is seeded: same files, same intervals and verdicts
+
+
+def test_unknown_env_fields_read_as_question_marks(tmp_path, capsys):
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(results_to_json(RunEnv(complete=True), [])))
+    _, out, _ = run(capsys, path, path)
+    assert out.splitlines()[0] == f"A: {path} | ? (?) | torch ? | threads ? | commit ? | ?"
+
+
+def test_a_machine_within_noise_of_the_threshold_is_inconclusive(tmp_path, capsys):
+    a = write_flat(tmp_path / "a.json", [])
+    data = json.loads(open(a).read())
+    data["env"]["calibration"] = {"probes": {"matmul": {"samples_ms": [1.02, 1.03, 1.05, 1.07, 1.08]}}}
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(data))
+    data["env"]["calibration"] = {"probes": {"matmul": {"samples_ms": [1.0] * 5}}}
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    _, out, _ = run(capsys, a, b)
+    line = next(x for x in out.splitlines() if x.startswith("machine:"))
+    assert line.endswith("): inconclusive at T = 5%") and "verdicts withheld" not in out
+
+
+def test_help_documents_every_argument_and_the_exit_status():
+    text = " ".join(compare.build_parser().format_help().split())  # independent of the terminal's width
+    assert text.startswith("usage: python -m bench.compare [-h] [--threshold PCT] [--fail-on-regression PCT] "
+                           "[--normalize] A.json B.json Compare two results.json files (B against A). ")
+    for needle in (
+            " A.json the baseline run B.json the run to judge ",
+            " --threshold PCT T for the verdicts when --fail-on-regression is not given (default 5) "
+            "--fail-on-regression PCT T = PCT, and exit 1 when any row is a regression beyond it --normalize divide "
+            "every ratio by the machine calibration ratio instead of withholding verdicts when the machines differ "
+            "B vs A = ",
+            "divided by the machine's ratio. Exit status: 1 when a row that was ok in A fails in B, or when "
+            "--fail-on-regression is given and a row is a regression beyond it; 2 on bad input; else 0."):
+        assert needle in text, needle
+    assert text.endswith("else 0.")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 
 import pytest
 
 import zoo.atomic
 from bench import plots, report, selection, tables
 from bench.records import (
+    THROUGHPUT_DEFINITION,
     InferRecord,
     ModelRecord,
     ParityRecord,
@@ -275,3 +277,274 @@ def test_every_plot_panel_draws_its_models_data():
     assert any(t.get_text() == "above bound" for t in ladder.texts)
     accuracy = next(ax for ax in figs["latency_accuracy.png"].axes if ax.get_title().startswith("mlp"))
     assert accuracy.get_title() == "mlp (batch 64)"  # the batch size with most accuracy rows
+
+
+# -- the env table, the method text, the index and the CLI, exactly as a reader sees them -----------------------------
+
+ENV_ROWS = """\
+| setting            | value                                                   |
+|--------------------|---------------------------------------------------------|
+| device             | Test CPU (cpu)                                          |
+| torch              | 2.x                                                     |
+| torchvision        | 0.x                                                     |
+| onnxruntime        | 1.x                                                     |
+| CUDA               | 13.0                                                    |
+| python             | 3.11                                                    |
+| platform           | Linux                                                   |
+| CPU capability     | AVX2                                                    |
+| threads            | 2 torch threads of 2 CPUs                               |
+| memory             | 16.0 GB                                                 |
+| clock              | perf_counter, device sync per call                      |
+| maths policy       | cudnn_benchmark=True, tf32=False                        |
+| calibration        | matmul_ms.median 1.25                                   |
+| measured peaks     | fp32_flops_per_s 250 GFLOP/s, mem_bytes_per_s 12.0 GB/s |
+| git commit         | abc1234                                                 |
+| timestamp (UTC)    | 2030-01-01T00:00:00+00:00                               |
+| command            | `python -m bench.run --device cpu`                      |
+| wall time          | 812 s                                                   |
+| budget             | 900 s                                                   |
+| quick              | no                                                      |
+| rows done          | 30 of 30 planned                                        |
+| complete           | yes                                                     |
+| skipped precisions | fp16: no fp16 matmul on this CPU                        |
+| notes              | a.b_s 2.50 s, flag True                                 |"""
+
+
+def test_env_table_shows_every_setting_with_its_unit():
+    env = make_env(cuda="13.0", cpu_capability="AVX2", notes={"a": {"b_s": 2.5}, "flag": True, "raw": [1, 2]})
+    assert report.env_section(env) == ["# Benchmark on Test CPU (cpu)", "", ENV_ROWS]
+    two = make_env(skipped_precisions={"fp16": "no fp16 matmul", "int8": "no onnxruntime"},
+                   notes={"first": 1.5, "nested": {"second": 2.5}})
+    table = report.env_section(two)[2]
+    assert "| fp16: no fp16 matmul; int8: no onnxruntime " in table
+    assert "| notes              | first 1.50, nested.second 2.50 " in table  # a nested block keeps what came before
+
+
+def test_an_incomplete_quick_run_says_so_before_any_number():
+    env = make_env(complete=False, quick=True, threads=None, cpu_count=None, planned_rows=None, done_rows=None,
+                   command=None, device_name="", device="")
+    lines = report.env_section(env)
+    assert lines[:6] == [
+        "# INCOMPLETE (? of ? rows) - QUICK RUN - Benchmark on ? (?)", "",
+        "> **INCOMPLETE (? of ? rows): the run stopped before its plan was done (interrupted, out of budget, or "
+        "crashed). Rows missing below were never measured; they are not failures.**", "",
+        "> **QUICK RUN: short timing windows and reduced batch sizes; these numbers check the harness, they are not "
+        "measurements to quote.**", ""]
+    table = lines[6]
+    assert "| threads            | ? torch threads of ? CPUs " in table and "| quick              | YES " in table
+    assert "| complete           | **INCOMPLETE (? of ? rows)** " in table
+    assert "rows done" not in table and "command" not in table  # unknown settings are left out, not blank
+    assert report.incomplete_label(make_env(complete=False, planned_rows=12345, done_rows=1234)) == \
+        "INCOMPLETE (1,234 of 12,345 rows)"
+
+
+def test_method_text_states_the_definitions_and_the_thresholds():
+    lines = report.method_section(make_env(clock=None))
+    assert lines[:2] == ["## How these numbers were measured", ""]
+    assert lines[2] == f"- **Throughput**: {THROUGHPUT_DEFINITION}."
+    assert lines[3] == "- **Clock**: not recorded; threads and maths policy as in the table above."
+    assert lines[4] == (
+        "- **Percentiles**: p50 is the median call. p90 is printed only when at least 100 calls were timed, p99 only "
+        "with at least 1,000; with fewer calls the cell shows `max X (n=N)`, the slowest of the N calls (not a "
+        "percentile), or stays blank.")
+    assert lines[5] == (
+        "- **Spread**: `X ± Y (Z%)` is the median X and the interquartile range Y (75th minus 25th percentile) of the "
+        "raw samples (per-call latencies for inference, per-window rates for training); Z is Y as a percentage of X. "
+        "Two figures closer than their IQRs are not known to differ.")
+    assert lines[6] == (
+        "- **% of compute**: a training row's median over its compute bound's median (same precision and variant); "
+        "a row above the bound by more than the noise is flagged, never shown above 100%. **% of peak**: achieved "
+        "FLOP/s (counted FLOPs x samples/s) over the measured peak above.")
+    assert lines[7] == (
+        "- **Comparing runs**: `python -m bench.compare A/results.json B/results.json` matches rows by key and calls "
+        "a change real only when it is larger than the rows' spread.")
+    assert len(lines) == 8
+    assert report.method_section(make_env())[3].startswith("- **Clock**: perf_counter, device sync per call; ")
+
+
+def test_summary_links_the_plots_it_was_given():
+    text = report.render_summary(make_env(), [], ["latency.png", "train_ladder.png"])
+    assert text.endswith("\n## Plots\n\n![latency.png](latency.png)\n![train_ladder.png](train_ladder.png)\n")
+    assert "## Plots" not in report.render_summary(make_env(), [])
+
+
+def test_csv_columns_are_the_present_types_fields_without_raw_samples():
+    assert report.csv_columns([ScaleRecord()]) == [
+        "phase", "model", "device", "status", "reason", "processes", "batch_size", "batch_size_global",
+        "dist_backend", "threads_per_process", "data", "quick", "samples_per_s", "samples_per_s_iqr", "windows",
+        "steps_per_window", "ideal", "ideal_samples_per_s", "scaling_efficiency"]
+    text = report.csv_text({"records": [ScaleRecord(model="m", processes=2).to_dict()]}, [ScaleRecord()])
+    assert text.splitlines()[1] == "scale,m,,ok,,2,,,,,,False,,,,,,,"  # None is an empty cell
+    assert "\r" not in text  # plain newlines, as every other file the report writes
+    assert report.csv_columns([]) == ["phase"]
+
+
+def test_index_rows_exactly(tmp_path):
+    report.write_results(str(tmp_path / "cpu"), make_env(), sample_records()[:4], plots=False)
+    report.write_results(str(tmp_path / "cuda"), make_env(device="", device_name="G", git_commit=None, complete=False,
+                                                          planned_rows=None, done_rows=3), [], plots=False)
+    report.write_results(str(tmp_path / "mps"), make_env(device="mps", quick=True, complete=False, planned_rows=9,
+                                                         done_rows=None), [], plots=False)
+    os.makedirs(tmp_path / "xpu")
+    (tmp_path / "xpu" / "results.json").write_text("[]")
+    lines = open(report.write_index(str(tmp_path))).read().splitlines()
+    assert lines[:5] == [
+        "# Benchmark results", "",
+        "One folder per device; each holds results.json (every record), results.csv, summary.md and plots.",
+        "QUICK runs used short timing windows and reduced batch sizes: use them to check the harness, not to quote "
+        "numbers. INCOMPLETE runs stopped before their plan was done: rows are missing.", ""]
+    assert [c.strip() for c in lines[5].split("|")[1:-1]] == [
+        "device", "device name", "timestamp (UTC)", "git commit", "quick", "complete", "models",
+        "ok / skipped / failed", "summary"]
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[7:]]
+    assert cells == [
+        ["cpu", "Test CPU", "2030-01-01T00:00:00+00:00", "abc1234", "no", "yes", "3", "3 / 0 / 1",
+         "[cpu/summary.md](cpu/summary.md)"],
+        ["cuda", "G", "2030-01-01T00:00:00+00:00", "", "no", "**INCOMPLETE 3/?**", "0", "0 / 0 / 0",
+         "[cuda/summary.md](cuda/summary.md)"],  # no device recorded: the folder names it
+        ["mps", "Test CPU", "2030-01-01T00:00:00+00:00", "abc1234", "**QUICK**", "**INCOMPLETE ?/9**", "0",
+         "0 / 0 / 0", "[mps/summary.md](mps/summary.md)"],
+        ["xpu", "unreadable: " + cells[3][1].split(": ", 1)[1], "", "", "", "", "", "", "[xpu/summary.md](xpu/summary.md)"]]
+    assert cells[3][1].startswith("unreadable: ") and "not a bench results file" in cells[3][1]
+
+
+def test_an_empty_index_says_how_to_fill_it(tmp_path):
+    path = report.write_index(str(tmp_path))
+    assert path == str(tmp_path / "README.md")
+    assert open(path).read().endswith("rows are missing.\n\n_No results yet: run `python -m bench.run`._\n")
+
+
+def test_write_results_returns_the_files_it_wrote_in_order(tmp_path):
+    written = report.write_results(str(tmp_path), make_env(), sample_records(), plots=False)
+    assert written == [str(tmp_path / name) for name in ("results.json", "results.csv", "summary.md")]
+    assert "## Plots" not in (tmp_path / "summary.md").read_text()  # no plots drawn, none linked
+    with_plots = report.write_results(str(tmp_path), make_env(), sample_records())
+    assert with_plots[:3] == written and sorted(os.path.basename(p) for p in with_plots[3:]) == \
+        ["latency.png", "latency_accuracy.png", "train_ladder.png"]
+    assert (tmp_path / "results.json").read_text().startswith('{\n "schema_version": ')
+
+
+def test_report_cli_help_folders_and_unwritable_output(tmp_path, capsys, monkeypatch):
+    for flag in ("--help", "-h"):
+        assert report.main([flag]) == 0
+        out = capsys.readouterr()
+        assert out.out == "usage: python -m bench.report OUT/<device>/results.json [...]\n" and out.err == ""
+    assert report.main([]) == 2
+    assert capsys.readouterr().err == "error: usage: python -m bench.report OUT/<device>/results.json [...]\n"
+    report.write_results(str(tmp_path / "cpu"), make_env(), sample_records()[:2], plots=False)
+    assert report.main([str(tmp_path / "cpu")]) == 0  # a folder means its results.json
+    assert capsys.readouterr().out == str(tmp_path / "cpu" / "summary.md") + "\n"
+    monkeypatch.setattr(sys, "argv", ["bench.report", str(tmp_path / "cpu" / "results.json")])
+    assert report.main() == 0  # no argv: the command line's
+    capsys.readouterr()
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(zoo.atomic.tempfile, "mkstemp", read_only)
+    assert report.main([str(tmp_path / "cpu")]) == 1
+    assert capsys.readouterr().err == f"error: cannot write results under {tmp_path / 'cpu'}: Permission denied\n"
+
+
+# -- bench.tables: the cells and the whole summary -------------------------------------------------------------------
+
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "summary.md")
+
+
+def test_the_whole_summary_matches_the_reviewed_golden_file():
+    """Every table of summary.md for the sample records, byte for byte. After an intended change to the layout,
+    regenerate tests/golden/summary.md with the same call and review its diff like code."""
+    text = report.render_summary(make_env(), sample_records(), ["latency.png"])
+    with open(GOLDEN, encoding="utf-8") as f:
+        assert text == f.read()
+
+
+@pytest.mark.parametrize("value, text", [
+    (1234.5, "1,234"), (100, "100"), (99.94, "99.9"), (10, "10.0"), (9.994, "9.99"), (1, "1.00"), (0.5, "0.500"),
+    (0.001234, "0.00123"), (0, "0.00"), (-250.0, "-250"), (None, ""), (float("nan"), ""), (True, ""), ("3", ""),
+])
+def test_num_keeps_about_three_significant_figures(value, text):
+    assert tables.num(value) == text
+
+
+def test_cells_blank_what_was_not_measured():
+    assert tables.num(2.5, " s") == tables.seconds(2.5) == "2.50 s" and tables.seconds(None) == ""
+    assert (tables.count(1234567), tables.count(None)) == ("1,234,567", "")
+    assert (tables.pct(0.1234), tables.pct(0.1234, 2), tables.pct(None)) == ("12.3%", "12.34%", "")
+    assert (tables.sci(0.00012345), tables.sci(float("inf"))) == ("1.23e-04", "")
+    assert (tables.ratio(2), tables.ratio(None)) == ("2.00x", "")
+    assert (tables.yes_no(True), tables.yes_no(False), tables.yes_no(None)) == ("yes", "no", "")
+
+
+def test_spread_cell():
+    assert tables.with_iqr(200.0, 10.0) == "200 ± 10.0 (5.0%)"
+    assert tables.with_iqr(200.0, None) == "200"  # no spread recorded: the median alone
+    assert tables.with_iqr(0.0, 1.0) == "0.00 ± 1.00"  # no percentage of a zero median
+    assert tables.with_iqr(None, 1.0) == ""
+
+
+def test_percentile_cell_shows_the_max_only_below_the_minimum_calls():
+    assert tables.percentile_cell(1.5, 2000, 3.0, 99) == "1.50"
+    assert tables.percentile_cell(None, 999, 3.0, 99) == "max 3.00 (n=999)"
+    assert tables.percentile_cell(None, 1000, 3.0, 99) == ""  # enough calls yet no p99: nothing to stand in
+    assert tables.percentile_cell(None, 99, 3.0, 90) == "max 3.00 (n=99)"
+    assert tables.percentile_cell(None, 100, 3.0, 90) == ""
+    assert tables.percentile_cell(None, None, 3.0, 90) == tables.percentile_cell(None, 5, None, 90) == ""
+
+
+def test_compute_fraction_cell():
+    assert tables.compute_fraction_cell(train("fast", 1.0, fraction_of_compute=1.0)) == "at bound (within noise)"
+    assert tables.compute_fraction_cell(train("fast", 1.0, fraction_of_compute=0.999)) == "99.9%"
+    assert tables.compute_fraction_cell(train("fast", 1.0)) == ""
+    assert tables.compute_fraction_cell(train("compute", 1.0, fraction_of_compute=0.5)) == "(the bound)"
+
+
+def test_table_and_inline_cells_cannot_break_the_markdown():
+    text = tables.table([["a|b", "line\nnext", None]], ["x", "y", "z"])
+    assert text.splitlines()[2] == "| a\\|b | line next |     |"
+    assert tables.inline({"a": 1, "b": "x", "c": None, "d": {"e": [1, 2]}, "f": True}) == \
+        'a=1, b=x, c=None, d={"e": [1, 2]}, f=True'
+    assert tables.inline(None) == tables.inline({}) == ""
+
+
+def test_sections_of_a_run_without_such_records_are_empty():
+    for section in (tables.zoo_section, tables.train_section, tables.infer_section, tables.parity_section,
+                    tables.scale_section, tables.tta_section):
+        assert section([]) == [], section
+    assert tables.not_ok_section([]) == ["## Failed and skipped", "", "_nothing failed or was skipped_"]
+
+
+def edge_records():
+    """The rarer cells: a quick ladder without threads, a failed variant, backend notes on real data, an exporter
+    fallback, an unjudged parity, failed scaling and time-to-accuracy rows, a model without a stated ideal."""
+    return [
+        train("fast", 800.0, model="lenet", quick=True, threads=None, data=None, steps_per_window=None,
+              samples_per_s_iqr=None, batch_size=32),
+        not_ok(TrainRecord, "lenet", "cpu", "no fused kernel", row="fast", batch_size=32, compile="max-autotune"),
+        infer("onnxruntime", 1, 0.3, model="lenet", weights="checkpoint", data="real", provider="CPUExecutionProvider",
+              note="graph optimizations all", accuracy_ok=None, argmax_agreement=0.9999, agreement_samples=None),
+        infer("eager", 1, 0.5, model="lenet", weights="checkpoint", data="real", note="the reference"),
+        ParityRecord(model="lenet", device="cpu", opset=17, exporter="torchscript", checker="full",
+                     exporter_fallback_reason="dynamo failed", parity_ok=None, max_abs_diff_b1_b3=1e-7,
+                     dynamic_batch_ok=False, onnx_mb=0.25, export_s=1.5, data="real"),
+        not_ok(ScaleRecord, "lenet", "cpu", RuntimeError("gloo hung"), processes=2, batch_size=32),
+        ScaleRecord(model="lenet", device="cpu", processes=1, batch_size=32, samples_per_s=900.0, windows=3,
+                    steps_per_window=10),
+        not_ok(TtaRecord, "lenet", "cpu", "budget", status="skipped", row="shared_loop", target_acc=0.99),
+        # random weights on real data, and rows of mixed data: both still warned about and listed
+        infer("eager", 1, 0.5, model="alexnet", weights="random", data="real"),
+        infer("eager", 8, 0.9, model="alexnet", weights="random", data="synthetic"),
+        ParityRecord(model="alexnet", device="cpu", agreement_samples=64, parity_ok=True),
+        ScaleRecord(model="lenet", device="cpu", processes=2, batch_size=16, samples_per_s=700.0),
+        ScaleRecord(model="alexnet", device="cpu", processes=2, batch_size=8, samples_per_s=50.0, ideal="N x rate(1)"),
+        train("fast_untuned", 700.0, model="lenet", batch_size=64, tuned={"threads": 2}),
+        train("fast", 750.0, model="lenet", batch_size=64, tuned={"steps": 8}),
+        infer("eager", 1, 0.4, model="mlp", weights="random", data="real"),
+        infer("eager", 1, 0.6, model="cifar_cnn", weights="checkpoint", data="synthetic"),
+    ]
+
+
+def test_the_rarer_cells_match_the_reviewed_golden_file():
+    text = report.render_summary(make_env(), edge_records())
+    with open(GOLDEN.replace("summary.md", "summary_edge_cases.md"), encoding="utf-8") as f:
+        assert text == f.read()

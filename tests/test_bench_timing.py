@@ -250,3 +250,93 @@ def test_window_stats_take_the_median_window():
     s = window_stats([100.0, 300.0, 110.0, 90.0, 105.0])
     assert s["samples_per_s"] == 105.0 and s["windows"] == 5
     assert s["samples_per_s_iqr"] == pytest.approx(110.0 - 100.0)
+
+
+@pytest.mark.parametrize("target_s", [0.0, -1.0])
+def test_steps_for_window_needs_a_positive_target(target_s):
+    with pytest.raises(ValueError, match="target_s must be > 0"):
+        steps_for_window(lambda: 1, lambda: None, target_s)
+
+
+@pytest.mark.parametrize("call_s, target_s, probes, steps", [
+    (0.01, 1.0, [1, 4, 16], 100),  # 16 steps are the first probe to last 5% of the target
+    (0.25, 20.0, [1, 4], 80),  # exactly 5% of the target is long enough
+    (2.0, 1.0, [1], 1),  # one step already longer than the target: one-step windows, never zero
+    (0.0, 1.0, [1, 4, 16, 64], 64),  # a clock that sees no time: the probe stops at its largest size
+])
+def test_steps_for_window_probes_1_4_16_64_until_5_percent_of_the_target(device, call_s, target_s, probes, steps):
+    d = device(call_s)
+    assert steps_for_window(lambda: (d.fn(), 1)[1], d.sync, target_s) == steps
+    assert d.calls == 1 + sum(probes)  # one untimed warm-up step, then the probes
+    assert d.events == ["call", "sync"] + [e for n in probes for e in ["call"] * n + ["sync"]]
+
+
+def test_window_stats_of_one_window_and_of_none():
+    s = window_stats([120, 80, 100])  # int rates still give float fields
+    assert s["window_rates"] == [120.0, 80.0, 100.0] and all(type(r) is float for r in s["window_rates"])
+    assert type(s["samples_per_s"]) is float and s["samples_per_s_iqr"] == pytest.approx(20.0)
+    one = window_stats([123.456789])
+    assert one == {"samples_per_s": 123.456789, "samples_per_s_iqr": 0.0, "windows": 1, "window_rates": [123.5]}
+    with pytest.raises(ValueError, match=r"^no timed windows$"):
+        window_stats([])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(min_calls=0), r"^min_calls must be >= 1, not 0$"),
+    (dict(min_seconds=-1.0), r"^min_seconds and warmup must be >= 0$"),
+    (dict(warmup=-1), r"^min_seconds and warmup must be >= 0$"),
+    (dict(max_seconds=0.0), r"^max_seconds must be > 0 or None, not 0.0$"),
+])
+def test_bad_sampling_arguments_say_which(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sample_latencies(lambda: None, lambda: None, **{"min_calls": 1, "min_seconds": 0.0, "warmup": 0, **kwargs})
+
+
+def test_sampling_stops_as_soon_as_a_bound_is_reached(device):
+    d = device(0.25)  # binary-exact times: the comparisons meet their bounds exactly
+    assert sample_latencies(d.fn, d.sync, min_calls=1, min_seconds=0.0, warmup=0) == [0.25]
+    assert len(sample_latencies(d.fn, d.sync, min_calls=1, min_seconds=0.5, warmup=0)) == 2
+    assert len(sample_latencies(d.fn, d.sync, min_calls=100, min_seconds=0.0, warmup=0, max_seconds=0.5)) == 2
+
+
+def test_zero_latencies_are_kept_but_give_no_throughput():
+    s = latency_stats([0.0, 0.0, 0.001], batch_size=8)
+    assert s["latencies_ms"] == [0.0, 0.0, 1.0] and s["p50_ms"] == 0.0
+    assert s["samples_per_s"] is None  # a zero median has no finite rate
+
+
+@pytest.mark.parametrize("bad, batch_size, match", [
+    ([], 1, r"^no latency samples$"),
+    ([float("inf")], 1, r"^latency samples must be finite and non-negative$"),
+    ([-0.001], 1, r"^latency samples must be finite and non-negative$"),
+    ([0.001], 0, r"^batch_size must be >= 1, not 0$"),
+])
+def test_bad_latency_samples_say_why(bad, batch_size, match):
+    with pytest.raises(ValueError, match=match):
+        latency_stats(bad, batch_size=batch_size)
+
+
+def test_full_plans_exactly():
+    assert sampling_plan(1, quick=False) == {"min_calls": 1000, "min_seconds": 1.0, "warmup": 10, "max_seconds": 60.0}
+    assert sampling_plan(2, quick=False) == {"min_calls": 100, "min_seconds": 1.0, "warmup": 10, "max_seconds": 30.0}
+    assert sampling_plan(1, quick=False, est_call_s=0.0) == sampling_plan(1, quick=False)  # no estimate
+    # 2 s per call: 30 calls fit in 60 s, and 3 warm-up calls are 10% of it
+    assert sampling_plan(1, quick=False, est_call_s=2.0) == {"min_calls": 30, "min_seconds": 1.0, "warmup": 3,
+                                                             "max_seconds": 60.0}
+    slow = sampling_plan(4, quick=False, est_call_s=100.0)  # slower than the cap: still one warm-up and one call
+    assert (slow["min_calls"], slow["warmup"]) == (1, 1)
+    with pytest.raises(ValueError, match=r"^batch_size must be >= 1, not 0$"):
+        sampling_plan(0, quick=True)
+
+
+@pytest.mark.parametrize("calls, valid", [(1000, "p99 valid"), (999, "p90 valid, p99 None"),
+                                          (100, "p90 valid, p99 None"), (99, "p50 and max only")])
+def test_plan_note_says_which_percentiles_the_calls_allow(calls, valid):
+    plan = {"min_calls": calls, "min_seconds": 1.0, "warmup": 10, "max_seconds": 60.0}
+    assert plan_note(plan) == f">= {calls} calls ({valid}), >= 1 s, cap 60 s, 10 warm-up calls"
+
+
+def test_time_window_needs_a_step():
+    with pytest.raises(ValueError, match=r"^steps must be >= 1, not 0$"):
+        time_window(lambda: 1, lambda: None, 0)
+    assert time_window(lambda: 5, lambda: None, 1)[1] == 5

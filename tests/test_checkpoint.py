@@ -191,3 +191,45 @@ def test_missing_file_and_error_type(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         load_checkpoint(str(tmp_path / "nope.pt"))
     assert issubclass(CheckpointError, UserError)  # the CLI turns it into one line and exit 2
+
+
+def test_the_fault_point_is_named_with_the_epoch_only_when_asked(tmp_path, monkeypatch):
+    """Crash tests aim at `mid_checkpoint_write:<epoch>`: the save reports that point and the state's epoch."""
+    import zoo.checkpoint as checkpoint
+
+    calls = []
+    monkeypatch.setattr(checkpoint, "maybe_crash", lambda point, epoch=None: calls.append((point, epoch)))
+    monkeypatch.delenv("ZOO_FAULT_AT", raising=False)
+    save_checkpoint(make_state(), str(tmp_path / "a.pt"))
+    assert calls == []  # unset, the save never consults the fault points
+    monkeypatch.setenv("ZOO_FAULT_AT", "after_rename:9")
+    save_checkpoint(make_state(), str(tmp_path / "b.pt"))
+    assert calls == [("mid_checkpoint_write", 3)]
+    assert load_checkpoint(str(tmp_path / "b.pt"))["epoch"] == 3
+
+
+def test_map_location_reaches_the_load(tmp_path):
+    path = str(tmp_path / "last.pt")
+    save_checkpoint(make_state(), path)
+    loaded = load_checkpoint(path, map_location="meta")  # tensors without storage: proves the argument is used
+    assert all(t.device.type == "meta" for t in loaded["model"].values())
+    assert all(t.device.type == "cpu" for t in load_checkpoint(path)["model"].values())  # the default is CPU
+
+
+@pytest.mark.parametrize("exc, detail", [
+    (RuntimeError("PytorchStreamReader failed\nsecond line"), "(RuntimeError: PytorchStreamReader failed)"),
+    (EOFError(), "(EOFError: )"),
+    (ValueError("x" * 300), f"(ValueError: {'x' * 160})"),
+])
+def test_load_failures_name_the_error_on_one_line(tmp_path, monkeypatch, exc, detail):
+    """The message keeps the exception's type and the first 160 characters of its first line, nothing more."""
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"anything")
+
+    def fail(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(torch, "load", fail)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(str(path))
+    assert str(info.value) == f"{path} is truncated or not a PyTorch checkpoint {detail}"
