@@ -282,32 +282,32 @@ def test_every_plot_panel_draws_its_models_data():
 # -- the env table, the method text, the index and the CLI, exactly as a reader sees them -----------------------------
 
 ENV_ROWS = """\
-| setting            | value                                                   |
-|--------------------|---------------------------------------------------------|
-| device             | Test CPU (cpu)                                          |
-| torch              | 2.x                                                     |
-| torchvision        | 0.x                                                     |
-| onnxruntime        | 1.x                                                     |
-| CUDA               | 13.0                                                    |
-| python             | 3.11                                                    |
-| platform           | Linux                                                   |
-| CPU capability     | AVX2                                                    |
-| threads            | 2 torch threads of 2 CPUs                               |
-| memory             | 16.0 GB                                                 |
-| clock              | perf_counter, device sync per call                      |
-| maths policy       | cudnn_benchmark=True, tf32=False                        |
-| calibration        | matmul_ms.median 1.25                                   |
-| measured peaks     | fp32_flops_per_s 250 GFLOP/s, mem_bytes_per_s 12.0 GB/s |
-| git commit         | abc1234                                                 |
-| timestamp (UTC)    | 2030-01-01T00:00:00+00:00                               |
-| command            | `python -m bench.run --device cpu`                      |
-| wall time          | 812 s                                                   |
-| budget             | 900 s                                                   |
-| quick              | no                                                      |
-| rows done          | 30 of 30 planned                                        |
-| complete           | yes                                                     |
-| skipped precisions | fp16: no fp16 matmul on this CPU                        |
-| notes              | a.b_s 2.50 s, flag True                                 |"""
+| setting                | value                              |
+|------------------------|------------------------------------|
+| device                 | Test CPU (cpu)                     |
+| torch                  | 2.x                                |
+| torchvision            | 0.x                                |
+| onnxruntime            | 1.x                                |
+| CUDA                   | 13.0                               |
+| python                 | 3.11                               |
+| platform               | Linux                              |
+| CPU capability         | AVX2                               |
+| threads                | 2 torch threads of 2 CPUs          |
+| memory                 | 16.0 GB                            |
+| clock                  | perf_counter, device sync per call |
+| maths policy           | cudnn_benchmark=True, tf32=False   |
+| calibration (1 thread) | torch.mm 256: 1.25 ms median       |
+| measured peaks         | fp32 250 GFLOP/s; memory 12.0 GB/s |
+| git commit             | abc1234                            |
+| timestamp (UTC)        | 2030-01-01T00:00:00+00:00          |
+| command                | `python -m bench.run --device cpu` |
+| wall time              | 812 s                              |
+| budget                 | 900 s                              |
+| quick                  | no                                 |
+| rows done              | 30 of 30 planned                   |
+| complete               | yes                                |
+| skipped precisions     | fp16: no fp16 matmul on this CPU   |
+| notes                  | a.b_s 2.50 s, flag True            |"""
 
 
 def test_env_table_shows_every_setting_with_its_unit():
@@ -317,7 +317,7 @@ def test_env_table_shows_every_setting_with_its_unit():
                    notes={"first": 1.5, "nested": {"second": 2.5}})
     table = report.env_section(two)[2]
     assert "| fp16: no fp16 matmul; int8: no onnxruntime " in table
-    assert "| notes              | first 1.50, nested.second 2.50 " in table  # a nested block keeps what came before
+    assert "| notes                  | first 1.50, nested.second 2.50 " in table  # a nested block keeps what came before
 
 
 def test_an_incomplete_quick_run_says_so_before_any_number():
@@ -331,8 +331,8 @@ def test_an_incomplete_quick_run_says_so_before_any_number():
         "> **QUICK RUN: short timing windows and reduced batch sizes; these numbers check the harness, they are not "
         "measurements to quote.**", ""]
     table = lines[6]
-    assert "| threads            | ? torch threads of ? CPUs " in table and "| quick              | YES " in table
-    assert "| complete           | **INCOMPLETE (? of ? rows)** " in table
+    assert "| threads                | ? torch threads of ? CPUs " in table and "| quick                  | YES " in table
+    assert "| complete               | **INCOMPLETE (? of ? rows)** " in table
     assert "rows done" not in table and "command" not in table  # unknown settings are left out, not blank
     assert report.incomplete_label(make_env(complete=False, planned_rows=12345, done_rows=1234)) == \
         "INCOMPLETE (1,234 of 12,345 rows)"
