@@ -83,3 +83,16 @@ def test_cuda_calibration_and_peaks_run_on_the_device(small):
     assert cal["device"].startswith("cuda") and "matmul_fp32_2048" in cal["probes"]
     peaks = measure_peaks("cuda", ["fp32", "bf16", "fp16"])
     assert peaks["fp32_flops_per_s"] > 0 and peaks["mem_bytes_per_s"] > 0
+
+
+def test_the_peak_is_the_better_of_the_matmul_and_conv_probes(monkeypatch):
+    from bench import machine
+
+    monkeypatch.setattr(machine, "_matmul_peak", lambda device, dtype: (2e11, "mm"))
+    monkeypatch.setattr(machine, "_conv_peak", lambda device, dtype: (5e11, "conv"))
+    monkeypatch.setattr(machine, "_copy_peak", lambda device: (1e10, "copy"))
+    peaks = machine.measure_peaks("cpu", ["fp32"])
+    assert peaks["fp32_flops_per_s"] == 5e11 and "mm (200 GFLOP/s)" in peaks["fp32_method"]
+    assert "conv (500 GFLOP/s)" in peaks["fp32_method"]
+    monkeypatch.setattr(machine, "_conv_peak", lambda device, dtype: (1e11, "conv"))
+    assert machine.measure_peaks("cpu", ["fp32"])["fp32_flops_per_s"] == 2e11
