@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from bench import machine, report, run
+from bench import machine, plan, report, run
 from bench.budget import Budget, pair_costs
 from bench.phases.base import Phase
 from bench.progress import Progress
@@ -97,7 +97,7 @@ def test_a_full_run_records_every_phase_and_marks_itself_complete(tmp_path):
     assert [(r["model"], r["phase"]) for r in recs] == [
         (m, p) for m in ("mlp", "lenet") for p in ("model", "train", "train", "infer", "infer")]
     assert env["complete"] is True and env["planned_rows"] == env["done_rows"] == 10
-    assert env["command"].startswith("python -m bench.run") and env["budget_s"] == 540.0
+    assert env["command"].startswith("python -m bench.run") and env["budget_s"] == plan.DEFAULT_BUDGET_S
     assert set(env["notes"]["phase_s"]["mlp"]) == {"train", "infer"}  # scale is not a default phase
 
 
