@@ -1,4 +1,5 @@
-"""Every committed results/<device>/results.json is a file of the current schema: strict load, no unknown field."""
+"""Every committed results/[<run>/]<device>/results.json is a file of the current schema: strict load, no unknown
+field."""
 from __future__ import annotations
 
 import glob
@@ -10,7 +11,8 @@ import pytest
 from bench.records import SCHEMA_VERSION, results_from_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMITTED = sorted(glob.glob(os.path.join(REPO, "results", "*", "results.json")))
+COMMITTED = sorted(glob.glob(os.path.join(REPO, "results", "*", "results.json"))
+                   + glob.glob(os.path.join(REPO, "results", "*", "*", "results.json")))
 
 
 def check_results_file(path: str) -> None:
