@@ -121,6 +121,7 @@ class PeakMemory:
         self.method: str | None = None
         self.start_bytes: int | None = None
         self.peak_bytes: int | None = None
+        self.end_bytes: int | None = None  # what is held when the block ends (allocated on CUDA, RSS elsewhere)
         self._sampler: _Sampler | None = None
         self._maxrss_start: int | None = None
 
@@ -133,6 +134,13 @@ class PeakMemory:
         if self.peak_bytes is None or self.start_bytes is None:
             return None
         return max(self.peak_bytes - self.start_bytes, 0) / MB
+
+    @property
+    def held_mb(self) -> float | None:
+        """What the block left allocated, above its start: the steady state, without its transient peaks."""
+        if self.end_bytes is None or self.start_bytes is None:
+            return None
+        return max(self.end_bytes - self.start_bytes, 0) / MB
 
     def __enter__(self) -> PeakMemory:
         dev = self.device
@@ -161,7 +169,9 @@ class PeakMemory:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
             self.peak_bytes = torch.cuda.max_memory_allocated(dev)
-        elif self._sampler is not None:
+            self.end_bytes = torch.cuda.memory_allocated(dev)
+            return
+        if self._sampler is not None:
             if dev.type == "mps":
                 torch.mps.synchronize()
             self.peak_bytes = self._sampler.stop()
@@ -170,6 +180,11 @@ class PeakMemory:
                 self.peak_bytes = self._with_maxrss(self.peak_bytes)
         else:
             self.peak_bytes = _proc_status_bytes("VmHWM")
+        if dev.type == "mps":
+            self.end_bytes = torch.mps.driver_allocated_memory()
+        else:  # freed pages go back first, so what is left is what the block still holds
+            return_freed_memory()
+            self.end_bytes = current_rss_bytes()
 
     def _with_maxrss(self, sampled: int) -> int:
         """When the lifetime peak rose inside the block, the block set it: that exact figure beats the samples."""

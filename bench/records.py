@@ -129,6 +129,7 @@ class TrainRecord(Record):
     compile_s: float | None = None
     peak_mem_mb: float | None = None  # this row's peak (CUDA allocated; CPU RSS high-water mark reset per row)
     mem_delta_mb: float | None = None  # the peak above the row's starting point
+    mem_held_mb: float | None = None  # what the row still holds after its build and first step, above its start
     gflops_per_s: float | None = None
     pct_of_peak: float | None = None  # achieved FLOP/s / the device's measured peak (env), as a fraction
     speedup_vs_tutorial_loop: float | None = None

@@ -157,13 +157,14 @@ def _ladder_table(rows: list[TrainRecord]) -> str:
     body = []
     for r in rows:
         if not r.ok:
-            body.append([r.row, _status_cell(r)] + [""] * 8)
+            body.append([r.row, _status_cell(r)] + [""] * 9)
             continue
         body.append([r.row, with_iqr(r.samples_per_s, r.samples_per_s_iqr), _windows(r), ratio(r.rung_gain),
                      ratio(r.speedup_vs_tutorial_loop), compute_fraction_cell(r), pct(r.pct_of_peak),
-                     num(r.gflops_per_s), num(r.peak_mem_mb), num(r.mem_delta_mb)])
+                     num(r.gflops_per_s), num(r.peak_mem_mb), num(r.mem_delta_mb), num(r.mem_held_mb)])
     return table(body, ["rung", "samples/s ± IQR (IQR %)", "windows", "gain over previous rung", "vs tutorial_loop",
-                        "% of compute", "% of peak", "GFLOP/s", "peak mem MB", "mem above start MB"])
+                        "% of compute", "% of peak", "GFLOP/s", "peak mem MB", "peak above start MB",
+                        "held above start MB"])
 
 
 def train_section(records: list[Record]) -> list[str]:

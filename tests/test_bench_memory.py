@@ -81,3 +81,17 @@ def test_cuda_delta_counts_a_known_tensor():
     assert mem.delta_mb == pytest.approx(SIZE_MB, abs=2)
     assert mem.peak_mb >= mem.delta_mb + 4 - 0.5
     del keep
+
+
+def test_held_is_what_the_block_keeps_and_peak_is_what_it_touched():
+    import torch
+
+    from bench.memory import PeakMemory
+
+    kept = []
+    with PeakMemory("cpu") as mem:
+        kept.append(torch.ones(16 * 2**20))  # 64 MB kept
+        scratch = torch.ones(32 * 2**20)  # 128 MB, freed before the block ends
+        del scratch
+    assert mem.held_mb is not None and 48 <= mem.held_mb <= 80, mem.held_mb
+    assert mem.delta_mb is not None and mem.delta_mb >= 150, mem.delta_mb

@@ -98,6 +98,7 @@ class TimedRow:
     samples: int = 0
     peak_mem_mb: float | None = None
     mem_delta_mb: float | None = None
+    mem_held_mb: float | None = None
     error: BaseException | None = None
 
 
@@ -328,7 +329,8 @@ def to_record(name: str, ctx: BenchContext, row: TimedRow) -> Record:
         return _failed(name, ctx, row.plan, row.error)
     return TrainRecord(model=name, device=ctx.device.type, **_base_fields(name, ctx), **row.plan.key_fields(),
                        **window_stats(row.rates), tuned=row.tuned, steps_per_window=row.steps_per_window, samples_stepped=row.samples, compile_s=row.compile_s,
-                       peak_mem_mb=row.peak_mem_mb, mem_delta_mb=row.mem_delta_mb)
+                       peak_mem_mb=row.peak_mem_mb, mem_delta_mb=row.mem_delta_mb,
+                       mem_held_mb=row.mem_held_mb)
 
 
 class TrainPhase(Phase):
@@ -352,7 +354,7 @@ class TrainPhase(Phase):
             try:
                 with PeakMemory(ctx.device) as mem:  # from before the row exists: data + model + optimizer + step
                     row = builder.build(plan)
-                row.peak_mem_mb, row.mem_delta_mb = mem.peak_mb, mem.delta_mb
+                row.peak_mem_mb, row.mem_delta_mb, row.mem_held_mb = mem.peak_mb, mem.delta_mb, mem.held_mb
                 built.append(row)
             except Exception as exc:  # a failing variant is recorded, the other rows go on
                 built.append(_failed(name, ctx, plan, exc))
