@@ -58,6 +58,16 @@ def small_cfg(tmp_path):
     return make
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch intra-op thread for a test: on a busy shared machine a 2-thread barrier can stall a tiny op for tens
+    of milliseconds, and hundreds of tiny steps pay thread hand-off costs; tests assert behaviour, not speed."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_addoption(parser):
     # Registered here (the root conftest) so `pytest --benchmark-only --bench-device cuda` works from the repository
     # root too; tests/benchmarks/conftest.py tolerates the option being registered already.

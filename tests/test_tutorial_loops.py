@@ -43,13 +43,7 @@ TUTORIAL_COUNTS = {
 BATCH = {"alexnet_mnist": 2, "alexnet_transfer": 2, "alexnet_finetune": 2, "cifar_cnn": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Hundreds of tiny steps: one intra-op thread avoids thread hand-off costs on a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class RecordingWriter:
