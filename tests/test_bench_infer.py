@@ -151,8 +151,8 @@ def test_rows_for_every_backend_and_batch(mlp_session, ctx, fakes):
             assert r.status == "ok", r.reason
             assert r.clock == timing.CLOCK and r.threads == 1
             assert r.n_calls == len(r.latencies_ms) >= 1
-            assert r.n_calls < 1000 and r.p99_ms is None  # quick rows never rest on enough calls for a p99
-            assert r.n_calls >= 100 or r.p90_ms is None
+            # A percentile is printed exactly when enough calls were timed (a fast backend gets 1,000 even in quick)
+            assert (r.p99_ms is None) == (r.n_calls < 1000) and (r.p90_ms is None) == (r.n_calls < 100)
             assert r.samples_per_s == pytest.approx(bs / (r.p50_ms / 1e3))
             assert r.compile_s is not None and r.compile_s >= 0
             assert r.accuracy is not None and r.agreement_samples > 0 and r.accuracy_ok is True
