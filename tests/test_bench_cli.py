@@ -29,6 +29,7 @@ def _one_error_line(stderr: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_device_cuda_without_cuda_is_one_line_exit_2(tmp_path):
     proc = _python("-m", "bench.run", "--device", "cuda:1", "--models", "mlp", "--synthetic", "--out", str(tmp_path))

@@ -91,6 +91,7 @@ def test_the_worker_agrees_on_window_size_through_broadcast_int():
     assert "broadcast_int" in src and "dist.broadcast" not in src
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_hung_launch_is_killed_with_its_whole_process_group(tmp_path):
     marker = tmp_path / "child.pid"

@@ -95,6 +95,7 @@ def test_samples_stepped_counts_a_short_last_batch():
     assert row.samples == 72 and len(row.rates) == 1
 
 
+@pytest.mark.slow
 def test_a_row_that_fails_while_timed_is_failed_alone():
     calls = {"n": 0}
 
@@ -192,6 +193,7 @@ def test_a_slow_row_is_sized_from_its_memory_step_without_another_probe(monkeypa
     assert steps_before == pytest.approx(0.2) and rows[0].steps_per_window == round(0.5 / 0.2)
 
 
+@pytest.mark.slow
 def test_the_phase_gives_the_tuner_and_the_windows_a_share_of_its_budget(monkeypatch):
     seen: dict[str, list] = {"tune": [], "windows": []}
 

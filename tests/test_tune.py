@@ -255,6 +255,7 @@ def test_a_run_too_short_to_pay_for_a_probe_keeps_the_reference_unprobed(monkeyp
     assert built == ["contiguous/fused"], "only the reference's step time was taken"
 
 
+@pytest.mark.slow
 def test_reference_is_what_gain_divides_by_and_what_wins_ties(monkeypatch):
     _slow_steps(monkeypatch, 0.002)  # equal, known step times: a tie, whatever else runs on the machine
     model = _model("lenet")
