@@ -78,11 +78,6 @@ def return_freed_memory() -> bool:
         return False
 
 
-def _trimmed() -> bool:
-    return_freed_memory()
-    return True
-
-
 def reset_linux_hwm() -> bool:
     """Reset VmHWM to the current RSS (Linux >= 4.0); False where /proc/self/clear_refs is not writable."""
     try:
@@ -154,14 +149,16 @@ class PeakMemory:
             self._sampler = _Sampler(torch.mps.driver_allocated_memory)
             self.start_bytes = self._sampler.peak
             self.method = "mps driver_allocated_memory, sampled"
-        elif sys.platform.startswith("linux") and _trimmed() and reset_linux_hwm():
-            self.start_bytes = _proc_status_bytes("VmRSS")
-            self.method = "VmHWM after clear_refs"
         else:
-            self._maxrss_start = ru_maxrss_bytes()
-            self._sampler = _Sampler(current_rss_bytes)
-            self.start_bytes = self._sampler.peak
-            self.method = "RSS sampled every 2 ms"
+            return_freed_memory()  # pages earlier rows freed go back first: the block's rise is its own
+            if sys.platform.startswith("linux") and reset_linux_hwm():
+                self.start_bytes = _proc_status_bytes("VmRSS")
+                self.method = "VmHWM after clear_refs"
+            else:
+                self._maxrss_start = ru_maxrss_bytes()
+                self._sampler = _Sampler(current_rss_bytes)
+                self.start_bytes = self._sampler.peak
+                self.method = "RSS sampled every 2 ms"
         return self
 
     def __exit__(self, *exc) -> None:
