@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from bench.context import BenchContext, ModelSession, example_batch
+from bench.records import reason_of
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 # The protobuf limit is 2 GiB; past ~1.5 GiB of weights keep them in a side file so the graph file stays loadable.
@@ -30,11 +31,6 @@ CACHE_KEY = "onnx_export"  # session.cache: the export's info dict, or the OnnxE
 
 class OnnxExportError(RuntimeError):
     """Neither exporter produced a model that passes onnx.checker."""
-
-
-def _error_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
 
 
 def onnx_opset(path: str) -> int | None:
@@ -106,7 +102,7 @@ def export_onnx(name: str, model: nn.Module, path: str, *, opset: int | None = N
                     info["exporter_fallback_reason"] = errors[0]
                 return info
             except Exception as exc:  # any exporter or checker error: try the next exporter, keep the reason
-                errors.append(f"{exporter}: {_error_line(exc)}")
+                errors.append(f"{exporter}: {reason_of(exc)}")
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     finally:
