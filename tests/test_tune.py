@@ -4,6 +4,7 @@ plain data that survives a checkpoint's weights-only load."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import time
 
@@ -48,6 +49,18 @@ def test_every_eager_candidate_trains_to_the_untuned_weights():
         for key, ref in reference.items():
             assert torch.allclose(got[key], ref, rtol=1e-4, atol=1e-5), (cand.label, key)
         assert any(not torch.equal(got[k], base.state_dict()[k]) for k in got), "the steps must have trained"
+
+
+def test_candidates_probe_the_memory_format_before_the_optimizer_kernel():
+    # A budget that holds only two candidates must compare channels_last, the setting that moves a conv model's step
+    # most, not a second optimizer kernel.
+    model = _model("lenet")
+    recipe = zoo.get_spec("lenet").recipe
+    cands = eager_candidates(model, recipe, _batch("lenet", 2)[0], "cpu")
+    default = tune.default_candidate(model, recipe, "cpu")
+    assert cands[0] == default
+    assert cands[1] == dataclasses.replace(default, channels_last=True)
+    assert [tune.changes(c, default) for c in cands] == sorted(tune.changes(c, default) for c in cands)
 
 
 def test_untuned_is_contiguous_fused_uncompiled():
