@@ -6,7 +6,10 @@ phase's average pays in proportion to its FLOPs (AlexNet's training step at batc
 
 ``seconds_for(name, phase)`` is the pair's share of what is LEFT of the budget, taken when the pair starts: a pair
 that ran over leaves less for the ones after it, one that finished early leaves more, so the run ends near its
-budget whatever the machine. The budget is a target for the phases' sizing, not a kill switch: a phase still meets
+budget whatever the machine. But never less than MIN_SHARE of the pair's planned share (its cost's share of the
+whole budget): a heavy model whose sample rules overrun its share must not starve the models after it (in one run
+AlexNet at batch 512 overran by ~100 s and left the last two models zero seconds, so the tuner of one of them could
+not probe a single candidate). The budget is a target for the phases' sizing, not a kill switch: a phase still meets
 its sample rules, and the run's wall time (env.wall_s) says what it really took.
 """
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 
 Pair = tuple[str, str]  # (model, phase)
+MIN_SHARE = 0.5  # the least a pair gets, as a fraction of its planned share, however far earlier pairs overran
 
 
 def pair_costs(rows: dict[Pair, int], step_flops: dict[Pair, float | None]) -> dict[Pair, float]:
@@ -51,12 +55,17 @@ class Budget:
     def pending(self) -> Iterable[Pair]:
         return (p for p in self.costs if p not in self.done)
 
+    def planned_s(self, pair: Pair) -> float:
+        """The pair's cost share of the whole budget, as planned before the run started."""
+        total = sum(self.costs.values())
+        return self.total_s * self.costs.get(pair, 0.0) / total if total > 0 else 0.0
+
     def _share(self, pair: Pair) -> float:
         pending = sum(self.costs[p] for p in self.pending())
         cost = self.costs.get(pair, 0.0)
         if pair in self.done or pending <= 0:
             return 0.0
-        return self.left_s() * cost / pending
+        return max(self.left_s() * cost / pending, MIN_SHARE * self.planned_s(pair))
 
     def start(self, pair: Pair) -> float:
         """The pair begins now: its seconds are fixed from here on (so every call of a phase sees one figure)."""

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bench import machine, plan, report, run
-from bench.budget import Budget, pair_costs
+from bench.budget import MIN_SHARE, Budget, pair_costs
 from bench.phases.base import Phase
 from bench.progress import Progress
 from bench.records import InferRecord, TrainRecord, not_ok
@@ -223,13 +223,26 @@ def test_budget_shares_follow_cost_and_an_overrun_shrinks_what_comes_after():
     budget = Budget(100.0, costs, clock=lambda: now[0])
     first = budget.start(("a", "train"))
     assert first == pytest.approx(100 * costs[("a", "train")] / sum(costs.values()))
-    now[0] = 90.0  # "a" ran far over its share
+    now[0] = 50.0  # "a" ran over its share
     budget.finish(("a", "train"))
-    assert budget.start(("b", "train")) == pytest.approx(10.0)  # only what is left
+    assert budget.start(("b", "train")) == pytest.approx(50.0)  # only what is left
     now[0] = 200.0
-    assert budget.seconds_for("b", "train") == pytest.approx(10.0)  # fixed once started
+    assert budget.seconds_for("b", "train") == pytest.approx(50.0)  # fixed once started
     budget.finish(("b", "train"))
     assert budget.seconds_for("c", "train") == 0.0
+
+
+def test_budget_an_overrun_never_starves_the_pairs_after_it():
+    now = [0.0]
+    costs = {("a", "train"): 1.0, ("b", "train"): 1.0, ("b", "infer"): 2.0}
+    budget = Budget(100.0, costs, clock=lambda: now[0])
+    budget.start(("a", "train"))
+    now[0] = 150.0  # "a" overran the whole budget
+    budget.finish(("a", "train"))
+    assert budget.left_s() == 0.0
+    assert budget.planned_s(("b", "infer")) == pytest.approx(50.0)
+    assert budget.start(("b", "train")) == pytest.approx(MIN_SHARE * 25.0)
+    assert budget.start(("b", "infer")) == pytest.approx(MIN_SHARE * 50.0)
 
 
 def test_plain_progress_prints_rows_and_a_pulse_with_an_eta():
