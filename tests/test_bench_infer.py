@@ -395,6 +395,8 @@ def test_a_budget_only_lowers_the_cap():
     assert tight["max_seconds"] == 0.5 and tight["min_seconds"] <= 0.5
     assert tight["min_calls"] == plan["min_calls"]  # the call target stays: n_calls shows what the row got
     assert infer.row_plan(1, False, 1e-3, 1e6)["max_seconds"] == plan["max_seconds"]
+    spent = infer.row_plan(64, False, 1e-3, 0.0)  # a spent budget caps the row: it never lifts the cap
+    assert spent["max_seconds"] == infer.MIN_BUDGET_ROW_S and spent["min_seconds"] <= spent["max_seconds"]
 
 
 def test_crosscheck_produces_both_numbers(mlp_session, ctx):

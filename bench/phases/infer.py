@@ -27,6 +27,7 @@ from bench.phases.base import Phase
 from bench.records import InferRecord, Record, not_ok, reason_of
 
 FLOPS_CACHE_KEY = "flops_per_sample"
+MIN_BUDGET_ROW_S = 0.05  # a row's cap when its share of the budget is spent: still a few timed calls, never none
 INFER_FIELDS = frozenset(f.name for f in dataclasses.fields(InferRecord))
 
 
@@ -71,10 +72,12 @@ def probe_call_s(fn, sync) -> float:
 
 
 def row_plan(batch_size: int, quick: bool, est_call_s: float, budget_s: float | None) -> dict[str, Any]:
-    """bench.timing's sampling plan, its cap lowered to a row's share of the run budget when there is one. The cap
-    only shortens the row: n_calls then says what the row rests on, and percentiles without enough calls are None."""
+    """bench.timing's sampling plan, its cap lowered to a row's share of the run budget when there is one (a spent
+    budget, 0 s, caps the row at MIN_BUDGET_ROW_S, never lifts the cap). The cap only shortens the row: n_calls then
+    says what the row rests on, and percentiles without enough calls are None."""
     plan = timing.sampling_plan(batch_size, quick, est_call_s)
-    if budget_s is not None and budget_s > 0:
+    if budget_s is not None:
+        budget_s = max(budget_s, MIN_BUDGET_ROW_S)
         plan["max_seconds"] = min(plan["max_seconds"] or budget_s, budget_s)
         plan["min_seconds"] = min(plan["min_seconds"], plan["max_seconds"])
     return plan
