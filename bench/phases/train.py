@@ -10,8 +10,8 @@ Every row trains the same model from one seeded initialisation (copied, never re
 - ``no_host_read``: the shared loop's ``train_step`` (device-side running stats, no host read) on the same DataLoader.
 - ``fast_untuned``: ``train_step`` on the device-resident FastLoader.
 - ``fast``: ``train_step`` on the FastLoader with the exact-step tuner's choice (zoo.tune.autotune on one batch of
-  this model: memory format, optimizer kernel, compile when the recipe's steps would pay for it, cudnn.benchmark);
-  the choice is in the row's ``tuned`` field.
+  this model: memory format, optimizer kernel, cudnn.benchmark, and compile when the recipe's steps would pay for
+  it and the phase can afford a cold compile: tune_probes_compile); the choice is in the row's ``tuned`` field.
 - ``compute``: ``train_step`` on one batch already on the device: the bound no data path can beat.
 Plus a ``compute`` row per extra precision (``ctx.precisions``) and per variant (``ctx.train_variants``).
 
@@ -57,10 +57,13 @@ from zoo.engine import StepOptions, StepStats, build_optimizer, train_step
 from zoo.tune import autotune, build_tuned
 
 TUNE_BUDGET_S = {True: 2.0, False: 10.0}  # the most the tuner may take per model (quick, full)
+# The least: room for the default and one candidate (a model after an overrun still gets its memory-format probe).
+TUNE_MIN_S = {True: 0.5, False: 2.0}
 TUNE_SHARE = 0.2  # of the model's train budget: the tuner serves one row of the ladder
-# Compile is probed by the tuner only when its budget can hold a compile: CPU inductor took ~10 s for the MLP's
-# training step here, before a single timed window.
-TUNE_COMPILE_MIN_S = 30.0
+# Compile is probed by the tuner (as zoo.train's would, when the recipe's steps pay it back) only without a budget
+# or when the model's train budget can hold a cold compile and its timing: CPU inductor took 7-16 s per zoo model's
+# training step here with an empty cache (3-10 s warm), before a single timed window.
+TUNE_COMPILE_MIN_BUDGET_S = 120.0
 STEPS_PER_SPLIT = {True: 40, False: 400}  # batches in the train split per row (quick, full): enough for warm-up
 MEMORY_STEPS = 1
 WINDOW_S = {True: 0.15, False: 0.5}  # a window's target without a budget (quick, full)
@@ -120,18 +123,26 @@ def train_flops_per_sample(model: torch.nn.Module, input_shape: tuple[int, ...])
 
 
 def tune_budget_s(quick: bool, budget_s: float | None) -> float:
-    """The tuner's seconds for one model: TUNE_SHARE of the phase's budget, at most TUNE_BUDGET_S (no budget: that)."""
+    """The tuner's seconds for one model: TUNE_SHARE of the phase's budget, within [TUNE_MIN_S, TUNE_BUDGET_S] (no
+    budget: the most)."""
     most = TUNE_BUDGET_S[quick]
-    return most if budget_s is None else max(0.0, min(most, TUNE_SHARE * budget_s))
+    return most if budget_s is None else max(TUNE_MIN_S[quick], min(most, TUNE_SHARE * budget_s))
+
+
+def tune_probes_compile(quick: bool, budget_s: float | None) -> bool:
+    """Whether the fast row's tuner may probe torch.compile: never in --quick; without a budget, or with a train
+    budget that holds a cold compile (TUNE_COMPILE_MIN_BUDGET_S), as zoo.train's tuner does."""
+    return not quick and (budget_s is None or budget_s >= TUNE_COMPILE_MIN_BUDGET_S)
 
 
 class RowBuilder:
     """Builds each row's step for one model: the same initial weights, batch and data split for every row."""
 
-    def __init__(self, name: str, ctx: BenchContext, tune_s: float | None = None):
+    def __init__(self, name: str, ctx: BenchContext, tune_s: float | None = None, probe_compile: bool = False):
         self.name, self.ctx, self.spec = name, ctx, zoo.get_spec(name)
         self.batch_size = ctx.train_batch_size(name)
         self.tune_s = TUNE_BUDGET_S[ctx.quick] if tune_s is None else tune_s
+        self.probe_compile = probe_compile
         torch.manual_seed(ctx.seed)
         kwargs = {"pretrained": "off"} if self.spec.uses_pretrained else {}
         self.template = zoo.get_model(name, **kwargs)  # AlexNet's init takes ~1 s: drawn once, copied per row
@@ -197,10 +208,10 @@ class RowBuilder:
         batches = batches_forever(self.loader("fast"))
         x, y = next(batches)
         model = self.model()
-        # Compile is only worth probing when the recipe's run is long enough to pay it back (never in --quick) and
-        # the tuner's budget can hold a compile.
-        steps_planned = None if ctx.quick or self.tune_s < TUNE_COMPILE_MIN_S else \
-            recipe.epochs * DATASETS[self.spec.dataset][2][0] // self.batch_size
+        # Compile is probed when the phase can afford it (tune_probes_compile) and, within the tuner, only when the
+        # recipe's run is long enough to pay it back.
+        steps_planned = recipe.epochs * DATASETS[self.spec.dataset][2][0] // self.batch_size \
+            if self.probe_compile else None
         choice = autotune(model, recipe, x, y, ctx.device, steps_planned=steps_planned, budget_s=self.tune_s)
         benchmark = torch.backends.cudnn.benchmark
         net, optimizer, opts = build_tuned(choice, model, recipe, ctx.device)
@@ -343,7 +354,8 @@ class TrainPhase(Phase):
     def run(self, session: ModelSession, ctx: BenchContext) -> list[Record]:
         name, began = session.name, timing.clock()
         budget_s = ctx.budget_for(name, self.name)
-        builder = RowBuilder(name, ctx, tune_s=tune_budget_s(ctx.quick, budget_s))
+        builder = RowBuilder(name, ctx, tune_s=tune_budget_s(ctx.quick, budget_s),
+                             probe_compile=tune_probes_compile(ctx.quick, budget_s))
         flops = session.cache.get("train_flops_per_sample")
         if flops is None:  # the driver counted it on the meta device when it planned the run; else count here
             flops = session.cache["train_flops_per_sample"] = session.train_flops_per_sample or \
