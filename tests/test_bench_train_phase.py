@@ -195,6 +195,24 @@ def test_a_slow_row_is_sized_from_its_memory_step_without_another_probe(monkeypa
     assert steps_before == pytest.approx(0.2) and rows[0].steps_per_window == round(0.5 / 0.2)
 
 
+def test_a_row_whose_first_step_lasted_a_window_skips_the_steady_step(monkeypatch):
+    slow, fast, compiled = _clocked_rows(monkeypatch, 3, 0.2)
+    slow.first_step_s = train.WINDOW_S[False]  # eager, one whole window: its windows are one step anyway
+    fast.first_step_s = 0.01
+    compiled.first_step_s, compiled.compile_s = 9.0, 9.0  # the first call compiled: no stand-in for the steady step
+    calls = []
+
+    def counted(row: TimedRow, label: str) -> None:
+        step = row.step
+        row.step = lambda: (calls.append(label), step())[1]
+
+    for row, label in ((slow, "slow"), (fast, "fast"), (compiled, "compiled")):
+        counted(row, label)
+    train.time_steady_step([slow, fast, compiled], lambda: None)
+    assert sorted(calls) == sorted(["fast", "compiled"] * train.MEMORY_STEPS)
+    assert slow.step_s == train.WINDOW_S[False] and fast.step_s == pytest.approx(0.2)
+
+
 @pytest.mark.slow
 def test_the_phase_gives_the_tuner_and_the_windows_a_share_of_its_budget(monkeypatch):
     seen: dict[str, list] = {"tune": [], "windows": []}
