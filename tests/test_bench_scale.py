@@ -73,6 +73,18 @@ def test_launch_pins_the_same_way_for_every_n(device, tmp_path, monkeypatch):
     assert shares == ([8, 4, 2] if device == "cpu" else [2, 2, 2])
 
 
+def test_a_budget_shortens_the_windows_down_to_the_floor_and_the_command_carries_them(tmp_path):
+    assert scale.window_target_s(False, None, 2) == scale.WINDOW_S[False]
+    assert scale.window_target_s(False, 1e4, 2) == scale.WINDOW_S[False]  # a large budget never lengthens them
+    # (20 s / 2 launches - LAUNCH_S) over 5 windows + 2: the share left after the launches' fixed cost.
+    fit = (20.0 / 2 - scale.LAUNCH_S) / (scale.WINDOWS[False] + 2)
+    assert scale.window_target_s(False, 20.0, 2) == pytest.approx(min(fit, scale.WINDOW_S[False]))
+    assert scale.window_target_s(False, 3.0, 2) == scale.MIN_WINDOW_S  # less than the launches cost: the floor
+    ctx = BenchContext(torch.device("cpu"), synthetic=True, checkpoints=None, threads=2)
+    cmd, _ = worker_command("mlp", ctx, 1, 2, [], str(tmp_path / "r.json"), 0.125)
+    assert cmd[cmd.index("--target-s") + 1] == "0.125" and cmd[cmd.index("--windows") + 1] == "5"
+
+
 def test_a_rank_pins_its_threads_and_its_own_cpu_set(monkeypatch):
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(("threads", n)))

@@ -38,6 +38,10 @@ from zoo.distributed import all_reduce, broadcast_int, destroy, init_distributed
 from zoo.engine import StepOptions, build_optimizer, resolve_device, synchronize, train_step
 
 WORKER_TIMEOUT_S = 900
+WINDOWS = {True: 3, False: 5}  # timed windows per launch (quick, full): a row's IQR rests on them
+WINDOW_S = {True: 0.2, False: 0.5}  # a window's target without a budget (quick, full)
+MIN_WINDOW_S = 0.1  # the shortest window a budget may ask for (each holds several all-reduces of a small model)
+LAUNCH_S = 4.0  # what a launch costs before its first step here (torchrun, imports, gloo): no budget shortens it
 IDEAL_SAME_CORES = "same cores: ideal = rate(1)"
 IDEAL_PER_DEVICE = "N devices: ideal = N x rate(1)"
 
@@ -78,14 +82,25 @@ def ideal_for(device_type: str, n: int, rate_1: float | None) -> tuple[str, floa
     return IDEAL_PER_DEVICE, None if rate_1 is None else n * rate_1
 
 
+def window_target_s(quick: bool, budget_s: float | None, launches: int) -> float:
+    """Seconds per timed window: WINDOW_S, or less when the model's scale budget, after LAUNCH_S per launch, cannot
+    hold each launch's windows (plus about two more for the warm-up and sizing probe), down to MIN_WINDOW_S."""
+    target_s = WINDOW_S[quick]
+    if budget_s is None:
+        return target_s
+    fit_s = (budget_s / max(launches, 1) - LAUNCH_S) / (WINDOWS[quick] + 2)
+    return max(MIN_WINDOW_S, min(target_s, fit_s))
+
+
 def worker_command(name: str, ctx: BenchContext, n: int, share: int, cpu_sets: list[list[int]],
-                   result: str) -> tuple[list[str], dict[str, str]]:
-    """The torchrun command line and environment of one configuration."""
+                   result: str, target_s: float | None = None) -> tuple[list[str], dict[str, str]]:
+    """The torchrun command line and environment of one configuration (``target_s``: the window target, default
+    WINDOW_S)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
            "-m", "bench.phases.scale", "--model", name, "--device", ctx.device.type,
-           "--batch-size", str(ctx.train_batch_size(name)), "--windows", "3" if ctx.quick else "5",
-           "--target-s", "0.2" if ctx.quick else "0.5", "--data-root", ctx.data_root, "--seed", str(ctx.seed),
-           "--threads", str(share), "--result", result]
+           "--batch-size", str(ctx.train_batch_size(name)), "--windows", str(WINDOWS[ctx.quick]),
+           "--target-s", f"{WINDOW_S[ctx.quick] if target_s is None else target_s:.3g}", "--data-root", ctx.data_root,
+           "--seed", str(ctx.seed), "--threads", str(share), "--result", result]
     if cpu_sets:
         cmd += ["--cpus", ";".join(",".join(map(str, s)) for s in cpu_sets)]
     if not ctx.uses_real_data(name):
@@ -128,6 +143,7 @@ class ScalePhase(Phase):
     def run(self, session: ModelSession, ctx: BenchContext) -> list[Record]:
         name, dev = session.name, ctx.device.type
         counts = self._counts(ctx)
+        target_s = window_target_s(ctx.quick, ctx.budget_for(name, self.name), len(counts))
         rows: list[Record] = []
         rate_1 = None
         for n in counts:
@@ -135,7 +151,7 @@ class ScalePhase(Phase):
             fields = self._fields(name, ctx, n, share)
             with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
                 result = os.path.join(tmp, "result.json")
-                cmd, env = worker_command(name, ctx, n, share, cpu_sets, result)
+                cmd, env = worker_command(name, ctx, n, share, cpu_sets, result, target_s)
                 try:
                     code, last = run_worker(cmd, env, WORKER_TIMEOUT_S)
                 except subprocess.TimeoutExpired:
