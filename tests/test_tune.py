@@ -51,6 +51,22 @@ def test_every_eager_candidate_trains_to_the_untuned_weights():
         assert any(not torch.equal(got[k], base.state_dict()[k]) for k in got), "the steps must have trained"
 
 
+@pytest.mark.slow
+def test_the_compiled_choice_trains_to_the_untuned_weights():
+    # What the tuner picks when compile pays (channels_last + compile for a conv model) is the same step: inductor
+    # fuses and reorders float sums, so equal to tolerance. (LeNet has no dropout: compiled code draws its own masks.)
+    base = _model("lenet")
+    assert not any(isinstance(m, torch.nn.Dropout) for m in base.modules())
+    recipe = zoo.get_spec("lenet").recipe
+    reference = _train(untuned(base, recipe, "cpu"), copy.deepcopy(base), "lenet")
+    choice = TuneChoice.of(dataclasses.replace(tune.default_candidate(base, recipe, "cpu"), channels_last=True,
+                                               compile=tune.COMPILE_MODE))
+    got = _train(choice, copy.deepcopy(base), "lenet")
+    for key, ref in reference.items():
+        assert torch.allclose(got[key], ref, rtol=1e-4, atol=1e-5), key
+    assert any(not torch.equal(got[k], base.state_dict()[k]) for k in got), "the steps must have trained"
+
+
 def test_candidates_probe_the_memory_format_before_the_optimizer_kernel():
     # A budget that holds only two candidates must compare channels_last, the setting that moves a conv model's step
     # most, not a second optimizer kernel.
@@ -170,6 +186,16 @@ def test_candidates_beyond_the_budget_are_not_probed_most_likely_first(monkeypat
     choice = autotune(model, recipe, *_batch("lenet", 4), "cpu", budget_s=0.6)
     assert 2 <= len(choice.measured) < len(cands)
     assert list(choice.measured) == [c.label for c in cands[:len(choice.measured)]]
+
+
+def test_compile_is_not_probed_when_its_timing_stage_cannot_fit_the_budget(monkeypatch):
+    monkeypatch.setattr(tune.torch, "compile", lambda *a, **k: pytest.fail("a step this slow cannot time a compile"))
+    _slow_steps(monkeypatch, 0.05)  # 8 steps of 0.05 s need 0.4 s: more than 0.4 x a 0.5 s budget
+    model = _model("mlp")
+    recipe = zoo.get_spec("mlp").recipe
+    choice = autotune(model, recipe, *_batch("mlp", 4), "cpu", steps_planned=10**9, budget_s=0.5)
+    assert choice.compile is None and choice.compile_s is None
+    assert tune.compile_stage_fits(0.05, 1.0) and not tune.compile_stage_fits(0.05, 0.99)
 
 
 def test_compile_pays_only_when_planned_steps_save_more_than_it_costs():

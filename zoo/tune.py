@@ -54,6 +54,7 @@ COMPILE_MIN_S = 2.0
 # Leave the default configuration unless a candidate beats it by more than this: interleaved medians on a shared
 # machine still differ by a percent or two between identical configurations.
 MIN_GAIN = 1.02
+COMPILE_STAGE_SHARE = 0.4  # of the budget, kept for timing the compiled candidate against the eager choice
 # A probe costs at most this share of the run it tunes (its estimated eager time), and is skipped when that share is
 # under MIN_BUDGET_S: a short run gains less than the probe would cost.
 MAX_TUNE_FRACTION = 0.1
@@ -231,22 +232,32 @@ def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
                          prior=trials)
         best_step_s = min(t.step_s for t in trials)
         # The saving per step cannot exceed the step itself: a run shorter than the least compile time never pays.
-        may_compile = probe_compile and steps_planned is not None and steps_planned * best_step_s > COMPILE_MIN_S
+        # And the compile stage must fit its share of the budget (compile_stage_fits), or its verdict is noise.
+        may_compile = probe_compile and steps_planned is not None and steps_planned * best_step_s > COMPILE_MIN_S \
+            and compile_stage_fits(best_step_s, budget_s)
         if len(trials) == 1 and not may_compile:  # nothing to compare within the budget: the default, unmeasured
             log.info("tune: only the reference (%s) fits in %.1f s; left untuned", default.label, budget_s)
             return TuneChoice.of(trials[0].cand)
-        stage_s = budget_s * (0.6 if may_compile else 1.0) - (time.perf_counter() - started)
+        stage_s = budget_s * (1.0 - COMPILE_STAGE_SHARE if may_compile else 1.0) - (time.perf_counter() - started)
         time_interleaved(trials, max(stage_s, 0.25 * budget_s))
         best = pick_fastest(trials)
         measured = {t.cand.label: t.median() for t in trials}
         choice = TuneChoice.of(best.cand, gain=best.median() / trials[0].median(), measured=measured)
         if may_compile:
             compiled = compiled or [dataclasses.replace(best.cand, compile=COMPILE_MODE)]
-            left_s = max(budget_s - (time.perf_counter() - started), 0.4 * budget_s)
+            left_s = max(budget_s - (time.perf_counter() - started), COMPILE_STAGE_SHARE * budget_s)
             choice = _probe_compile(choice, best, compiled, steps_planned, left_s, model, recipe, precision)
     log.debug("tune: %s, %.2fx %s | measured samples/s: %s", choice.label, choice.gain, default.label,
               ", ".join(f"{k} {v:,.0f}" for k, v in choice.measured.items()))
     return choice
+
+
+def compile_stage_fits(step_s: float, budget_s: float) -> bool:
+    """Whether the compile stage's least work fits in the share it is sure of (COMPILE_STAGE_SHARE of the budget):
+    the compiled trial's warm-up steps and MIN_ROUNDS one-step windows of it and of the eager choice. The compile
+    itself is not counted (it cannot be known before it runs): AlexNet at batch 512 on 2 CPU cores (~1.7 s a step)
+    would spend ~14 s timing it, against a 10 s budget."""
+    return (WARM_STEPS + 2 * MIN_ROUNDS) * step_s <= COMPILE_STAGE_SHARE * budget_s
 
 
 def compile_pays(eager_samples_per_s: float, compiled_samples_per_s: float, compile_s: float, steps_planned: int,
