@@ -230,14 +230,15 @@ def test_the_phase_gives_the_tuner_and_the_windows_a_share_of_its_budget(monkeyp
     monkeypatch.setattr(train, "time_rows", spy_windows)
     monkeypatch.setattr(train, "TUNE_BUDGET_S", {True: 2.0, False: 10.0})
     monkeypatch.setattr(train, "STEPS_PER_SPLIT", {True: 4, False: 4})
-    for budget_s in (None, 1000.0, 1.0, 30.0):
+    for budget_s in (None, 1000.0, 1.0, 30.0, 4.0):
         ctx = BenchContext(torch.device("cpu"), quick=False, synthetic=True, checkpoints=None)
         ctx.budget_for = lambda name, phase, b=budget_s: b
         TrainPhase().run(ModelSession("mlp", torch.nn.Linear(1, 1)), ctx)
     # No budget or a large one: the tuner's own cap; a small one: its share of the phase's budget, not below the floor.
-    assert [b for b, _ in seen["tune"]] == [10.0, 10.0, train.TUNE_MIN_S[False], pytest.approx(train.TUNE_SHARE * 30)]
+    assert [b for b, _ in seen["tune"]] == [10.0, 10.0, train.TUNE_MIN_S[False], pytest.approx(train.TUNE_SHARE * 30),
+                                            train.TUNE_MIN_S[False]]
     assert seen["windows"][0] is None and seen["windows"][2] < 1.0 < seen["windows"][1] < 1000.0
-    # Compile is probed (the recipe's planned steps are passed) without a budget or with one that holds a cold compile.
+    # Compile may be probed (the recipe's planned steps are passed) without a budget or with one that holds a compile.
     spec = zoo.get_spec("mlp")
     planned = spec.recipe.epochs * DATASETS[spec.dataset][2][0] // spec.recipe.batch_size
-    assert [steps for _, steps in seen["tune"]] == [planned, planned, None, None]
+    assert [steps for _, steps in seen["tune"]] == [planned, planned, None, planned, None]

@@ -61,10 +61,11 @@ TUNE_BUDGET_S = {True: 2.0, False: 10.0}  # the most the tuner may take per mode
 # The least: room for the default and one candidate (a model after an overrun still gets its memory-format probe).
 TUNE_MIN_S = {True: 0.5, False: 2.0}
 TUNE_SHARE = 0.2  # of the model's train budget: the tuner serves one row of the ladder
-# Compile is probed by the tuner (as zoo.train's would, when the recipe's steps pay it back) only without a budget
-# or when the model's train budget can hold a cold compile and its timing: CPU inductor took 7-16 s per zoo model's
-# training step here with an empty cache (3-10 s warm), before a single timed window.
-TUNE_COMPILE_MIN_BUDGET_S = 120.0
+# Compile is probed by the tuner (as zoo.train's would: when the recipe's steps pay it back and its timing stage fits
+# the tuner's budget) without a budget or when the model's train budget can hold a compile: with an empty inductor
+# cache a zoo model's training step took 3.4-4.4 s to compile inside a run here (10 s for AlexNet at batch 512 and for
+# the process's first compile, inductor's start-up included).
+TUNE_COMPILE_MIN_BUDGET_S = 5.0
 STEPS_PER_SPLIT = {True: 40, False: 400}  # batches in the train split per row (quick, full): enough for warm-up
 MEMORY_STEPS = 1
 WINDOW_S = {True: 0.15, False: 0.5}  # a window's target without a budget (quick, full)
@@ -133,7 +134,7 @@ def tune_budget_s(quick: bool, budget_s: float | None) -> float:
 
 def tune_probes_compile(quick: bool, budget_s: float | None) -> bool:
     """Whether the fast row's tuner may probe torch.compile: never in --quick; without a budget, or with a train
-    budget that holds a cold compile (TUNE_COMPILE_MIN_BUDGET_S), as zoo.train's tuner does."""
+    budget that holds a compile (TUNE_COMPILE_MIN_BUDGET_S). The tuner then decides as zoo.train's does."""
     return not quick and (budget_s is None or budget_s >= TUNE_COMPILE_MIN_BUDGET_S)
 
 
