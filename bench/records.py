@@ -244,6 +244,7 @@ class TtaRecord(Record):
     data: str | None = None
     tuned: dict[str, Any] | None = None
     speedup_vs_tutorial_loop: float | None = None  # tutorial_loop train_s / this train_s
+    wall_speedup_vs_tutorial_loop: float | None = None  # tutorial_loop wall_s / this wall_s (setup, checks included)
     target_source: str | None = None  # where target_acc comes from (the tutorial's printed number, a stated value)
     max_epochs: int | None = None  # the cap: reached=False when it hits first
     steps: int | None = None  # optimisation steps until the target (or the cap)

@@ -99,6 +99,20 @@ def test_phase_runs_both_loops_over_the_same_optimisation(small_data):
     assert TuneChoice.from_dict(shared.tuned).optimizer_impl in ("fused", "foreach", "forloop")
     assert shared.tune_s is not None and shared.tune_s <= shared.setup_s and tut.tuned is None
     assert shared.speedup_vs_tutorial_loop == pytest.approx(tut.train_s / shared.train_s)
+    assert shared.wall_speedup_vs_tutorial_loop == pytest.approx(tut.wall_s / shared.wall_s)
+
+
+def test_the_shared_loops_tuner_is_sized_by_the_tutorial_loops_steps_to_target(small_data, monkeypatch):
+    seen = []
+    real = tta.autotune
+
+    def spy(*args, steps_planned=None, **kw):
+        seen.append(steps_planned)
+        return real(*args, steps_planned=steps_planned, **kw)
+
+    monkeypatch.setattr(tta, "autotune", spy)
+    tut, shared = tta.TtaPhase({"mlp": 0.45}).run(_fast_mlp(), BenchContext(device=CPU, synthetic=True))
+    assert tut.reached and seen == [tut.steps]
 
 
 def test_cap_hit_means_not_reached_and_no_speedup(small_data, monkeypatch):
@@ -106,7 +120,7 @@ def test_cap_hit_means_not_reached_and_no_speedup(small_data, monkeypatch):
     recs = tta.TtaPhase({"mlp": 1.01}).run(_fast_mlp(), BenchContext(device=CPU, synthetic=True))
     for r in recs:
         assert r.ok and r.reached is False and r.epochs == r.max_epochs == 2
-        assert r.speedup_vs_tutorial_loop is None
+        assert r.speedup_vs_tutorial_loop is None and r.wall_speedup_vs_tutorial_loop is None
 
 
 def test_a_failing_row_is_recorded_and_the_other_still_runs(small_data, monkeypatch):
