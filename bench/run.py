@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "checks the harness in 1-2 minutes, not numbers to quote")
     p.add_argument("--threads", type=int, help="torch intra-op threads for the whole run (default: torch's own, "
                                                "usually the physical cores); recorded in env and every row")
-    p.add_argument("--budget", help="seconds the whole run aims to take (default 440, --quick 75; or none), spread "
+    p.add_argument("--budget", help="seconds the whole run aims to take (default 400, --quick 75; or none), spread "
                                     "over models and phases by cost; sample-count rules still win over it")
     p.add_argument("--tta-target", action="append", default=[], metavar="MODEL=ACC",
                    help="tta phase: the test accuracy to reach for MODEL (a fraction, e.g. mlp=0.65; repeatable; "
