@@ -105,12 +105,13 @@ def tuned_text(choice: dict[str, Any]) -> str:
     if choice.get("cudnn_benchmark"):
         parts.append("cudnn.benchmark")
     text = ", ".join(parts)
+    measured = choice.get("measured") or {}
+    if not measured:  # nothing was timed: there is no gain to show
+        why = choice.get("reason") or "no candidate fit the tuner's budget, or the run is too short to pay for a probe"
+        return text + f" (the default configuration, not probed: {why})"
     if isinstance(choice.get("gain"), (int, float)):
         text += f" ({choice['gain']:.2f}x the default configuration in the tuner's probe"
-        measured = choice.get("measured") or {}
-        if measured:
-            text += "; probe medians, samples/s: " + ", ".join(f"{k} {num(v)}" for k, v in measured.items())
-        text += ")"
+        text += "; probe medians, samples/s: " + ", ".join(f"{k} {num(v)}" for k, v in measured.items()) + ")"
     return text
 
 

@@ -70,7 +70,9 @@ def sample_records():
         train("fused_optimizer", 1200.0, rung_gain=1.2, speedup_vs_tutorial_loop=7.77, fraction_of_compute=0.12),
         not_ok(TrainRecord, "mlp", "cpu", RuntimeError("loader exploded"), row="no_host_read", batch_size=64),
         train("fast", 10500.0, rung_gain=3.0, speedup_vs_tutorial_loop=10.5, fraction_of_compute=1.05,
-              above_bound=True, pct_of_peak=0.2, peak_mem_mb=512.0, mem_delta_mb=64.0, tuned={"steps": 4}),
+              above_bound=True, pct_of_peak=0.2, peak_mem_mb=512.0, mem_delta_mb=64.0,
+              tuned={"channels_last": True, "optimizer_impl": "foreach", "compile": None, "gain": 1.4,
+                     "measured": {"contiguous/fused": 1000.0, "channels_last/foreach": 1400.0}}),
         train("compute", 10000.0, pct_of_peak=0.19),
         train("compute", 21000.0, precision="bf16", speedup_vs_fp32_compute=2.1),
         infer("eager", 1, 0.2, n_calls=30, p90_ms=None, p99_ms=None, max_ms=0.9),
@@ -195,7 +197,8 @@ def test_csv_one_row_per_record_in_declared_field_order(tmp_path):
     assert "latencies_ms" not in header and "window_rates" not in header and "n_calls" in header
     assert header.index("dataset") < header.index("row") < header.index("backend")  # ModelRecord, Train, Infer
     fast = next(r for r in rows if r["row"] == "fast")
-    assert json.loads(fast["tuned"]) == {"steps": 4} and fast["checkpoint"] == ""
+    assert json.loads(fast["tuned"])["measured"] == {"contiguous/fused": 1000.0, "channels_last/foreach": 1400.0}
+    assert fast["checkpoint"] == ""
 
 
 def test_results_json_round_trips_strictly(tmp_path):
@@ -538,7 +541,9 @@ def edge_records():
         ScaleRecord(model="lenet", device="cpu", processes=2, batch_size=16, samples_per_s=700.0),
         ScaleRecord(model="alexnet", device="cpu", processes=2, batch_size=8, samples_per_s=50.0, ideal="N x rate(1)"),
         train("fast_untuned", 700.0, model="lenet", batch_size=64, tuned={"threads": 2}),
-        train("fast", 750.0, model="lenet", batch_size=64, tuned={"steps": 8}),
+        train("fast", 750.0, model="lenet", batch_size=64,
+              tuned={"optimizer_impl": "fused", "gain": 1.0, "measured": {},
+                     "reason": "a run of ~900 steps is too short to pay for a probe"}),
         infer("eager", 1, 0.4, model="mlp", weights="random", data="real"),
         infer("eager", 1, 0.6, model="cifar_cnn", weights="checkpoint", data="synthetic"),
     ]

@@ -50,6 +50,7 @@ class TuneChoice:
     gain: float = 1.0  # measured samples/s of the choice / the default configuration's (1.0: not measured)
     measured: dict[str, float] = field(default_factory=dict, hash=False)  # candidate label -> median samples/s
     compile_s: float | None = None  # the compile probe's one-off seconds, when compile was probed
+    reason: str | None = field(default=None, compare=False)  # why nothing was measured, when nothing was
 
     @property
     def candidate(self) -> Candidate:

@@ -225,8 +225,9 @@ def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
             # The least a probe can cost: every candidate's warm-up and MIN_ROUNDS windows of at least one step.
             least_s = len(eager) * trials[0].step_s * (WARM_STEPS + MIN_ROUNDS)
             if share_s < max(MIN_BUDGET_S, least_s):
-                log.debug("tune: a run of ~%d steps is too short to pay for a probe; %s", steps_planned, default.label)
-                return TuneChoice.of(default)
+                reason = f"a run of ~{steps_planned:,} steps is too short to pay for a probe"
+                log.debug("tune: %s; %s", reason, default.label)
+                return TuneChoice.of(default, reason=reason)
         left_s = budget_s - (time.perf_counter() - started)
         trials += _start(eager[1:], model, recipe, x, y, device, precision, first_required=False, left_s=left_s,
                          prior=trials)
@@ -236,8 +237,9 @@ def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
         may_compile = probe_compile and steps_planned is not None and steps_planned * best_step_s > COMPILE_MIN_S \
             and compile_stage_fits(best_step_s, budget_s)
         if len(trials) == 1 and not may_compile:  # nothing to compare within the budget: the default, unmeasured
-            log.info("tune: only the reference (%s) fits in %.1f s; left untuned", default.label, budget_s)
-            return TuneChoice.of(trials[0].cand)
+            reason = f"no candidate beside the default fits in the tuner's {budget_s:.1f} s"
+            log.info("tune: %s; left untuned (%s)", reason, default.label)
+            return TuneChoice.of(trials[0].cand, reason=reason)
         stage_s = budget_s * (1.0 - COMPILE_STAGE_SHARE if may_compile else 1.0) - (time.perf_counter() - started)
         time_interleaved(trials, max(stage_s, 0.25 * budget_s))
         best = pick_fastest(trials)
