@@ -188,8 +188,19 @@ def test_candidates_beyond_the_budget_are_not_probed_most_likely_first(monkeypat
     assert list(choice.measured) == [c.label for c in cands[:len(choice.measured)]]
 
 
+def test_compile_is_not_probed_when_the_budget_cannot_hold_its_least_cost(monkeypatch):
+    monkeypatch.setattr(tune.torch, "compile", lambda *a, **k: pytest.fail("the budget cannot hold a compile"))
+    model = _model("mlp")
+    recipe = zoo.get_spec("mlp").recipe
+    # A long run, but a probe budget below COMPILE_MIN_S: the eager candidates only.
+    choice = autotune(model, recipe, *_batch("mlp", 16), "cpu", steps_planned=10**9, budget_s=0.9 * tune.COMPILE_MIN_S)
+    assert choice.compile is None and choice.compile_s is None and choice.measured
+    assert not any("compile" in label for label in choice.measured)
+
+
 def test_compile_is_not_probed_when_its_timing_stage_cannot_fit_the_budget(monkeypatch):
     monkeypatch.setattr(tune.torch, "compile", lambda *a, **k: pytest.fail("a step this slow cannot time a compile"))
+    monkeypatch.setattr(tune, "COMPILE_MIN_S", 0.1)  # only the stage's fit is in question here
     _slow_steps(monkeypatch, 0.05)  # 8 steps of 0.05 s need 0.4 s: more than 0.4 x a 0.5 s budget
     model = _model("mlp")
     recipe = zoo.get_spec("mlp").recipe
@@ -207,6 +218,7 @@ def test_compile_pays_only_when_planned_steps_save_more_than_it_costs():
 
 def test_compile_probe_reports_its_cost_and_a_no_faster_compile_needs_a_real_gain(monkeypatch):
     monkeypatch.setattr(tune.torch, "compile", lambda net, mode=None: net)  # 'compiled' = the same model
+    monkeypatch.setattr(tune, "COMPILE_MIN_S", 0.5)  # a 'compile' this cheap fits a short test's budget
     model = _model("mlp")
     recipe = zoo.get_spec("mlp").recipe
     choice = autotune(model, recipe, *_batch("mlp", 16), "cpu", steps_planned=10**9, budget_s=0.6,

@@ -48,17 +48,20 @@ from zoo.registry import Recipe
 log = logging.getLogger("zoo")
 
 TUNE_MODES = ("auto", "off")  # python -m zoo.train --tune
-# The least a torch.compile of even the smallest zoo model costs (CPU inductor here: several seconds). When the whole
-# run's eager training time is below this, compile cannot pay back and is not even probed.
+# The least a torch.compile of a zoo model's step costs (CPU inductor here: about a second with a warm cache, 3-4 s
+# with a cold one, more for the process's first). Compile is probed only when the tuner's budget (at most
+# MAX_TUNE_FRACTION of the run) holds this much: the compile is a probe cost too (a one-epoch LeNet run of 4.7 s spent
+# 2.2 s in a probe that compiled, to keep the eager step).
 COMPILE_MIN_S = 2.0
 # Leave the default configuration unless a candidate beats it by more than this: interleaved medians on a shared
 # machine still differ by a percent or two between identical configurations.
 MIN_GAIN = 1.02
 COMPILE_STAGE_SHARE = 0.4  # of the budget, kept for timing the compiled candidate against the eager choice
 # A probe costs at most this share of the run it tunes (its estimated eager time), and is skipped when that share is
-# under MIN_BUDGET_S: a short run gains less than the probe would cost.
+# under MIN_BUDGET_S or cannot hold every eager candidate's least timing: a short run gains less than the probe would
+# cost. (A one-epoch LeNet run of ~5 s still pays for a 0.5 s probe: channels_last made its step 1.3x faster here.)
 MAX_TUNE_FRACTION = 0.1
-MIN_BUDGET_S = 1.0
+MIN_BUDGET_S = 0.25
 WINDOW_S = 0.15  # one timed window of one candidate
 WARM_S = 0.1  # the most a candidate's timed warm-up burst lasts (5% of the budget when that is less)
 MIN_ROUNDS, MAX_ROUNDS = 3, 15
@@ -232,9 +235,9 @@ def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
         trials += _start(eager[1:], model, recipe, x, y, device, precision, first_required=False, left_s=left_s,
                          prior=trials)
         best_step_s = min(t.step_s for t in trials)
-        # The saving per step cannot exceed the step itself: a run shorter than the least compile time never pays.
-        # And the compile stage must fit its share of the budget (compile_stage_fits), or its verdict is noise.
-        may_compile = probe_compile and steps_planned is not None and steps_planned * best_step_s > COMPILE_MIN_S \
+        # The budget must hold the least compile time (COMPILE_MIN_S), and the compile stage's timing must fit its
+        # share of it (compile_stage_fits), or its verdict is noise.
+        may_compile = probe_compile and steps_planned is not None and budget_s >= COMPILE_MIN_S \
             and compile_stage_fits(best_step_s, budget_s)
         if len(trials) == 1 and not may_compile:  # nothing to compare within the budget: the default, unmeasured
             reason = f"no candidate beside the default fits in the tuner's {budget_s:.1f} s"
