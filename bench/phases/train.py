@@ -55,11 +55,12 @@ from bench.train_derive import derive, is_plain  # noqa: F401 (is_plain: the lad
 from bench.tutorial_loop import TutorialStep
 from zoo.data import DATASETS, batches_forever, make_loaders
 from zoo.engine import StepOptions, StepStats, build_optimizer, train_step
-from zoo.tune import autotune, build_tuned
+from zoo.tune import COMPILE_MIN_S, autotune, build_tuned
 
 TUNE_BUDGET_S = {True: 2.0, False: 10.0}  # the most the tuner may take per model (quick, full)
-# The least: room for the default and one candidate (a model after an overrun still gets its memory-format probe).
-TUNE_MIN_S = {True: 0.5, False: 2.0}
+# The least: room for the default and one candidate (a model after an overrun still gets its memory-format probe) and,
+# in a full run, for the least compile (the tuner probes compile only when its budget holds COMPILE_MIN_S).
+TUNE_MIN_S = {True: 0.5, False: max(2.0, COMPILE_MIN_S)}
 TUNE_SHARE = 0.2  # of the model's train budget: the tuner serves one row of the ladder
 # Compile is probed by the tuner (as zoo.train's would: when the recipe's steps pay it back and its timing stage fits
 # the tuner's budget) without a budget or when the model's train budget can hold a compile: with an empty inductor
