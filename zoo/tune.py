@@ -228,8 +228,10 @@ def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
             # The least a probe can cost: every candidate's warm-up and MIN_ROUNDS windows of at least one step.
             least_s = len(eager) * trials[0].step_s * (WARM_STEPS + MIN_ROUNDS)
             if share_s < max(MIN_BUDGET_S, least_s):
-                reason = f"a run of ~{steps_planned:,} steps is too short to pay for a probe"
-                log.debug("tune: %s; %s", reason, default.label)
+                # No figures in the reason: it is stored in every metrics line, which a resume must reproduce.
+                reason = f"the run is too short to pay for a probe ({MAX_TUNE_FRACTION:.0%} of its eager time)"
+                log.debug("tune: ~%d steps, %.2f s probe at most: %s; %s", steps_planned, share_s, reason,
+                          default.label)
                 return TuneChoice.of(default, reason=reason)
         left_s = budget_s - (time.perf_counter() - started)
         trials += _start(eager[1:], model, recipe, x, y, device, precision, first_required=False, left_s=left_s,
@@ -240,8 +242,8 @@ def autotune(model: nn.Module, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
         may_compile = probe_compile and steps_planned is not None and budget_s >= COMPILE_MIN_S \
             and compile_stage_fits(best_step_s, budget_s)
         if len(trials) == 1 and not may_compile:  # nothing to compare within the budget: the default, unmeasured
-            reason = f"no candidate beside the default fits in the tuner's {budget_s:.1f} s"
-            log.info("tune: %s; left untuned (%s)", reason, default.label)
+            reason = "no candidate beside the default fits in the tuner's budget"
+            log.info("tune: %s (%.1f s); left untuned (%s)", reason, budget_s, default.label)
             return TuneChoice.of(trials[0].cand, reason=reason)
         stage_s = budget_s * (1.0 - COMPILE_STAGE_SHARE if may_compile else 1.0) - (time.perf_counter() - started)
         time_interleaved(trials, max(stage_s, 0.25 * budget_s))
