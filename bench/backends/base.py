@@ -23,6 +23,7 @@ class Backend(ABC):
     precision: ClassVar[str] = "fp32"
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps")
     extra: ClassVar[str | None] = None  # the pyproject extra that installs its package: pip install -e ".[extra]"
+    package: ClassVar[str | None] = None  # the module that extra installs (import_package imports it)
 
     def __init__(self, session: ModelSession, ctx: BenchContext):
         self.session, self.ctx = session, ctx
@@ -31,8 +32,31 @@ class Backend(ABC):
     @classmethod
     def available(cls, device: torch.device) -> str | None:
         """None when this backend can run on ``device`` with this install, else one line saying why (and how)."""
+        return cls.device_reason(device) or cls.missing_package()
+
+    @classmethod
+    def device_reason(cls, device: torch.device) -> str | None:
+        """Why this backend cannot run on ``device``'s type, or None."""
         if device.type not in cls.devices:
             return f"{cls.name} runs on {', '.join(cls.devices)}, not {device.type}"
+        return None
+
+    @classmethod
+    def import_package(cls) -> None:  # noqa: B027 - a hook for backends with a package, not abstract
+        """Import ``package`` (a plain import statement in the subclass, so the import graph stays static)."""
+
+    @classmethod
+    def missing_package(cls) -> str | None:
+        """Why ``package`` cannot be imported, with the install command, or None (also when there is no package).
+        Any exception counts: a package whose native libraries fail to load is as unusable as a missing one."""
+        if cls.package is None:
+            return None
+        try:
+            cls.import_package()
+        except Exception as exc:
+            state = "not installed" if isinstance(exc, ImportError) else "not usable"
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            return f'{cls.package} is {state} ({first}): pip install -e ".[{cls.extra}]"'
         return None
 
     def prepare(self) -> float:

@@ -14,24 +14,16 @@ import torch
 
 from bench.backends.base import Backend
 
-INSTALL_HINT = 'pip install -e ".[openvino]"'
-
 
 class OpenVinoBackend(Backend):
     name: ClassVar[str] = "openvino"
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     extra: ClassVar[str | None] = "openvino"
+    package: ClassVar[str | None] = "openvino"
 
     @classmethod
-    def available(cls, device: torch.device) -> str | None:
-        why = super().available(device)
-        if why is not None:
-            return why
-        try:
-            import openvino  # noqa: F401
-        except ImportError as exc:
-            return f"openvino is not installed ({exc}): {INSTALL_HINT}"
-        return None
+    def import_package(cls) -> None:
+        import openvino  # noqa: F401
 
     def prepare(self) -> float:
         import openvino as ov

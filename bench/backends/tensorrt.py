@@ -17,7 +17,6 @@ import torch
 from bench.accuracy import EVAL_BATCH_SIZE
 from bench.backends.base import Backend
 
-INSTALL_HINT = 'pip install -e ".[tensorrt]"'
 EXAMPLE_BATCH = 2  # export traces with batch 2: a batch of 1 would be specialised into the graph
 
 
@@ -25,20 +24,18 @@ class TensorRtBackend(Backend):
     name: ClassVar[str] = "tensorrt"
     devices: ClassVar[tuple[str, ...]] = ("cuda",)
     extra: ClassVar[str | None] = "tensorrt"
+    package: ClassVar[str | None] = "torch_tensorrt"
+
+    @classmethod
+    def import_package(cls) -> None:
+        import torch_tensorrt  # noqa: F401
 
     @classmethod
     def available(cls, device: torch.device) -> str | None:
-        why = super().available(device)
-        if why is not None:
-            return why
-        if not torch.cuda.is_available():
-            return "TensorRT needs a CUDA device; torch.cuda.is_available() is False"
-        try:
-            import torch_tensorrt  # noqa: F401
-        except Exception as exc:  # ImportError, or the TensorRT libraries failing to load (OSError, RuntimeError)
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            return f"torch_tensorrt is not usable ({first}): {INSTALL_HINT}"
-        return None
+        why = cls.device_reason(device)
+        if why is None and not torch.cuda.is_available():
+            why = "TensorRT needs a CUDA device; torch.cuda.is_available() is False"
+        return why or cls.missing_package()
 
     def profile(self) -> tuple[int, int]:
         """(opt, max) batch of the engine's optimisation profile: tuned for the largest timed batch, large enough for
