@@ -41,8 +41,8 @@ class Backend(ABC):
             return f"{cls.name} runs on {', '.join(cls.devices)}, not {device.type}"
         return None
 
-    @classmethod
-    def import_package(cls) -> None:  # noqa: B027 - a hook for backends with a package, not abstract
+    @classmethod  # noqa: B027 - a hook for backends with a package, not abstract
+    def import_package(cls) -> None:
         """Import ``package`` (a plain import statement in the subclass, so the import graph stays static)."""
 
     @classmethod
