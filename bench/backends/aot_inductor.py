@@ -10,11 +10,11 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Callable, ClassVar
+from typing import ClassVar
 
 import torch
 
-from bench.backends.base import Backend
+from bench.backends.base import RunnerBackend
 
 EXAMPLE_BATCH = 2  # export traces with batch 2: a batch of 1 would be specialised into the graph
 
@@ -24,7 +24,7 @@ def cxx_compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
-class AotInductorBackend(Backend):
+class AotInductorBackend(RunnerBackend):
     name: ClassVar[str] = "aot_inductor"
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
 
@@ -65,14 +65,3 @@ class AotInductorBackend(Backend):
                  "compile_s = export + compile + load, and may be warm from Inductor's on-disk cache",
         )
         return seconds
-
-    def bind(self, x: torch.Tensor) -> Callable[[], Any]:
-        runner = self.runner
-        return lambda: runner(x)
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.runner(x).float().cpu()
-
-    def close(self) -> None:
-        self.runner = None

@@ -83,3 +83,21 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Free what prepare() made (sessions, graphs, compiled artifacts)."""
+
+
+class RunnerBackend(Backend):
+    """A backend whose ``prepare`` builds one callable, ``self.runner`` (a compiled module, a loaded package), that
+    takes the batch on the device as it is and returns logits: binding and predicting are then the same for all."""
+
+    runner: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def bind(self, x: torch.Tensor) -> Callable[[], Any]:
+        runner = self.runner
+        return lambda: runner(x)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.runner(x).float().cpu()
+
+    def close(self) -> None:
+        self.runner = None

@@ -10,17 +10,17 @@ optimisation profile tuned for the largest timed batch (``note`` says which).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, ClassVar
+from typing import ClassVar
 
 import torch
 
 from bench.accuracy import EVAL_BATCH_SIZE
-from bench.backends.base import Backend
+from bench.backends.base import RunnerBackend
 
 EXAMPLE_BATCH = 2  # export traces with batch 2: a batch of 1 would be specialised into the graph
 
 
-class TensorRtBackend(Backend):
+class TensorRtBackend(RunnerBackend):
     name: ClassVar[str] = "tensorrt"
     devices: ClassVar[tuple[str, ...]] = ("cuda",)
     extra: ClassVar[str | None] = "tensorrt"
@@ -56,21 +56,10 @@ class TensorRtBackend(Backend):
             exported = torch.export.export(self.session.model, (x,), dynamic_shapes=({0: batch},))
             spec = torch_tensorrt.Input(min_shape=(1, *shape), opt_shape=(opt, *shape), max_shape=(top, *shape),
                                         dtype=torch.float32)
-            self.module = torch_tensorrt.dynamo.compile(exported, arg_inputs=[spec], device=device,
+            self.runner = torch_tensorrt.dynamo.compile(exported, arg_inputs=[spec], device=device,
                                                         disable_tf32=True, min_block_size=1)
         seconds = time.perf_counter() - start
         self.fields.update(provider=f"Torch-TensorRT {torch_tensorrt.__version__}",
                            note=f"fp32 engine, TF32 off, dynamic batch 1..{top} tuned for batch {opt}; "
                                 "compile_s = export + engine build")
         return seconds
-
-    def bind(self, x: torch.Tensor) -> Callable[[], Any]:
-        module = self.module
-        return lambda: module(x)
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.module(x).float().cpu()
-
-    def close(self) -> None:
-        self.module = None
