@@ -27,7 +27,7 @@ LITERAL = {
                    print_every=1, tensorboard_every=0, default_optimizer=True)),
     # seed 003: SGD(lr=1e-2), DataLoader(train_set, 64, shuffle=True, drop_last=True), epoch = 10, ToTensor(),
     # add_scalar("train loss", loss.item()) every step, a loss line every 100 steps.
-    "cifar_cnn": ("sgd", 1e-2, 0.0, 0.0, 64, 10, True, dict(resize=None, channels=1, mean=(0.0,), std=(1.0,)),
+    "cifar_cnn": ("sgd", 1e-2, 0.0, 0.0, 64, 10, True, TO_TENSOR_1,
                   dict(shuffle=True, drop_last=True, pin_memory=False, loss_item_every=1, acc_item_every=0,
                        print_every=100, tensorboard_every=1, default_optimizer=True)),
     # seeds 000/001: AdamW(lr=0.0001) (default weight_decay 0.01), batch 512, 5 epochs, Resize 96 > Grayscale(3) >
