@@ -121,11 +121,18 @@ def sampling_plan(batch_size: int, quick: bool, est_call_s: float | None = None)
     if quick:
         return dict(QUICK)
     target, cap_s = (BATCH1_CALLS, BATCH1_CAP_S) if batch_size == 1 else (BATCH_CALLS, BATCH_CAP_S)
-    warmup = WARMUP_CALLS
     if est_call_s is not None and est_call_s > 0:
         target = max(1, min(target, int(cap_s / est_call_s)))
-        warmup = max(1, min(WARMUP_CALLS, int(0.1 * cap_s / est_call_s)))  # warm-up at most ~10% of the cap
-    return {"min_calls": target, "min_seconds": MIN_SECONDS, "warmup": warmup, "max_seconds": cap_s}
+    return {"min_calls": target, "min_seconds": MIN_SECONDS, "warmup": warmup_calls(cap_s, est_call_s),
+            "max_seconds": cap_s}
+
+
+def warmup_calls(cap_s: float, est_call_s: float | None) -> int:
+    """Untimed warm-up calls before a row of at most ``cap_s``: WARMUP_CALLS, fewer for a slow call so the warm-up
+    stays ~10% of the cap (at least one)."""
+    if est_call_s is None or est_call_s <= 0:
+        return WARMUP_CALLS
+    return max(1, min(WARMUP_CALLS, int(0.1 * cap_s / est_call_s)))
 
 
 def plan_note(plan: dict[str, Any]) -> str:

@@ -80,8 +80,8 @@ def row_plan(batch_size: int, quick: bool, est_call_s: float, budget_s: float | 
         budget_s = max(budget_s, MIN_BUDGET_ROW_S)
         plan["max_seconds"] = min(plan["max_seconds"] or budget_s, budget_s)
         plan["min_seconds"] = min(plan["min_seconds"], plan["max_seconds"])
-        if est_call_s > 0:  # the warm-up stays ~10% of the cap the row really has (the probe's 2 calls came first)
-            plan["warmup"] = max(1, min(plan["warmup"], int(0.1 * plan["max_seconds"] / est_call_s)))
+        # The warm-up stays ~10% of the cap the row really has (never more than its plan's own).
+        plan["warmup"] = min(plan["warmup"], timing.warmup_calls(plan["max_seconds"], est_call_s))
     return plan
 
 
