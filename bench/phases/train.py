@@ -11,7 +11,7 @@ Every row trains the same model from one seeded initialisation (copied, never re
 - ``fast_untuned``: ``train_step`` on the device-resident FastLoader.
 - ``fast``: ``train_step`` on the FastLoader with the exact-step tuner's choice (zoo.tune.autotune on one batch of
   this model: memory format, optimizer kernel, cudnn.benchmark, and compile when the recipe's steps would pay for
-  it and the phase can afford a cold compile: tune_probes_compile); the choice is in the row's ``tuned`` field.
+  it and the phase can afford a compile: tune_probes_compile); the choice is in the row's ``tuned`` field.
 - ``compute``: ``train_step`` on one batch already on the device: the bound no data path can beat.
 Plus a ``compute`` row per extra precision (``ctx.precisions``) and per variant (``ctx.train_variants``).
 
