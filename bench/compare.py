@@ -16,9 +16,9 @@ from typing import Any
 
 from tabulate import tabulate
 
+from bench.measure.stats import median_ratio_ci
 from bench.records import InferRecord, Record, RunEnv, ScaleRecord, TrainRecord
-from bench.results_io import load_results, probe_samples
-from bench.stats import median_ratio_ci
+from bench.report.load import load_results, probe_samples
 
 DEFAULT_THRESHOLD_PCT = 5.0
 CONF = 0.95

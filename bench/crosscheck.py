@@ -3,7 +3,7 @@
     python -m bench.crosscheck --models mlp,lenet [--device cpu] [--threads N] [--repeats 3]
 
 Both time the same module on the same fixed input under torch.inference_mode with the same thread count: the harness
-side is the infer phase's own path (the ``eager`` backend's bound call, bench.timing's clock and sampling plan, the
+side is the infer phase's own path (the ``eager`` backend's bound call, bench.measure.timing's clock and sampling plan, the
 backend's sync inside every call), the other is torch.utils.benchmark's blocked_autorange. The two are interleaved
 ``--repeats`` times and each side's median is compared, so a burst of load from another process hits both. Exit
 status 0 when every ratio is within ``--tolerance`` (15%), 1 when not, 2 on bad arguments.
@@ -18,10 +18,10 @@ import sys
 import torch
 
 import zoo
-from bench import timing
 from bench.backends import BACKENDS
 from bench.context import BenchContext, ModelSession, example_batch
-from bench.maths import apply_policy
+from bench.measure import timing
+from bench.measure.numerics import apply_policy
 from bench.model_info import prepare_model
 from zoo.engine import resolve_device
 from zoo.errors import UserError

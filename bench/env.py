@@ -14,10 +14,10 @@ import torch
 import torchvision
 
 from bench.context import BenchContext
-from bench.machine import calibrate, lacks_native, measure_peaks
-from bench.maths import apply_policy
+from bench.measure.machine import calibrate, lacks_native, measure_peaks
+from bench.measure.numerics import apply_policy
+from bench.measure.timing import CLOCK
 from bench.records import RunEnv
-from bench.timing import CLOCK
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,7 +26,7 @@ def precision_support(device: torch.device) -> dict[str, str | None]:
     """precision -> None when the device runs it natively, else why not (the reason goes to env.skipped_precisions).
 
     Without native kernels bf16/fp16 maths is emulated (on a CPU, in fp32 and slower than fp32 itself), so a default
-    run does not spend its budget on them. CPUs: AVX512-BF16/AMX flags (bench.machine.lacks_native, the same check
+    run does not spend its budget on them. CPUs: AVX512-BF16/AMX flags (bench.measure.machine.lacks_native, the same check
     the peak probe makes); CUDA: torch.cuda.is_bf16_supported(); MPS: fp16.
     """
     support: dict[str, str | None] = {"fp32": None}

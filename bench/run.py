@@ -72,7 +72,7 @@ class WriteFailed(Exception):
 
 
 def write_outputs(ctx, env, records, *, plots: bool) -> None:
-    from bench.report import write_index, write_results
+    from bench.report.files import write_index, write_results
 
     try:
         write_results(ctx.out_dir, env, records, plots=plots)

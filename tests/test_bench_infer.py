@@ -16,12 +16,12 @@ import bench.backends.onnxruntime as ort_backend
 import bench.export as export
 import bench.phases.infer as infer
 import zoo
-from bench import maths, timing
 from bench.backends import BACKENDS, selector
 from bench.backends.cuda_graph import capture, replay_call
 from bench.backends.onnxruntime import OrtCudaBackend, check_on_cuda, device_binding
 from bench.backends.torch_eager import EagerBackend
 from bench.context import BenchContext, ModelSession, example_batch
+from bench.measure import numerics, timing
 from bench.phases.infer import InferPhase, fill_speedups
 from bench.records import InferRecord
 
@@ -256,7 +256,7 @@ def test_ort_cuda_fallback_gives_failed_rows(mlp_session, ctx, monkeypatch):
     rows = InferPhase().backend_rows(OrtCudaBackend, fresh_session(mlp_session), ctx, None)
     assert [r.status for r in rows] == ["failed", "failed"]
     assert "CPUExecutionProvider, not CUDAExecutionProvider" in rows[0].reason
-    assert seen["providers"] == [("CUDAExecutionProvider", maths.ort_cuda_options(ctx.device))]
+    assert seen["providers"] == [("CUDAExecutionProvider", numerics.ort_cuda_options(ctx.device))]
     assert seen["threads"] == ctx.threads
 
 
@@ -281,7 +281,7 @@ def test_ort_cuda_says_how_to_install_the_provider(monkeypatch):
 
 def test_maths_policy_turns_tf32_off_and_says_so():
     torch.backends.cudnn.allow_tf32 = True
-    policy = maths.apply_policy(CPU)
+    policy = numerics.apply_policy(CPU)
     assert torch.backends.cudnn.benchmark is True
     assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
     assert torch.get_float32_matmul_precision() == "highest"
@@ -290,20 +290,20 @@ def test_maths_policy_turns_tf32_off_and_says_so():
 
 
 def test_ort_cuda_options_follow_the_device_and_the_policy():
-    opts = maths.ort_cuda_options(torch.device("cuda:1"))
+    opts = numerics.ort_cuda_options(torch.device("cuda:1"))
     assert opts == {"device_id": 1, "cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": 0}
     stream = types.SimpleNamespace(cuda_stream=1234)
-    assert maths.ort_cuda_options("cuda:0", stream)["user_compute_stream"] == "1234"
+    assert numerics.ort_cuda_options("cuda:0", stream)["user_compute_stream"] == "1234"
     with pytest.raises(ValueError):
-        maths.ort_cuda_options(CPU)
+        numerics.ort_cuda_options(CPU)
 
 
 def test_strict_fp32_restores_the_previous_state():
     torch.backends.cuda.matmul.allow_tf32 = True
-    with maths.strict_fp32():
+    with numerics.strict_fp32():
         assert torch.backends.cuda.matmul.allow_tf32 is False
     assert torch.backends.cuda.matmul.allow_tf32 is True
-    maths.apply_policy(CPU)
+    numerics.apply_policy(CPU)
 
 
 # -- CUDA graph call order with a fake torch.cuda --------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""bench.machine: the calibration probe (fixed, single-threaded, raw samples kept), the measured peaks (a precision
+"""bench.measure.machine: the calibration probe (fixed, single-threaded, raw samples kept), the measured peaks (a precision
 without native support is skipped with its reason) and % of peak. Sizes are shrunk so the tests stay fast."""
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import bench.machine as machine
-from bench.machine import calibrate, lacks_native, measure_peaks, pct_of_peak
-from bench.results_io import probe_samples
+import bench.measure.machine as machine
+from bench.measure.machine import calibrate, lacks_native, measure_peaks, pct_of_peak
+from bench.report.load import probe_samples
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_cuda_calibration_and_peaks_run_on_the_device(small):
 
 
 def test_the_peak_is_the_better_of_the_matmul_and_conv_probes(monkeypatch):
-    from bench import machine
+    from bench.measure import machine
 
     monkeypatch.setattr(machine, "_matmul_peak", lambda device, dtype: (2e11, "mm"))
     monkeypatch.setattr(machine, "_conv_peak", lambda device, dtype: (5e11, "conv"))

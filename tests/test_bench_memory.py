@@ -1,4 +1,4 @@
-"""bench.memory.PeakMemory: a row's peak and its rise above the row's start, per platform."""
+"""bench.measure.memory.PeakMemory: a row's peak and its rise above the row's start, per platform."""
 from __future__ import annotations
 
 import sys
@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from bench import memory
-from bench.memory import PeakMemory
+from bench.measure import memory
+from bench.measure.memory import PeakMemory
 
 SIZE_MB = 128
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
@@ -86,7 +86,7 @@ def test_cuda_delta_counts_a_known_tensor():
 def test_held_is_what_the_block_keeps_and_peak_is_what_it_touched():
     import torch
 
-    from bench.memory import PeakMemory
+    from bench.measure.memory import PeakMemory
 
     kept = []
     with PeakMemory("cpu") as mem:

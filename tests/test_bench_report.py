@@ -1,4 +1,4 @@
-"""bench.report / bench.tables / bench.plots: what summary.md, results.csv, the plots and the README index show, from
+"""bench.report.files / bench.report.tables / bench.report.plots: what summary.md, results.csv, the plots and the README index show, from
 hand-made typed records of every phase (ok, failed, skipped, above the bound, too few calls for a p99)."""
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import sys
 import pytest
 
 import zoo.atomic
-from bench import plots, report, selection, tables
 from bench.records import (
     THROUGHPUT_DEFINITION,
     InferRecord,
@@ -23,6 +22,8 @@ from bench.records import (
     not_ok,
     results_from_json,
 )
+from bench.report import files as report
+from bench.report import plots, selection, tables
 
 
 def make_env(**kw) -> RunEnv:
@@ -449,7 +450,7 @@ def test_report_cli_help_folders_and_unwritable_output(tmp_path, capsys, monkeyp
     assert capsys.readouterr().err == f"error: cannot write results under {tmp_path / 'cpu'}: Permission denied\n"
 
 
-# -- bench.tables: the cells and the whole summary -------------------------------------------------------------------
+# -- bench.report.tables: the cells and the whole summary -------------------------------------------------------------------
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "summary.md")
 

@@ -14,11 +14,13 @@ import time
 import pytest
 import torch
 
-from bench import machine, plan, report, run
+from bench import plan, run
 from bench.budget import MIN_SHARE, Budget, pair_costs
+from bench.measure import machine
 from bench.phases.base import Phase
 from bench.progress import Progress
 from bench.records import InferRecord, TrainRecord, not_ok
+from bench.report import files as report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEN: dict = {}  # what the fake phases saw, per test (reset by the autouse fixture)

@@ -1,4 +1,4 @@
-"""bench.stats on samples drawn from known distributions (seeded numpy): the ratio-of-medians interval finds a known
+"""bench.measure.stats on samples drawn from known distributions (seeded numpy): the ratio-of-medians interval finds a known
 shift, stays on 1 without one, covers the truth about as often as it claims; percentiles appear only with enough
 values; the rank test matches its textbook values."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.stats import bootstrap_medians, mann_whitney_p, median_ratio_ci, percentile_or_none
+from bench.measure.stats import bootstrap_medians, mann_whitney_p, median_ratio_ci, percentile_or_none
 
 
 def lognormal(seed: int, n: int, median: float = 2.0, sigma: float = 0.2) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""bench.timing: the one clock (per-call samples with the device drained inside every interval), the statistics a
+"""bench.measure.timing: the one clock (per-call samples with the device drained inside every interval), the statistics a
 latency row prints, how many calls a row is planned, and the timed window of the training and scaling phases.
 Every test but the real-clock ones runs on a fake clock: behaviour, never wall-clock speed."""
 from __future__ import annotations
@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-import bench.timing as timing
-from bench.records import PERCENTILE_MIN_CALLS, InferRecord
-from bench.timing import (
+import bench.measure.timing as timing
+from bench.measure.timing import (
     latency_stats,
     plan_note,
     sample_latencies,
@@ -21,6 +20,7 @@ from bench.timing import (
     time_window,
     window_stats,
 )
+from bench.records import PERCENTILE_MIN_CALLS, InferRecord
 
 
 class FakeDevice:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import zoo
-from bench import timing
 from bench.context import BenchContext, ModelSession
+from bench.measure import timing
 from bench.phases import train
 from bench.phases.train import RowPlan, TimedRow, TrainPhase, derive, time_rows
 from bench.records import TRAIN_LADDER, TrainRecord

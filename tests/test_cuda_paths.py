@@ -11,11 +11,11 @@ import torch
 
 import bench.backends.onnxruntime as ort_backend
 import zoo
-from bench import maths, timing
 from bench.backends import BACKENDS
 from bench.backends.cuda_graph import capture, replay_call
 from bench.backends.onnxruntime import CPU_PROVIDER, OrtCudaBackend
 from bench.context import BenchContext, ModelSession, example_batch
+from bench.measure import numerics, timing
 from bench.phases.infer import InferPhase
 from bench.phases.parity import ParityPhase
 
@@ -31,7 +31,7 @@ def device(request):
     """The chosen GPU, made current as the driver makes it (restored after)."""
     before = torch.cuda.current_device()
     torch.cuda.set_device(request.param)
-    maths.apply_policy(request.param)
+    numerics.apply_policy(request.param)
     yield request.param
     torch.cuda.set_device(before)
 
@@ -62,7 +62,7 @@ def predict_vs_eager(selector: str, name: str, device: torch.device, tmp_path, a
         pytest.skip(why)
     session, ctx = session_on(name, device), context(device, tmp_path)
     x = example_batch(name, 3, device, seed=5)
-    with torch.inference_mode(), maths.strict_fp32():
+    with torch.inference_mode(), numerics.strict_fp32():
         ref = session.model(x).float().cpu()
     backend = cls(session, ctx)
     try:
@@ -143,7 +143,7 @@ def test_ort_cuda_that_lands_on_the_cpu_is_a_failed_row(device, tmp_path, monkey
 
 
 def test_maths_policy_keeps_fp32_matmul_ieee(device):
-    policy = maths.apply_policy(device)
+    policy = numerics.apply_policy(device)
     assert policy["cudnn_allow_tf32"] is False and torch.backends.cudnn.benchmark is True
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(512, 512, generator=g), torch.randn(512, 512, generator=g)

@@ -31,8 +31,8 @@ def test_committed_results_match_the_schema(path):
 
 
 def test_the_check_accepts_what_the_report_writes_and_rejects_old_files(tmp_path):
-    from bench import report
     from bench.records import InferRecord, RunEnv
+    from bench.report import files as report
 
     env = RunEnv(device="cpu", device_name="Test CPU", timestamp="2030-01-01T00:00:00+00:00", complete=True)
     report.write_results(str(tmp_path / "cpu"), env, [InferRecord(model="mlp", device="cpu", backend="eager")],

@@ -133,3 +133,21 @@ def test_files_and_functions_are_short(name):
             for node in ast.walk(TREES[name]) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, f"{os.path.relpath(path, REPO)}: functions over {MAX_FUNCTION_LINES} lines: {', '.join(long)}"
+
+
+# Where each kind of bench code lives (README "Layout"): a module added elsewhere must be placed on purpose.
+BENCH_LAYOUT = {
+    "bench": {"__main__", "run", "plan", "context", "model_info", "budget", "progress", "env", "records", "compare",
+              "crosscheck", "export", "accuracy"},
+    "bench.measure": {"timing", "stats", "memory", "machine", "numerics"},
+    "bench.report": {"__main__", "files", "tables", "plots", "selection", "load"},
+}
+
+
+@pytest.mark.parametrize("package", sorted(BENCH_LAYOUT))
+def test_bench_modules_sit_in_their_folder(package):
+    folder = REPO.joinpath(*package.split("."))
+    found = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
+    assert found == BENCH_LAYOUT[package], (f"{package}: unexpected {sorted(found - BENCH_LAYOUT[package])}, "
+                                            f"missing {sorted(BENCH_LAYOUT[package] - found)}; update README "
+                                            "'Layout' and BENCH_LAYOUT together")

@@ -17,9 +17,9 @@ from torch import nn, optim
 from torch.utils.data import DataLoader
 
 import zoo
-from bench import tutorial_loop
+from bench.phases import tutorial_loop
 from bench.phases.train import RowBuilder
-from bench.tutorial_loop import TutorialStep
+from bench.phases.tutorial_loop import TutorialStep
 from zoo.data import make_loaders
 from zoo.engine import build_optimizer
 

@@ -4,7 +4,7 @@ Life of a backend for one model: ``available(device)`` (None, or why not, with t
 ``prepare()`` once (compile, export, session creation, quantization, graph capture: its seconds go to ``compile_s``),
 then per batch size ``bind(x)`` gives the callable that is timed, and ``predict(x)`` gives logits for the accuracy
 columns (untimed). The timing loop calls ``sync()`` after every call so queued device work is counted where it was
-queued; every backend is timed by the same clock (bench.timing). Adding a backend is one module plus one line in
+queued; every backend is timed by the same clock (bench.measure.timing). Adding a backend is one module plus one line in
 ``bench.backends.BACKENDS``.
 """
 from __future__ import annotations

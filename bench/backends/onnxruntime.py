@@ -2,7 +2,7 @@
 
 ``onnxruntime`` (CPUExecutionProvider) is fed a host numpy array, as a CPU service is; its intra-op threads are the
 run's ``--threads`` and recorded on the row. ``onnxruntime-cuda`` (CUDAExecutionProvider, options from
-bench.maths.ort_cuda_options: the run's GPU, exhaustive cuDNN search, TF32 off) uses io_binding (ONNX Runtime docs,
+bench.measure.numerics.ort_cuda_options: the run's GPU, exhaustive cuDNN search, TF32 off) uses io_binding (ONNX Runtime docs,
 "I/O Binding"): the input is bound where torch keeps it on the device and the output is allocated on the device, so
 no host copy is timed. A session that is not on CUDA, or an io_binding that fails, is a failed row with the reason:
 never a silently different measurement under the same name.
@@ -18,7 +18,7 @@ import torch
 
 from bench.backends.base import Backend
 from bench.export import onnx_for
-from bench.maths import ort_cuda_options
+from bench.measure.numerics import ort_cuda_options
 
 CPU_PROVIDER, CUDA_PROVIDER = "CPUExecutionProvider", "CUDAExecutionProvider"
 

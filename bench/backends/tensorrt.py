@@ -3,7 +3,7 @@
 
 fp32 means IEEE fp32: Torch-TensorRT 2.14 builds strongly typed engines (precision follows the graph's dtypes, and
 the graph is fp32), and TensorRT would still run fp32 layers in TF32 on Ampere and later unless ``disable_tf32`` is
-set, so it is set (the same policy as bench.maths: TF32 off everywhere). ``min_block_size=1`` hands every
+set, so it is set (the same policy as bench.measure.numerics: TF32 off everywhere). ``min_block_size=1`` hands every
 convertible op to TensorRT instead of leaving short runs in PyTorch. One engine serves batch 1..max, its
 optimisation profile tuned for the largest timed batch (``note`` says which).
 """

@@ -1,6 +1,6 @@
 """PyTorch eager inference under torch.inference_mode: the reference every other backend is compared with.
 
-``eager`` is fp32 (the maths policy of bench.maths: TF32 off). ``eager:bf16`` and ``eager:fp16`` are the same module
+``eager`` is fp32 (the maths policy of bench.measure.numerics: TF32 off). ``eager:bf16`` and ``eager:fp16`` are the same module
 under torch.autocast, the way a deployed PyTorch service would run reduced precision without converting weights.
 """
 from __future__ import annotations

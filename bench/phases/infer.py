@@ -2,7 +2,7 @@
 
 Every backend goes through the same steps (bench.backends.base): ``available`` (else a skipped row per batch size,
 with the reason), ``prepare`` once (an exception: failed rows, and the other backends still run), then per batch size
-``bind`` and the one clock of bench.timing with the backend's own ``sync`` inside every timed call. One-off costs
+``bind`` and the one clock of bench.measure.timing with the backend's own ``sync`` inside every timed call. One-off costs
 (prepare + bind: session creation, compilation, graph capture) are ``compile_s``, never in a sample. Running out of
 memory at a batch size is a skipped row at that batch size, never a quietly smaller batch. Bind and the timed calls
 run under ``torch.inference_mode`` (entered once: it is thread-local and the timing loop runs in this thread).
@@ -16,13 +16,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from bench import timing
 from bench.accuracy import row_fields
 from bench.backends import BACKENDS
 from bench.backends.base import Backend
 from bench.context import BenchContext, ModelSession, example_batch
-from bench.machine import pct_of_peak
-from bench.memory import PeakMemory
+from bench.measure import timing
+from bench.measure.machine import pct_of_peak
+from bench.measure.memory import PeakMemory
 from bench.phases.base import Phase
 from bench.records import InferRecord, Record, not_ok, reason_of
 
@@ -72,7 +72,7 @@ def probe_call_s(fn, sync) -> float:
 
 
 def row_plan(batch_size: int, quick: bool, est_call_s: float, budget_s: float | None) -> dict[str, Any]:
-    """bench.timing's sampling plan, its cap lowered to a row's share of the run budget when there is one (a spent
+    """bench.measure.timing's sampling plan, its cap lowered to a row's share of the run budget when there is one (a spent
     budget, 0 s, caps the row at MIN_BUDGET_ROW_S, never lifts the cap). The cap only shortens the row: n_calls then
     says what the row rests on, and percentiles without enough calls are None."""
     plan = timing.sampling_plan(batch_size, quick, est_call_s)

@@ -16,7 +16,7 @@ import torch
 from bench.backends.onnxruntime import CPU_PROVIDER, host_array, ort_session
 from bench.context import BenchContext, ModelSession, example_batch
 from bench.export import OnnxExportError, onnx_export_info
-from bench.maths import strict_fp32
+from bench.measure.numerics import strict_fp32
 from bench.phases.base import Phase
 from bench.records import PARITY_ABS_TOLERANCE, ParityRecord, Record, not_ok, reason_of
 from zoo.data import make_loaders

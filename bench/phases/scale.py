@@ -2,7 +2,7 @@
 
 Every configuration launches ``python -m torch.distributed.run --standalone --nproc_per_node=N -m bench.phases.scale``
 (gloo on CPU, nccl on CUDA; DDP; each rank on its shard of the fast loader's per-epoch permutation; the per-process
-batch is the recipe's, so the global batch grows with N). The windows are bench.timing's: rank 0's window size is
+batch is the recipe's, so the global batch grows with N). The windows are bench.measure.timing's: rank 0's window size is
 broadcast (zoo.distributed.broadcast_int, a tensor on the rank's device) so every rank steps the same count.
 
 Threads follow one rule for every N (``thread_plan``): on CPU the total cores are fixed (``ctx.threads``) and split
@@ -30,9 +30,9 @@ import torch
 
 import zoo
 from bench.context import BenchContext, ModelSession
+from bench.measure.timing import steps_for_window, time_window, window_stats
 from bench.phases.base import Phase
 from bench.records import Record, ScaleRecord, not_ok
-from bench.timing import steps_for_window, time_window, window_stats
 from zoo.data import batches_forever, make_loaders
 from zoo.distributed import all_reduce, broadcast_int, destroy, init_distributed, is_main, wrap_ddp
 from zoo.engine import StepOptions, build_optimizer, resolve_device, synchronize, train_step

@@ -2,7 +2,7 @@
 
 Every row trains the same model from one seeded initialisation (copied, never re-drawn), in fp32, at the same batch
 (``ctx.train_batch_size``), and returns the samples each step actually stepped:
-- ``tutorial_loop``: the tutorial's loop as its code does it (bench.tutorial_loop has the per-model table): its
+- ``tutorial_loop``: the tutorial's loop as its code does it (bench.phases.tutorial_loop has the per-model table): its
   DataLoader (shuffle / drop_last / pin_memory from ``spec.tutorial_loop``), the optimizer with PyTorch's defaults,
   a blocking ``.to(device)`` per batch, forward, loss, zero_grad / backward / step, then its host reads, progress
   prints (to os.devnull) and TensorBoard ``add_scalar`` (a real SummaryWriter into a temporary folder).
@@ -15,7 +15,7 @@ Every row trains the same model from one seeded initialisation (copied, never re
 - ``compute``: ``train_step`` on one batch already on the device: the bound no data path can beat.
 Plus a ``compute`` row per extra precision (``ctx.precisions``) and per variant (``ctx.train_variants``).
 
-Timing (bench.timing): each row's window is sized to ~0.5 s (0.15 s with --quick), then the windows run round-robin
+Timing (bench.measure.timing): each row's window is sized to ~0.5 s (0.15 s with --quick), then the windows run round-robin
 in a rotating order, so a slow spell on a shared machine hits every row alike. A row's rate is the median over windows
 of samples stepped / window seconds; ``window_rates`` keeps every window. Memory is measured one row at a time,
 while the row is built, from before its data, model and optimizer exist through its first step (a ``PeakMemory``
@@ -45,14 +45,14 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
-from bench import timing
 from bench.context import BenchContext, ModelSession
-from bench.memory import PeakMemory
+from bench.measure import timing
+from bench.measure.memory import PeakMemory
+from bench.measure.timing import steps_for_window, time_window, window_stats
 from bench.phases.base import Phase
+from bench.phases.train_derive import derive, is_plain  # noqa: F401 (is_plain: the ladder's setting, for readers)
+from bench.phases.tutorial_loop import TutorialStep
 from bench.records import TRAIN_LADDER, Record, TrainRecord, not_ok
-from bench.timing import steps_for_window, time_window, window_stats
-from bench.train_derive import derive, is_plain  # noqa: F401 (is_plain: the ladder's setting, for readers)
-from bench.tutorial_loop import TutorialStep
 from zoo.data import DATASETS, batches_forever, make_loaders
 from zoo.engine import StepOptions, StepStats, build_optimizer, train_step
 from zoo.tune import COMPILE_MIN_S, autotune, build_tuned

@@ -21,7 +21,7 @@ import zoo
 from bench.backends import BACKENDS
 from bench.context import BenchContext, ModelSession, example_batch
 from bench.export import CACHE_KEY
-from bench.maths import apply_policy
+from bench.measure.numerics import apply_policy
 from bench.model_info import prepare_model
 from zoo.engine import StepOptions, build_optimizer, synchronize, train_step
 

@@ -14,8 +14,6 @@ import os
 import sys
 from typing import Any
 
-from bench import plots as plotting
-from bench import tables
 from bench.records import (
     PERCENTILE_MIN_CALLS,
     RECORD_TYPES,
@@ -25,7 +23,9 @@ from bench.records import (
     RunEnv,
     results_to_json,
 )
-from bench.results_io import load_results
+from bench.report import plots as plotting
+from bench.report import tables
+from bench.report.load import load_results
 from zoo.atomic import atomic_write_text
 
 FILES = ("results.json", "results.csv", "summary.md")

@@ -21,7 +21,7 @@ from bench.records import (
     TrainRecord,
     TtaRecord,
 )
-from bench.selection import infer_rows, ladder_rows, models_of, of_type, variant_rows
+from bench.report.selection import infer_rows, ladder_rows, models_of, of_type, variant_rows
 
 # ---------------------------------------------------------------------------------------------------------------
 # Cells

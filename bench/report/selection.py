@@ -1,4 +1,4 @@
-"""Which records a table or a plot shows, and in what order: shared by bench.tables and bench.plots so that a table
+"""Which records a table or a plot shows, and in what order: shared by bench.report.tables and bench.report.plots so that a table
 and the plot drawn from the same rows always agree. Selection only: nothing here formats, draws or computes a figure.
 """
 from __future__ import annotations

@@ -30,7 +30,7 @@ def load_results(path: str) -> tuple[RunEnv, list[Record]]:
 
 
 def probe_samples(calibration: dict[str, Any]) -> dict[str, list[float]]:
-    """Probe name -> raw samples (ms) of an env.calibration block (the layout bench.machine.calibrate writes); empty
+    """Probe name -> raw samples (ms) of an env.calibration block (the layout bench.measure.machine.calibrate writes); empty
     when the block has none. Read here so comparing runs never imports torch."""
     probes = calibration.get("probes") if isinstance(calibration, dict) else None
     if not isinstance(probes, dict):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.machine import pct_of_peak
+from bench.measure.machine import pct_of_peak
+from bench.measure.stats import median_ratio_ci
 from bench.records import TRAIN_LADDER, TrainRecord
-from bench.stats import median_ratio_ci
 
 
 def is_plain(rec: TrainRecord) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.timing import CLOCK, sample_latencies
+from bench.measure.timing import CLOCK, sample_latencies
 from zoo.engine import synchronize
 
 CALIBRATION_CALLS = 50

@@ -19,8 +19,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bench.measure.stats import percentile_or_none
 from bench.records import PERCENTILE_MIN_CALLS
-from bench.stats import percentile_or_none
 
 CLOCK = ("time.perf_counter wall clock per call; device synchronized before timing starts and after every call, "
          "inside the timed interval")

@@ -13,7 +13,14 @@ import math
 import os
 
 from bench.records import InferRecord, Record, TrainRecord
-from bench.selection import accuracy_batch_size, infer_rows, ladder_rows, models_of, of_type, pareto_front
+from bench.report.selection import (
+    accuracy_batch_size,
+    infer_rows,
+    ladder_rows,
+    models_of,
+    of_type,
+    pareto_front,
+)
 from zoo.atomic import atomic_open
 
 LATENCY_PNG = "latency.png"
