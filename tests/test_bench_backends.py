@@ -235,3 +235,16 @@ def test_tensorrt_matches_eager(tmp_path, strict_fp32):
     assert backend.available(ctx.device) is None
     assert backend.prepare() > 0
     assert_matches_eager(backend, session, device=torch.device("cuda"), batch_sizes=(1, 3, 32))
+
+
+def test_noop_backend_returns_its_input_and_zero_logits():
+    from bench.backends import BACKENDS
+    from bench.context import BenchContext, ModelSession, example_batch
+
+    ctx = BenchContext(device=torch.device("cpu"))
+    session = ModelSession(name="lenet", model=torch.nn.Identity())
+    backend = BACKENDS["noop"](session, ctx)
+    x = example_batch("lenet", 3, "cpu")
+    assert backend.bind(x)() is x
+    logits = backend.predict(x)
+    assert logits.shape == (3, 10) and not logits.any()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from bench.backends.aot_inductor import AotInductorBackend
 from bench.backends.base import Backend
 from bench.backends.cuda_graph import CudaGraphBackend
+from bench.backends.noop import NoopBackend
 from bench.backends.onnxruntime import OrtCpuBackend, OrtCudaBackend
 from bench.backends.openvino import OpenVinoBackend
 from bench.backends.ort_int8 import OrtInt8Backend, OrtInt8DynamicBackend
@@ -29,6 +30,7 @@ BACKENDS: dict[str, type[Backend]] = {
     "onnxruntime-int8-dynamic:int8": OrtInt8DynamicBackend,
     "openvino": OpenVinoBackend,
     "tensorrt": TensorRtBackend,
+    "noop": NoopBackend,
 }
 
 
