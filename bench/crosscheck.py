@@ -19,10 +19,9 @@ import torch
 
 import zoo
 from bench.backends import BACKENDS
-from bench.context import BenchContext, ModelSession, example_batch
+from bench.context import BenchContext, ModelSession, example_batch, prepare_model
 from bench.measure import timing
 from bench.measure.numerics import apply_policy
-from bench.model_info import prepare_model
 from zoo.engine import resolve_device
 from zoo.errors import UserError
 from zoo.registry import UnknownModelError

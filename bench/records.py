@@ -27,7 +27,7 @@ TRAIN_ROWS = {
 }
 # Inference backends in table order. bench.backends registers an implementation for each name it supports.
 BACKEND_NAMES = ("eager", "compile", "cuda_graph", "aot_inductor", "onnxruntime", "onnxruntime-cuda",
-                 "onnxruntime-int8", "onnxruntime-int8-dynamic", "openvino", "tensorrt")
+                 "onnxruntime-int8", "onnxruntime-int8-dynamic", "openvino", "tensorrt", "noop")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 PARITY_ABS_TOLERANCE = 1e-4
 # Accuracy change against eager fp32 (percentage points) a backend row may show before it is flagged.
@@ -36,10 +36,6 @@ ACCURACY_BUDGET_PTS = {"fp32": 0.1, "bf16": 0.5, "fp16": 0.5, "int8": 1.0}
 PERCENTILE_MIN_CALLS = {50: 10, 90: 100, 99: 1000}
 THROUGHPUT_DEFINITION = ("samples/s = batch size / median seconds per call (inference) or the median over timed "
                          "windows of samples stepped / window seconds (training); every 'vs' ratio divides medians")
-
-
-def min_calls_for(q: int) -> int:
-    return PERCENTILE_MIN_CALLS[q]
 
 
 @dataclass

@@ -135,7 +135,7 @@ def run_phase(phase, session, ctx, progress) -> list:
 
 def bench_model(name: str, ctx, phases: list, progress, records: list, env) -> None:
     """Every record of one model, appended to ``records`` as it is made (so an interrupt keeps them)."""
-    from bench.model_info import model_record, prepare_model
+    from bench.context import model_record, prepare_model
     from bench.records import ModelRecord, not_ok
 
     try:
@@ -174,7 +174,7 @@ def free_model_memory(ctx) -> None:
 def planned(ctx, phases: list):
     """(rows, costs) per (model, phase): what progress counts and how the budget is spread."""
     from bench.budget import pair_costs
-    from bench.model_info import flop_counts
+    from bench.context import flop_counts
 
     rows = {(m, p.name): int(p.planned_rows(m, ctx)) for m in ctx.models for p in phases}
     step_flops: dict = {}

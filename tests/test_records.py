@@ -17,7 +17,6 @@ from bench.records import (
     RunEnv,
     ScaleRecord,
     TrainRecord,
-    min_calls_for,
     not_ok,
     reason_of,
     record_from_dict,
@@ -26,9 +25,12 @@ from bench.records import (
 )
 
 
-def test_min_calls_for_reads_the_percentile_table():
-    assert [min_calls_for(q) for q in (50, 90, 99)] == [PERCENTILE_MIN_CALLS[q] for q in (50, 90, 99)]
-    assert min_calls_for(99) == 1000 and min_calls_for(90) == 100
+def test_min_calls_for_percentile_reads_the_percentile_table():
+    from bench.measure.stats import min_calls_for_percentile
+
+    assert [min_calls_for_percentile(q) for q in (50, 90, 99)] == [PERCENTILE_MIN_CALLS[q] for q in (50, 90, 99)]
+    assert min_calls_for_percentile(99) == 1000 and min_calls_for_percentile(90) == 100
+    assert min_calls_for_percentile(95) == 200
 
 
 def test_phase_ok_and_key():

@@ -9,7 +9,7 @@ import torch.distributed as dist
 
 import zoo
 from zoo import distributed
-from zoo.data import batches_forever, host_batches_forever, make_loaders, open_split
+from zoo.data import batches_forever, make_loaders, open_split
 
 
 def lenet_loaders(loader: str, **kw):
@@ -37,16 +37,10 @@ def test_collectives_in_a_one_rank_gloo_group(tmp_path):
         model = zoo.get_model("lenet")
         ddp = distributed.wrap_ddp(model, torch.device("cpu"), 1 + 1)  # world > 1: a DDP wrapper
         assert isinstance(ddp, torch.nn.parallel.DistributedDataParallel)
-        assert distributed.unwrap(ddp) is model
+        assert ddp.module is model
     finally:
         distributed.destroy()
     assert not distributed.is_distributed()
-
-
-def test_unwrap_strips_compile_and_is_identity_on_a_plain_model():
-    model = zoo.get_model("mlp")
-    assert distributed.unwrap(model) is model
-    assert distributed.unwrap(torch.compile(model)) is model  # wrapping only: nothing is compiled until called
 
 
 def test_host_batches_are_the_dataloader_batches_on_the_cpu():
@@ -68,13 +62,6 @@ def test_batches_forever_runs_over_epochs_in_order(loader):
     for (gx, gy), (ex, ey) in zip(got, expected):
         assert torch.equal(gx, ex) and torch.equal(gy, ey)
 
-
-def test_host_batches_forever_runs_over_epochs_in_order():
-    data = lenet_loaders("tutorial")
-    n = len(data.train)
-    got = [y for _, y in itertools.islice(host_batches_forever(data.train), n + 1)]
-    expected = [y for _, y in [*data.train.host_batches(0), *data.train.host_batches(1)]][:n + 1]
-    assert all(torch.equal(a, b) for a, b in zip(got, expected))
 
 
 @pytest.mark.parametrize("loader", ["fast", "tutorial"])

@@ -307,11 +307,6 @@ def batches_forever(loader: TutorialLoader | FastLoader) -> Iterator[tuple[torch
         yield from loader.batches(epoch)
 
 
-def host_batches_forever(loader: TutorialLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless CPU batches of a TutorialLoader's DataLoader: ``loader.host_batches(epoch)`` for epochs 0, 1, ..."""
-    for epoch in itertools.count():
-        yield from loader.host_batches(epoch)
-
 
 @dataclass
 class DataBundle:

@@ -64,16 +64,6 @@ def wrap_ddp(model: nn.Module, device: torch.device, world: int) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def unwrap(module: nn.Module) -> nn.Module:
-    """The plain model under DDP (``.module``) and torch.compile (``._orig_mod``) wrappers, in any nesting."""
-    while True:
-        if isinstance(module, nn.parallel.DistributedDataParallel):
-            module = module.module
-        elif hasattr(module, "_orig_mod") and isinstance(module._orig_mod, nn.Module):
-            module = module._orig_mod
-        else:
-            return module
-
 
 def is_main() -> bool:
     """Whether this process writes files and prints: rank 0, or the only process."""

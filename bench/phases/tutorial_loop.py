@@ -31,7 +31,7 @@ from zoo.registry import TutorialLoop
 
 
 @dataclass(frozen=True)
-class Progress:
+class TutorialProgress:
     """What a tutorial's progress line can show: its own counters and the host values read this step."""
 
     epoch: int  # 0-based
@@ -50,25 +50,25 @@ class TutorialStyle:
     cpu_item: bool = False  # reads as `t.cpu().item()`
     print_reads_loss: bool = False  # the print statement calls loss.item() itself, even when the loop read it
     mark_every_step: bool = False  # print("#", end="") every step
-    line: Callable[[Progress], str] = lambda p: f"epoch {p.epoch + 1} step {p.index} loss {p.loss:.4f}"
+    line: Callable[[TutorialProgress], str] = lambda p: f"epoch {p.epoch + 1} step {p.index} loss {p.loss:.4f}"
 
 
-def _line_000(p: Progress) -> str:
+def _line_000(p: TutorialProgress) -> str:
     return (f"Epoch:{p.epoch + 1:03d}  Batch num:[{p.index:03d}/{p.num_batches:03d}]    Loss:{p.loss:.4f}    "
             f"Acc:{p.acc if p.acc is not None else float('nan'):.4f}")
 
 
-def _line_002(p: Progress) -> str:
+def _line_002(p: TutorialProgress) -> str:
     seen = (p.index + 1) * p.batch_len
     return "Train Epoch: {} [{}/{} ({:.0f}%)]    Loss: {:.6f}".format(  # noqa: UP032 (the tutorial's call)
         p.epoch + 1, seen, p.dataset_size, 100. * seen / p.dataset_size, p.loss)
 
 
-def _line_003(p: Progress) -> str:
+def _line_003(p: TutorialProgress) -> str:
     return f"train step:{p.index}, loss:{p.loss}"
 
 
-def _line_004(p: Progress) -> str:
+def _line_004(p: TutorialProgress) -> str:
     return f"loss: {p.loss:>7f}  [{(p.index + 1) * p.batch_len:>5d}/{p.dataset_size:>5d}]"
 
 
@@ -150,5 +150,5 @@ class TutorialStep:
             shown = loss.item() if style.print_reads_loss or loss_value is None else loss_value
             if style.mark_every_step:
                 print(file=self.sink)
-            print(style.line(Progress(epoch, index, int(y.shape[0]), self.num_batches, self.dataset_size, shown,
+            print(style.line(TutorialProgress(epoch, index, int(y.shape[0]), self.num_batches, self.dataset_size, shown,
                                       acc_value)), file=self.sink)

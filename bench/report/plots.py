@@ -167,8 +167,3 @@ def store_plots(out_dir: str, pngs: dict[str, bytes]) -> list[str]:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
     return written
-
-
-def write_plots(out_dir: str, records: list[Record]) -> list[str]:
-    """Render and store the plots of ``records`` in ``out_dir``; the paths written."""
-    return store_plots(out_dir, render_plots(records))

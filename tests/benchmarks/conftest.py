@@ -74,9 +74,8 @@ class OnnxFiles:
     def info(self, name: str) -> dict:
         """bench.export.export_onnx's info for ``name`` (what onnx_for caches in a session)."""
         if name not in self.infos:
-            from bench.context import BenchContext
+            from bench.context import BenchContext, prepare_model
             from bench.export import export_onnx
-            from bench.model_info import prepare_model
 
             session = prepare_model(name, BenchContext(device=torch.device("cpu"), checkpoints=None))
             self.infos[name] = export_onnx(name, session.model, os.fspath(self.folder / f"{name}.onnx"))
