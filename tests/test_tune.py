@@ -194,7 +194,8 @@ def test_compile_is_not_probed_when_the_budget_cannot_hold_its_least_cost(monkey
     recipe = zoo.get_spec("mlp").recipe
     # A long run, but a probe budget below COMPILE_MIN_S: the eager candidates only.
     choice = autotune(model, recipe, *_batch("mlp", 16), "cpu", steps_planned=10**9, budget_s=0.9 * tune.COMPILE_MIN_S)
-    assert choice.compile is None and choice.compile_s is None and choice.measured
+    # How many eager candidates fit 1.8 s depends on the machine's speed; that compile never does is the rule.
+    assert choice.compile is None and choice.compile_s is None
     assert not any("compile" in label for label in choice.measured)
 
 
