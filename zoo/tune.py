@@ -117,7 +117,12 @@ def time_interleaved(trials: list[Trial], budget_s: float) -> None:
     appended to ``trial.rates``. Many short rounds beat few long ones on a shared machine: a burst of load then
     spoils a few windows of every trial instead of most of one trial's. Step counts are re-sized from the rates
     measured so far (one warm-up step is a poor estimate), and rounds stop when the budget is spent (MIN_ROUNDS
-    at least; slow steps get one-step windows)."""
+    at least; slow steps get one-step windows).
+
+    bench.phases.train.time_rows also times windows round-robin, and the two stay apart on purpose (zoo never
+    imports bench): the tuner ranks candidates of unknown speed inside a probe of a second or two, so it re-sizes
+    its windows after every round and keeps only rates; the bench's rows are records whose windows are samples of
+    one fixed length, sized once, with a failing row recorded and dropped from the rotation."""
     window_s = min(WINDOW_S, budget_s / (MIN_ROUNDS * len(trials)))  # a small budget: shorter windows
     per_round_s = sum(max(t.step_s, window_s) for t in trials)
     rounds = int(min(MAX_ROUNDS, max(MIN_ROUNDS, budget_s / per_round_s)))
