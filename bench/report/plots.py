@@ -172,3 +172,68 @@ def store_plots(out_dir: str, pngs: dict[str, bytes]) -> list[str]:
 def write_plots(out_dir: str, records: list[Record]) -> list[str]:
     """Render and store the plots of ``records`` in ``out_dir``; the paths written."""
     return store_plots(out_dir, render_plots(records))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Across runs: bench.matrix (one bar per run and row) and bench.history (one line per row over commits)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def matrix_pngs(matrix: dict, labels: list[str], metric: str) -> dict[str, bytes]:
+    """Per model, grouped horizontal bars: a row of the matrix per group, a bar per run, whiskers the IQR."""
+    from matplotlib.figure import Figure
+
+    out = {}
+    for model, rows in matrix.items():
+        fig = Figure(figsize=(9, 1.2 + 0.32 * len(rows) * max(1, len(labels)) ** 0.5), layout="constrained")
+        ax = fig.subplots()
+        height = 0.8 / len(labels)
+        for j, label in enumerate(labels):
+            ys = [i + j * height for i, r in enumerate(rows) if r.cells[j].median]
+            cells = [r.cells[j] for r in rows if r.cells[j].median]
+            half = [c.median * (c.spread or 0) / 2 for c in cells]
+            ax.barh(ys, [c.median for c in cells], height=height, xerr=half, label=label, capsize=2)
+        ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))],
+                      [f"{r.phase} {r.label} ({r.unit})" for r in rows], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
+        ax.set(title=f"{model}: {metric} per run (median; whisker: IQR)")
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        out[model] = _png(fig)
+    return out
+
+
+def history_pngs(series: dict, commits: list[str], metric: str) -> dict[str, bytes]:
+    """Per model, one line per row over the commits (oldest left); a marked step is a red (slower) or green
+    (faster) ring on the later point."""
+    from matplotlib.figure import Figure
+
+    out = {}
+    for model, rows in series.items():
+        fig = Figure(figsize=(10, 5), layout="constrained")
+        ax = fig.subplots()
+        for row in rows:
+            pts = [(i, p.value) for i, p in enumerate(row.points) if p is not None and p.value]
+            if not pts:
+                continue
+            line = ax.plot(*zip(*pts), marker="o", markersize=3, label=f"{row.phase} {row.label}")[0]
+            for i, p in enumerate(row.points):
+                if p is not None and p.value and p.step in ("regression", "improvement"):
+                    ax.scatter([i], [p.value], s=80, facecolors="none", zorder=4,
+                               edgecolors="tab:red" if p.step == "regression" else "tab:green")
+            line.set_linewidth(1)
+        ax.set_xticks(range(len(commits)), commits, rotation=30, ha="right", fontsize=7)
+        ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
+        ax.set(title=f"{model}: {metric} over commits (ring: a step bench.compare's rule flags)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+        out[model] = _png(fig)
+    return out
