@@ -147,7 +147,28 @@ def record_from_dict(data: Any, where: str = "record") -> Record:
     where = f"{where} ({phase})"
     values = check_fields(cls, data, where, ignore=("phase",))
     check_names(phase, values, where)
+    check_shapes("tuned", values.get("tuned"), f"{where}.tuned")
     return cls(**values)
+
+
+# Keys of free-form blocks that a reader (the report, compare) reads as a given shape: checked as that shape.
+SHAPES = {"tuned.measured": "number", "tuned.gain": "number", "peaks.skipped": "string", "notes.phase_s": "object"}
+
+
+def check_shapes(block: str, value: dict[str, Any] | None, where: str) -> None:
+    """The keys of SHAPES in a free-form block: a number, or an object whose values are all of the named kind."""
+    for key, kind in SHAPES.items():
+        name, _, inner = key.partition(".")
+        if name != block or not isinstance(value, dict) or value.get(inner) is None:
+            continue
+        item = value[inner]
+        if inner == "gain":
+            if not _is_number(item):
+                raise _fail(f"{where}.{inner}", "a number", item)
+            continue
+        kinds = {"number": _is_number, "string": lambda v: isinstance(v, str), "object": lambda v: isinstance(v, dict)}
+        if not isinstance(item, dict) or not all(kinds[kind](v) for v in item.values()):
+            raise _fail(f"{where}.{inner}", f"an object of {kind}s", item)
 
 
 def check_calibration(calibration: dict[str, Any]) -> None:
@@ -173,6 +194,8 @@ def env_from_dict(data: Any) -> RunEnv:
         raise _fail("env", "an object", data)
     env = RunEnv(**check_fields(RunEnv, data, "env"))
     check_calibration(env.calibration)
+    check_shapes("peaks", env.peaks, "env.peaks")
+    check_shapes("notes", env.notes, "env.notes")
     return env
 
 
