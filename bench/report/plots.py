@@ -185,27 +185,38 @@ def _png(fig) -> bytes:
 
 
 def matrix_pngs(matrix: dict, labels: list[str], metric: str) -> dict[str, bytes]:
-    """Per model, grouped horizontal bars: a row of the matrix per group, a bar per run, whiskers the IQR."""
+    """Per model, grouped horizontal bars: a row of the matrix per group, a bar per run, whiskers the IQR; one panel
+    per unit (ms per call, seconds to a target, samples/s), so no axis mixes two."""
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import NullFormatter
 
     out = {}
     for model, rows in matrix.items():
-        fig = Figure(figsize=(9, 1.2 + 0.32 * len(rows) * max(1, len(labels)) ** 0.5), layout="constrained")
-        ax = fig.subplots()
+        units = list(dict.fromkeys(r.unit for r in rows))
+        sizes = [sum(r.unit == u for r in rows) for u in units]
+        fig = Figure(figsize=(9, 1.0 + 0.45 * sum(sizes) * max(1, len(labels)) ** 0.5), layout="constrained")
+        axes = fig.subplots(len(units), 1, squeeze=False, height_ratios=sizes)[:, 0]
         height = 0.8 / len(labels)
-        for j, label in enumerate(labels):
-            ys = [i + j * height for i, r in enumerate(rows) if r.cells[j].median]
-            cells = [r.cells[j] for r in rows if r.cells[j].median]
-            half = [c.median * (c.spread or 0) / 2 for c in cells]
-            ax.barh(ys, [c.median for c in cells], height=height, xerr=half, label=label, capsize=2)
-        ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))],
-                      [f"{r.phase} {r.label} ({r.unit})" for r in rows], fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xscale("log")
-        _plain_log_ticks(ax.xaxis)
-        ax.set(title=f"{model}: {metric} per run (median; whisker: IQR)")
-        ax.grid(True, axis="x", which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        for ax, unit in zip(axes, units):
+            mine = [r for r in rows if r.unit == unit]
+            for j, label in enumerate(labels):
+                cells = [(i, r.cells[j]) for i, r in enumerate(mine) if r.cells[j].median]
+                ax.barh([i + j * height for i, _ in cells], [c.median for _, c in cells], height=height,
+                        xerr=[c.median * (c.spread or 0) / 2 for _, c in cells], label=label, capsize=2,
+                        color=f"C{j}")
+            ax.set_yticks([i + 0.4 - height / 2 for i in range(len(mine))], [f"{r.phase} {r.label}" for r in mine],
+                          fontsize=7)
+            ax.invert_yaxis()
+            values = [c.median for r in mine for c in r.cells if c.median]
+            if values and max(values) > 10 * min(values):  # a log axis only where the values span a decade
+                ax.set_xscale("log")
+                _plain_log_ticks(ax.xaxis)
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel(unit)
+            ax.grid(True, axis="x", which="both", alpha=0.3)
+        axes[0].legend(handles=[Patch(color=f"C{j}", label=label) for j, label in enumerate(labels)], fontsize=7)
+        fig.suptitle(f"{model}: {metric} per run (median; whisker: IQR)")
         out[model] = _png(fig)
     return out
 
@@ -214,6 +225,7 @@ def history_pngs(series: dict, commits: list[str], metric: str) -> dict[str, byt
     """Per model, one line per row over the commits (oldest left); a marked step is a red (slower) or green
     (faster) ring on the later point."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     out = {}
     for model, rows in series.items():
@@ -232,6 +244,7 @@ def history_pngs(series: dict, commits: list[str], metric: str) -> dict[str, byt
         ax.set_xticks(range(len(commits)), commits, rotation=30, ha="right", fontsize=7)
         ax.set_yscale("log")
         _plain_log_ticks(ax.yaxis)
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set(title=f"{model}: {metric} over commits (ring: a step bench.compare's rule flags)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
