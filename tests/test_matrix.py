@@ -142,6 +142,19 @@ def test_the_index_has_each_run_at_a_glance_and_the_matrix(tmp_path):
     assert "2.00 ± 10.0%" in row and "**1.00 ± 10.0%** (2.00x)" in row
 
 
+def test_a_run_written_one_folder_down_refreshes_the_index_above(tmp_path):
+    write(tmp_path / "cpu" / "results.json", env(), [infer("eager", 1, 2.0)])
+    report.write_index(str(tmp_path))
+    write(tmp_path / "backends" / "cpu" / "results.json", env(), [infer("eager", 1, 1.0)])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "README.md").write_text("# Not an index\n")
+    report.write_index(str(tmp_path / "backends"))  # what bench.run --out results/backends does
+    assert "## Matrix: latency across 2 runs" in (tmp_path / "README.md").read_text()
+    assert (tmp_path / "backends" / "README.md").read_text().startswith("# Benchmark results\n")
+    report.write_index(str(tmp_path / "other" / "x"))  # above it a README that is not an index: left alone
+    assert (tmp_path / "other" / "README.md").read_text() == "# Not an index\n"
+
+
 # -- bench.report.glance ------------------------------------------------------------------------------------------------
 
 def test_glance_takes_the_fastest_row_within_its_accuracy_budget():

@@ -314,11 +314,15 @@ def index_sections(loaded: dict[str, tuple[RunEnv, list[Record]] | str]) -> list
     return out
 
 
-def write_index(out_root: str) -> str:
+INDEX_TITLE = "# Benchmark results"
+
+
+def write_index(out_root: str, *, parent: bool = True) -> str:
     """OUT/README.md: one row per results.json found (find_runs), linking its summary; each run at a glance; and the
-    matrix across them all."""
+    matrix across them all. With ``parent``, the index one folder up is rewritten too when there is one (a run under
+    results/backends/ also lands in results/README.md's matrix)."""
     loaded = {os.path.relpath(p, out_root): _load(p) for p in find_runs(out_root)}
-    body = ["# Benchmark results", "",
+    body = [INDEX_TITLE, "",
             "One folder per device; each holds results.json (every record), results.csv, summary.md and plots.",
             "QUICK runs used short timing windows and reduced batch sizes: use them to check the harness, not to "
             "quote numbers. INCOMPLETE runs stopped before their plan was done: rows are missing.", ""]
@@ -331,7 +335,19 @@ def write_index(out_root: str) -> str:
         body.append("_No results yet: run `python -m bench.run`._")
     path = os.path.join(out_root, "README.md")
     atomic_write_text(path, "\n".join(body) + "\n")
+    up = os.path.dirname(os.path.abspath(out_root))
+    if parent and up != os.path.abspath(out_root) and is_index(os.path.join(up, "README.md")):
+        write_index(up, parent=False)
     return path
+
+
+def is_index(path: str) -> bool:
+    """A README.md that write_index wrote (its first line is the index's title)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().rstrip("\n") == INDEX_TITLE
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
