@@ -161,7 +161,9 @@ def render(path: str, all_versions: list[Version], series: dict[str, list[Series
     """The trend tables (``series`` from build over the versions read), after the list of versions read and
     skipped."""
     loaded = [v for v in all_versions if v.skipped is None]
-    divided = ", divided by the machine calibration ratio against the first version read" if normalize else ""
+    divided = (", divided by the machine calibration ratio against the first version read (a step is judged as "
+               "bench.compare --normalize judges it: divided by the pair's machine ratio when the machines differ "
+               "beyond T)") if normalize else ""
     out = [f"# History of `{path}`: {metric}", "",
            f"{len(all_versions)} committed versions, {len(loaded)} read, {len(all_versions) - len(loaded)} skipped. "
            f"Each cell is the record's median ± IQR as % of it{divided}; a **bold** cell is a step from the previous version "
