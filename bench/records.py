@@ -2,12 +2,12 @@
 backends and tolerances. Every other bench module (phases, report, plots, compare) speaks through these types.
 
 A record is one row of a table. JSON, CSV and Markdown are renderings of the same records; a field a record holds is
-never recomputed by a reader. ``results.json`` is ``{"schema_version": N, "env": RunEnv, "records": [Record...]}``.
+never recomputed by a reader. ``results.json`` is ``{"schema_version": N, "env": RunEnv, "records": [Record...]}``,
+written by bench.report.files.write_results and read (strictly checked) by bench.report.load.load_results only.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -288,67 +288,6 @@ class RunEnv:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def record_from_dict(data: dict[str, Any]) -> Record:
-    """The typed record of a results.json row; ValueError naming the problem when it is not one."""
-    if not isinstance(data, dict):
-        raise ValueError(f"a record must be an object, not {type(data).__name__}")
-    phase = data.get("phase")
-    cls = RECORD_TYPES.get(phase)
-    if cls is None:
-        raise ValueError(f"unknown record phase {phase!r}; known: {', '.join(RECORD_TYPES)}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names - {"phase"})
-    if unknown:
-        raise ValueError(f"{phase} record has unknown field(s): {', '.join(unknown)}")
-    rec = cls(**{k: v for k, v in data.items() if k != "phase"})
-    if rec.status not in STATUSES:
-        raise ValueError(f"{phase} record has status {rec.status!r}; expected one of {', '.join(STATUSES)}")
-    return rec
-
-
-def env_from_dict(data: dict[str, Any]) -> RunEnv:
-    names = {f.name for f in dataclasses.fields(RunEnv)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"env has unknown field(s): {', '.join(unknown)}")
-    return RunEnv(**data)
-
-
-def _clean(value: Any) -> Any:
-    """Strict-JSON values: NaN/inf become null (they mean "not measured"), numpy scalars become Python ones."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def results_to_json(env: RunEnv, records: list[Record]) -> dict[str, Any]:
-    return _clean({"schema_version": SCHEMA_VERSION, "env": env.to_dict(), "records": [r.to_dict() for r in records]})
-
-
-def results_from_json(data: Any) -> tuple[RunEnv, list[Record]]:
-    """(env, records) of a parsed results.json; ValueError with a one-line reason when it does not fit the schema."""
-    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
-        raise ValueError('not a bench results file (expected {"schema_version": ..., "env": ..., "records": [...]})')
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ValueError(f"results schema version {version!r}; this bench reads version {SCHEMA_VERSION} "
-                         "(re-run python -m bench.run to refresh it)")
-    env = env_from_dict(data.get("env") or {})
-    records = []
-    for i, row in enumerate(data["records"]):
-        try:
-            records.append(record_from_dict(row))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"record {i}: {exc}") from None
-    return env, records
 
 
 def reason_of(exc: BaseException | str) -> str:

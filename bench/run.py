@@ -77,8 +77,9 @@ def write_outputs(ctx, env, records, *, plots: bool) -> None:
     try:
         write_results(ctx.out_dir, env, records, plots=plots)
         write_index(os.path.dirname(ctx.out_dir) or ".")
-    except OSError as exc:
-        raise WriteFailed(f"cannot write results under {ctx.out_dir}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a record the strict loader would refuse (bench.report.schema)
+        raise WriteFailed(f"cannot write results under {ctx.out_dir}: {getattr(exc, 'strerror', None) or exc}") \
+            from None
 
 
 def save(ctx, env, records, t0: float, *, complete: bool) -> None:

@@ -15,7 +15,8 @@ import pytest
 
 from bench import compare
 from bench.compare import fmt_ratio, slowdown_ci, verdict
-from bench.records import InferRecord, ParityRecord, RunEnv, ScaleRecord, TrainRecord, results_to_json
+from bench.records import InferRecord, ParityRecord, RunEnv, ScaleRecord, TrainRecord
+from bench.report.files import results_payload as results_to_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -373,15 +374,15 @@ def test_verdict_at_the_threshold_edges(lo, hi, expected):
     assert verdict(lo, hi, 0.2) == expected
 
 
-def test_junk_calibration_is_treated_as_missing(tmp_path, capsys):
+def test_junk_calibration_is_a_broken_file(tmp_path, capsys):
     a = write_flat(tmp_path / "a.json", [])
     data = json.loads(open(a).read())
     data["env"]["calibration"]["probes"]["matmul"]["samples_ms"] = ["fast", "slow", "x"]
     b = tmp_path / "b.json"
     b.write_text(json.dumps(data))
-    _, out, _ = run(capsys, a, b)
-    assert "machine: no calibration probe in both runs: a machine change cannot be told from a code change" in \
-        out.splitlines()
+    code, out, err = run(capsys, a, b)
+    assert (code, out) == (2, "") and err == (f"error: {b}: env.calibration.probes.matmul.samples_ms[0] must be a "
+                                              "finite number >= 0, not 'fast'\n")
 
 
 def test_the_threshold_comes_from_the_gate_when_given(tmp_path, capsys):

@@ -20,10 +20,10 @@ from bench.records import (
     TrainRecord,
     TtaRecord,
     not_ok,
-    results_from_json,
 )
 from bench.report import files as report
 from bench.report import plots, selection, tables
+from bench.report.schema import results_from_json
 
 
 def make_env(**kw) -> RunEnv:
@@ -208,14 +208,17 @@ def test_results_json_round_trips_strictly(tmp_path):
     env, loaded = results_from_json(json.loads((tmp_path / "results.json").read_text()))
     assert env == make_env() and loaded[:-1] == records[:-1]
     assert loaded[-1].p50_ms is None  # NaN means not measured: stored as null
+    assert loaded[-1].latencies_ms == []  # and a NaN sample is no sample: the strict loader takes finite ones only
     assert report.load_results(str(tmp_path / "results.json"))[1] == loaded
 
 
 def test_a_bad_value_or_an_unwritable_folder_leaves_the_old_files(tmp_path, monkeypatch):
     report.write_results(str(tmp_path), make_env(), sample_records())
     before = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)}
-    with pytest.raises(TypeError):  # a value JSON cannot hold: raised before any file is touched
-        report.write_results(str(tmp_path), make_env(), [infer("eager", 1, 0.1, note=object())])
+    with pytest.raises(ValueError, match=r"would not load back: record 0 \(infer\)\.note must be a string"):
+        report.write_results(str(tmp_path), make_env(), [infer("eager", 1, 0.1, note=object())])  # nothing touched
+    with pytest.raises(ValueError, match=r"latencies_ms\[0\] must be a finite number >= 0, not -1"):
+        report.write_results(str(tmp_path), make_env(), [infer("eager", 1, -1.0)])  # the loader would refuse it
 
     def no_temp_file(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
@@ -317,7 +320,8 @@ ENV_ROWS = """\
 
 def test_env_table_shows_every_setting_with_its_unit():
     env = make_env(cuda="13.0", cpu_capability="AVX2", notes={"a": {"b_s": 2.5}, "flag": True, "raw": [1, 2]})
-    assert report.env_section(env) == ["# Benchmark on Test CPU (cpu)", "", ENV_ROWS]
+    assert report.header_lines(env) == ["# Benchmark on Test CPU (cpu)", ""]
+    assert report.env_section(env) == ["## Settings", "", ENV_ROWS]
     two = make_env(skipped_precisions={"fp16": "no fp16 matmul", "int8": "no onnxruntime"},
                    notes={"first": 1.5, "nested": {"second": 2.5}})
     table = report.env_section(two)[2]
@@ -328,7 +332,7 @@ def test_env_table_shows_every_setting_with_its_unit():
 def test_an_incomplete_quick_run_says_so_before_any_number():
     env = make_env(complete=False, quick=True, threads=None, cpu_count=None, planned_rows=None, done_rows=None,
                    command=None, device_name="", device="")
-    lines = report.env_section(env)
+    lines = report.header_lines(env) + report.env_section(env)[2:]
     assert lines[:6] == [
         "# INCOMPLETE (? of ? rows) - QUICK RUN - Benchmark on ? (?)", "",
         "> **INCOMPLETE (? of ? rows): the run stopped before its plan was done (interrupted, out of budget, or "
@@ -401,7 +405,8 @@ def test_index_rows_exactly(tmp_path):
     assert [c.strip() for c in lines[5].split("|")[1:-1]] == [
         "device", "device name", "timestamp (UTC)", "git commit", "quick", "complete", "models",
         "ok / skipped / failed", "summary"]
-    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[7:]]
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[7:11]]
+    assert lines[11:13] == ["", "## At a glance: cpu (Test CPU, cpu, 2030-01-01)"]  # then the matrix: test_matrix.py
     assert cells == [
         ["cpu", "Test CPU", "2030-01-01T00:00:00+00:00", "abc1234", "no", "yes", "3", "3 / 0 / 1",
          "[cpu/summary.md](cpu/summary.md)"],

@@ -11,7 +11,8 @@ import torch
 import bench.phases.tta as tta
 import zoo
 from bench.context import BenchContext, ModelSession
-from bench.records import TtaRecord, record_from_dict
+from bench.records import TtaRecord
+from bench.report.schema import record_from_dict
 from zoo.tune import TuneChoice
 
 CPU = torch.device("cpu")

@@ -1,16 +1,9 @@
-"""bench.records: the typed records, their keys and descriptions, and the strict JSON round trip."""
+"""bench.records: the typed records, their keys and descriptions (reading and writing them: test_results_load.py)."""
 from __future__ import annotations
-
-import json
-import math
-
-import numpy as np
-import pytest
 
 from bench.records import (
     PERCENTILE_MIN_CALLS,
     RECORD_TYPES,
-    SCHEMA_VERSION,
     InferRecord,
     ModelRecord,
     ParityRecord,
@@ -19,9 +12,6 @@ from bench.records import (
     TrainRecord,
     not_ok,
     reason_of,
-    record_from_dict,
-    results_from_json,
-    results_to_json,
 )
 
 
@@ -58,67 +48,7 @@ def test_to_dict_carries_the_phase_and_every_field():
     rec = ParityRecord(model="mlp", device="cpu", max_abs_diff=1e-6)
     d = rec.to_dict()
     assert d["phase"] == "parity" and d["max_abs_diff"] == 1e-6 and d["backend"] == "onnxruntime"
-    assert record_from_dict(d) == rec
     assert RunEnv(device="cpu", threads=2).to_dict()["threads"] == 2
-
-
-def test_record_from_dict_rejects_what_is_not_a_record():
-    with pytest.raises(ValueError, match="a record must be an object, not list"):
-        record_from_dict([])
-    with pytest.raises(ValueError, match=r"unknown record phase 'tune'; known: model, train, infer"):
-        record_from_dict({"phase": "tune"})
-    with pytest.raises(ValueError, match=r"^infer record has unknown field\(s\): a_field, loader$"):
-        record_from_dict({"phase": "infer", "loader": "fast", "a_field": 1})
-    with pytest.raises(ValueError, match=r"^train record has status 'done'; expected one of ok, skipped, failed$"):
-        record_from_dict({"phase": "train", "status": "done"})
-    for status in ("ok", "skipped", "failed"):
-        assert record_from_dict({"phase": "train", "status": status}).status == status
-
-
-def test_results_round_trip_strict_json():
-    env = RunEnv(device="cpu", timestamp="2030-01-01T00:00:00+00:00", peaks={"fp32": np.float64(2.5)})
-    records = [InferRecord(model="mlp", device="cpu", backend="eager", batch_size=1, p50_ms=np.float32(0.5),
-                           latencies_ms=[0.5, float("nan")], p99_ms=float("inf")),
-               TrainRecord(model="mlp", device="cpu", row="fast", window_rates=(1.0, 2.0), tuned={3: "x"})]
-    data = results_to_json(env, records)
-    assert data["schema_version"] == SCHEMA_VERSION and list(data) == ["schema_version", "env", "records"]
-    text = json.dumps(data, allow_nan=False)  # strict JSON: NaN/inf became null, numpy scalars plain numbers
-    row = data["records"][0]
-    assert row["p99_ms"] is None and row["latencies_ms"] == [0.5, None] and type(row["p50_ms"]) is float
-    assert data["env"]["peaks"] == {"fp32": 2.5} and type(data["env"]["peaks"]["fp32"]) is float
-    assert data["records"][1]["window_rates"] == [1.0, 2.0] and data["records"][1]["tuned"] == {"3": "x"}
-    env2, records2 = results_from_json(json.loads(text))
-    assert env2 == RunEnv(device="cpu", timestamp="2030-01-01T00:00:00+00:00", peaks={"fp32": 2.5})
-    assert [r.key() for r in records2] == [r.key() for r in records] and records2[0].p50_ms == 0.5
-
-
-def test_clean_keeps_finite_values_and_arrays_of_one_element_lists():
-    data = results_to_json(RunEnv(notes={"n": np.int64(3), "ok": True, "arr": [np.float32(1.5)], "s": "x"}), [])
-    assert data["env"]["notes"] == {"n": 3, "ok": True, "arr": [1.5], "s": "x"}
-    assert type(data["env"]["notes"]["n"]) is int
-    assert data["records"] == [] and not math.isnan(data["env"]["notes"]["arr"][0])
-
-
-@pytest.mark.parametrize("data, match", [
-    ([], r'^not a bench results file \(expected \{"schema_version": \.\.\., "env": \.\.\., "records": \[\.\.\.\]\}\)$'),
-    ({"records": {}}, "^not a bench results file"),
-    ({"schema_version": 1, "records": []}, r"^results schema version 1; this bench reads version 2 \(re-run"),
-    ({"records": []}, r"^results schema version None;"),
-    ({"schema_version": SCHEMA_VERSION, "env": {"gpu": "x", "cores": 2}, "records": []},
-     r"^env has unknown field\(s\): cores, gpu$"),
-    ({"schema_version": SCHEMA_VERSION, "records": [{"phase": "model"}, {"phase": "x"}]},
-     r"^record 1: unknown record phase 'x'"),
-    ({"schema_version": SCHEMA_VERSION, "records": [{"phase": "model", "params_total": 1, "dataset": None},
-                                                    "row"]}, r"^record 1: a record must be an object, not str$"),
-])
-def test_results_from_json_says_what_does_not_fit(data, match):
-    with pytest.raises(ValueError, match=match):
-        results_from_json(data)
-
-
-def test_results_from_json_without_env_gives_an_empty_env():
-    env, records = results_from_json({"schema_version": SCHEMA_VERSION, "env": None, "records": [{"phase": "model"}]})
-    assert env == RunEnv() and records == [ModelRecord()]
 
 
 def test_reason_of_is_one_line():

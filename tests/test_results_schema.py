@@ -8,7 +8,9 @@ import os
 
 import pytest
 
-from bench.records import SCHEMA_VERSION, results_from_json
+from bench.records import SCHEMA_VERSION
+from bench.report.load import load_results
+from bench.report.schema import results_from_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED = sorted(glob.glob(os.path.join(REPO, "results", "*", "results.json"))
@@ -19,7 +21,8 @@ def check_results_file(path: str) -> None:
     with open(path) as f:
         data = json.load(f)
     assert data.get("schema_version") == SCHEMA_VERSION, f"{path}: schema {data.get('schema_version')!r}"
-    env, records = results_from_json(data)  # raises on an unknown phase, field or status
+    env, records = results_from_json(data)  # raises on an unknown phase, field, status or a value out of range
+    assert load_results(path) == (env, records)  # the strict text parser agrees
     assert env.device and env.timestamp, f"{path}: env lacks device or timestamp"
     assert records, f"{path}: no records"
     assert os.path.basename(os.path.dirname(path)) == env.device, f"{path}: folder is not the env's device"

@@ -10,6 +10,7 @@ import dataclasses
 import glob
 import io
 import json
+import math
 import os
 import sys
 from typing import Any
@@ -17,19 +18,52 @@ from typing import Any
 from bench.records import (
     PERCENTILE_MIN_CALLS,
     RECORD_TYPES,
+    SCHEMA_VERSION,
     STATUSES,
     THROUGHPUT_DEFINITION,
     Record,
     RunEnv,
-    results_to_json,
 )
 from bench.report import plots as plotting
 from bench.report import tables
+from bench.report.glance import glance_lines
 from bench.report.load import load_results
+from bench.report.schema import results_from_json
 from zoo.atomic import atomic_write_text
 
 FILES = ("results.json", "results.csv", "summary.md")
 USAGE = "usage: python -m bench.report OUT/<device>/results.json [...]"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# results.json
+
+
+def _clean(value: Any) -> Any:
+    """Strict-JSON values: NaN/inf become null (they mean "not measured"), numpy scalars become Python ones."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _record_dict(rec: Record) -> dict[str, Any]:
+    """A record as JSON; a raw-sample list keeps only its finite samples (NaN or inf is no measurement)."""
+    data = rec.to_dict()
+    for f in dataclasses.fields(rec):
+        if str(f.type) == "list[float]" and isinstance(data.get(f.name), (list, tuple)):
+            data[f.name] = [v for v in data[f.name] if not (isinstance(v, float) and not math.isfinite(v))]
+    return data
+
+
+def results_payload(env: RunEnv, records: list[Record]) -> dict[str, Any]:
+    """The results.json object of a run (strict-JSON clean): what write_results writes and load_results reads."""
+    return _clean({"schema_version": SCHEMA_VERSION, "env": env.to_dict(), "records": [_record_dict(r) for r in records]})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -49,7 +83,7 @@ def csv_columns(records: list[Record]) -> list[str]:
 
 
 def csv_text(payload: dict[str, Any], records: list[Record]) -> str:
-    """One row per record of a ``results_to_json`` payload (already strict-JSON clean); dict cells as JSON."""
+    """One row per record of a ``results_payload`` (already strict-JSON clean); dict cells as JSON."""
     columns = csv_columns(records)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, restval="", extrasaction="ignore", lineterminator="\n")
@@ -105,7 +139,20 @@ def _settings(d: dict[str, Any]) -> str:
     return ", ".join(f"{k} {_measure(k, v)}" for k, v in _flat(d))
 
 
+def header_lines(env: RunEnv) -> list[str]:
+    """The title and the INCOMPLETE / QUICK banners: what a reader must know before any figure."""
+    lines = [title(env), ""]
+    if not env.complete:
+        lines += [f"> **{incomplete_label(env)}: the run stopped before its plan was done (interrupted, out of "
+                  "budget, or crashed). Rows missing below were never measured; they are not failures.**", ""]
+    if env.quick:
+        lines += ["> **QUICK RUN: short timing windows and reduced batch sizes; these numbers check the harness, "
+                  "they are not measurements to quote.**", ""]
+    return lines
+
+
 def env_section(env: RunEnv) -> list[str]:
+    """The settings table: where, when and how the run was made."""
     threads = f"{env.threads or '?'} torch threads of {env.cpu_count or '?'} CPUs"
     skipped = "; ".join(f"{p}: {why}" for p, why in env.skipped_precisions.items())
     rows = [["device", f"{env.device_name} ({env.device})"], ["torch", env.torch], ["torchvision", env.torchvision],
@@ -120,14 +167,7 @@ def env_section(env: RunEnv) -> list[str]:
             ["complete", "yes" if env.complete else f"**{incomplete_label(env)}**"],
             ["skipped precisions", skipped],
             ["notes", _settings({k: v for k, v in env.notes.items() if k != "phase_s"})]]
-    lines = [title(env), ""]
-    if not env.complete:
-        lines += [f"> **{incomplete_label(env)}: the run stopped before its plan was done (interrupted, out of "
-                  "budget, or crashed). Rows missing below were never measured; they are not failures.**", ""]
-    if env.quick:
-        lines += ["> **QUICK RUN: short timing windows and reduced batch sizes; these numbers check the harness, "
-                  "they are not measurements to quote.**", ""]
-    lines.append(tables.table([r for r in rows if r[1] not in (None, "")], ["setting", "value"]))
+    lines = ["## Settings", "", tables.table([r for r in rows if r[1] not in (None, "")], ["setting", "value"])]
     methods = [f"- {k.replace('_method', '')}: {v}" for k, v in env.peaks.items() if k.endswith("_method")]
     if methods:
         lines += ["", "How the peaks were measured:", "", *methods]
@@ -185,7 +225,8 @@ def method_section(env: RunEnv) -> list[str]:
 
 def render_summary(env: RunEnv, records: list[Record], plot_files: list[str] | tuple[str, ...] = ()) -> str:
     """The Markdown summary of one run; ``plot_files`` are the PNG names written beside it."""
-    out = env_section(env) + [""] + method_section(env)
+    glance = glance_lines(env, records)
+    out = header_lines(env) + (glance + [""] if glance else []) + env_section(env) + [""] + method_section(env)
     for section in (tables.zoo_section, tables.train_section, tables.infer_section, tables.parity_section,
                     tables.scale_section, tables.tta_section, tables.not_ok_section):
         lines = section(records)
@@ -207,7 +248,11 @@ def write_results(out_dir: str, env: RunEnv, records: list[Record], *, plots: bo
     raises here and the previous files stay whole. results.json goes first, so the other files can always be
     re-rendered from it. Without ``plots`` the summary links no plot and existing PNGs are left as they are.
     """
-    payload = results_to_json(env, records)
+    payload = results_payload(env, records)
+    try:
+        results_from_json(payload)  # what is written must load back: never a file the strict loader refuses
+    except ValueError as exc:
+        raise ValueError(f"results not written, they would not load back: {exc}") from None
     pngs = plotting.render_plots(records) if plots else {}
     texts = {"results.json": json.dumps(payload, indent=1, allow_nan=False) + "\n",
              "results.csv": csv_text(payload, records),
@@ -222,13 +267,19 @@ def write_results(out_dir: str, env: RunEnv, records: list[Record], *, plots: bo
     return written
 
 
-def _index_row(path: str) -> list[str]:
-    folder = os.path.basename(os.path.dirname(path))
+def find_runs(out_root: str) -> list[str]:
+    """Every results.json one or two folders below ``out_root`` (OUT/<device>/ and OUT/<name>/<device>/), sorted."""
+    found = glob.glob(os.path.join(out_root, "*", "results.json"))
+    found += glob.glob(os.path.join(out_root, "*", "*", "results.json"))
+    return sorted(found, key=lambda p: (p.count(os.sep), p))
+
+
+def _index_row(rel: str, loaded: tuple[RunEnv, list[Record]] | str) -> list[str]:
+    folder = os.path.dirname(rel)
     link = f"[{folder}/summary.md]({folder}/summary.md)"
-    try:
-        env, records = load_results(path)
-    except ValueError as exc:
-        return [folder, f"unreadable: {exc}", "", "", "", "", "", "", link]
+    if isinstance(loaded, str):
+        return [folder, f"unreadable: {loaded}", "", "", "", "", "", "", link]
+    env, records = loaded
     counts = " / ".join(str(sum(r.status == s for r in records)) for s in STATUSES)
     done = "?" if env.done_rows is None else env.done_rows
     planned = "?" if env.planned_rows is None else env.planned_rows
@@ -237,21 +288,66 @@ def _index_row(path: str) -> list[str]:
             "**QUICK**" if env.quick else "no", complete, str(len({r.model for r in records})), counts, link]
 
 
-def write_index(out_root: str) -> str:
-    """OUT/README.md: one row per OUT/<device>/results.json present, linking its summary."""
-    rows = [_index_row(p) for p in sorted(glob.glob(os.path.join(out_root, "*", "results.json")))]
-    body = ["# Benchmark results", "",
+def _load(path: str) -> tuple[RunEnv, list[Record]] | str:
+    try:
+        return load_results(path)
+    except ValueError as exc:
+        return str(exc)
+
+
+def index_sections(loaded: dict[str, tuple[RunEnv, list[Record]] | str]) -> list[str]:
+    """Each readable run at a glance, then the matrix over all of them (latency, then throughput)."""
+    from bench.matrix import Run, label_runs, render
+
+    runs = [Run(rel, *run) for rel, run in loaded.items() if not isinstance(run, str)]
+    out: list[str] = []
+    for run in runs:
+        env = run.env
+        out += [""] + glance_lines(env, run.records, f"## At a glance: {os.path.dirname(run.path)} "
+                                   f"({env.device_name or '?'}, {env.device or '?'}, {env.timestamp[:10] or '?'})")
+    if len(runs) >= 2:
+        label_runs(runs)
+        out += ["", "The matrices below put every run above side by side (`python -m bench.matrix` makes them, with "
+                "a plot per model); they are regenerated whenever a run is written here."]
+        for metric in ("latency", "throughput"):
+            out += ["", render(runs, metric, heading="##").rstrip("\n")]
+    return out
+
+
+INDEX_TITLE = "# Benchmark results"
+
+
+def write_index(out_root: str, *, parent: bool = True) -> str:
+    """OUT/README.md: one row per results.json found (find_runs), linking its summary; each run at a glance; and the
+    matrix across them all. With ``parent``, the index one folder up is rewritten too when there is one (a run under
+    results/backends/ also lands in results/README.md's matrix)."""
+    loaded = {os.path.relpath(p, out_root): _load(p) for p in find_runs(out_root)}
+    body = [INDEX_TITLE, "",
             "One folder per device; each holds results.json (every record), results.csv, summary.md and plots.",
             "QUICK runs used short timing windows and reduced batch sizes: use them to check the harness, not to "
             "quote numbers. INCOMPLETE runs stopped before their plan was done: rows are missing.", ""]
-    if rows:
-        body.append(tables.table(rows, ["device", "device name", "timestamp (UTC)", "git commit", "quick",
-                                         "complete", "models", "ok / skipped / failed", "summary"]))
+    if loaded:
+        body.append(tables.table([_index_row(rel, run) for rel, run in loaded.items()],
+                                 ["device", "device name", "timestamp (UTC)", "git commit", "quick", "complete",
+                                  "models", "ok / skipped / failed", "summary"]))
+        body += index_sections(loaded)
     else:
         body.append("_No results yet: run `python -m bench.run`._")
     path = os.path.join(out_root, "README.md")
     atomic_write_text(path, "\n".join(body) + "\n")
+    up = os.path.dirname(os.path.abspath(out_root))
+    if parent and up != os.path.abspath(out_root) and is_index(os.path.join(up, "README.md")):
+        write_index(up, parent=False)
     return path
+
+
+def is_index(path: str) -> bool:
+    """A README.md that write_index wrote (its first line is the index's title)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().rstrip("\n") == INDEX_TITLE
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

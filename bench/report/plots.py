@@ -167,3 +167,81 @@ def store_plots(out_dir: str, pngs: dict[str, bytes]) -> list[str]:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
     return written
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Across runs: bench.matrix (one bar per run and row) and bench.history (one line per row over commits)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def matrix_pngs(matrix: dict, labels: list[str], metric: str) -> dict[str, bytes]:
+    """Per model, grouped horizontal bars: a row of the matrix per group, a bar per run, whiskers the IQR; one panel
+    per unit (ms per call, seconds to a target, samples/s), so no axis mixes two."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import NullFormatter
+
+    out = {}
+    for model, rows in matrix.items():
+        units = list(dict.fromkeys(r.unit for r in rows))
+        sizes = [sum(r.unit == u for r in rows) for u in units]
+        fig = Figure(figsize=(9, 1.0 + 0.45 * sum(sizes) * max(1, len(labels)) ** 0.5), layout="constrained")
+        axes = fig.subplots(len(units), 1, squeeze=False, height_ratios=sizes)[:, 0]
+        height = 0.8 / len(labels)
+        for ax, unit in zip(axes, units):
+            mine = [r for r in rows if r.unit == unit]
+            for j, label in enumerate(labels):
+                cells = [(i, r.cells[j]) for i, r in enumerate(mine) if r.cells[j].median]
+                ax.barh([i + j * height for i, _ in cells], [c.median for _, c in cells], height=height,
+                        xerr=[c.median * (c.spread or 0) / 2 for _, c in cells], label=label, capsize=2,
+                        color=f"C{j}")
+            ax.set_yticks([i + 0.4 - height / 2 for i in range(len(mine))], [f"{r.phase} {r.label}" for r in mine],
+                          fontsize=7)
+            ax.invert_yaxis()
+            values = [c.median for r in mine for c in r.cells if c.median]
+            if values and max(values) > 10 * min(values):  # a log axis only where the values span a decade
+                ax.set_xscale("log")
+                _plain_log_ticks(ax.xaxis)
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel(unit)
+            ax.grid(True, axis="x", which="both", alpha=0.3)
+        axes[0].legend(handles=[Patch(color=f"C{j}", label=label) for j, label in enumerate(labels)], fontsize=7)
+        fig.suptitle(f"{model}: {metric} per run (median; whisker: IQR)")
+        out[model] = _png(fig)
+    return out
+
+
+def history_pngs(series: dict, commits: list[str], metric: str) -> dict[str, bytes]:
+    """Per model, one line per row over the commits (oldest left); a marked step is a red (slower) or green
+    (faster) ring on the later point."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
+
+    out = {}
+    for model, rows in series.items():
+        fig = Figure(figsize=(10, 5), layout="constrained")
+        ax = fig.subplots()
+        for row in rows:
+            pts = [(i, p.value) for i, p in enumerate(row.points) if p is not None and p.value]
+            if not pts:
+                continue
+            line = ax.plot(*zip(*pts), marker="o", markersize=3, label=f"{row.phase} {row.label}")[0]
+            for i, p in enumerate(row.points):
+                if p is not None and p.value and p.step in ("regression", "improvement"):
+                    ax.scatter([i], [p.value], s=80, facecolors="none", zorder=4,
+                               edgecolors="tab:red" if p.step == "regression" else "tab:green")
+            line.set_linewidth(1)
+        ax.set_xticks(range(len(commits)), commits, rotation=30, ha="right", fontsize=7)
+        ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set(title=f"{model}: {metric} over commits (ring: a step bench.compare's rule flags)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+        out[model] = _png(fig)
+    return out
