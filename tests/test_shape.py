@@ -140,7 +140,7 @@ BENCH_LAYOUT = {
     "bench": {"__main__", "run", "plan", "context", "model_info", "budget", "progress", "env", "records", "compare",
               "crosscheck", "export", "accuracy"},
     "bench.measure": {"timing", "stats", "memory", "machine", "numerics"},
-    "bench.report": {"__main__", "files", "tables", "plots", "selection", "load"},
+    "bench.report": {"__main__", "files", "tables", "serve_tables", "plots", "selection", "load"},
 }
 
 

@@ -24,7 +24,7 @@ from bench.records import (
     results_to_json,
 )
 from bench.report import plots as plotting
-from bench.report import tables
+from bench.report import serve_tables, tables
 from bench.report.load import load_results
 from zoo.atomic import atomic_write_text
 
@@ -187,7 +187,7 @@ def render_summary(env: RunEnv, records: list[Record], plot_files: list[str] | t
     """The Markdown summary of one run; ``plot_files`` are the PNG names written beside it."""
     out = env_section(env) + [""] + method_section(env)
     for section in (tables.zoo_section, tables.train_section, tables.infer_section, tables.parity_section,
-                    tables.scale_section, tables.tta_section, tables.not_ok_section):
+                    tables.scale_section, tables.tta_section, serve_tables.serve_section, tables.not_ok_section):
         lines = section(records)
         if lines:
             out += [""] + lines
