@@ -371,3 +371,19 @@ def test_the_serve_table_shows_each_scenario_the_batching_gain_and_the_checks():
     assert "400 (< 600)" in text and "100 (< 120)" in text and "900" in text
     assert "50.00% (closed loop 50.00%)" in text and "100.00% of 512" in text
     assert "over the bound" in text and "Offline 900/s >= the Server rate" in text
+
+
+def test_the_knee_plot_draws_every_probe_of_each_server_row_and_the_bound():
+    from bench.report import plots
+
+    probes = [ServeProbe(100.0, True, loadgen_p99_ms=2.0, n_queries=1000).to_dict(),
+              ServeProbe(200.0, False, loadgen_p99_ms=30.0, n_queries=400).to_dict(),
+              ServeProbe(150.0, True, loadgen_p99_ms=4.0, n_queries=1000).to_dict()]
+    row = server_row(150.0, 200.0, settings={"latency_bound_ms": 10.0})
+    row.probes = probes
+    fig = plots.figures([row])[plots.SERVE_KNEE_PNG]
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert lines["eager, batching off"].get_xdata().tolist() == [100.0, 150.0, 200.0]
+    assert list(lines["p99 bound 10 ms"].get_ydata()) == [10.0, 10.0]
+    assert [tuple(p) for p in ax.collections[0].get_offsets().tolist()] == [(200.0, 30.0)]  # hollow: 400 queries

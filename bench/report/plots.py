@@ -12,7 +12,7 @@ import io
 import math
 import os
 
-from bench.records import InferRecord, Record, ServeRecord, TrainRecord
+from bench.records import PERCENTILE_MIN_CALLS, InferRecord, Record, ServeRecord, TrainRecord
 from bench.report.selection import (
     accuracy_batch_size,
     infer_rows,
@@ -135,10 +135,13 @@ def _train_figure(records: list[Record]):
     return fig
 
 
-def _knee_points(r: ServeRecord) -> list[tuple[float, float]]:
-    """(offered qps, p99 ms) of a Server row's probes: LoadGen's own p99 (ours when its summary had none)."""
-    pts = [(p["target_qps"], p.get("loadgen_p99_ms") or p.get("p99_ms")) for p in r.probes]
-    return sorted((q, ms) for q, ms in pts if q and ms)
+def _knee_points(r: ServeRecord) -> list[tuple[float, float, bool]]:
+    """(offered qps, p99 ms, rests on 1,000 queries) of a Server row's probes, by rate: LoadGen's own p99 (ours when
+    its summary had none); a probe with fewer queries than a p99 needs is drawn hollow."""
+    enough = PERCENTILE_MIN_CALLS[99]
+    pts = [(p["target_qps"], p.get("loadgen_p99_ms") or p.get("p99_ms"), p.get("n_queries", 0) >= enough)
+           for p in r.probes]
+    return sorted((q, ms, full) for q, ms, full in pts if q and ms)
 
 
 def _serve_figure(records: list[Record]):
@@ -153,8 +156,11 @@ def _serve_figure(records: list[Record]):
             pts = _knee_points(r)
             if pts:
                 label = f"{r.backend}{'' if r.precision == 'fp32' else ' ' + r.precision}, batching {r.batching}"
-                ax.plot(*zip(*pts), marker="o", markersize=3, linestyle="--" if r.batching == "off" else "-",
-                        label=label)
+                (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3,
+                                  linestyle="--" if r.batching == "off" else "-", label=label)
+                hollow = [(q, ms) for q, ms, full in pts if not full]
+                if hollow:
+                    ax.scatter(*zip(*hollow), s=30, facecolors="white", edgecolors=line.get_color(), zorder=3)
         for bound in {r.settings.get("latency_bound_ms") for r in mine} - {None}:
             ax.axhline(bound, color="tab:red", linewidth=1, label=f"p99 bound {bound:g} ms")
         ax.set(title=model, xlabel="offered rate (queries/s, Poisson)", ylabel="p99 latency (ms)", xscale="log",
@@ -162,7 +168,7 @@ def _serve_figure(records: list[Record]):
         _plain_log_ticks(ax.xaxis)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6)
-    fig.suptitle("Server scenario: p99 latency vs offered rate (every probe of the search)")
+    fig.suptitle("Server: p99 latency vs offered rate, every probe (hollow: fewer than 1,000 queries)")
     return fig
 
 
