@@ -4,6 +4,7 @@ AccuracyOnly scoring, the record schema and the skipped row. Fakes stand in for 
 from __future__ import annotations
 
 import json
+import os
 import types
 
 import numpy as np
@@ -387,3 +388,28 @@ def test_the_knee_plot_draws_every_probe_of_each_server_row_and_the_bound():
     assert lines["eager, batching off"].get_xdata().tolist() == [100.0, 150.0, 200.0]
     assert list(lines["p99 bound 10 ms"].get_ydata()) == [10.0, 10.0]
     assert [tuple(p) for p in ax.collections[0].get_offsets().tolist()] == [(200.0, 30.0)]  # hollow: 400 queries
+
+
+@needs_loadgen
+@pytest.mark.slow
+def test_the_phase_runs_every_scenario_under_loadgen_end_to_end(ctx, mlp_session, monkeypatch):
+    import bench.phases.serve_rows as serve_rows
+    import bench.phases.serve_settings as serve_settings
+
+    short = dict.fromkeys(SERVE_SCENARIOS, 250)
+    monkeypatch.setattr(serve_settings, "DURATION_MS", short)
+    monkeypatch.setattr(serve_rows, "DURATION_MS", short)
+    ctx.backends, ctx.server_latency_ms = ["noop"], 50.0
+    session = ModelSession("mlp", mlp_session.model)
+    rows = serve.ServePhase().run(session, ctx)
+    assert [(r.scenario, r.mode, r.batching) for r in rows] == [
+        (k["scenario"], k["mode"], k["batching"]) for k in serve.row_keys(list(SERVE_SCENARIOS))]
+    assert all(r.ok for r in rows), [r.reason for r in rows if not r.ok]
+    for r in rows[:-1]:
+        assert r.latencies_ms and r.loadgen_result.split(":")[0] in ("VALID", "INVALID")
+        assert os.path.exists(os.path.join(ctx.out_dir, r.loadgen_log_dir, "mlperf_log_summary.txt"))
+    server = [r for r in rows if r.scenario == "Server"]
+    assert all(r.probes and r.settings["latency_bound_ms"] == 50.0 for r in server)
+    assert {p["role"] for r in server for p in r.probes if r.max_rate_qps} <= {"search", "check"}
+    assert rows[0].mean_batch == 1.0 and rows[1].mean_batch == 8.0  # SingleStream: 1 sample; MultiStream: 8
+    assert rows[-1].argmax_agreement == 1.0 and rows[-1].agreement_samples == rows[-1].settings["performance_count"]

@@ -145,11 +145,13 @@ def _knee_points(r: ServeRecord) -> list[tuple[float, float, bool]]:
 
 
 def _serve_figure(records: list[Record]):
+    from matplotlib.ticker import NullFormatter
+
     rows = [r for r in of_type(records, ServeRecord, ok_only=True) if r.scenario == "Server" and r.probes]
     models = models_of(rows)
     if not models:
         return None
-    fig, axes = _grid(len(models))
+    fig, axes = _grid(len(models), width=6.0, height=5.2)
     for ax, model in zip(axes, models):
         mine = [r for r in rows if r.model == model]
         for r in mine:
@@ -166,8 +168,9 @@ def _serve_figure(records: list[Record]):
         ax.set(title=model, xlabel="offered rate (queries/s, Poisson)", ylabel="p99 latency (ms)", xscale="log",
                yscale="log")
         _plain_log_ticks(ax.xaxis)
+        ax.xaxis.set_minor_formatter(NullFormatter())  # plain labels on the decades only: minor ones overlap
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     fig.suptitle("Server: p99 latency vs offered rate, every probe (hollow: fewer than 1,000 queries)")
     return fig
 
