@@ -51,6 +51,8 @@ class Change:
 def raw_samples(rec: Record) -> tuple[list[float], bool] | None:
     """(samples, lower_is_better) of a row: per-call (per-query) latency in ms, or per-window samples/s; None for
     other tables."""
+    if isinstance(rec, ServeRecord) and rec.mode == "AccuracyOnly":
+        return None  # an accuracy pass: no latency to compare
     if isinstance(rec, (InferRecord, ServeRecord)):
         return list(rec.latencies_ms or []), True
     if isinstance(rec, (TrainRecord, ScaleRecord)):

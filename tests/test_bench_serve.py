@@ -326,6 +326,8 @@ def test_compare_reads_serve_latencies_as_raw_samples():
     a = ServeRecord(model="mlp", backend="eager", scenario="SingleStream", latencies_ms=[1.0] * 50)
     b = ServeRecord(model="mlp", backend="eager", scenario="SingleStream", latencies_ms=[2.0] * 50)
     assert judge(a, b, 0.05, None).slowdown == pytest.approx(2.0)
+    accuracy = ServeRecord(model="mlp", backend="eager", scenario="Offline", mode="AccuracyOnly", accuracy=0.9)
+    assert judge(accuracy, accuracy, 0.05, None) is None  # no latency to compare
 
 
 @pytest.mark.parametrize("argv, message", [
