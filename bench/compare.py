@@ -2,8 +2,10 @@
 [--normalize]``.
 
 Rows are matched on what was measured (``Record.key()``). For every pair this compares the raw samples each run kept
-(per-call latencies for inference, per-window samples/s for training and scaling): B vs A is the ratio of their
-medians, with a seeded bootstrap interval, printed as e.g. ``1.27x slower [1.24, 1.30]``. Both runs' machine
+(per-call latencies for inference, per-query latencies for the serve phase's LoadGen rows, per-window samples/s for
+training and scaling): B vs A is the ratio of their medians, with a seeded bootstrap interval, printed as e.g.
+``1.27x slower [1.24, 1.30]``. A Server row compares its max rate instead (A's over B's), the interval from the two
+searches' brackets. Both runs' machine
 calibration probes are compared the same way, so a slower machine is not mistaken for slower code.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from tabulate import tabulate
 
 from bench.measure.stats import median_ratio_ci
-from bench.records import InferRecord, Record, RunEnv, ScaleRecord, TrainRecord
+from bench.records import InferRecord, Record, RunEnv, ScaleRecord, ServeRecord, TrainRecord
 from bench.report.load import load_results, probe_samples
 
 DEFAULT_THRESHOLD_PCT = 5.0
@@ -47,8 +49,11 @@ class Change:
 
 
 def raw_samples(rec: Record) -> tuple[list[float], bool] | None:
-    """(samples, lower_is_better) of a row: per-call latency in ms, or per-window samples/s; None for other tables."""
-    if isinstance(rec, InferRecord):
+    """(samples, lower_is_better) of a row: per-call (per-query) latency in ms, or per-window samples/s; None for
+    other tables."""
+    if isinstance(rec, ServeRecord) and rec.mode == "AccuracyOnly":
+        return None  # an accuracy pass: no latency to compare
+    if isinstance(rec, (InferRecord, ServeRecord)):
         return list(rec.latencies_ms or []), True
     if isinstance(rec, (TrainRecord, ScaleRecord)):
         return list(rec.window_rates or []), False
@@ -104,12 +109,36 @@ def machine_drift(env_a: RunEnv, env_b: RunEnv) -> dict[str, Any] | None:
     return {"ratio": geo(0), "lo": geo(1), "hi": geo(2), "probes": probes}
 
 
+def rate_bracket(rec: ServeRecord) -> tuple[float, float] | None:
+    """A Server row's max rate as the interval its search left: [highest passing, lowest failing above it] (the
+    passing rate twice when no probe above it failed); None without an answer."""
+    if rec.max_rate_qps is None or rec.max_rate_qps <= 0:
+        return None
+    above = [p["target_qps"] for p in rec.probes if not p.get("met_bound") and p["target_qps"] > rec.max_rate_qps]
+    return rec.max_rate_qps, min(above) if above else rec.max_rate_qps
+
+
+def judge_rates(ra: ServeRecord, rb: ServeRecord, threshold: float,
+                machine: tuple[float, float, float] | None) -> Change:
+    """Server rows: B's time over A's time is A's max rate over B's, its interval from the two search brackets
+    (each capacity lies in its bracket), so a search's resolution is never read as a change."""
+    a, b = rate_bracket(ra), rate_bracket(rb)
+    if a is None or b is None:
+        return Change(rb, None, None, None, len(ra.probes), len(rb.probes), "inconclusive")
+    s, lo, hi = a[0] / b[0], a[0] / b[1], a[1] / b[0]
+    if machine is not None:
+        s, lo, hi = s / machine[0], lo / machine[2], hi / machine[1]
+    return Change(rb, s, lo, hi, len(ra.probes), len(rb.probes), verdict(lo, hi, threshold))
+
+
 def judge(ra: Record, rb: Record, threshold: float, machine: tuple[float, float, float] | None) -> Change | None:
     """The change from row ``ra`` to row ``rb`` (both ok), or None for a table without raw samples.
 
     ``machine`` = (ratio, lo, hi) divides the ratio (--normalize): lo by the machine's hi, hi by its lo, so the
     machine's own uncertainty widens the interval rather than vanishing.
     """
+    if isinstance(ra, ServeRecord) and isinstance(rb, ServeRecord) and ra.scenario == "Server":
+        return judge_rates(ra, rb, threshold, machine)
     pair = raw_samples(ra), raw_samples(rb)
     if pair[0] is None or pair[1] is None:
         return None

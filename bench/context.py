@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
-from bench.records import ModelRecord
+from bench.records import SERVE_SCENARIOS, ModelRecord
 from zoo.checkpoint import load_checkpoint
 from zoo.data import real_data_available
 from zoo.engine import synchronize
@@ -51,6 +51,8 @@ class BenchContext:
     budget_s: float | None = None  # the whole run's time budget, spread over models by cost
     budget: Budget | None = None  # the driver's spread of budget_s (None: no budget, phases use their own sizes)
     tta_targets: dict[str, float] = field(default_factory=dict)  # --tta-target MODEL=ACC overrides
+    serve_scenarios: list[str] = field(default_factory=lambda: list(SERVE_SCENARIOS))  # --scenarios
+    server_latency_ms: float | None = None  # --server-latency-ms (None: per model, from its batch-1 latency)
     peaks: dict[str, Any] = field(default_factory=dict)  # the device's measured limits (RunEnv.peaks) for % of peak
     debug: bool = False
 

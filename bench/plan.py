@@ -19,7 +19,7 @@ from bench.context import BenchContext
 from bench.env import precision_support
 from bench.phases.base import Phase
 from bench.phases.tta import parse_targets
-from bench.records import BACKEND_NAMES, PRECISIONS
+from bench.records import BACKEND_NAMES, PRECISIONS, SERVE_SCENARIOS
 from zoo.engine import PRECISIONS as TRAIN_PRECISIONS
 from zoo.engine import resolve_device
 from zoo.errors import UserError
@@ -193,6 +193,16 @@ def pick_tta_targets(items: list[str]) -> dict[str, float]:
         raise UserError(str(exc)) from None
 
 
+def pick_serve(args: argparse.Namespace) -> dict[str, Any]:
+    """The serve phase's --scenarios and --server-latency-ms as BenchContext fields."""
+    scenarios = list(SERVE_SCENARIOS) if args.scenarios is None else \
+        choose("--scenarios", args.scenarios, SERVE_SCENARIOS, "scenario")
+    bound = args.server_latency_ms
+    if bound is not None and not (bound > 0 and bound != float("inf")):
+        raise UserError(f"--server-latency-ms must be a positive number of milliseconds, not {bound:g}")
+    return {"serve_scenarios": [s for s in SERVE_SCENARIOS if s in scenarios], "server_latency_ms": bound}
+
+
 def make_context(args: argparse.Namespace, phases: Mapping[str, Phase]) -> tuple[BenchContext, dict[str, Any]]:
     """(the run's context, what the default plan left out and why). UserError on the first bad choice."""
     device = pick_device(args.device)
@@ -208,7 +218,7 @@ def make_context(args: argparse.Namespace, phases: Mapping[str, Phase]) -> tuple
                        max_procs=positive("--max-procs", args.max_procs),
                        threads=positive("--threads", args.threads) or torch.get_num_threads(),
                        budget_s=pick_budget(args.budget, args.quick), debug=args.debug,
-                       tta_targets=pick_tta_targets(args.tta_target))
+                       tta_targets=pick_tta_targets(args.tta_target), **pick_serve(args))
     for name in models:  # real or synthetic, decided once for the whole run (every phase reads the same answer)
         ctx.uses_real_data(name)
     ctx.out_dir = check_folders(args, device)

@@ -249,8 +249,39 @@ class TtaRecord(Record):
     tune_s: float | None = None  # the tuner's probe alone (part of setup_s)
 
 
-RECORD_TYPES: dict[str, type[Record]] = {cls.PHASE: cls for cls in
-                                         (ModelRecord, TrainRecord, InferRecord, ParityRecord, ScaleRecord, TtaRecord)}
+@dataclass
+class ServeRecord(Record):
+    """One LoadGen scenario run of one backend (bench.phases.serve): its verdict, raw latencies, settings, policy."""
+    PHASE: ClassVar[str] = "serve"
+    KEY: ClassVar[tuple[str, ...]] = ("backend", "precision", "scenario", "mode", "batching")
+
+    backend: str | None = None
+    precision: str = "fp32"
+    scenario: str | None = None  # one of SERVE_SCENARIOS
+    mode: str = "PerformanceOnly"  # LoadGen's TestMode: PerformanceOnly | AccuracyOnly
+    batching: str | None = None  # the batcher's policy, e.g. "max_batch=32 delay_ms=0" ("off": max_batch=1)
+    settings: dict[str, Any] = field(default_factory=dict)  # what LoadGen ran with, the budget, threads (ServeSettings)
+    loadgen_result: str | None = None  # "VALID" or "INVALID: <what its summary says was not satisfied>"
+    loadgen_log_dir: str | None = None  # its summary and detail logs, relative to OUT/<device>
+    latencies_ms: list[float] = field(default_factory=list)  # raw: LoadGen's latency of every query, from its trace
+    p50_ms: float | None = None
+    p90_ms: float | None = None  # None with fewer queries than PERCENTILE_MIN_CALLS[90]
+    p99_ms: float | None = None  # None with fewer queries than PERCENTILE_MIN_CALLS[99]
+    samples_per_s: float | None = None  # LoadGen's completed samples per second
+    mean_batch: float | None = None  # samples per backend call, as the batcher formed them
+    max_rate_qps: float | None = None  # Server: highest probed rate whose p99 met the bound (None: none did)
+    probes: list[dict[str, Any]] = field(default_factory=list)  # Server: every probe (serve_search.ServeProbe)
+    accuracy: float | None = None  # AccuracyOnly: LoadGen's accuracy log decoded and scored
+    closed_loop_accuracy: float | None = None  # the same backend's predict, closed loop, same samples
+    argmax_agreement: float | None = None  # with that closed-loop predict (anything below 1.0 fails the row)
+    agreement_samples: int | None = None
+    provenance: str | None = None  # "weights random, data synthetic"
+    note: str | None = None
+
+
+SERVE_SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+RECORD_TYPES: dict[str, type[Record]] = {cls.PHASE: cls for cls in (ModelRecord, TrainRecord, InferRecord,
+                                                                      ParityRecord, ScaleRecord, TtaRecord, ServeRecord)}
 
 
 @dataclass

@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta-target", action="append", default=[], metavar="MODEL=ACC",
                    help="tta phase: the test accuracy to reach for MODEL (a fraction, e.g. mlp=0.65; repeatable; "
                         "default: each tutorial's own figure)")
+    p.add_argument("--scenarios", help="serve phase: LoadGen scenarios SingleStream, MultiStream, Server, Offline "
+                                       "(default: all four; the AccuracyOnly row always runs)")
+    p.add_argument("--server-latency-ms", type=float, help="serve phase: the Server scenario's p99 bound in ms "
+                                                           "(default: per model, from its batch-1 latency)")
     p.add_argument("--max-procs", type=int, help="scale phase: most processes (default: CPU count, or GPU count)")
     p.add_argument("--out", default="results", help="output root (default results/); results go to OUT/<device>/")
     p.add_argument("--debug", action="store_true", help="let measurement errors raise with a traceback")

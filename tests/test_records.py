@@ -66,4 +66,4 @@ def test_not_ok_builds_a_keyed_row_with_its_reason():
                               backend="onnxruntime", batch_size=4)
     skipped = not_ok(ParityRecord, "lenet", "cuda", "onnx missing", status="skipped")
     assert (skipped.status, skipped.reason, skipped.model, skipped.device) == ("skipped", "onnx missing", "lenet", "cuda")
-    assert set(RECORD_TYPES) == {"model", "train", "infer", "parity", "scale", "tta"}
+    assert set(RECORD_TYPES) == {"model", "train", "infer", "parity", "scale", "tta", "serve"}

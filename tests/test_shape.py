@@ -140,7 +140,7 @@ BENCH_LAYOUT = {
     "bench": {"__main__", "run", "plan", "context", "budget", "progress", "env", "records", "compare",
               "matrix", "history", "crosscheck", "export", "accuracy"},
     "bench.measure": {"timing", "stats", "memory", "machine", "numerics"},
-    "bench.report": {"__main__", "files", "tables", "plots", "selection", "load", "schema", "glance"},
+    "bench.report": {"__main__", "files", "tables", "serve_tables", "plots", "selection", "load", "schema", "glance"},
 }
 
 

@@ -25,7 +25,7 @@ from bench.records import (
     RunEnv,
 )
 from bench.report import plots as plotting
-from bench.report import tables
+from bench.report import serve_tables, tables
 from bench.report.glance import glance_lines
 from bench.report.load import load_results
 from bench.report.schema import results_from_json
@@ -228,7 +228,7 @@ def render_summary(env: RunEnv, records: list[Record], plot_files: list[str] | t
     glance = glance_lines(env, records)
     out = header_lines(env) + (glance + [""] if glance else []) + env_section(env) + [""] + method_section(env)
     for section in (tables.zoo_section, tables.train_section, tables.infer_section, tables.parity_section,
-                    tables.scale_section, tables.tta_section, tables.not_ok_section):
+                    tables.scale_section, tables.tta_section, serve_tables.serve_section, tables.not_ok_section):
         lines = section(records)
         if lines:
             out += [""] + lines

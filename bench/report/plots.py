@@ -1,5 +1,5 @@
 """The PNG plots of a results folder, drawn from records only: latency p50 vs batch size per backend, latency vs
-accuracy with the Pareto front, and the training ladder. A plot without data is not drawn and a stale one is removed.
+accuracy with the Pareto front, the training ladder, and the Server scenario's p99 against offered rate. A plot without data is not drawn and a stale one is removed.
 
 Figures are rendered to bytes first (``render_plots``) and written afterwards (``store_plots``), so a caller can
 finish every serialisation before touching the disk. Matplotlib is imported only when a plot is rendered, and through
@@ -12,7 +12,7 @@ import io
 import math
 import os
 
-from bench.records import InferRecord, Record, TrainRecord
+from bench.records import PERCENTILE_MIN_CALLS, InferRecord, Record, ServeRecord, TrainRecord
 from bench.report.selection import (
     accuracy_batch_size,
     infer_rows,
@@ -26,7 +26,8 @@ from zoo.atomic import atomic_open
 LATENCY_PNG = "latency.png"
 LATENCY_ACCURACY_PNG = "latency_accuracy.png"
 TRAIN_LADDER_PNG = "train_ladder.png"
-PLOT_FILES = (LATENCY_PNG, LATENCY_ACCURACY_PNG, TRAIN_LADDER_PNG)
+SERVE_KNEE_PNG = "serve_knee.png"
+PLOT_FILES = (LATENCY_PNG, LATENCY_ACCURACY_PNG, TRAIN_LADDER_PNG, SERVE_KNEE_PNG)
 RETIRED_FILES = ("train_throughput.png",)  # names earlier versions wrote: removed so they are not read as current
 
 
@@ -134,8 +135,48 @@ def _train_figure(records: list[Record]):
     return fig
 
 
+def _knee_points(r: ServeRecord) -> list[tuple[float, float, bool]]:
+    """(offered qps, p99 ms, rests on 1,000 queries) of a Server row's probes, by rate: LoadGen's own p99 (ours when
+    its summary had none); a probe with fewer queries than a p99 needs is drawn hollow."""
+    enough = PERCENTILE_MIN_CALLS[99]
+    pts = [(p["target_qps"], p.get("loadgen_p99_ms") or p.get("p99_ms"), p.get("n_queries", 0) >= enough)
+           for p in r.probes]
+    return sorted((q, ms, full) for q, ms, full in pts if q and ms)
+
+
+def _serve_figure(records: list[Record]):
+    from matplotlib.ticker import NullFormatter
+
+    rows = [r for r in of_type(records, ServeRecord, ok_only=True) if r.scenario == "Server" and r.probes]
+    models = models_of(rows)
+    if not models:
+        return None
+    fig, axes = _grid(len(models), width=6.0, height=5.2)
+    for ax, model in zip(axes, models):
+        mine = [r for r in rows if r.model == model]
+        for r in mine:
+            pts = _knee_points(r)
+            if pts:
+                label = f"{r.backend}{'' if r.precision == 'fp32' else ' ' + r.precision}, batching {r.batching}"
+                (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3,
+                                  linestyle="--" if r.batching == "off" else "-", label=label)
+                hollow = [(q, ms) for q, ms, full in pts if not full]
+                if hollow:
+                    ax.scatter(*zip(*hollow), s=30, facecolors="white", edgecolors=line.get_color(), zorder=3)
+        for bound in {r.settings.get("latency_bound_ms") for r in mine} - {None}:
+            ax.axhline(bound, color="tab:red", linewidth=1, label=f"p99 bound {bound:g} ms")
+        ax.set(title=model, xlabel="offered rate (queries/s, Poisson)", ylabel="p99 latency (ms)", xscale="log",
+               yscale="log")
+        _plain_log_ticks(ax.xaxis)
+        ax.xaxis.set_minor_formatter(NullFormatter())  # plain labels on the decades only: minor ones overlap
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
+    fig.suptitle("Server: p99 latency vs offered rate, every probe (hollow: fewer than 1,000 queries)")
+    return fig
+
+
 DRAWERS = {LATENCY_PNG: _latency_figure, LATENCY_ACCURACY_PNG: _latency_accuracy_figure,
-           TRAIN_LADDER_PNG: _train_figure}
+           TRAIN_LADDER_PNG: _train_figure, SERVE_KNEE_PNG: _serve_figure}
 
 
 def figures(records: list[Record]) -> dict:

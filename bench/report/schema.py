@@ -104,6 +104,11 @@ def check_field(name: str, annotation: str, value: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise _fail(where, "a string", value)
         return value
+    if base == "list[dict[str, Any]]":  # e.g. a serve row's probes: a list of free-form objects
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise _fail(where, "a list of objects", value)
+        check_json(value, where)
+        return value
     if base.startswith("dict"):
         if not isinstance(value, dict):
             raise _fail(where, "an object", value)
