@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the machines differ")
     p.add_argument("--floor", type=float, metavar="PCT",
                    help=f"the between-run floor F for rows measured in one process in either run (default "
-                        f"{DEFAULT_FLOOR_PCT:g}: see bench.compare.DEFAULT_FLOOR_PCT; measure yours with --repeat)")
+                        f"{DEFAULT_FLOOR_PCT:g}: see bench.verdicts.DEFAULT_FLOOR_PCT; measure yours with --repeat)")
     p.add_argument("--format", choices=("text", "md", "json"), default="text",
                    help="text (default), md (a table for a pull-request comment) or json (every verdict, for CI)")
     return p
@@ -120,7 +120,7 @@ def _pct(args: argparse.Namespace) -> tuple[float, float, str]:
     for name, value in ((flag, pct), ("--floor", floor)):
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a percentage >= 0, not {value:g}")
-    return pct / 100.0, floor / 100.0, FLOOR_SOURCE if args.floor is None else "--floor"
+    return pct / 100.0, floor / 100.0, FLOOR_SOURCE if args.floor is None else "from --floor"
 
 
 def compare_files(args: argparse.Namespace) -> Comparison:
@@ -179,9 +179,9 @@ def machine_line(c: Comparison) -> str:
 
 
 def floor_line(c: Comparison) -> str:
-    return (f"floor: F = {c.floor * 100:g}% ({c.floor_source}), applied to the {sum(x.floor > 0 for x in c.result['changes'])} "
-            f"rows measured in one process in either run (marked +F); rows measured in >= 2 processes in both runs "
-            f"are judged on their own between-process interval")
+    widened = sum(x.floor > 0 for x in c.result["changes"])
+    return (f"floor: F = {c.floor * 100:g}%, {c.floor_source}; it widens the {widened} rows measured in one process in "
+            f"either run (marked +F); rows measured in >= 2 processes in both runs are judged on their own interval")
 
 
 def shown_verdict(change: Change, withheld: bool) -> str:

@@ -64,7 +64,7 @@ def repeated_phases(ctx: BenchContext, phases: dict) -> list[str]:
 
 
 def run_repeated(ctx: BenchContext, phases: dict, argv: Sequence[str], command: str, repeat: int, *,
-                 launch: Launch = launch_process, stream=None) -> int:
+                 launch: Launch | None = None, stream=None) -> int:
     """Measure the run in ``repeat`` processes, merge them into ctx.out_dir; the exit status (as bench.run's)."""
     err = stream or sys.stderr
     t0 = time.perf_counter()
@@ -76,7 +76,7 @@ def run_repeated(ctx: BenchContext, phases: dict, argv: Sequence[str], command: 
             out = os.path.join(tmp, f"p{k}")
             print(f"repeat: process {k + 1} of {repeat}", file=err, flush=True)
             try:
-                codes.append(launch(child_argv(argv, ctx, k, repeat, out, repeated)))
+                codes.append((launch or launch_process)(child_argv(argv, ctx, k, repeat, out, repeated)))
             except KeyboardInterrupt:
                 codes.append(130)
             path = os.path.join(out, ctx.device.type, "results.json")
