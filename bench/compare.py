@@ -199,7 +199,7 @@ def table_rows(c: Comparison) -> list[list[str]]:
             ratio, within = "no ratio (too few or zero samples)", "-"
         else:
             ratio = fmt_ratio(x.slowdown, x.lo, x.hi) + (" +F" if x.floor > 0 else "")
-            within = fmt_ratio(x.slowdown, x.within_lo, x.within_hi)
+            within = fmt_ratio(x.within, x.within_lo, x.within_hi)
         rows.append([*_label(x.record), f"{x.procs_a}/{x.procs_b}", f"{x.n_a}/{x.n_b}", ratio, within,
                      f"{_spread(x.spread_a)}/{_spread(x.spread_b)}", shown_verdict(x, c.withheld)])
     return rows
@@ -260,8 +260,8 @@ def row_json(x: Change, withheld: bool) -> dict[str, Any]:
     return {"key": [v for v in rec.key()], "model": rec.model, "phase": rec.phase, "row": rec.describe(),
             "unit": "ms per call" if isinstance(rec, InferRecord) else "samples/s",
             "lower_is_better": isinstance(rec, InferRecord), "median_a": _num(x.stat_a), "median_b": _num(x.stat_b),
-            "slowdown": _num(x.slowdown), "lo": _num(x.lo), "hi": _num(x.hi), "within_lo": _num(x.within_lo),
-            "within_hi": _num(x.within_hi), "floor_pct": _num(x.floor * 100), "processes_a": x.procs_a,
+            "slowdown": _num(x.slowdown), "lo": _num(x.lo), "hi": _num(x.hi), "within": _num(x.within),
+            "within_lo": _num(x.within_lo), "within_hi": _num(x.within_hi), "floor_pct": _num(x.floor * 100), "processes_a": x.procs_a,
             "processes_b": x.procs_b, "n_a": x.n_a, "n_b": x.n_b, "spread_a": _num(x.spread_a),
             "spread_b": _num(x.spread_b), "rule_verdict": x.verdict, "verdict": shown_verdict(x, withheld)}
 
@@ -287,7 +287,8 @@ def render_json(c: Comparison) -> str:
            "floor": {"pct": _num(c.floor * 100), "source": c.floor_source}, "machine": machine_json(c),
            "normalized": c.normalized, "withheld": c.withheld, "notes": env_notes(c.env_a, c.env_b),
            "rows": [row_json(x, c.withheld) for x in r["changes"]], "counts": counts(c),
-           "now_failing": [{"key": list(rec.key()), "row": _name(rec), "reason": rec.reason} for rec in r["now_failing"]],
+           "now_failing": [{"key": list(rec.key()), "row": _name(rec), "reason": rec.reason}
+                           for rec in r["now_failing"]],
            "only_a": [list(rec.key()) for rec in r["only_a"]], "only_b": [list(rec.key()) for rec in r["only_b"]],
            "exit_code": c.exit_code()}
     return json.dumps(doc, indent=1) + "\n"

@@ -58,6 +58,7 @@ class Change:
     verdict: str
     procs_a: int = 1
     procs_b: int = 1
+    within: float | None = None  # the ratio of the pooled samples' medians, the centre of within_lo..within_hi
     within_lo: float | None = None
     within_hi: float | None = None
     floor: float = 0.0  # the widening applied (a fraction): > 0 when either run has one process for the row
@@ -157,7 +158,7 @@ def judge(ra: Record, rb: Record, threshold: float, machine: tuple[float, float,
         if min(len(sa), len(sb)) < MIN_SAMPLES:
             raise ValueError("too few samples")
         s, lo, hi = _oriented(process_ratio_ci(ga, gb, conf=CONF, seed=0), lower_better)
-        _, wlo, whi = slowdown_ci(sa, sb, lower_better)
+        w, wlo, whi = slowdown_ci(sa, sb, lower_better)
         change.stat_a, change.stat_b = process_mean_median(ga), process_mean_median(gb)
     except (TypeError, ValueError):  # too few samples, a median of zero, junk values: no ratio to judge
         return change
@@ -166,8 +167,9 @@ def judge(ra: Record, rb: Record, threshold: float, machine: tuple[float, float,
     lo, hi = lo / (1 + change.floor), hi * (1 + change.floor)
     if machine is not None:
         s, lo, hi = s / machine[0], lo / machine[2], hi / machine[1]
-        wlo, whi = wlo / machine[2], whi / machine[1]
-    change.slowdown, change.lo, change.hi, change.within_lo, change.within_hi = s, lo, hi, wlo, whi
+        w, wlo, whi = w / machine[0], wlo / machine[2], whi / machine[1]
+    change.slowdown, change.lo, change.hi = s, lo, hi
+    change.within, change.within_lo, change.within_hi = w, wlo, whi
     change.verdict = verdict(lo, hi, threshold)
     return change
 

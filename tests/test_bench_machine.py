@@ -24,12 +24,15 @@ def test_calibration_keeps_raw_samples_and_medians():
     assert "perf_counter" in cal["method"]
     assert set(cal["probes"]) == {"matmul_fp32_256", "copy_32MB", "pool_2t"}
     for name, probe in cal["probes"].items():
-        assert len(probe["samples_ms"]) == (machine.POOL_CALLS if name == "pool_2t" else machine.CALIBRATION_CALLS)
+        if name == "pool_2t":  # capped at 5 s: on a machine whose cores are taken it may end early
+            assert 0 < len(probe["samples_ms"]) <= machine.POOL_CALLS
+        else:
+            assert len(probe["samples_ms"]) == machine.CALIBRATION_CALLS
         assert probe["median_ms"] == pytest.approx(float(np.median(probe["samples_ms"])), rel=1e-3)
         assert probe["what"]
     assert "2 intra-op threads" in cal["probes"]["pool_2t"]["what"]
-    assert {k: len(v) for k, v in probe_samples(cal).items()} == {"matmul_fp32_256": 50, "copy_32MB": 50,
-                                                                   "pool_2t": 100}
+    assert {k: len(v) for k, v in probe_samples(cal).items()} == {
+        k: len(p["samples_ms"]) for k, p in cal["probes"].items()}
 
 
 def test_calibration_runs_single_threaded_and_restores_threads(monkeypatch):

@@ -34,7 +34,8 @@ class FakeInfer(Phase):
                 (("eager", 1.0), ("onnxruntime", 0.5))]
 
     def failed(self, session, ctx, exc):
-        return [not_ok(InferRecord, session.name, "cpu", exc, backend=b, batch_size=1) for b in ("eager", "onnxruntime")]
+        return [not_ok(InferRecord, session.name, "cpu", exc, backend=b, batch_size=1)
+                for b in ("eager", "onnxruntime")]
 
 
 class FakeParity(Phase):

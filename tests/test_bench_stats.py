@@ -129,7 +129,8 @@ def test_process_interval_covers_the_truth_about_as_often_as_it_claims():
     for rep in range(n):
         rng = np.random.default_rng(rep)
         a = [lognormal(10 * rep + i, 101, median=float(m)) for i, m in enumerate(rng.lognormal(0, 0.1, 5))]
-        b = [lognormal(10 * rep + 5 + i, 101, median=float(m)) for i, m in enumerate(rng.lognormal(np.log(1.1), 0.1, 5))]
+        b_medians = rng.lognormal(np.log(1.1), 0.1, 5)
+        b = [lognormal(10 * rep + 5 + i, 101, median=float(m)) for i, m in enumerate(b_medians)]
         _, lo, hi = process_ratio_ci(a, b, conf=0.90, n_boot=1000, seed=rep)
         truth = 1.1  # both runs' process medians drawn around exp(mu) with the same spread
         hits += lo <= truth <= hi
