@@ -247,7 +247,7 @@ def render_md(c: Comparison) -> str:
              else "_no row with raw samples is ok in both runs_")
     how = "\n".join(f"- {line}" for line in header_lines(c))
     return "\n".join([f"### bench.compare: B vs A at T = {c.threshold * 100:g}%", "",
-                      " ".join(summary_lines(c)), "", *(f"- {line}" for line in failing_lines(c)), table, "",
+                      "; ".join(summary_lines(c)), "", *(f"- {line}" for line in failing_lines(c)), table, "",
                       "<details><summary>how this was decided</summary>", "", how, "", "</details>"]) + "\n"
 
 
