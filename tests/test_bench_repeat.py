@@ -138,3 +138,17 @@ def test_repeat_count_defaults_and_refuses_zero():
     assert run.repeat_count(None, False, seam=True) == 1 and run.repeat_count(4, True, seam=True) == 4
     with pytest.raises(Exception, match="--repeat must be a positive integer, not 0"):
         run.repeat_count(0, False, seam=False)
+
+
+def test_an_interrupted_repeat_keeps_the_processes_done_and_says_incomplete(tmp_path, monkeypatch):
+    def interrupted(argv):
+        if len(CALLS) == 1:
+            raise KeyboardInterrupt  # Ctrl-C while process 2 runs: it wrote nothing
+        return launch(argv)
+
+    monkeypatch.setattr(repeat, "launch_process", interrupted)
+    code, data = bench(tmp_path)
+    assert code == 130 and len(CALLS) == 1
+    assert data["env"]["repeat"] == 1 and not data["env"]["complete"]
+    eager = next(r for r in data["records"] if r["model"] == "mlp" and r.get("backend") == "eager")
+    assert eager["latencies_ms"] == [1.0] * 4 and eager["samples_per_repeat"] == []
