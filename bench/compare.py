@@ -1,177 +1,47 @@
 """Compare two benchmark runs: ``python -m bench.compare A.json B.json [--threshold PCT] [--fail-on-regression PCT]
-[--normalize]``.
+[--normalize] [--floor PCT] [--format text|md|json]``.
 
-Rows are matched on what was measured (``Record.key()``). For every pair this compares the raw samples each run kept
-(per-call latencies for inference, per-query latencies for the serve phase's LoadGen rows, per-window samples/s for
-training and scaling): B vs A is the ratio of their medians, with a seeded bootstrap interval, printed as e.g.
-``1.27x slower [1.24, 1.30]``. A Server row compares its max rate instead (A's over B's), the interval from the two
-searches' brackets. Both runs' machine
-calibration probes are compared the same way, so a slower machine is not mistaken for slower code.
+The rule (bench.verdicts): rows matched on ``Record.key()``, B vs A as the ratio of the runs' medians with a bootstrap
+interval over processes then samples, widened by the between-run floor for rows measured in one process, and the
+machine check from both runs' calibration probes. This module loads the two files, decides, and renders: ``text``
+for a terminal (the default), ``md`` for a pull-request comment, ``json`` for CI (every row's medians, ratio,
+intervals and verdict, the machine check, the floor and the exit code). The gate's FAIL lines go to stderr and the
+exit code is the same in every format.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tabulate import tabulate
 
-from bench.measure.stats import median_ratio_ci
-from bench.records import InferRecord, Record, RunEnv, ScaleRecord, ServeRecord, TrainRecord
-from bench.report.load import load_results, probe_samples
+from bench.records import InferRecord, Record, RunEnv
+from bench.report.load import load_results
+from bench.verdicts import (
+    DECISION_RULE,
+    DEFAULT_FLOOR_PCT,
+    DEFAULT_THRESHOLD_PCT,
+    FLOOR_SOURCE,
+    VERDICTS,
+    Change,
+    compare_records,
+    fmt_ratio,
+    judge,
+    machine_changed,
+    machine_drift,
+    machine_state,
+    raw_samples,
+    slowdown_ci,
+    verdict,
+)
 
-DEFAULT_THRESHOLD_PCT = 5.0
-CONF = 0.95
-MIN_SAMPLES = 3  # fewer raw samples on either side: the interval means nothing, the row is inconclusive
-VERDICTS = ("regression", "improvement", "no change", "inconclusive")
-DECISION_RULE = (
-    "B vs A = median(B) / median(A) of the raw samples (per-call latency; per-window samples/s), as a slowdown or "
-    "speedup factor with its 95% bootstrap interval. Threshold T = --fail-on-regression PCT when given, else "
-    "--threshold (default 5%). A row is a regression (or improvement) only when the WHOLE interval lies beyond "
-    "T slower (faster); 'no change' when the whole interval lies within +-T; 'inconclusive' when it straddles T. "
-    "Machine drift: the runs' calibration probes are compared by the same rule; when they differ beyond T, verdicts "
-    "are withheld, or with --normalize every ratio is divided by the machine's ratio.")
-
-
-@dataclass
-class Change:
-    """One matched row: B's time over A's time (> 1 slower, < 1 faster) and its interval."""
-
-    record: Record
-    slowdown: float | None
-    lo: float | None
-    hi: float | None
-    n_a: int
-    n_b: int
-    verdict: str
-
-
-def raw_samples(rec: Record) -> tuple[list[float], bool] | None:
-    """(samples, lower_is_better) of a row: per-call (per-query) latency in ms, or per-window samples/s; None for
-    other tables."""
-    if isinstance(rec, ServeRecord) and rec.mode == "AccuracyOnly":
-        return None  # an accuracy pass: no latency to compare
-    if isinstance(rec, (InferRecord, ServeRecord)):
-        return list(rec.latencies_ms or []), True
-    if isinstance(rec, (TrainRecord, ScaleRecord)):
-        return list(rec.window_rates or []), False
-    return None
-
-
-def slowdown_ci(a: list[float], b: list[float], lower_is_better: bool) -> tuple[float, float, float]:
-    """(B time / A time, lo, hi): the ratio of medians oriented so > 1 always means B is slower."""
-    ratio, lo, hi = median_ratio_ci(a, b, conf=CONF, seed=0)
-    if lower_is_better:
-        return ratio, lo, hi
-    return _inv(ratio), _inv(hi), _inv(lo)
-
-
-def verdict(lo: float, hi: float, threshold: float) -> str:
-    """The decision rule: flag only when the whole interval lies beyond the threshold (a fraction, e.g. 0.05)."""
-    up, down = 1 + threshold, 1 / (1 + threshold)
-    if lo > up:
-        return "regression"
-    if hi < down:
-        return "improvement"
-    if lo >= down and hi <= up:
-        return "no change"
-    return "inconclusive"
-
-
-def fmt_ratio(s: float, lo: float, hi: float) -> str:
-    """``1.27x slower [1.24, 1.30]`` or ``1.10x faster [1.05, 1.15]`` (the interval in the same direction)."""
-    if s >= 1:
-        return f"{s:.2f}x slower [{lo:.2f}, {hi:.2f}]"
-    return f"{_inv(s):.2f}x faster [{_inv(hi):.2f}, {_inv(lo):.2f}]"
-
-
-def _inv(x: float) -> float:
-    return 1 / x if x > 0 else math.inf
-
-
-def machine_drift(env_a: RunEnv, env_b: RunEnv) -> dict[str, Any] | None:
-    """B's machine time over A's from the calibration probes both runs share: the geometric mean of the probes'
-    ratios and of their interval ends (conservative: as if the probes' errors were fully correlated)."""
-    pa, pb = probe_samples(env_a.calibration), probe_samples(env_b.calibration)
-    names = sorted(set(pa) & set(pb))
-    if not names:
-        return None
-    try:
-        probes = {name: median_ratio_ci(pa[name], pb[name], conf=CONF, seed=0) for name in names}
-    except (TypeError, ValueError):  # junk in a calibration block: treat it as missing
-        return None
-
-    def geo(i: int) -> float:
-        return math.exp(sum(math.log(p[i]) for p in probes.values()) / len(probes))
-
-    return {"ratio": geo(0), "lo": geo(1), "hi": geo(2), "probes": probes}
-
-
-def rate_bracket(rec: ServeRecord) -> tuple[float, float] | None:
-    """A Server row's max rate as the interval its search left: [highest passing, lowest failing above it] (the
-    passing rate twice when no probe above it failed); None without an answer."""
-    if rec.max_rate_qps is None or rec.max_rate_qps <= 0:
-        return None
-    above = [p["target_qps"] for p in rec.probes if not p.get("met_bound") and p["target_qps"] > rec.max_rate_qps]
-    return rec.max_rate_qps, min(above) if above else rec.max_rate_qps
-
-
-def judge_rates(ra: ServeRecord, rb: ServeRecord, threshold: float,
-                machine: tuple[float, float, float] | None) -> Change:
-    """Server rows: B's time over A's time is A's max rate over B's, its interval from the two search brackets
-    (each capacity lies in its bracket), so a search's resolution is never read as a change."""
-    a, b = rate_bracket(ra), rate_bracket(rb)
-    if a is None or b is None:
-        return Change(rb, None, None, None, len(ra.probes), len(rb.probes), "inconclusive")
-    s, lo, hi = a[0] / b[0], a[0] / b[1], a[1] / b[0]
-    if machine is not None:
-        s, lo, hi = s / machine[0], lo / machine[2], hi / machine[1]
-    return Change(rb, s, lo, hi, len(ra.probes), len(rb.probes), verdict(lo, hi, threshold))
-
-
-def judge(ra: Record, rb: Record, threshold: float, machine: tuple[float, float, float] | None) -> Change | None:
-    """The change from row ``ra`` to row ``rb`` (both ok), or None for a table without raw samples.
-
-    ``machine`` = (ratio, lo, hi) divides the ratio (--normalize): lo by the machine's hi, hi by its lo, so the
-    machine's own uncertainty widens the interval rather than vanishing.
-    """
-    if isinstance(ra, ServeRecord) and isinstance(rb, ServeRecord) and ra.scenario == "Server":
-        return judge_rates(ra, rb, threshold, machine)
-    pair = raw_samples(ra), raw_samples(rb)
-    if pair[0] is None or pair[1] is None:
-        return None
-    (sa, lower_better), (sb, _) = pair
-    try:
-        if min(len(sa), len(sb)) < MIN_SAMPLES:
-            raise ValueError("too few samples")
-        s, lo, hi = slowdown_ci(sa, sb, lower_better)
-    except (TypeError, ValueError):  # too few samples, a median of zero, junk values: no ratio to judge
-        return Change(rb, None, None, None, len(sa), len(sb), "inconclusive")
-    if machine is not None:
-        s, lo, hi = s / machine[0], lo / machine[2], hi / machine[1]
-    return Change(rb, s, lo, hi, len(sa), len(sb), verdict(lo, hi, threshold))
-
-
-def compare_records(rec_a: list[Record], rec_b: list[Record], threshold: float,
-                    machine: tuple[float, float, float] | None = None) -> dict[str, Any]:
-    """Changes of every row ok in both runs, the rows ok in A that fail in B, and what appears in one run only."""
-    index_a = {r.key(): r for r in rec_a}
-    index_b = {r.key(): r for r in rec_b}
-    changes = []
-    for key, ra in index_a.items():
-        rb = index_b.get(key)
-        if rb is not None and ra.ok and rb.ok:
-            change = judge(ra, rb, threshold, machine)
-            if change is not None:
-                changes.append(change)
-    now_failing = [index_b[k] for k, ra in index_a.items()
-                   if ra.ok and k in index_b and index_b[k].status == "failed"]
-    return {"changes": changes, "now_failing": now_failing,
-            "only_a": [r for k, r in index_a.items() if k not in index_b],
-            "only_b": [r for k, r in index_b.items() if k not in index_a]}
-
+__all__ = ["Change", "Comparison", "compare_records", "fmt_ratio", "judge", "machine_drift", "main", "raw_samples",
+           "slowdown_ci", "verdict"]
 
 def env_notes(env_a: RunEnv, env_b: RunEnv) -> list[str]:
     """What differs between the runs besides the code, each a note line."""
@@ -188,57 +58,31 @@ def env_notes(env_a: RunEnv, env_b: RunEnv) -> list[str]:
     return notes
 
 
-def describe_env(tag: str, path: str, env: RunEnv) -> str:
-    return (f"{tag}: {path} | {env.device_name or '?'} ({env.device or '?'}) | torch {env.torch or '?'} | "
-            f"threads {env.threads if env.threads is not None else '?'} | commit {env.git_commit or '?'} | "
-            f"{env.timestamp or '?'}{' | QUICK' if env.quick else ''}{'' if env.complete else ' | INCOMPLETE'}")
+@dataclass
+class Comparison:
+    """Everything one comparison decided, for any of its renderings (bench.compare_format)."""
 
+    path_a: str
+    path_b: str
+    env_a: RunEnv
+    env_b: RunEnv
+    threshold: float  # a fraction
+    floor: float  # a fraction
+    floor_source: str
+    gate_pct: float | None  # --fail-on-regression
+    drift: dict[str, Any] | None
+    normalized: bool
+    withheld: bool
+    result: dict[str, Any]
 
-def report_machine(drift: dict[str, Any] | None, threshold: float) -> str:
-    """One line on the machines, and whether they differ beyond the threshold ('changed'), are the same within it
-    ('same'), or cannot be told apart ('inconclusive' / 'unknown')."""
-    if drift is None:
-        return "machine: no calibration probe in both runs: a machine change cannot be told from a code change"
-    probes = ", ".join(f"{name} {fmt_ratio(*r)}" for name, r in drift["probes"].items())
-    word = verdict(drift["lo"], drift["hi"], threshold)
-    state = {"regression": "changed (slower)", "improvement": "changed (faster)", "no change": "same",
-             "inconclusive": "inconclusive"}[word]
-    return (f"machine: B vs A calibration {fmt_ratio(drift['ratio'], drift['lo'], drift['hi'])} ({probes}): "
-            f"{state} at T = {threshold * 100:g}%")
+    def regressions(self) -> list[Change]:
+        return [] if self.withheld else [c for c in self.result["changes"] if c.verdict == "regression"]
 
+    def gate_failed(self) -> bool:
+        return self.gate_pct is not None and bool(self.regressions())
 
-def machine_changed(drift: dict[str, Any] | None, threshold: float) -> bool:
-    return drift is not None and verdict(drift["lo"], drift["hi"], threshold) in ("regression", "improvement")
-
-
-def _label(rec: Record) -> list[str]:
-    return [rec.model, rec.phase, rec.describe()]
-
-
-def print_table(changes: list[Change], withheld: bool) -> None:
-    rows = []
-    for c in changes:
-        ratio = "no ratio (too few or zero samples)" if c.slowdown is None else fmt_ratio(c.slowdown, c.lo, c.hi)
-        word = "withheld" if withheld and c.slowdown is not None else c.verdict
-        rows.append([*_label(c.record), f"{c.n_a}/{c.n_b}", ratio, word])
-    if rows:
-        print(tabulate(rows, headers=["model", "phase", "row", "n A/B", "B vs A [95% CI]", "verdict"],
-                       tablefmt="github", disable_numparse=True))
-    else:
-        print("no row with raw samples is ok in both runs")
-
-
-def summarize(result: dict[str, Any], withheld: bool) -> None:
-    for rec in result["now_failing"]:
-        print(f"now failing: {' '.join(x for x in _label(rec) if x)}: {rec.reason or 'no reason recorded'}")
-    counts = {v: sum(c.verdict == v for c in result["changes"]) for v in VERDICTS}
-    if withheld:
-        print("\nmachine changed: verdicts withheld (re-run on the same machine, or pass --normalize)")
-    else:
-        print(f"\n{counts['regression']} regressions, {counts['improvement']} improvements, "
-              f"{counts['no change']} no change, {counts['inconclusive']} inconclusive")
-    print(f"{len(result['now_failing'])} now failing; {len(result['only_a'])} rows only in A, "
-          f"{len(result['only_b'])} only in B")
+    def exit_code(self) -> int:
+        return 1 if self.gate_failed() or self.result["now_failing"] else 0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -260,53 +104,208 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize", action="store_true",
                    help="divide every ratio by the machine calibration ratio instead of withholding verdicts when "
                         "the machines differ")
+    p.add_argument("--floor", type=float, metavar="PCT",
+                   help=f"the between-run floor F for rows measured in one process in either run (default "
+                        f"{DEFAULT_FLOOR_PCT:g}: see bench.verdicts.DEFAULT_FLOOR_PCT; measure yours with --repeat)")
+    p.add_argument("--format", choices=("text", "md", "json"), default="text",
+                   help="text (default), md (a table for a pull-request comment) or json (every verdict, for CI)")
     return p
 
 
-def _threshold(args: argparse.Namespace) -> float:
+def _pct(args: argparse.Namespace) -> tuple[float, float, str]:
+    """(T, F, F's source) as fractions; ValueError on a negative or non-finite percentage."""
     pct = args.fail_on_regression if args.fail_on_regression is not None else args.threshold
     flag = "--fail-on-regression" if args.fail_on_regression is not None else "--threshold"
-    if not (math.isfinite(pct) and pct >= 0):
-        raise ValueError(f"{flag} must be a percentage >= 0, not {pct:g}")
-    return pct / 100.0
+    floor = DEFAULT_FLOOR_PCT if args.floor is None else args.floor
+    for name, value in ((flag, pct), ("--floor", floor)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a percentage >= 0, not {value:g}")
+    return pct / 100.0, floor / 100.0, FLOOR_SOURCE if args.floor is None else "from --floor"
+
+
+def compare_files(args: argparse.Namespace) -> Comparison:
+    """The comparison the command line asks for; ValueError (one line) on bad input."""
+    threshold, floor, source = _pct(args)
+    env_a, rec_a = load_results(args.a)
+    env_b, rec_b = load_results(args.b)
+    drift = machine_drift(env_a, env_b)
+    changed = machine_changed(drift, threshold)
+    normalize = changed and args.normalize
+    result = compare_records(rec_a, rec_b, threshold,
+                             (drift["ratio"], drift["lo"], drift["hi"]) if normalize else None, floor)
+    return Comparison(args.a, args.b, env_a, env_b, threshold, floor, source, args.fail_on_regression, drift,
+                      normalize, changed and not normalize, result)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        threshold = _threshold(args)
-        env_a, rec_a = load_results(args.a)
-        env_b, rec_b = load_results(args.b)
+        comparison = compare_files(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(describe_env("A", args.a, env_a))
-    print(describe_env("B", args.b, env_b))
-    print(f"rule: {DECISION_RULE} (T = {threshold * 100:g}%)")
-    for note in env_notes(env_a, env_b):
-        print(note)
-    drift = machine_drift(env_a, env_b)
-    print(report_machine(drift, threshold))
-    changed = machine_changed(drift, threshold)
-    normalize = changed and args.normalize
-    if normalize:
-        print(f"normalized: every ratio below is divided by the machine's {drift['ratio']:.3f}")
-    result = compare_records(rec_a, rec_b, threshold,
-                             (drift["ratio"], drift["lo"], drift["hi"]) if normalize else None)
-    withheld = changed and not normalize
-    print()
-    print_table(result["changes"], withheld)
-    summarize(result, withheld)
-    regressions = [c for c in result["changes"] if c.verdict == "regression"] if not withheld else []
-    failed_gate = args.fail_on_regression is not None and bool(regressions)
-    if failed_gate:
-        worst = max(regressions, key=lambda c: c.lo)
-        print(f"FAIL: {len(regressions)} regressions beyond {args.fail_on_regression:g}% (worst: "
-              f"{' '.join(x for x in _label(worst.record) if x)} {fmt_ratio(worst.slowdown, worst.lo, worst.hi)})",
-              file=sys.stderr)
-    if result["now_failing"]:
-        print(f"FAIL: {len(result['now_failing'])} rows ok in A now fail in B", file=sys.stderr)
-    return 1 if failed_gate or result["now_failing"] else 0
+    print(RENDERERS[args.format](comparison), end="")
+    print_gate(comparison)
+    return comparison.exit_code()
+
+
+JSON_FORMAT = 1  # the layout version of --format json
+HEADERS = ["model", "phase", "row", "procs A/B", "n A/B", "B vs A [95% CI]", "within-process [95% CI]",
+           "spread A/B", "verdict"]
+
+
+def _label(rec: Record) -> list[str]:
+    return [rec.model, rec.phase, rec.describe()]
+
+
+def _name(rec: Record) -> str:
+    return " ".join(x for x in _label(rec) if x)
+
+
+def describe_env(tag: str, path: str, env: RunEnv) -> str:
+    repeat = f" | {env.repeat} processes" if env.repeat > 1 else ""
+    return (f"{tag}: {path} | {env.device_name or '?'} ({env.device or '?'}) | torch {env.torch or '?'} | "
+            f"threads {env.threads if env.threads is not None else '?'} | commit {env.git_commit or '?'} | "
+            f"{env.timestamp or '?'}{repeat}{' | QUICK' if env.quick else ''}{'' if env.complete else ' | INCOMPLETE'}")
+
+
+def machine_line(c: Comparison) -> str:
+    """One line on the machines, and whether they differ beyond the threshold."""
+    if c.drift is None:
+        return "machine: no calibration probe in both runs: a machine change cannot be told from a code change"
+    probes = ", ".join(f"{name} {fmt_ratio(*r)}" for name, r in c.drift["probes"].items())
+    return (f"machine: B vs A calibration {fmt_ratio(c.drift['ratio'], c.drift['lo'], c.drift['hi'])} ({probes}): "
+            f"{machine_state(c.drift, c.threshold)} at T = {c.threshold * 100:g}%")
+
+
+def floor_line(c: Comparison) -> str:
+    widened = sum(x.floor > 0 for x in c.result["changes"])
+    return (f"floor: F = {c.floor * 100:g}%, {c.floor_source}; it widens the {widened} rows measured in one process in "
+            f"either run (marked +F); rows measured in >= 2 processes in both runs are judged on their own interval")
+
+
+def shown_verdict(change: Change, withheld: bool) -> str:
+    return "withheld" if withheld and change.slowdown is not None else change.verdict
+
+
+def _spread(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.0f}%"
+
+
+def table_rows(c: Comparison) -> list[list[str]]:
+    rows = []
+    for x in c.result["changes"]:
+        if x.slowdown is None:
+            ratio, within = "no ratio (too few or zero samples)", "-"
+        else:
+            ratio = fmt_ratio(x.slowdown, x.lo, x.hi) + (" +F" if x.floor > 0 else "")
+            within = fmt_ratio(x.within, x.within_lo, x.within_hi)
+        rows.append([*_label(x.record), f"{x.procs_a}/{x.procs_b}", f"{x.n_a}/{x.n_b}", ratio, within,
+                     f"{_spread(x.spread_a)}/{_spread(x.spread_b)}", shown_verdict(x, c.withheld)])
+    return rows
+
+
+def counts(c: Comparison) -> dict[str, int]:
+    return {v: sum(x.verdict == v for x in c.result["changes"]) for v in VERDICTS}
+
+
+def summary_lines(c: Comparison) -> list[str]:
+    n = counts(c)
+    first = ("machine changed: verdicts withheld (re-run on the same machine, or pass --normalize)" if c.withheld
+             else f"{n['regression']} regressions, {n['improvement']} improvements, {n['no change']} no change, "
+                  f"{n['inconclusive']} inconclusive")
+    r = c.result
+    return [first, f"{len(r['now_failing'])} now failing; {len(r['only_a'])} rows only in A, "
+                   f"{len(r['only_b'])} only in B"]
+
+
+def header_lines(c: Comparison) -> list[str]:
+    lines = [describe_env("A", c.path_a, c.env_a), describe_env("B", c.path_b, c.env_b),
+             f"rule: {DECISION_RULE} (T = {c.threshold * 100:g}%)", floor_line(c), *env_notes(c.env_a, c.env_b),
+             machine_line(c)]
+    if c.normalized:
+        lines.append(f"normalized: every ratio below is divided by the machine's {c.drift['ratio']:.3f}")
+    return lines
+
+
+def failing_lines(c: Comparison) -> list[str]:
+    return [f"now failing: {_name(rec)}: {rec.reason or 'no reason recorded'}" for rec in c.result["now_failing"]]
+
+
+def render_text(c: Comparison) -> str:
+    rows = table_rows(c)
+    table = (tabulate(rows, headers=HEADERS, tablefmt="github", disable_numparse=True) if rows
+             else "no row with raw samples is ok in both runs")
+    return "\n".join([*header_lines(c), "", table, *failing_lines(c), "", *summary_lines(c)]) + "\n"
+
+
+def render_md(c: Comparison) -> str:
+    """A pull-request comment: the verdict first, the table, then how it was decided (in a details block)."""
+    flagged = [row for row in table_rows(c) if row[-1] in ("regression", "improvement")]
+    rows = [[*row[:-1], f"**{row[-1]}**" if row in flagged else row[-1]] for row in table_rows(c)]
+    table = (tabulate(rows, headers=HEADERS, tablefmt="github", disable_numparse=True) if rows
+             else "_no row with raw samples is ok in both runs_")
+    how = "\n".join(f"- {line}" for line in header_lines(c))
+    return "\n".join([f"### bench.compare: B vs A at T = {c.threshold * 100:g}%", "",
+                      "; ".join(summary_lines(c)), "", *(f"- {line}" for line in failing_lines(c)), table, "",
+                      "<details><summary>how this was decided</summary>", "", how, "", "</details>"]) + "\n"
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None else float(f"{x:.6g}")
+
+
+def row_json(x: Change, withheld: bool) -> dict[str, Any]:
+    rec = x.record
+    return {"key": [v for v in rec.key()], "model": rec.model, "phase": rec.phase, "row": rec.describe(),
+            "unit": "ms per call" if isinstance(rec, InferRecord) else "samples/s",
+            "lower_is_better": isinstance(rec, InferRecord), "median_a": _num(x.stat_a), "median_b": _num(x.stat_b),
+            "slowdown": _num(x.slowdown), "lo": _num(x.lo), "hi": _num(x.hi), "within": _num(x.within),
+            "within_lo": _num(x.within_lo), "within_hi": _num(x.within_hi), "floor_pct": _num(x.floor * 100), "processes_a": x.procs_a,
+            "processes_b": x.procs_b, "n_a": x.n_a, "n_b": x.n_b, "spread_a": _num(x.spread_a),
+            "spread_b": _num(x.spread_b), "rule_verdict": x.verdict, "verdict": shown_verdict(x, withheld)}
+
+
+def _run_json(path: str, env: RunEnv) -> dict[str, Any]:
+    return {"path": path, "device": env.device, "device_name": env.device_name, "torch": env.torch,
+            "threads": env.threads, "git_commit": env.git_commit, "timestamp": env.timestamp, "repeat": env.repeat,
+            "quick": env.quick, "complete": env.complete}
+
+
+def machine_json(c: Comparison) -> dict[str, Any]:
+    d = c.drift
+    if d is None:
+        return {"state": "unknown", "ratio": None, "lo": None, "hi": None, "probes": {}}
+    return {"state": machine_state(d, c.threshold), "ratio": _num(d["ratio"]), "lo": _num(d["lo"]),
+            "hi": _num(d["hi"]), "probes": {k: [_num(v) for v in r] for k, r in d["probes"].items()}}
+
+
+def render_json(c: Comparison) -> str:
+    r = c.result
+    doc = {"format": JSON_FORMAT, "a": _run_json(c.path_a, c.env_a), "b": _run_json(c.path_b, c.env_b),
+           "rule": DECISION_RULE, "threshold_pct": _num(c.threshold * 100), "gate_pct": c.gate_pct,
+           "floor": {"pct": _num(c.floor * 100), "source": c.floor_source}, "machine": machine_json(c),
+           "normalized": c.normalized, "withheld": c.withheld, "notes": env_notes(c.env_a, c.env_b),
+           "rows": [row_json(x, c.withheld) for x in r["changes"]], "counts": counts(c),
+           "now_failing": [{"key": list(rec.key()), "row": _name(rec), "reason": rec.reason}
+                           for rec in r["now_failing"]],
+           "only_a": [list(rec.key()) for rec in r["only_a"]], "only_b": [list(rec.key()) for rec in r["only_b"]],
+           "exit_code": c.exit_code()}
+    return json.dumps(doc, indent=1) + "\n"
+
+
+RENDERERS: dict[str, Callable[[Comparison], str]] = {"text": render_text, "md": render_md, "json": render_json}
+
+
+def print_gate(c: Comparison) -> None:
+    """The FAIL lines on stderr (every format): the worst regression beyond the gate, and rows now failing."""
+    regressions = c.regressions()
+    if c.gate_failed():
+        worst = max(regressions, key=lambda x: x.lo)
+        print(f"FAIL: {len(regressions)} regressions beyond {c.gate_pct:g}% (worst: {_name(worst.record)} "
+              f"{fmt_ratio(worst.slowdown, worst.lo, worst.hi)})", file=sys.stderr)
+    if c.result["now_failing"]:
+        print(f"FAIL: {len(c.result['now_failing'])} rows ok in A now fail in B", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,6 @@ def probe_machine(ctx: BenchContext, env: RunEnv) -> None:
     the device's measured peaks (into env, and the peaks into ctx for every row's % of peak)."""
     note_load(env, "load_avg_at_start")
     env.maths = dict(apply_policy(ctx.device))
-    env.calibration = dict(calibrate(ctx.device))
+    env.calibration = dict(calibrate(ctx.device, ctx.threads))
     env.peaks = dict(measure_peaks(ctx.device, list(ctx.precisions)))
     ctx.peaks = dict(env.peaks)

@@ -23,6 +23,7 @@ from bench.matrix import METRICS, figure_of, sort_key
 from bench.records import Record, RunEnv
 from bench.report.load import first_line, parse_results
 from bench.report.tables import num, pct, table
+from bench.verdicts import DEFAULT_FLOOR_PCT
 
 GIT_TIMEOUT_S = 120
 
@@ -100,7 +101,8 @@ def machine_factor(ref: RunEnv, env: RunEnv) -> float | None:
     return drift["ratio"] if drift else None
 
 
-def build(loaded: list[Version], metric: str, threshold: float, normalize: bool) -> dict[str, list[Series]]:
+def build(loaded: list[Version], metric: str, threshold: float, normalize: bool,
+          floor: float = DEFAULT_FLOOR_PCT / 100) -> dict[str, list[Series]]:
     """Model -> one series per row key, a point per loaded version (None where the version lacks the row)."""
     indexes = [{r.key(): r for r in v.records} for v in loaded]
     keys = list(dict.fromkeys(k for index in indexes for k, r in index.items() if figure_of(r, metric)))
@@ -124,7 +126,7 @@ def build(loaded: list[Version], metric: str, threshold: float, normalize: bool)
             point = Point(value, cell.spread)
             if prev is not None:
                 point.step, point.ratio = step(loaded[prev[0]].env, loaded[i].env, prev[1], rec, threshold,
-                                               normalize)
+                                               normalize, floor)
             series.points.append(point)
             prev = (i, rec)
         if series is not None:
@@ -133,12 +135,13 @@ def build(loaded: list[Version], metric: str, threshold: float, normalize: bool)
 
 
 def step(env_a: RunEnv, env_b: RunEnv, ra: Record, rb: Record, threshold: float,
-         normalize: bool) -> tuple[str | None, float | None]:
-    """bench.compare's verdict on a -> b (and its time ratio), its machine check included."""
+         normalize: bool, floor: float = DEFAULT_FLOOR_PCT / 100) -> tuple[str | None, float | None]:
+    """bench.compare's verdict on a -> b (and its time ratio): its machine check and its between-run floor for rows
+    measured in one process included."""
     drift = machine_drift(env_a, env_b)
     changed = machine_changed(drift, threshold)
     machine = (drift["ratio"], drift["lo"], drift["hi"]) if changed and normalize else None
-    change = judge(ra, rb, threshold, machine)
+    change = judge(ra, rb, threshold, machine, floor)
     if change is None:
         return None, None
     if changed and not normalize:
@@ -168,7 +171,8 @@ def render(path: str, all_versions: list[Version], series: dict[str, list[Series
            f"{len(all_versions)} committed versions, {len(loaded)} read, {len(all_versions) - len(loaded)} skipped. "
            f"Each cell is the record's median ± IQR as % of it{divided}; a **bold** cell is a step from the previous version "
            f"that bench.compare's rule flags at T = {threshold * 100:g}% (the whole 95% bootstrap interval of the "
-           "ratio of medians beyond T); `machine changed`: the calibration probes differ beyond T, so the step is "
+           "ratio of medians beyond T, widened by the between-run floor F for a row measured in one process; "
+           "see bench.compare --floor); `machine changed`: the calibration probes differ beyond T, so the step is "
            "withheld (pass --normalize to divide by it).", ""]
     out += [f"- {v.label} read: {v.subject[:90]}" for v in loaded]
     out += [f"- {v.label} **skipped**: {v.skipped}" for v in all_versions if v.skipped is not None]
@@ -196,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize", action="store_true", help="divide by each run's machine calibration ratio")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD_PCT, metavar="PCT",
                    help=f"T of bench.compare's rule for a step (default {DEFAULT_THRESHOLD_PCT:g})")
+    p.add_argument("--floor", type=float, default=DEFAULT_FLOOR_PCT, metavar="PCT",
+                   help=f"bench.compare's between-run floor for rows measured in one process (default "
+                        f"{DEFAULT_FLOOR_PCT:g}; 0 judges them on within-process noise alone)")
     p.add_argument("--out", metavar="FILE.md", help="write the Markdown here (default: stdout); PNGs go beside it")
     p.add_argument("--plots", metavar="DIR", help="write one PNG per model here (default: beside --out)")
     return p
@@ -208,13 +215,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not (math.isfinite(args.threshold) and args.threshold >= 0):
             raise ValueError(f"--threshold must be a percentage >= 0, not {args.threshold:g}")
+        if not (math.isfinite(args.floor) and args.floor >= 0):
+            raise ValueError(f"--floor must be a percentage >= 0, not {args.floor:g}")
         found = versions(args.path)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     threshold = args.threshold / 100
     loaded = [v for v in found if v.skipped is None]
-    series = build(loaded, args.metric, threshold, args.normalize) if loaded else {}
+    series = build(loaded, args.metric, threshold, args.normalize, args.floor / 100) if loaded else {}
 
     def draw(folder: str) -> dict[str, str]:
         from bench.report.plots import history_pngs

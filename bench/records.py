@@ -119,6 +119,7 @@ class TrainRecord(Record):
     samples_per_s: float | None = None  # median over windows
     samples_per_s_iqr: float | None = None
     window_rates: list[float] = field(default_factory=list)  # raw samples: samples/s of every timed window
+    samples_per_repeat: list[int] = field(default_factory=list)  # --repeat: window_rates per process, in order
     windows: int | None = None
     steps_per_window: int | None = None
     samples_stepped: int | None = None  # samples actually stepped in the timed windows (short batches counted)
@@ -147,6 +148,7 @@ class InferRecord(Record):
     clock: str | None = None  # how a call was timed, e.g. "perf_counter, device sync per call"
     n_calls: int | None = None
     latencies_ms: list[float] = field(default_factory=list)  # raw samples, one per timed call
+    samples_per_repeat: list[int] = field(default_factory=list)  # --repeat: latencies_ms per process, in order
     p50_ms: float | None = None
     p90_ms: float | None = None  # None when n_calls < PERCENTILE_MIN_CALLS[90]
     p99_ms: float | None = None  # None when n_calls < PERCENTILE_MIN_CALLS[99]
@@ -213,6 +215,7 @@ class ScaleRecord(Record):
     samples_per_s: float | None = None
     samples_per_s_iqr: float | None = None
     window_rates: list[float] = field(default_factory=list)
+    samples_per_repeat: list[int] = field(default_factory=list)  # --repeat: window_rates per process, in order
     windows: int | None = None
     steps_per_window: int | None = None
     ideal: str | None = None  # how the ideal is defined for this setup, e.g. "N x rate(1)" or "rate(1), same cores"
@@ -305,6 +308,7 @@ class RunEnv:
     timestamp: str = ""
     command: str | None = None
     quick: bool = False
+    repeat: int = 1  # fresh processes each repeated phase was measured in (--repeat); rows say how they split
     wall_s: float | None = None
     budget_s: float | None = None
     clock: str | None = None  # the one clock every latency row uses

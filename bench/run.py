@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from bench.repeat import DEFAULT_REPEAT, QUICK_REPEAT
 from zoo.errors import UserError
 
 DESCRIPTION = ("Benchmark the zoo: training throughput per data path, inference latency per backend, ONNX Runtime "
@@ -67,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "(default: per model, from its batch-1 latency)")
     p.add_argument("--max-procs", type=int, help="scale phase: most processes (default: CPU count, or GPU count)")
     p.add_argument("--out", default="results", help="output root (default results/); results go to OUT/<device>/")
+    p.add_argument("--repeat", type=int, metavar="N",
+                   help=f"measure each phase with raw samples in N fresh processes, one after the other, and merge "
+                        f"them (bench.repeat), so bench.compare sees run-to-run noise (default {DEFAULT_REPEAT}, "
+                        f"--quick {QUICK_REPEAT})")
     p.add_argument("--debug", action="store_true", help="let measurement errors raise with a traceback")
     return p
 
@@ -264,10 +269,20 @@ def finished(ctx, records, t0: float, stream) -> int:
     return 1 if failed else 0
 
 
+def repeat_count(flag: int | None, quick: bool, *, seam: bool) -> int:
+    """Processes per run: --repeat, else the default (one under the tests' phase seam: fakes live in this process)."""
+    if flag is not None and flag < 1:
+        raise UserError(f"--repeat must be a positive integer, not {flag}")
+    if flag is not None:
+        return flag
+    return 1 if seam else (QUICK_REPEAT if quick else DEFAULT_REPEAT)
+
+
 def main(argv: list[str] | None = None, *, phases: Mapping | None = None, probe: Callable | None = None) -> int:
     """The command line. ``phases`` (default bench.phases.PHASES) and ``probe`` (default bench.env.probe_machine)
     are the seams tests use to run the driver on fake phases."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    seam = phases is not None
     try:
         args = build_parser().parse_args(argv)
         if phases is None:
@@ -278,6 +293,7 @@ def main(argv: list[str] | None = None, *, phases: Mapping | None = None, probe:
 
         from bench.plan import make_context
 
+        repeat = repeat_count(args.repeat, args.quick, seam=seam)
         ctx, skipped = make_context(args, phases)
         torch.set_num_threads(ctx.threads)
     except UserError as exc:
@@ -288,6 +304,10 @@ def main(argv: list[str] | None = None, *, phases: Mapping | None = None, probe:
         return 130
     command = " ".join(["python -m bench.run", *map(shlex.quote, argv)])
     try:
+        if repeat > 1:
+            from bench.repeat import run_repeated
+
+            return run_repeated(ctx, phases, argv, command, repeat)
         return run_bench(ctx, phases, command=command, skipped=skipped, probe=probe)
     except KeyboardInterrupt:  # after the last write (or during the first setup): nothing more to save
         print("interrupted", file=sys.stderr)

@@ -53,7 +53,10 @@ def write(path, recs, cal_scale: float = 1.0, seed: int = 0, **env) -> str:
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
-    code = compare.main([str(a) for a in argv])
+    """bench.compare on one-process runs at F = 0 (the rule at T alone) unless --floor is given: the floor and the
+    repeated runs have their own tests below."""
+    argv = [str(a) for a in argv]
+    code = compare.main(argv if "--floor" in argv else [*argv, "--floor", "0"])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -270,12 +273,12 @@ def flat_runs(tmp_path, b_scale: float = 1.0, **b_env) -> tuple[str, str]:
 
 
 TABLE = """\
-| model   | phase   | row             | n A/B   | B vs A [95% CI]                    | verdict      |
-|---------|---------|-----------------|---------|------------------------------------|--------------|
-| mlp     | infer   | eager b=1       | 5/5     | 1.25x slower [1.25, 1.25]          | {v[0]:<12} |
-| mlp     | infer   | onnxruntime b=8 | 5/5     | 1.25x faster [1.25, 1.25]          | {v[1]:<12} |
-| lenet   | train   | fast b=64       | 5/5     | 1.03x faster [1.03, 1.03]          | {v[2]:<12} |
-| lenet   | scale   | procs=2 b=32    | 5/2     | no ratio (too few or zero samples) | inconclusive |"""
+| model   | phase   | row             | procs A/B   | n A/B   | B vs A [95% CI]                    | within-process [95% CI]   | spread A/B   | verdict      |
+|---------|---------|-----------------|-------------|---------|------------------------------------|---------------------------|--------------|--------------|
+| mlp     | infer   | eager b=1       | 1/1         | 5/5     | 1.25x slower [1.25, 1.25]          | 1.25x slower [1.25, 1.25] | -/-          | {v[0]:<12} |
+| mlp     | infer   | onnxruntime b=8 | 1/1         | 5/5     | 1.25x faster [1.25, 1.25]          | 1.25x faster [1.25, 1.25] | -/-          | {v[1]:<12} |
+| lenet   | train   | fast b=64       | 1/1         | 5/5     | 1.03x faster [1.03, 1.03]          | 1.03x faster [1.03, 1.03] | -/-          | {v[2]:<12} |
+| lenet   | scale   | procs=2 b=32    | 1/1         | 5/2     | no ratio (too few or zero samples) | -                         | -/-          | inconclusive |"""
 
 
 def test_the_whole_report_of_a_gated_comparison(tmp_path, capsys):
@@ -287,6 +290,8 @@ def test_the_whole_report_of_a_gated_comparison(tmp_path, capsys):
         f"B: {b} | Test CPU (cpu) | torch 2.x | threads 1 | commit abc1234 | 2030-01-01T00:00:00+00:00 | QUICK | "
         "INCOMPLETE",
         f"rule: {compare.DECISION_RULE} (T = 10%)",
+        "floor: F = 0%, from --floor; it widens the 0 rows measured in one process in either run (marked +F); rows "
+        "measured in >= 2 processes in both runs are judged on their own interval",
         "note: torch threads differs: A 2, B 1; changes reflect that too, not only the code",
         "note: one run is --quick and the other is not: their sample counts and settings differ",
         "machine: B vs A calibration 1.00x slower [1.00, 1.00] (copy 1.00x slower [1.00, 1.00], matmul 1.00x slower "
@@ -307,7 +312,7 @@ def test_the_whole_report_on_a_slower_machine(tmp_path, capsys):
     code, out, err = run(capsys, a, b)
     assert code == 1 and err == "FAIL: 1 rows ok in A now fail in B\n"
     lines = out.splitlines()
-    assert lines[2:7] == [
+    assert lines[2:3] + lines[4:8] == [
         f"rule: {compare.DECISION_RULE} (T = 5%)",
         "note: device differs: A 'cpu', B 'cuda'; changes reflect that too, not only the code",
         "note: device model differs: A 'Test CPU', B 'Other CPU'; changes reflect that too, not only the code",
@@ -451,13 +456,16 @@ def test_a_machine_within_noise_of_the_threshold_is_inconclusive(tmp_path, capsy
 def test_help_documents_every_argument_and_the_exit_status():
     text = " ".join(compare.build_parser().format_help().split())  # independent of the terminal's width
     assert text.startswith("usage: python -m bench.compare [-h] [--threshold PCT] [--fail-on-regression PCT] "
-                           "[--normalize] A.json B.json Compare two results.json files (B against A). ")
+                           "[--normalize] [--floor PCT] [--format {text,md,json}] A.json B.json Compare two "
+                           "results.json files (B against A). ")
     for needle in (
             " A.json the baseline run B.json the run to judge ",
             " --threshold PCT T for the verdicts when --fail-on-regression is not given (default 5) "
             "--fail-on-regression PCT T = PCT, and exit 1 when any row is a regression beyond it --normalize divide "
             "every ratio by the machine calibration ratio instead of withholding verdicts when the machines differ "
-            "B vs A = ",
+            "--floor PCT the between-run floor F for rows measured in one process in either run (default 60: see "
+            "bench.verdicts.DEFAULT_FLOOR_PCT; measure yours with --repeat) --format {text,md,json} text (default), md "
+            "(a table for a pull-request comment) or json (every verdict, for CI) B vs A = ",
             "divided by the machine's ratio. Exit status: 1 when a row that was ok in A fails in B, or when "
             "--fail-on-regression is given and a row is a regression beyond it; 2 on bad input; else 0."):
         assert needle in text, needle

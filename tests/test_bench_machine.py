@@ -19,14 +19,20 @@ def small(monkeypatch):
 
 
 def test_calibration_keeps_raw_samples_and_medians():
-    cal = calibrate("cpu")
-    assert cal["threads"] == 1 and cal["device"] == "cpu" and "perf_counter" in cal["method"]
-    assert set(cal["probes"]) == {"matmul_fp32_256", "copy_32MB"}
-    for probe in cal["probes"].values():
-        assert len(probe["samples_ms"]) == machine.CALIBRATION_CALLS
+    cal = calibrate("cpu", threads=2)
+    assert cal["threads"] == 1 and cal["run_threads"] == 2 and cal["device"] == "cpu"
+    assert "perf_counter" in cal["method"]
+    assert set(cal["probes"]) == {"matmul_fp32_256", "copy_32MB", "pool_2t"}
+    for name, probe in cal["probes"].items():
+        if name == "pool_2t":  # capped at 5 s: on a machine whose cores are taken it may end early
+            assert 0 < len(probe["samples_ms"]) <= machine.POOL_CALLS
+        else:
+            assert len(probe["samples_ms"]) == machine.CALIBRATION_CALLS
         assert probe["median_ms"] == pytest.approx(float(np.median(probe["samples_ms"])), rel=1e-3)
         assert probe["what"]
-    assert {k: len(v) for k, v in probe_samples(cal).items()} == {"matmul_fp32_256": 50, "copy_32MB": 50}
+    assert "2 intra-op threads" in cal["probes"]["pool_2t"]["what"]
+    assert {k: len(v) for k, v in probe_samples(cal).items()} == {
+        k: len(p["samples_ms"]) for k, p in cal["probes"].items()}
 
 
 def test_calibration_runs_single_threaded_and_restores_threads(monkeypatch):
@@ -41,9 +47,12 @@ def test_calibration_runs_single_threaded_and_restores_threads(monkeypatch):
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        calibrate("cpu")
-        assert seen == [1, 1]
+        calibrate("cpu")  # the pool probe at the run's threads: torch's count when calibrate is called
+        assert seen == [1, 1, 2]
         assert torch.get_num_threads() == 2
+        seen.clear()
+        calibrate("cpu", threads=1)  # named by its thread count, so runs at other threads never compare it
+        assert seen == [1, 1, 1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 

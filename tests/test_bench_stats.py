@@ -1,12 +1,20 @@
 """bench.measure.stats on samples drawn from known distributions (seeded numpy): the ratio-of-medians interval finds a known
 shift, stays on 1 without one, covers the truth about as often as it claims; percentiles appear only with enough
-values; the rank test matches its textbook values."""
+values; the process-then-sample bootstrap widens with the processes' disagreement and reduces to the one-process
+interval for one process each."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bench.measure.stats import bootstrap_medians, mann_whitney_p, median_ratio_ci, percentile_or_none
+from bench.measure.stats import (
+    bootstrap_medians,
+    median_ratio_ci,
+    percentile_or_none,
+    process_mean_median,
+    process_ratio_ci,
+    split_processes,
+)
 
 
 def lognormal(seed: int, n: int, median: float = 2.0, sigma: float = 0.2) -> np.ndarray:
@@ -83,17 +91,66 @@ def test_percentile_needs_its_minimum_values():
     assert percentile_or_none(range(20), 95) is None and percentile_or_none(range(200), 95) is not None
 
 
-def test_mann_whitney_matches_the_textbook_normal_approximation():
-    # U = 0, n1 = n2 = 3: z = (0 - 4.5 + 0.5) / sqrt(5.25) -> p = 0.0808556 (scipy's asymptotic value)
-    assert mann_whitney_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.0808556, rel=1e-5)
-    assert mann_whitney_p([4, 5, 6], [1, 2, 3]) == pytest.approx(0.0808556, rel=1e-5)
-    # ties: ranks 1 | 3 3 3 | 5.5 5.5, so U = 7 - 6 = 1; tie groups 1, 3, 2 make the variance 9/12 * (7 - 30/30)
-    # = 4.5; z = (3.5 - 0.5) / sqrt(4.5) = sqrt(2) -> p = erfc(1)
-    assert mann_whitney_p([1, 2, 2], [2, 3, 3]) == pytest.approx(0.1572992, rel=1e-5)
-    assert mann_whitney_p([5.0] * 10, [5.0] * 10) == 1.0
+def processes(seed: int, medians: list[float], n: int = 400, sigma: float = 0.1) -> list[np.ndarray]:
+    """One run measured in len(medians) processes, each process's samples around its own median."""
+    return [lognormal(seed * 100 + i, n, median=m, sigma=sigma) for i, m in enumerate(medians)]
 
 
-def test_mann_whitney_separates_shifted_distributions_only():
-    a = lognormal(1, 1000)
-    assert mann_whitney_p(a, lognormal(2, 1000)) > 0.01
-    assert mann_whitney_p(a, lognormal(3, 1000, median=2.5)) < 1e-10
+def test_one_process_each_is_exactly_the_samples_interval():
+    a, b = lognormal(1, 300), lognormal(2, 300, median=2.2)
+    assert process_ratio_ci([a], [b], seed=5) == median_ratio_ci(a, b, seed=5)
+
+
+def test_the_statistic_weighs_every_process_the_same():
+    assert process_mean_median([[1.0, 1.0, 1.0], [3.0]]) == 2.0
+    assert process_mean_median([[1.0, 2.0, 9.0]]) == 2.0
+
+
+def test_processes_that_disagree_widen_the_interval_past_the_samples_own():
+    # Same code, processes 1.7x apart in each run: the samples alone would call B faster; the processes say nothing.
+    a = processes(1, [1.0, 1.7, 1.0])
+    b = processes(2, [1.7, 1.0, 1.7])
+    ratio, lo, hi = process_ratio_ci(a, b)
+    _, wlo, whi = median_ratio_ci(np.concatenate(a), np.concatenate(b))
+    assert lo < 1 < hi and hi - lo > 0.4
+    assert whi - wlo < 0.1 and not wlo < 1 < whi  # pooled samples, no processes: a confident wrong answer
+
+
+def test_a_shift_of_every_process_is_found_through_process_noise():
+    a = processes(1, [1.0, 1.05, 0.97])
+    b = processes(2, [1.25, 1.31, 1.21])
+    ratio, lo, hi = process_ratio_ci(a, b)
+    assert ratio == pytest.approx(1.25, rel=0.02) and 1.15 < lo < ratio < hi < 1.35
+
+
+def test_process_interval_covers_the_truth_about_as_often_as_it_claims():
+    # True process medians vary 10% (lognormal); the mean over 5 processes of each run, B 10% slower.
+    hits, n = 0, 200
+    for rep in range(n):
+        rng = np.random.default_rng(rep)
+        a = [lognormal(10 * rep + i, 101, median=float(m)) for i, m in enumerate(rng.lognormal(0, 0.1, 5))]
+        b_medians = rng.lognormal(np.log(1.1), 0.1, 5)
+        b = [lognormal(10 * rep + 5 + i, 101, median=float(m)) for i, m in enumerate(b_medians)]
+        _, lo, hi = process_ratio_ci(a, b, conf=0.90, n_boot=1000, seed=rep)
+        truth = 1.1  # both runs' process medians drawn around exp(mu) with the same spread
+        hits += lo <= truth <= hi
+    assert 0.70 <= hits / n <= 0.97  # the bootstrap of 5 processes runs somewhat narrow, never wildly
+
+
+def test_process_interval_is_reproducible_and_refuses_junk():
+    a, b = processes(1, [1.0, 1.1]), processes(2, [1.0, 1.2])
+    assert process_ratio_ci(a, b, seed=3) == process_ratio_ci(a, b, seed=3)
+    with pytest.raises(ValueError):
+        process_ratio_ci([], b)
+    with pytest.raises(ValueError):
+        process_ratio_ci([[1.0], []], b)
+    with pytest.raises(ValueError):
+        process_ratio_ci([[0.0, 0.0], [0.0]], b)
+
+
+def test_split_processes_cuts_in_order_and_checks_the_sizes():
+    assert split_processes([1, 2, 3, 4, 5], [2, 3]) == [[1, 2], [3, 4, 5]]
+    assert split_processes([1, 2], []) == [[1, 2]] and split_processes([1, 2], None) == [[1, 2]]
+    for sizes in ([2, 2], [5, 0], [-1, 6], [2.5, 2.5], [True, 4]):
+        with pytest.raises(ValueError, match="does not cut"):
+            split_processes([1, 2, 3, 4, 5], sizes)

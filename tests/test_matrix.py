@@ -209,12 +209,16 @@ def test_history_skips_the_old_schema_and_flags_only_the_real_step(tmp_path):
     assert [v.subject for v in found] == ["run 0", "run 1", "run 2", "run 3"]
     assert found[0].skipped.startswith("results schema version None; this bench reads version 2")
     loaded = [v for v in found if v.skipped is None]
-    series = {s.label: s for s in history.build(loaded, "latency", 0.05, normalize=False)["mlp"]}
+    # Each version measured every row in one process: under bench.compare's default floor no step gets a verdict;
+    # judged on within-process noise alone (floor 0), the one real step is flagged.
+    by_default = {s.label: s for s in history.build(loaded, "latency", 0.05, normalize=False)["mlp"]}
+    assert [p.step for p in by_default["eager b=1"].points] == [None, "inconclusive", "inconclusive"]
+    series = {s.label: s for s in history.build(loaded, "latency", 0.05, normalize=False, floor=0.0)["mlp"]}
     eager = series["eager b=1"].points
     assert [p.step for p in eager] == [None, "no change", "regression"]
     assert eager[2].ratio == pytest.approx(1.25, rel=0.03)
     assert [p.step for p in series["onnxruntime b=1"].points] == [None, "no change", "no change"]
-    text = history.render(str(path), found, history.build(loaded, "latency", 0.05, False), "latency", 0.05, False)
+    text = history.render(str(path), found, history.build(loaded, "latency", 0.05, False, 0.0), "latency", 0.05, False)
     assert "**skipped**: results schema version None" in text and "4 committed versions, 3 read, 1 skipped" in text
     assert "x slower)**" in next(ln for ln in text.splitlines() if "eager b=1" in ln)
 
@@ -224,7 +228,7 @@ def test_history_withholds_a_step_when_the_machine_changed_unless_normalized(tmp
     b = env(calibration={"probes": {"mm": {"samples_ms": lognormal(2, 50, 0.6, 0.01)}}})  # a machine twice as slow
     ra, rb = infer("eager", 1, 1.0, seed=1), infer("eager", 1, 2.0, seed=2)  # ... and a row twice as slow
     assert history.step(a, b, ra, rb, 0.05, normalize=False)[0] == "withheld"
-    assert history.step(a, b, ra, rb, 0.05, normalize=True)[0] == "no change"
+    assert history.step(a, b, ra, rb, 0.05, normalize=True, floor=0.0)[0] == "no change"
     v = [history.Version("c1", "2030-01-01", "a", a, [ra]), history.Version("c2", "2030-01-02", "b", b, [rb])]
     [s] = history.build(v, "latency", 0.05, normalize=True)["mlp"]
     assert s.points[1].value == pytest.approx(1.0, rel=0.03)  # divided by the machine's ratio

@@ -1,10 +1,16 @@
 """How fast the machine is, measured the same way every run: a calibration probe that lets bench.compare tell a code
 change from a machine change, and the device's peaks that every row's "% of peak" divides by.
 
-calibrate(device) -> RunEnv.calibration::
+calibrate(device, threads) -> RunEnv.calibration::
 
-    {"method": str, "device": "cpu", "threads": 1, "matmul_precision": "highest",
-     "probes": {"matmul_fp32_256": {"what": str, "samples_ms": [...], "median_ms": float}, "copy_32MB": {...}}}
+    {"method": str, "device": "cpu", "threads": 1, "run_threads": 2, "matmul_precision": "highest",
+     "probes": {"matmul_fp32_256": {"what": str, "samples_ms": [...], "median_ms": float}, "copy_32MB": {...},
+                "pool_2t": {...}}}
+
+The matmul and the copy run on one thread (a --threads change must not read as a machine change); ``pool_<N>t`` runs
+at the run's N threads on a CPU: small ops that every thread of the pool takes a share of, so a co-scheduled or
+throttled core, which stalls the whole op, shows in it. Its name carries N, so only runs at the same threads compare
+it. Under ``--repeat`` each process calibrates, and the probes' samples carry ``samples_per_repeat`` like rows do.
 
 measure_peaks(device, precisions) -> RunEnv.peaks::
 
@@ -25,6 +31,12 @@ from zoo.engine import synchronize
 
 CALIBRATION_CALLS = 50
 COPY_MB = 32
+# The thread-pool probe: one call = POOL_OPS elementwise adds and sums over POOL_ELEMS fp32 values (1 MB), each far
+# above ATen's parallel grain (32768 elements), so each op is split over every intra-op thread and waits for the
+# slowest; tens of microseconds an op, where a stolen core shows as a step, not as noise averaged away.
+POOL_ELEMS = 1 << 18
+POOL_OPS = 8
+POOL_CALLS = 100
 # Matmul sizes per device type: fixed for the device type (so runs compare), sized so the probe measures compute.
 CAL_MATMUL_N = {"cpu": 256, "cuda": 2048, "mps": 2048}
 PEAK_MATMUL_N = {"cpu": (512, 1024, 2048), "cuda": (2048, 4096, 8192), "mps": (1024, 2048, 4096)}
@@ -60,11 +72,34 @@ def _entry(what: str, samples_ms: np.ndarray) -> dict[str, Any]:
             "median_ms": float(np.median(samples_ms))}
 
 
-def calibrate(device: torch.device | str) -> dict[str, Any]:
+def pool_probe(threads: int) -> tuple[str, dict[str, Any]]:
+    """(name, entry) of the thread-pool probe at ``threads`` intra-op threads (restored after)."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(POOL_ELEMS, generator=g), torch.randn(POOL_ELEMS, generator=g)
+    z = torch.empty_like(x)
+
+    def call() -> None:
+        for _ in range(POOL_OPS):
+            torch.add(x, y, out=z)
+            z.sum()
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ms = _probe(call, torch.device("cpu"), POOL_CALLS, 5.0)
+    finally:
+        torch.set_num_threads(before)
+    return f"pool_{threads}t", _entry(f"{POOL_OPS}x (torch.add + Tensor.sum) of {POOL_ELEMS} fp32 values at "
+                                      f"{threads} intra-op threads", ms)
+
+
+def calibrate(device: torch.device | str, threads: int | None = None) -> dict[str, Any]:
     """A short, fixed machine-speed probe: a square fp32 matmul and a 32 MB tensor copy, CALIBRATION_CALLS timed calls
-    each, single-threaded on the CPU (on an accelerator, on the device). Raw samples and medians, for env.calibration.
+    each, single-threaded on the CPU (on an accelerator, on the device); on a CPU also the thread-pool probe at the
+    run's ``threads`` (default: torch's current count). Raw samples and medians, for env.calibration.
     """
     device = torch.device(device)
+    threads = threads or torch.get_num_threads()
     n = CAL_MATMUL_N.get(device.type, 256)
     g = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=g).to(device)
@@ -74,15 +109,19 @@ def calibrate(device: torch.device | str) -> dict[str, Any]:
     with single_thread():
         mm = _probe(lambda: torch.mm(a, b), device, CALIBRATION_CALLS, 5.0)
         cp = _probe(lambda: dst.copy_(src), device, CALIBRATION_CALLS, 5.0)
+    probes = {f"matmul_fp32_{n}": _entry(f"torch.mm of two {n}x{n} fp32 matrices", mm),
+              f"copy_{COPY_MB}MB": _entry(f"Tensor.copy_ of {COPY_MB} MB fp32", cp)}
+    if device.type == "cpu":
+        name, entry = pool_probe(threads)
+        probes[name] = entry
     return {
-        "method": f"{CALIBRATION_CALLS} timed calls each after 3 warm-up calls; {CLOCK}",
+        "method": f"{CALIBRATION_CALLS} timed calls each ({POOL_CALLS} for the pool probe) after 3 warm-up calls; "
+                  f"{CLOCK}",
         "device": str(device),
         "threads": 1,
+        "run_threads": threads,
         "matmul_precision": torch.get_float32_matmul_precision(),
-        "probes": {
-            f"matmul_fp32_{n}": _entry(f"torch.mm of two {n}x{n} fp32 matrices", mm),
-            f"copy_{COPY_MB}MB": _entry(f"Tensor.copy_ of {COPY_MB} MB fp32", cp),
-        },
+        "probes": probes,
     }
 
 

@@ -1,10 +1,12 @@
-"""Statistics over raw samples: percentiles that rest on enough calls, the ratio of two medians with a bootstrap
-confidence interval, and a rank test. Pure numpy; nothing here times anything.
+"""Statistics over raw samples: percentiles that rest on enough calls, and the ratio of two runs' medians with a
+bootstrap confidence interval, within one process or across several. Pure numpy; nothing here times anything.
 
-The interval answers "how sure is this ratio, given the samples each run took?" (sampling noise). It does not cover
-run-to-run noise (another process, a warmer cache, a different frequency): that is what a comparison's threshold is
-for. Calls timed back to back are not independent, so the interval is somewhat narrower than the truth; the threshold
-absorbs that too.
+``median_ratio_ci`` answers "how sure is this ratio, given the samples each process took?" (sampling noise within a
+process). It does not cover run-to-run noise (another process draws another allocator, thread pool, cache and
+frequency state): a process is one draw of that. ``process_ratio_ci`` covers both when a run measured a row in
+several fresh processes (``--repeat``): it resamples processes first, then samples within each (a hierarchical
+bootstrap), so a row whose processes disagree gets the wide interval it deserves. Calls timed back to back are not
+independent, so the within-process part is somewhat narrower than the truth.
 """
 from __future__ import annotations
 
@@ -87,25 +89,66 @@ def median_ratio_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nda
     return med_b / med_a, float(lo), float(hi)
 
 
-def _average_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """1-based ranks with ties given their average rank, and the size of every tie group."""
-    uniq, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    upper = np.cumsum(counts)  # rank of each group's last member
-    avg = upper - (counts - 1) / 2.0
-    return avg[inverse], counts
+def _as_groups(groups: Sequence[Sequence[float]], name: str) -> list[np.ndarray]:
+    arrs = [_as_samples(g, f"{name} process {i}") for i, g in enumerate(groups)]
+    if not arrs:
+        raise ValueError(f"{name}: no processes")
+    return arrs
 
 
-def mann_whitney_p(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
-    """Two-sided p-value of the Mann-Whitney U test (normal approximation, tie correction, continuity correction)."""
-    xa, xb = _as_samples(a, "a"), _as_samples(b, "b")
-    n1, n2 = xa.size, xb.size
-    n = n1 + n2
-    ranks, ties = _average_ranks(np.concatenate([xa, xb]))
-    u1 = float(ranks[:n1].sum()) - n1 * (n1 + 1) / 2.0
-    mu = n1 * n2 / 2.0
-    tie_term = float((ties ** 3 - ties).sum()) / (n * (n - 1)) if n > 1 else 0.0
-    var = n1 * n2 / 12.0 * ((n + 1) - tie_term)
-    if var <= 0:
-        return 1.0  # every value equal: no evidence of a difference
-    z = max(abs(u1 - mu) - 0.5, 0.0) / math.sqrt(var)
-    return float(min(1.0, math.erfc(z / math.sqrt(2))))
+def process_mean_median(groups: Sequence[Sequence[float]] | list[np.ndarray]) -> float:
+    """The statistic a repeated row is compared by: the mean over its processes of each process's median (every
+    process weighs the same, however many samples it took). One process: its median."""
+    return float(np.mean([np.median(np.asarray(g, dtype=np.float64)) for g in groups]))
+
+
+def hierarchical_means(groups: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_boot`` bootstrap draws of ``process_mean_median``: each draw picks len(groups) processes with replacement,
+    then one bootstrap median of each picked process's samples (an independent resample per pick)."""
+    g = len(groups)
+    meds = np.stack([bootstrap_medians(x, n_boot * g, rng).reshape(n_boot, g) for x in groups])  # (g, n_boot, g)
+    pick = rng.integers(0, g, size=(n_boot, g))
+    return meds[pick, np.arange(n_boot)[:, None], np.arange(g)[None, :]].mean(axis=1)
+
+
+def process_ratio_ci(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], conf: float = 0.95,
+                     n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(ratio, lo, hi) of B over A, each run given as its processes' raw samples (a list of lists).
+
+    ratio = process_mean_median(b) / process_mean_median(a); the interval is the ``conf`` percentile interval of the
+    hierarchical bootstrap (processes, then samples within each). When both runs are one process each this is exactly
+    ``median_ratio_ci`` (same draws, same interval), so older one-process results keep their verdicts.
+    """
+    ga, gb = _as_groups(a, "a"), _as_groups(b, "b")
+    if len(ga) == 1 and len(gb) == 1:
+        return median_ratio_ci(ga[0], gb[0], conf=conf, n_boot=n_boot, seed=seed)
+    if not 0 < conf < 1:
+        raise ValueError(f"conf must be in (0, 1), not {conf}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, not {n_boot}")
+    stat_a, stat_b = process_mean_median(ga), process_mean_median(gb)
+    if stat_a <= 0 or stat_b < 0:
+        raise ValueError("medians must be positive to form a ratio")
+    rng = np.random.default_rng(seed)
+    boot_a = hierarchical_means(ga, n_boot, rng)
+    boot_b = hierarchical_means(gb, n_boot, rng)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = boot_b / boot_a
+    tail = (1 - conf) / 2
+    lo, hi = np.quantile(ratios, [tail, 1 - tail])
+    return stat_b / stat_a, float(lo), float(hi)
+
+
+def split_processes(samples: Sequence[float], sizes: Sequence[int] | None) -> list[list[float]]:
+    """A row's pooled raw samples cut into its processes by ``sizes`` (samples per process, in order); no sizes: one
+    process. ValueError when the sizes do not add up to the samples."""
+    values = list(samples)
+    if not sizes:
+        return [values]
+    if any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in sizes) or sum(sizes) != len(values):
+        raise ValueError(f"samples_per_repeat {list(sizes)} does not cut {len(values)} samples into processes")
+    out, start = [], 0
+    for n in sizes:
+        out.append(values[start:start + n])
+        start += n
+    return out

@@ -8,6 +8,7 @@ import json
 import math
 from typing import Any
 
+from bench.measure.stats import split_processes
 from bench.records import Record, RunEnv
 from bench.report.schema import results_from_json
 
@@ -78,6 +79,20 @@ def probe_samples(calibration: dict[str, Any]) -> dict[str, list[float]]:
         return {}
     return {name: list(p["samples_ms"]) for name, p in probes.items()
             if isinstance(p, dict) and isinstance(p.get("samples_ms"), list) and p["samples_ms"]}
+
+
+def probe_processes(calibration: dict[str, Any]) -> dict[str, list[list[float]]]:
+    """Probe name -> its raw samples (ms) cut into the processes that took them (``samples_per_repeat``, written by
+    a --repeat run; absent: one process). A probe whose cut does not fit its samples is left out, as junk."""
+    probes = calibration.get("probes") if isinstance(calibration, dict) else None
+    out = {}
+    for name, samples in probe_samples(calibration).items():
+        sizes = probes[name].get("samples_per_repeat")
+        try:
+            out[name] = split_processes(samples, sizes if isinstance(sizes, list) else None)
+        except (TypeError, ValueError):
+            continue
+    return out
 
 
 def first_line(exc: BaseException) -> str:

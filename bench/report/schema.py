@@ -104,6 +104,10 @@ def check_field(name: str, annotation: str, value: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise _fail(where, "a string", value)
         return value
+    if base == "list[int]":  # e.g. samples_per_repeat: how many raw samples each process took
+        if not isinstance(value, list):
+            raise _fail(where, "a list of whole numbers", value)
+        return [check_number(name, v, f"{where}[{i}]", True) for i, v in enumerate(value)]
     if base == "list[dict[str, Any]]":  # e.g. a serve row's probes: a list of free-form objects
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             raise _fail(where, "a list of objects", value)

@@ -1,0 +1,154 @@
+"""bench.compare on runs measured in several processes (``--repeat``), on samples drawn per process with a
+process-level shift (seeded numpy, never live timings): processes of the same code 1.7x apart give no verdict, a 25%
+shift of every process is flagged, a one-process row gets no verdict beyond the between-run floor; and the json and md
+renderings of the same comparison."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bench import compare
+from bench.records import InferRecord, ParityRecord, RunEnv, TrainRecord
+from bench.report.files import results_payload as results_to_json
+from bench.verdicts import DEFAULT_FLOOR_PCT
+
+
+def draws(seed: int, medians: list[float], n: int = 300, sigma: float = 0.05) -> tuple[list[float], list[int]]:
+    """(pooled samples, samples_per_repeat): one process per median, each process's samples around its median."""
+    rng = np.random.default_rng(seed)
+    per = [rng.lognormal(np.log(m), sigma, n).tolist() for m in medians]
+    return [v for p in per for v in p], [n] * len(medians)
+
+
+def calibration(medians: list[float]) -> dict:
+    samples, sizes = draws(99, medians, n=50, sigma=0.02)
+    return {"probes": {"matmul": {"samples_ms": samples, "samples_per_repeat": sizes if len(sizes) > 1 else []}}}
+
+
+def write(path, procs: list[float], *, seed: int, train_procs: list[float] | None = None) -> str:
+    """A run whose eager b=1 row took one process per entry of ``procs`` (its median, ms) and, optionally, a
+    training row (samples/s per process); machine probes alike in every run."""
+    lat, sizes = draws(seed, procs)
+    recs = [InferRecord(model="mlp", device="cpu", backend="eager", batch_size=1, latencies_ms=lat,
+                        samples_per_repeat=sizes if len(procs) > 1 else []),
+            ParityRecord(model="mlp", device="cpu")]
+    if train_procs:
+        rates, tsizes = draws(seed + 1, train_procs, n=9, sigma=0.01)
+        recs.append(TrainRecord(model="mlp", device="cpu", row="fast", batch_size=64, window_rates=rates,
+                                samples_per_repeat=tsizes if len(train_procs) > 1 else []))
+    env = RunEnv(device="cpu", device_name="Test CPU", torch="2.x", threads=2, repeat=len(procs), complete=True,
+                 calibration=calibration([1.0] * len(procs)))
+    path.write_text(json.dumps(results_to_json(env, recs)))
+    return str(path)
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = compare.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def as_json(capsys, *argv) -> tuple[int, dict]:
+    code, out, _ = run(capsys, *argv, "--format", "json")
+    return code, json.loads(out)
+
+
+def test_processes_of_the_same_code_17x_apart_give_no_verdict(tmp_path, capsys):
+    a = write(tmp_path / "a.json", [0.10, 0.17, 0.10], seed=1, train_procs=[1000.0, 1700.0, 1000.0])
+    b = write(tmp_path / "b.json", [0.17, 0.10, 0.17], seed=2, train_procs=[1700.0, 1000.0, 1700.0])
+    code, doc = as_json(capsys, a, b, "--fail-on-regression", "10")
+    assert code == 0 and doc["exit_code"] == 0
+    assert [r["rule_verdict"] for r in doc["rows"]] == ["inconclusive", "inconclusive"]
+    for row in doc["rows"]:
+        assert row["processes_a"] == row["processes_b"] == 3 and row["floor_pct"] == 0
+        assert row["lo"] < 1 < row["hi"]
+        assert row["spread_a"] == pytest.approx(0.7, abs=0.05)
+    infer = doc["rows"][0]  # the pooled calls alone would have called it: their interval excludes 1
+    assert infer["within_lo"] > 1.1
+
+
+def test_a_25_percent_shift_of_every_process_is_flagged(tmp_path, capsys):
+    a = write(tmp_path / "a.json", [0.100, 0.105, 0.097], seed=1, train_procs=[1000.0, 1040.0, 980.0])
+    b = write(tmp_path / "b.json", [0.125, 0.131, 0.121], seed=2, train_procs=[800.0, 832.0, 784.0])
+    code, out, err = run(capsys, a, b, "--fail-on-regression", "10")
+    assert code == 1 and "FAIL: 2 regressions beyond 10%" in err
+    code, doc = as_json(capsys, a, b, "--fail-on-regression", "10")
+    assert code == 1 and doc["exit_code"] == 1
+    assert [r["verdict"] for r in doc["rows"]] == ["regression", "regression"]
+    infer = doc["rows"][0]
+    assert infer["slowdown"] == pytest.approx(1.25, rel=0.02) and infer["unit"] == "ms per call"
+    assert infer["median_a"] == pytest.approx(0.1007, rel=0.02) and infer["median_b"] == pytest.approx(0.1257, rel=0.02)
+    assert doc["rows"][1]["unit"] == "samples/s" and doc["rows"][1]["slowdown"] == pytest.approx(1.25, rel=0.02)
+
+
+def test_a_one_process_row_gets_no_verdict_beyond_the_floor(tmp_path, capsys):
+    a = write(tmp_path / "a.json", [0.10], seed=1)
+    same_code = write(tmp_path / "b.json", [0.17], seed=2)  # another process of the same code, 1.7x slower
+    code, doc = as_json(capsys, a, same_code, "--fail-on-regression", "10")
+    assert code == 0 and doc["rows"][0]["rule_verdict"] == "inconclusive"
+    assert doc["rows"][0]["floor_pct"] == DEFAULT_FLOOR_PCT and doc["floor"]["pct"] == DEFAULT_FLOOR_PCT
+    assert "DEFAULT_FLOOR_PCT" in doc["floor"]["source"]
+    assert doc["rows"][0]["within_lo"] > 1.6  # what the samples alone would have flagged
+    code, doc = as_json(capsys, a, same_code, "--fail-on-regression", "10", "--floor", "0")
+    assert code == 1 and doc["rows"][0]["verdict"] == "regression" and doc["floor"]["source"] == "from --floor"
+    # beyond (1 + T)(1 + F) = 1.76x a single process is still caught
+    far = write(tmp_path / "c.json", [0.20], seed=3)
+    code, doc = as_json(capsys, a, far, "--fail-on-regression", "10")
+    assert code == 1 and doc["rows"][0]["verdict"] == "regression"
+    assert doc["rows"][0]["lo"] == pytest.approx(2.0 / 1.6, rel=0.03)
+
+
+def test_a_repeated_run_against_a_one_process_run_keeps_the_floor(tmp_path, capsys):
+    a = write(tmp_path / "a.json", [0.100, 0.105, 0.097], seed=1)
+    b = write(tmp_path / "b.json", [0.125], seed=2)
+    _, doc = as_json(capsys, a, b, "--fail-on-regression", "10")
+    row = doc["rows"][0]
+    assert (row["processes_a"], row["processes_b"], row["floor_pct"]) == (3, 1, DEFAULT_FLOOR_PCT)
+    assert row["rule_verdict"] == "inconclusive"
+    _, out, _ = run(capsys, a, b)
+    assert "+F" in out and "3/1" in out and "A: " in out and "| 3 processes" in out
+
+
+def test_json_carries_the_runs_the_machine_and_every_list(tmp_path, capsys):
+    a = write(tmp_path / "a.json", [0.100, 0.105, 0.097], seed=1)
+    b = write(tmp_path / "b.json", [0.101, 0.104, 0.099], seed=2, train_procs=[1000.0, 1001.0, 999.0])
+    code, doc = as_json(capsys, a, b)
+    assert code == 0
+    assert set(doc) == {"format", "a", "b", "rule", "threshold_pct", "gate_pct", "floor", "machine", "normalized",
+                        "withheld", "notes", "rows", "counts", "now_failing", "only_a", "only_b", "exit_code"}
+    assert doc["a"]["repeat"] == 3 and doc["a"]["path"] == a and doc["threshold_pct"] == 5
+    assert doc["machine"]["state"] == "same" and set(doc["machine"]["probes"]) == {"matmul"}
+    assert doc["rows"][0]["key"] == ["mlp", "infer", "eager", 1, "fp32"]
+    assert doc["counts"]["no change"] + doc["counts"]["inconclusive"] == 1
+    assert doc["only_b"] == [["mlp", "train", "fast", 64, "fp32", False, None]] and doc["now_failing"] == []
+
+
+def test_md_is_a_pull_request_comment(tmp_path, capsys):
+    a = write(tmp_path / "a.json", [0.100, 0.105, 0.097], seed=1, train_procs=[1000.0, 1040.0, 980.0])
+    b = write(tmp_path / "b.json", [0.125, 0.131, 0.121], seed=2, train_procs=[1000.0, 1030.0, 990.0])
+    code, out, _ = run(capsys, a, b, "--format", "md", "--fail-on-regression", "10")
+    lines = out.splitlines()
+    assert code == 1 and lines[0] == "### bench.compare: B vs A at T = 10%"
+    assert lines[2].startswith("1 regressions, 0 improvements")
+    header = next(i for i, line in enumerate(lines) if line.startswith("| model"))
+    assert lines[header + 1].startswith("|---")
+    assert "**regression**" in lines[header + 2] and "1.25x slower" in lines[header + 2]
+    assert "**" not in lines[header + 3]  # the unchanged training row is not bold
+    assert "<details><summary>how this was decided</summary>" in lines and lines[-1] == "</details>"
+
+
+def test_process_sizes_that_do_not_fit_their_samples_are_no_ratio(tmp_path, capsys):
+    a = write(tmp_path / "a.json", [0.100, 0.105], seed=1)
+    data = json.loads(open(a).read())
+    data["records"][0]["samples_per_repeat"] = [300, 299]
+    (tmp_path / "b.json").write_text(json.dumps(data))
+    code, doc = as_json(capsys, a, tmp_path / "b.json")
+    assert code == 0 and doc["rows"][0]["slowdown"] is None and doc["rows"][0]["verdict"] == "inconclusive"
+
+
+def test_a_floor_must_be_a_percentage(capsys, tmp_path):
+    a = write(tmp_path / "a.json", [0.1], seed=1)
+    code, _, err = run(capsys, a, a, "--floor", "-5")
+    assert code == 2 and err == "error: --floor must be a percentage >= 0, not -5\n"
