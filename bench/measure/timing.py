@@ -153,9 +153,11 @@ def steps_for_window(step: Callable[[], int], sync: Callable[[], None], target_s
     """How many steps make a timed window of about ``target_s`` seconds.
 
     One untimed warm-up step, then a timed probe that grows (1, 4, 16, 64 steps) until it lasts at least 5% of the
-    target, so a fast step is not sized from one noisy sample. ``agree(n)`` makes every rank use rank 0's answer
-    under DDP (e.g. ``zoo.distributed.broadcast_int`` bound to the rank's device): ranks that time their own windows
-    differently would wait on each other's all-reduce and time that wait.
+    target, so a fast step is not sized from one noisy sample. ``agree(k)`` returns rank 0's ``k`` on every rank
+    under DDP (e.g. ``zoo.distributed.broadcast_int`` bound to the rank's device). It decides twice over: whether
+    the probe stops, on every probe iteration (a rank whose clock saw a slower probe must not stop at 4 steps while
+    another goes on to 16: one would issue a broadcast while the other issues DDP all-reduces, and both would wait
+    forever), and the final count (ranks that time their own windows differently would time each other's waits).
     """
     if not target_s > 0:
         raise ValueError(f"target_s must be > 0, not {target_s}")
@@ -168,7 +170,10 @@ def steps_for_window(step: Callable[[], int], sync: Callable[[], None], target_s
             step()
         sync()
         dt = clock() - t0
-        if dt >= 0.05 * target_s or n >= PROBE_MAX_STEPS:
+        stop = dt >= 0.05 * target_s or n >= PROBE_MAX_STEPS
+        if agree is not None:
+            stop = n >= PROBE_MAX_STEPS or bool(agree(int(stop)))  # rank 0's decision, the same on every rank
+        if stop:
             break
         n *= 4
     # A clock that saw no time at all (a stand-in clock) gets the probe's size rather than a division by zero.
