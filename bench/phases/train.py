@@ -10,7 +10,7 @@ Every row trains the same model from one seeded initialisation (copied, never re
 - ``no_host_read``: the shared loop's ``train_step`` (device-side running stats, no host read) on the same DataLoader.
 - ``fast_untuned``: ``train_step`` on the device-resident FastLoader.
 - ``fast``: ``train_step`` on the FastLoader with the exact-step tuner's choice (zoo.tune.autotune on one batch of
-  this model: memory format, optimizer kernel, cudnn.benchmark, and compile when the recipe's steps would pay for
+  this model: memory format, optimizer kernel, and compile when the recipe's steps would pay for
   it and the phase can afford a compile: tune_probes_compile); the choice is in the row's ``tuned`` field.
 - ``compute``: ``train_step`` on one batch already on the device: the bound no data path can beat.
 Plus a ``compute`` row per extra precision (``ctx.precisions``) and per variant (``ctx.train_variants``).
@@ -217,10 +217,7 @@ class RowBuilder:
         steps_planned = recipe.epochs * DATASETS[self.spec.dataset][2][0] // self.batch_size \
             if self.probe_compile else None
         choice = autotune(model, recipe, x, y, ctx.device, steps_planned=steps_planned, budget_s=self.tune_s)
-        benchmark = torch.backends.cudnn.benchmark
-        net, optimizer, opts = build_tuned(choice, model, recipe, ctx.device)
-        # cudnn.benchmark is process-wide and the rows are timed interleaved: every row keeps the run's maths policy.
-        torch.backends.cudnn.benchmark = benchmark
+        net, optimizer, opts = build_tuned(choice, model, recipe, ctx.device)  # cudnn.benchmark stays on, as the policy
         stats = StepStats(ctx.device)
 
         def step() -> int:
