@@ -26,14 +26,15 @@ def precision_support(device: torch.device) -> dict[str, str | None]:
     """precision -> None when the device runs it natively, else why not (the reason goes to env.skipped_precisions).
 
     Without native kernels bf16/fp16 maths is emulated (on a CPU, in fp32 and slower than fp32 itself), so a default
-    run does not spend its budget on them. CPUs: AVX512-BF16/AMX flags (bench.measure.machine.lacks_native, the same check
-    the peak probe makes); CUDA: torch.cuda.is_bf16_supported(); MPS: fp16.
+    run does not spend its budget on them. CPUs: AVX512-BF16/AMX flags; CUDA: compute capability (bf16 tensor cores
+    from 8.0, fp16 from 7.0), never ``torch.cuda.is_bf16_supported()``, which by default counts emulation (True on a
+    T4 or V100); both through bench.measure.machine.lacks_native, the check the peak probe makes. MPS: fp16.
     """
     support: dict[str, str | None] = {"fp32": None}
     if device.type == "cuda":
-        support["bf16"] = None if torch.cuda.is_bf16_supported() else \
-            f"{torch.cuda.get_device_name(device)} has no native bf16 (torch.cuda.is_bf16_supported() is False)"
-        support["fp16"] = None
+        for precision in ("bf16", "fp16"):
+            why = lacks_native(device, precision)
+            support[precision] = None if why is None else f"{torch.cuda.get_device_name(device)}: {why}"
     elif device.type == "mps":
         support["bf16"] = "MPS: fp16 is the native reduced precision; bf16 is not a default there"
         support["fp16"] = None
