@@ -39,3 +39,24 @@ def test_bf16_on_ampere_and_later_is_native(fake_gpu):
 
 def test_fp16_below_volta_is_left_out(fake_gpu):
     assert "6.1" in precision_support(fake_gpu((6, 1), "GTX 1080"))["fp16"]
+
+
+def test_tensorrt_must_match_torchs_major_minor():
+    from bench.backends.tensorrt import install_command, major_minor, pair_mismatch
+
+    assert major_minor("2.14.1+cu128") == "2.14" and major_minor("2.15.0.dev20260101") == "2.15"
+    assert pair_mismatch("2.14.0", "2.14.1+cu128") is None
+    assert pair_mismatch(None, "2.14.1") is None  # not installed: missing_package says so
+    why = pair_mismatch("2.15.0", "2.14.1+cu128")
+    assert "torch-tensorrt 2.15.0 is built for torch 2.15" in why and 'pip install "torch-tensorrt==2.14.*"' in why
+    assert install_command("2.9.0") == 'pip install "torch-tensorrt==2.9.*"'
+
+
+def test_a_mismatched_torch_tensorrt_is_a_skipped_row_with_the_install_command(fake_gpu, monkeypatch):
+    import bench.backends.tensorrt as trt
+
+    device = fake_gpu((9, 0), "NVIDIA H100")
+    monkeypatch.setattr(trt, "installed_version", lambda dist=trt.DIST: "1.0.0")
+    monkeypatch.setattr(trt.TensorRtBackend, "import_package", classmethod(lambda cls: pytest.fail("imported")))
+    why = trt.TensorRtBackend.available(device)
+    assert "built for torch 1.0" in why and f"=={trt.major_minor(torch.__version__)}.*" in why

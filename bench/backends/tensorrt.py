@@ -9,6 +9,7 @@ optimisation profile tuned for the largest timed batch (``note`` says which).
 """
 from __future__ import annotations
 
+import importlib.metadata
 import time
 from typing import ClassVar
 
@@ -18,6 +19,37 @@ from bench.accuracy import EVAL_BATCH_SIZE
 from bench.backends.base import RunnerBackend
 
 EXAMPLE_BATCH = 2  # export traces with batch 2: a batch of 1 would be specialised into the graph
+DIST = "torch-tensorrt"
+
+
+def major_minor(version: str) -> str:
+    """``2.14`` of ``2.14.1+cu128`` (a local build tag or a pre-release suffix does not change the pair)."""
+    parts = version.split("+")[0].split(".")
+    return ".".join(parts[:2])
+
+
+def install_command(torch_version: str) -> str:
+    return f'pip install "{DIST}=={major_minor(torch_version)}.*"'
+
+
+def pair_mismatch(trt_version: str | None, torch_version: str) -> str | None:
+    """Why this torch-tensorrt cannot run with this torch, with the command that installs the one that can, or None.
+
+    Every torch-tensorrt X.Y release is built against torch X.Y and requires exactly it (its wheel metadata pins
+    torch to >=X.Y,<X.Y+1); another pair fails to load its C++ ops or makes pip swap torch. None also when
+    torch-tensorrt is not installed (missing_package says so)."""
+    if trt_version is None or major_minor(trt_version) == major_minor(torch_version):
+        return None
+    return (f"{DIST} {trt_version} is built for torch {major_minor(trt_version)}, this torch is {torch_version}: "
+            f"{install_command(torch_version)}")
+
+
+def installed_version(dist: str = DIST) -> str | None:
+    """The installed distribution's version, read from its metadata without importing it (None: not installed)."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 class TensorRtBackend(RunnerBackend):
@@ -35,7 +67,7 @@ class TensorRtBackend(RunnerBackend):
         why = cls.device_reason(device)
         if why is None and not torch.cuda.is_available():
             why = "TensorRT needs a CUDA device; torch.cuda.is_available() is False"
-        return why or cls.missing_package()
+        return why or pair_mismatch(installed_version(), torch.__version__) or cls.missing_package()
 
     def profile(self) -> tuple[int, int]:
         """(opt, max) batch of the engine's optimisation profile: tuned for the largest timed batch, large enough for
