@@ -60,3 +60,37 @@ def test_a_mismatched_torch_tensorrt_is_a_skipped_row_with_the_install_command(f
     monkeypatch.setattr(trt.TensorRtBackend, "import_package", classmethod(lambda cls: pytest.fail("imported")))
     why = trt.TensorRtBackend.available(device)
     assert "built for torch 1.0" in why and f"=={trt.major_minor(torch.__version__)}.*" in why
+
+
+def test_onnxruntime_build_says_which_package_and_warns_on_two():
+    from bench.env import onnxruntime_build
+
+    build, warning = onnxruntime_build({"onnxruntime-gpu": "1.22.0"}, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert build == "onnxruntime-gpu 1.22.0; providers: CUDAExecutionProvider, CPUExecutionProvider" and warning is None
+    build, warning = onnxruntime_build({"onnxruntime": "1.22.0", "onnxruntime-gpu": "1.22.0"}, ["CPUExecutionProvider"])
+    assert "onnxruntime and onnxruntime-gpu are all installed" in warning
+    assert warning.endswith("pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu")
+    build, warning = onnxruntime_build({}, None)
+    assert "not installed" in build and '".[cpu]"' in build and warning is None
+
+
+def test_without_onnxruntime_its_rows_and_parity_are_skipped_with_the_install_command(monkeypatch, tmp_path):
+    import zoo
+    from bench.backends.onnxruntime import OrtCpuBackend, OrtCudaBackend
+    from bench.backends.ort_int8 import OrtInt8Backend
+    from bench.context import BenchContext, ModelSession
+    from bench.phases.parity import ParityPhase
+
+    def missing(cls):
+        raise ImportError("No module named 'onnxruntime'")
+
+    for cls in (OrtCpuBackend, OrtCudaBackend, OrtInt8Backend):
+        monkeypatch.setattr(cls, "import_package", classmethod(missing))
+    cpu = torch.device("cpu")
+    assert 'pip install -e ".[cpu]"' in OrtCpuBackend.available(cpu)
+    assert 'pip install -e ".[cpu]"' in OrtInt8Backend.available(cpu)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert 'pip install -e ".[gpu]"' in OrtCudaBackend.available(torch.device("cuda", 0))
+    ctx = BenchContext(cpu, quick=True, synthetic=True, checkpoints=None, out_dir=str(tmp_path), threads=1)
+    (row,) = ParityPhase().run(ModelSession("mlp", zoo.get_model("mlp").eval()), ctx)
+    assert row.status == "skipped" and '".[cpu]"' in row.reason
