@@ -90,9 +90,9 @@ def test_the_verdict_names_the_device_each_backend_and_the_first_reason():
     (OK, PytestCounts(passed=3), StepResult("run", 0, 1), None, "PASS"),
     (StepResult("tests", 1, 1), PytestCounts(passed=2, failed=1, failures=["t: x"]), StepResult("run", 0, 1), None,
      "FAIL"),
-    (StepResult("tests", None, 170), PytestCounts(), StepResult("run", 0, 1), None, "FAIL"),  # timed out
+    (StepResult("tests", None, 140), PytestCounts(), StepResult("run", 0, 1), None, "FAIL"),  # timed out
     (StepResult("tests", 5, 1), PytestCounts(), StepResult("run", 0, 1), None, "FAIL"),  # no CUDA test collected
-    (OK, PytestCounts(passed=3), StepResult("run", None, 110), None, "FAIL"),
+    (OK, PytestCounts(passed=3), StepResult("run", None, 140), None, "FAIL"),
     (OK, PytestCounts(passed=3), StepResult("run", 0, 1), "incomplete", "FAIL"),
     (OK, PytestCounts(passed=3), StepResult("run", 1, 1), "failed_row", "FAIL"),
 ])
@@ -107,7 +107,7 @@ def test_the_verdict_word(tests, counts, run, change, want):
     text = render(tests, counts, run, env, records, "out")
     assert text.splitlines()[-1] == f"verdict: {want}"
     if run.rc is None:
-        assert "timed out after 110 s" in text
+        assert "timed out after 140 s" in text
 
 
 def test_no_results_is_a_fail_that_says_so():
