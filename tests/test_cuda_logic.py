@@ -94,3 +94,99 @@ def test_without_onnxruntime_its_rows_and_parity_are_skipped_with_the_install_co
     ctx = BenchContext(cpu, quick=True, synthetic=True, checkpoints=None, out_dir=str(tmp_path), threads=1)
     (row,) = ParityPhase().run(ModelSession("mlp", zoo.get_model("mlp").eval()), ctx)
     assert row.status == "skipped" and '".[cpu]"' in row.reason
+
+
+# -- physical peaks ------------------------------------------------------------------------------------------------
+
+
+def test_h100_sxm_sm_count_and_clocks_give_its_datasheet_figures():
+    from bench.measure.hardware import gpu_peak
+
+    fp32 = gpu_peak((9, 0), 132, 1.98e9, "test").flops_per_s["fp32"]
+    assert fp32 == pytest.approx(66.9e12, rel=1e-3)  # 132 SMs x 128 FP32 FMA lanes x 2 x 1980 MHz
+    tensor = gpu_peak((9, 0), 132, 1.83e9, "test").flops_per_s  # the clock NVIDIA quotes its tensor figures at
+    assert tensor["bf16"] == tensor["fp16"] == pytest.approx(989.4e12, rel=1e-3)
+    at_max = gpu_peak((9, 0), 132, 1.98e9, "NVML max SM clock")
+    assert at_max.flops_per_s["bf16"] == pytest.approx(1070.5e12, rel=1e-3)  # the bound at the max SM clock
+    assert "132 SMs" in at_max.method and "1980 MHz" in at_max.method and "NVML max SM clock" in at_max.method
+
+
+@pytest.mark.parametrize("cap, sms, mhz, fp32, fp16, bf16", [
+    ((8, 0), 108, 1410, 19.5e12, 312e12, 312e12),  # A100 SXM
+    ((7, 5), 40, 1590, 8.1e12, 65.1e12, None),  # T4: fp16 tensor cores, no bf16
+    ((7, 0), 80, 1530, 15.7e12, 125.3e12, None),  # V100 SXM2
+])
+def test_other_gpus_match_their_datasheets(cap, sms, mhz, fp32, fp16, bf16):
+    from bench.measure.hardware import gpu_peak
+
+    flops = gpu_peak(cap, sms, mhz * 1e6, "test").flops_per_s
+    assert flops["fp32"] == pytest.approx(fp32, rel=0.01) and flops["fp16"] == pytest.approx(fp16, rel=0.01)
+    assert flops.get("bf16") == (pytest.approx(bf16, rel=0.01) if bf16 else None)
+
+
+def test_an_unknown_gpu_has_no_physical_peak():
+    from bench.measure.hardware import gpu_peak
+
+    assert gpu_peak((3, 5), 15, 1e9, "test") is None and gpu_peak((9, 0), 132, 0.0, "none") is None
+
+
+def test_cpu_peak_from_the_isa_cores_and_clock(tmp_path):
+    from bench.measure.hardware import cpu_clock, cpu_peak
+    from bench.measure.machine import CpuInfo
+
+    avx2 = CpuInfo("AMD EPYC", frozenset({"sse2", "avx", "avx2", "fma"}), 2445.4)
+    clock, source = cpu_clock(avx2, cpufreq_max=str(tmp_path / "absent"))
+    assert clock == pytest.approx(2445.4e6) and "cpu MHz" in source and "turbo" in source
+    peak = cpu_peak(avx2, 2, clock, source)
+    assert peak.flops_per_s == {"fp32": pytest.approx(2 * 32 * 2445.4e6)}  # 2 cores x 8 lanes x FMA x 2 units
+    assert "AVX2 + FMA" in peak.method and "cpu MHz" in peak.method
+    freq = tmp_path / "cpuinfo_max_freq"
+    freq.write_text("3500000\n")  # kHz
+    assert cpu_clock(avx2, cpufreq_max=str(freq)) == (3.5e9, "cpufreq cpuinfo_max_freq")
+    avx512 = CpuInfo("Xeon", frozenset({"avx2", "fma", "avx512f", "avx512_bf16"}), 2000.0)
+    got = cpu_peak(avx512, 2, 2e9, "test").flops_per_s
+    assert got["fp32"] == pytest.approx(2 * 64 * 2e9) and got["bf16"] == pytest.approx(2 * got["fp32"])
+    assert cpu_peak(avx2, 2, None, "no clock") is None  # a VM without a clock: the probe stays the divisor
+    assert cpu_clock(CpuInfo(), cpufreq_max=str(tmp_path / "absent"))[0] is None
+
+
+def test_the_physical_peak_divides_and_flags_a_probe_above_it():
+    from bench.measure.hardware import ABOVE, PhysicalPeak, with_physical
+    from bench.measure.machine import pct_of_peak
+
+    measured = {"fp32_flops_per_s": 542e9, "fp32_probes": {"matmul": 217e9, "conv": 542e9},
+                "fp32_method": "the better of two probes", "skipped": {}}
+    peaks = with_physical(measured, PhysicalPeak({"fp32": 300e9, "bf16": 600e9}, "2 cores x 64 x 2344 MHz"), "")
+    assert peaks["fp32_flops_per_s"] == 300e9 and peaks["fp32_above_physical"] == ["conv"]
+    assert peaks["fp32_probe_fractions"] == {"matmul": pytest.approx(217 / 300), "conv": pytest.approx(542 / 300)}
+    assert f"conv 181% ({ABOVE})" in peaks["fp32_method"] and "matmul 72%" in peaks["fp32_method"]
+    assert "bf16_flops_per_s" not in peaks  # not probed here (skipped): nothing to divide
+    assert pct_of_peak(150e9, peaks, "fp32") == pytest.approx(0.5)
+    kept = with_physical(measured, None, "no cpufreq and no 'cpu MHz' in /proc/cpuinfo")
+    assert kept["fp32_flops_per_s"] == 542e9 and kept["physical"]["why_not"].startswith("no cpufreq")
+
+
+def test_the_one_cpuinfo_reader(tmp_path):
+    from bench.measure.machine import read_cpuinfo
+
+    path = tmp_path / "cpuinfo"
+    path.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B13\ncpu MHz\t\t: 2445.404\nflags\t\t: fpu sse2 avx2 fma\n"
+                    "\nprocessor\t: 1\nmodel name\t: other\ncpu MHz\t\t: 1.0\n")
+    info = read_cpuinfo(str(path))
+    assert info.model_name == "AMD EPYC 7B13" and info.mhz == pytest.approx(2445.404)
+    assert info.flags == frozenset({"fpu", "sse2", "avx2", "fma"})
+    assert read_cpuinfo(str(tmp_path / "none")).flags == frozenset()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_physical_peak_of_this_gpu_bounds_its_matmul():
+    from bench.measure.hardware import physical_peak
+    from bench.measure.machine import measure_peaks
+
+    device = torch.device("cuda", torch.cuda.current_device())
+    peak, why = physical_peak(device, 1)
+    if peak is None:
+        pytest.skip(why)
+    measured = measure_peaks(device, ["fp32"])
+    assert measured["fp32_probes"]["matmul"] < peak.flops_per_s["fp32"]  # torch.mm does the FLOPs it is counted
+    assert torch.cuda.get_device_name(device) and "SMs" in peak.method

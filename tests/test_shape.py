@@ -139,7 +139,7 @@ def test_files_and_functions_are_short(name):
 BENCH_LAYOUT = {
     "bench": {"__main__", "run", "plan", "context", "model_info", "budget", "progress", "env", "records", "compare",
               "crosscheck", "export", "accuracy", "gpu_smoke"},
-    "bench.measure": {"timing", "stats", "memory", "machine", "numerics"},
+    "bench.measure": {"timing", "stats", "memory", "machine", "numerics", "hardware"},
     "bench.report": {"__main__", "files", "tables", "plots", "selection", "load"},
 }
 

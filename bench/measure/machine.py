@@ -208,6 +208,7 @@ def measure_peaks(device: torch.device | str, precisions: list[str] | tuple[str,
         mm_rate, mm_method = _matmul_peak(device, DTYPES[precision])
         conv_rate, conv_method = _conv_peak(device, DTYPES[precision])
         peaks[f"{precision}_flops_per_s"] = max(mm_rate, conv_rate)
+        peaks[f"{precision}_probes"] = {"matmul": mm_rate, "conv": conv_rate}
         peaks[f"{precision}_method"] = (f"the better of two probes: {mm_method} ({mm_rate / 1e9:.0f} GFLOP/s); "
                                         f"{conv_method} ({conv_rate / 1e9:.0f} GFLOP/s)")
     peaks["mem_bytes_per_s"], peaks["mem_method"] = _copy_peak(device)
