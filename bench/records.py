@@ -164,6 +164,7 @@ class InferRecord(Record):
     compile_s: float | None = None  # one-off cost: compile, session creation, quantization, capture
     peak_mem_mb: float | None = None
     mem_delta_mb: float | None = None
+    mem_device: str | None = None  # whose memory the two figures are ("cpu": host RSS, e.g. ORT's CPU provider)
     provider: str | None = None
     note: str | None = None
     # Accuracy on the same row as latency (over the test split, or a stated prefix of it).

@@ -190,3 +190,27 @@ def test_cuda_physical_peak_of_this_gpu_bounds_its_matmul():
     measured = measure_peaks(device, ["fp32"])
     assert measured["fp32_probes"]["matmul"] < peak.flops_per_s["fp32"]  # torch.mm does the FLOPs it is counted
     assert torch.cuda.get_device_name(device) and "SMs" in peak.method
+
+
+# -- which device a row's figures belong to ------------------------------------------------------------------------
+
+
+def test_a_row_computed_on_another_device_gets_no_peak_and_labelled_host_memory():
+    from bench.backends.onnxruntime import OrtCpuBackend
+    from bench.backends.torch_eager import EagerBackend
+    from bench.context import BenchContext
+    from bench.phases.infer import row_peaks
+    from bench.records import InferRecord
+    from bench.report.tables import mem_cell
+
+    ctx = BenchContext(torch.device("cpu"), quick=True, synthetic=True, checkpoints=None, threads=1)
+    ctx.device, ctx.peaks = torch.device("cuda", 0), {"fp32_flops_per_s": 67e12}
+    ort_cpu, eager = OrtCpuBackend(None, ctx), EagerBackend(None, ctx)
+    assert ort_cpu.compute_device().type == ort_cpu.memory_device().type == "cpu"
+    assert row_peaks(ort_cpu, ctx) == {}  # not a fraction of the GPU's peak
+    assert row_peaks(eager, ctx) is ctx.peaks
+    ctx.device = torch.device("cpu")
+    assert row_peaks(ort_cpu, ctx) is ctx.peaks  # on a CPU run the CPU provider is the run's device
+    host = InferRecord(model="m", device="cuda", backend="onnxruntime", peak_mem_mb=120.0, mem_device="cpu")
+    gpu = InferRecord(model="m", device="cuda", backend="eager", peak_mem_mb=30.0, mem_device="cuda")
+    assert mem_cell(host) == "120 host" and mem_cell(gpu) == "30.0"

@@ -175,6 +175,9 @@ def test_infer_phase_rows_on_the_gpu_share_one_clock(device, tmp_path):
     by_backend = {r.backend: r for r in rows if r.batch_size == 8 and r.precision == "fp32"}
     assert by_backend["eager"].peak_mem_mb > 0
     assert by_backend["onnxruntime"].provider == "CPUExecutionProvider"
+    # The CPU provider computes on the host: no % of the GPU's peak, and its memory is labelled host memory.
+    assert by_backend["onnxruntime"].pct_of_peak is None and by_backend["onnxruntime"].mem_device == "cpu"
+    assert by_backend["eager"].mem_device == "cuda" and by_backend["eager"].pct_of_peak is not None
     if by_backend["onnxruntime-cuda"].ok:
         assert by_backend["onnxruntime-cuda"].peak_mem_mb is None  # ORT's arena: not seen, not guessed
 

@@ -72,6 +72,11 @@ class Backend(ABC):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for ``x`` as a CPU float tensor (untimed; used for accuracy, agreement and max abs diff)."""
 
+    def compute_device(self) -> torch.device:
+        """Where this backend's arithmetic runs: its row's % of peak divides by that device's peak only (a row that
+        runs on another device than the run's gets none: the run measured one device's peak)."""
+        return self.ctx.device
+
     def memory_device(self) -> torch.device | None:
         """Where this backend's working memory lives, for the peak-memory columns (None: invisible to the bench, e.g.
         a runtime's own device arena that torch's allocator does not see)."""

@@ -64,6 +64,9 @@ class OrtCpuBackend(Backend):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.sess.run(None, {self.input_name: host_array(x)})[0]).float()
 
+    def compute_device(self) -> torch.device:
+        return torch.device("cpu")  # the CPU provider computes on the host, whatever the run's device
+
     def memory_device(self) -> torch.device | None:
         return torch.device("cpu")  # the CPU provider's memory is host memory, whatever the run's device
 

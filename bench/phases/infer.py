@@ -101,6 +101,7 @@ def measure(backend: Backend, x: torch.Tensor, quick: bool,
     if memory is not None and memory.peak_mb is not None:
         fields["peak_mem_mb"] = round(memory.peak_mb, 1)
         fields["mem_delta_mb"] = round(memory.delta_mb, 1) if memory.delta_mb is not None else None
+        fields["mem_device"] = mem_device.type
     return fields, bind_s
 
 
@@ -189,7 +190,14 @@ class InferPhase(Phase):
         return InferRecord(model=session.name, device=ctx.device.type, clock=timing.CLOCK,
                            compile_s=round(prepare_s + bind_s, 4),
                            gflops_per_s=flops_per_s / 1e9 if flops_per_s else None,
-                           pct_of_peak=pct_of_peak(flops_per_s, ctx.peaks, backend.precision), **key, **fields)
+                           pct_of_peak=pct_of_peak(flops_per_s, row_peaks(backend, ctx), backend.precision),
+                           **key, **fields)
+
+
+def row_peaks(backend: Backend, ctx: BenchContext) -> dict[str, Any]:
+    """The peaks a row's % of peak divides by: the run's device's, when the backend computes there; none otherwise
+    (the ORT CPU provider on a CUDA run is not a fraction of the GPU)."""
+    return ctx.peaks if backend.compute_device().type == ctx.device.type else {}
 
 
 def accuracy_fields(backend: Backend, session: ModelSession, ctx: BenchContext) -> dict[str, Any]:

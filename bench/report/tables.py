@@ -240,7 +240,13 @@ def _infer_row(r: InferRecord) -> list[str]:
     return key + [with_iqr(r.p50_ms, r.iqr_ms), percentile_cell(r.p90_ms, r.n_calls, r.max_ms, 90),
                   percentile_cell(r.p99_ms, r.n_calls, r.max_ms, 99), count(r.n_calls), num(r.samples_per_s),
                   ratio(r.speedup_vs_eager), pct(r.accuracy, 2), delta, agree, sci(r.max_abs_diff),
-                  peak_pct(r.pct_of_peak), seconds(r.compile_s), num(r.peak_mem_mb), _flag_cell(r)]
+                  peak_pct(r.pct_of_peak), seconds(r.compile_s), mem_cell(r), _flag_cell(r)]
+
+
+def mem_cell(r: InferRecord) -> str:
+    """Peak memory, labelled "host" when it is another device's than the row's (ORT's CPU provider on a GPU run)."""
+    text = num(r.peak_mem_mb)
+    return f"{text} host" if text and r.mem_device and r.mem_device != r.device else text
 
 
 def infer_section(records: list[Record]) -> list[str]:
