@@ -214,3 +214,15 @@ def test_a_row_computed_on_another_device_gets_no_peak_and_labelled_host_memory(
     host = InferRecord(model="m", device="cuda", backend="onnxruntime", peak_mem_mb=120.0, mem_device="cpu")
     gpu = InferRecord(model="m", device="cuda", backend="eager", peak_mem_mb=30.0, mem_device="cuda")
     assert mem_cell(host) == "120 host" and mem_cell(gpu) == "30.0"
+
+
+def test_tensorrt_and_cuda_aot_inductor_report_no_torch_allocator_memory():
+    from bench.backends.aot_inductor import AotInductorBackend
+    from bench.backends.tensorrt import TensorRtBackend
+    from bench.context import BenchContext
+
+    ctx = BenchContext(torch.device("cpu"), quick=True, synthetic=True, checkpoints=None, threads=1)
+    assert AotInductorBackend(None, ctx).memory_device() == torch.device("cpu")  # host RSS sees it on a CPU run
+    ctx.device = torch.device("cuda", 0)
+    assert AotInductorBackend(None, ctx).memory_device() is None
+    assert TensorRtBackend(None, ctx).memory_device() is None

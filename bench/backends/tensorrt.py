@@ -20,6 +20,10 @@ from bench.backends.base import RunnerBackend
 
 EXAMPLE_BATCH = 2  # export traces with batch 2: a batch of 1 would be specialised into the graph
 DIST = "torch-tensorrt"
+# Torch-TensorRT creates each engine's execution context with TensorRT's kSTATIC allocation strategy (unless dynamic
+# resources are enabled): the engine's weights and activations live in memory TensorRT allocates itself, which the
+# caching allocator's counters never see.
+NO_MEMORY = "peak memory not measured: TensorRT allocates the engine's memory outside torch's caching allocator"
 
 
 def major_minor(version: str) -> str:
@@ -93,5 +97,8 @@ class TensorRtBackend(RunnerBackend):
         seconds = time.perf_counter() - start
         self.fields.update(provider=f"Torch-TensorRT {torch_tensorrt.__version__}",
                            note=f"fp32 engine, TF32 off, dynamic batch 1..{top} tuned for batch {opt}; "
-                                "compile_s = export + engine build")
+                                f"compile_s = export + engine build; {NO_MEMORY}")
         return seconds
+
+    def memory_device(self) -> torch.device | None:
+        return None  # NO_MEMORY: torch's counters would show little more than the eager model
