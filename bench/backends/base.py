@@ -65,8 +65,9 @@ class Backend(ABC):
 
     @abstractmethod
     def bind(self, x: torch.Tensor) -> Callable[[], Any]:
-        """A callable running one inference on ``x`` (the fixed input of one batch size), as a deployed caller would
-        pay for it: an input copy a real caller makes is inside the callable."""
+        """A callable running one inference on ``x`` (the fixed input of one batch size). Every backend starts from
+        the same point: the input already where it reads it (on the run's device, bound, or a host array made here),
+        so no copy is inside one backend's timed call and outside another's."""
 
     @abstractmethod
     def predict(self, x: torch.Tensor) -> torch.Tensor:
