@@ -96,6 +96,8 @@ def measure(backend: Backend, x: torch.Tensor, quick: bool,
         backend.sync()
         bind_s = timing.clock() - t0
         plan = row_plan(x.shape[0], quick, probe_call_s(fn, backend.sync), budget_s)
+        if memory is not None:  # after two warm calls: cuDNN's one-off search workspace is not this row's peak
+            memory.reset_peak()
         samples = timing.sample_latencies(fn, backend.sync, **plan)
     fields = timing.latency_stats(samples, x.shape[0])
     if memory is not None and memory.peak_mb is not None:

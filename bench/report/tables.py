@@ -194,17 +194,17 @@ def train_section(records: list[Record]) -> list[str]:
         for r in variants:
             key = [r.model, r.row, r.batch_size, r.precision, yes_no(r.channels_last), r.compile or "-"]
             if not r.ok:
-                body.append(key + [_status_cell(r)] + [""] * 6)
+                body.append(key + [_status_cell(r)] + [""] * 7)
                 continue
             body.append(key + [with_iqr(r.samples_per_s, r.samples_per_s_iqr), _windows(r),
                                ratio(r.speedup_vs_fp32_compute), compute_fraction_cell(r), peak_pct(r.pct_of_peak),
-                               seconds(r.compile_s), num(r.peak_mem_mb)])
+                               seconds(r.compile_s), num(r.peak_mem_mb), num(r.mem_delta_mb)])
         out += ["", "### Execution variants", "",
                 "Each row changes one execution choice of a ladder rung; *vs fp32 compute* divides its median by the "
                 "plain fp32 compute row's median.", "",
                 table(body, ["model", "rung", "batch", "precision", "channels_last", "compile",
                              "samples/s ± IQR (IQR %)", "windows", "vs fp32 compute", "% of compute", "% of peak",
-                             "compile s", "peak mem MB"])]
+                             "compile s", "peak mem MB (total)", "peak above row start MB"])]
     if not out:
         return []
     rungs = "; ".join(f"*{name}*: {text}" for name, text in TRAIN_ROWS.items())
