@@ -16,7 +16,7 @@ import torch
 import torchvision
 
 from bench.context import BenchContext
-from bench.measure.hardware import physical_peak, with_physical
+from bench.measure.hardware import gpu_facts, physical_peak, with_physical
 from bench.measure.machine import calibrate, lacks_native, measure_peaks, read_cpuinfo
 from bench.measure.numerics import apply_policy
 from bench.measure.timing import CLOCK
@@ -161,6 +161,8 @@ def probe_machine(ctx: BenchContext, env: RunEnv) -> None:
     note_onnxruntime(env)
     env.maths = dict(apply_policy(ctx.device))
     env.calibration = dict(calibrate(ctx.device))
+    if ctx.device.type == "cuda":
+        env.notes["gpu"] = gpu_facts(ctx.device)
     peak, why_not = physical_peak(ctx.device, ctx.threads)
     env.peaks = with_physical(measure_peaks(ctx.device, list(ctx.precisions)), peak, why_not)
     ctx.peaks = dict(env.peaks)

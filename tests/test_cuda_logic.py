@@ -249,3 +249,45 @@ def test_cuda_graph_times_the_replay_alone_from_the_input_in_its_buffer():
     static_x.zero_()
     call()
     assert graph.replays == 1 and static_x.abs().sum() == 0  # the timed call copies nothing
+
+
+def test_nvml_facts_record_driver_clocks_power_persistence_and_mig():
+    from bench.measure.hardware import nvml_facts
+
+    class FakeNvml:
+        NVML_CLOCK_SM, NVML_CLOCK_MEM = 1, 2
+
+        def nvmlSystemGetDriverVersion(self):
+            return b"570.86.15"
+
+        def nvmlSystemGetCudaDriverVersion(self):
+            return 12080
+
+        def nvmlDeviceGetClockInfo(self, handle, kind):
+            return 1755 if kind == 1 else 0
+
+        def nvmlDeviceGetMaxClockInfo(self, handle, kind):
+            return {1: 1980, 2: 2619}[kind]
+
+        def nvmlDeviceGetPowerManagementLimit(self, handle):
+            return 700000  # mW
+
+        def nvmlDeviceGetPersistenceMode(self, handle):
+            return 1
+
+        def nvmlDeviceGetMigMode(self, handle):
+            raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+
+    facts = nvml_facts(FakeNvml(), "h")
+    assert facts == {"driver": "570.86.15", "driver_cuda": 12080, "sm_clock_mhz": 1755, "sm_clock_max_mhz": 1980,
+                     "mem_clock_max_mhz": 2619, "power_limit_w": pytest.approx(700.0), "persistence_mode": 1,
+                     "mig_mode": None}  # a query that fails is None, never guessed
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_env_records_the_cuda_build_cudnn_and_nvml_or_why_not():
+    from bench.measure.hardware import gpu_facts
+
+    facts = gpu_facts(torch.device("cuda", torch.cuda.current_device()))
+    assert facts["torch_cuda"] == torch.version.cuda and facts["cudnn"] == torch.backends.cudnn.version()
+    assert facts["sms"] > 0 and ("driver" in facts or facts["nvml"])

@@ -18,6 +18,7 @@ against torch.mm's 217 on a 2-core CPU). "% of peak" divides by the physical pea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -96,16 +97,28 @@ def cpu_peak(info: CpuInfo, cores: int, clock_hz: float | None, clock_source: st
                                f"({clock_source})")
 
 
-def gpu_clock(device: torch.device) -> tuple[float | None, str]:
-    """The GPU's max SM clock in Hz and its source (NVML where installed, else the CUDA device attribute)."""
+def nvml_handle(device: torch.device) -> tuple[Any, Any, str]:
+    """(the pynvml module, this device's NVML handle, "") or (None, None, why not). nvidia-ml-py is optional (the
+    gpu extra installs it)."""
     try:
         import pynvml
-
+    except ImportError:
+        return None, None, "nvidia-ml-py is not installed (pip install -e \".[gpu]\")"
+    try:
         pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByPciBusId(pci_bus_id(device))
-        return pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM) * 1e6, "NVML max SM clock"
-    except Exception:  # not installed, no driver access, an unknown bus id: the CUDA attribute below
-        pass
+        return pynvml, pynvml.nvmlDeviceGetHandleByPciBusId(pci_bus_id(device)), ""
+    except Exception as exc:  # no driver access, an unknown bus id, properties without PCI ids
+        return None, None, f"NVML: {type(exc).__name__}: {exc}"
+
+
+def gpu_clock(device: torch.device) -> tuple[float | None, str]:
+    """The GPU's max SM clock in Hz and its source (NVML where installed, else the CUDA device attribute)."""
+    nvml, handle, _ = nvml_handle(device)
+    if nvml is not None:
+        try:
+            return nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_SM) * 1e6, "NVML max SM clock"
+        except Exception:  # an NVML without the query: the CUDA attribute below
+            pass
     khz = getattr(torch.cuda.get_device_properties(device), "clock_rate", 0)
     if khz:
         return khz * 1e3, "cudaDevAttrClockRate (max SM clock)"
@@ -162,3 +175,43 @@ def physical_peak(device: torch.device, threads: int) -> tuple[PhysicalPeak | No
         peak = cpu_peak(info, threads, clock_hz, source)
         return peak, "" if peak else (source if not clock_hz else "no known SIMD ISA in /proc/cpuinfo")
     return None, f"no physical peak tables for {device.type}"
+
+
+def nvml_facts(nvml: Any, handle: Any) -> dict[str, Any]:
+    """What NVML says about the GPU a run measured on: driver, the CUDA version the driver supports, clocks (now and
+    max), power limit, persistence and MIG mode. A query that fails is recorded as None, never guessed."""
+    def ask(fn, *args, scale: float = 1.0):
+        try:
+            value = getattr(nvml, fn)(*args)
+        except Exception:
+            return None
+        if isinstance(value, bytes):
+            value = value.decode()
+        return value * scale if isinstance(value, (int, float)) and scale != 1.0 else value
+
+    mig = ask("nvmlDeviceGetMigMode", handle)
+    return {
+        "driver": ask("nvmlSystemGetDriverVersion"),
+        "driver_cuda": ask("nvmlSystemGetCudaDriverVersion"),  # e.g. 12080 for 12.8
+        "sm_clock_mhz": ask("nvmlDeviceGetClockInfo", handle, getattr(nvml, "NVML_CLOCK_SM", 1)),
+        "sm_clock_max_mhz": ask("nvmlDeviceGetMaxClockInfo", handle, getattr(nvml, "NVML_CLOCK_SM", 1)),
+        "mem_clock_max_mhz": ask("nvmlDeviceGetMaxClockInfo", handle, getattr(nvml, "NVML_CLOCK_MEM", 2)),
+        "power_limit_w": ask("nvmlDeviceGetPowerManagementLimit", handle, scale=1e-3),  # NVML gives mW
+        "persistence_mode": ask("nvmlDeviceGetPersistenceMode", handle),
+        "mig_mode": list(mig) if isinstance(mig, (list, tuple)) else mig,  # [current, pending]; 1 = enabled
+    }
+
+
+def gpu_facts(device: torch.device) -> dict[str, Any]:
+    """env.notes["gpu"]: the CUDA build and cuDNN version torch runs with, the device's properties, and NVML's facts
+    where nvidia-ml-py is installed (else why not)."""
+    props = torch.cuda.get_device_properties(device)
+    facts: dict[str, Any] = {"torch_cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+                             "capability": f"{props.major}.{props.minor}", "sms": props.multi_processor_count,
+                             "memory_gb": round(props.total_memory / 2**30, 1)}
+    nvml, handle, why = nvml_handle(device)
+    if nvml is None:
+        facts["nvml"] = why
+    else:
+        facts.update(nvml_facts(nvml, handle))
+    return facts
