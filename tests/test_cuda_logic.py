@@ -291,3 +291,42 @@ def test_cuda_env_records_the_cuda_build_cudnn_and_nvml_or_why_not():
     facts = gpu_facts(torch.device("cuda", torch.cuda.current_device()))
     assert facts["torch_cuda"] == torch.version.cuda and facts["cudnn"] == torch.backends.cudnn.version()
     assert facts["sms"] > 0 and ("driver" in facts or facts["nvml"])
+
+
+def test_tensorrt_builds_one_engine_per_timed_batch_size(monkeypatch, tmp_path):
+    """A stand-in torch_tensorrt records each engine's optimisation profile: the batch-1 row runs an engine built
+    for batch 1, not one tuned for the largest batch; the accuracy pass has its own."""
+    import sys
+    import types
+
+    import zoo
+    from bench.accuracy import EVAL_BATCH_SIZE
+    from bench.backends.tensorrt import TensorRtBackend
+    from bench.context import BenchContext, ModelSession, example_batch
+
+    built = []
+
+    class Input:
+        def __init__(self, min_shape, opt_shape, max_shape, dtype):
+            self.profile = (min_shape[0], opt_shape[0], max_shape[0])
+
+    def compile_(exported, arg_inputs, device, disable_tf32, min_block_size):
+        assert disable_tf32 is True and min_block_size == 1
+        built.append(arg_inputs[0].profile)
+        return exported.module()
+
+    fake = types.SimpleNamespace(__version__="2.14.0", Input=Input, dynamo=types.SimpleNamespace(compile=compile_))
+    monkeypatch.setitem(sys.modules, "torch_tensorrt", fake)
+    ctx = BenchContext(torch.device("cpu"), quick=True, synthetic=True, checkpoints=None, out_dir=str(tmp_path),
+                       threads=1, batch_sizes=[1, 8])
+    torch.manual_seed(0)
+    session = ModelSession("mlp", zoo.get_model("mlp").eval())
+    backend = TensorRtBackend(session, ctx)
+    assert backend.prepare() == 0.0
+    for bs in (1, 8, 1):
+        x = example_batch("mlp", bs, torch.device("cpu"), seed=bs)
+        with torch.inference_mode():
+            torch.testing.assert_close(backend.bind(x)(), session.model(x))
+    assert built == [(1, 1, 1), (8, 8, 8)]  # one engine per batch size, reused by a second bind
+    backend.predict(example_batch("mlp", 3, torch.device("cpu"), seed=0))
+    assert built[-1] == (1, EVAL_BATCH_SIZE, EVAL_BATCH_SIZE) and "one per timed batch size" in backend.fields["note"]

@@ -185,3 +185,17 @@ def test_infer_phase_rows_on_the_gpu_share_one_clock(device, tmp_path):
 def test_parity_against_eager_on_the_gpu(device, tmp_path):
     (r,) = ParityPhase().run(session_on("lenet", device), context(device, tmp_path))
     assert r.status == "ok" and r.parity_ok is True and r.dynamic_batch_ok is True
+
+
+def test_tensorrt_rows_have_an_engine_per_batch_and_no_allocator_memory(device, tmp_path):
+    from bench.backends.tensorrt import TensorRtBackend
+
+    if TensorRtBackend.available(device):
+        pytest.skip(TensorRtBackend.available(device))
+    ctx = context(device, tmp_path, batch_sizes=[1, 8])
+    session = session_on("lenet", device)
+    rows = InferPhase().backend_rows(TensorRtBackend, session, ctx, None)
+    assert [r.status for r in rows] == ["ok", "ok"], [r.reason for r in rows]
+    assert all(r.peak_mem_mb is None and "outside torch's caching allocator" in r.note for r in rows)
+    assert all(r.accuracy_ok is not False for r in rows)
+    predict_vs_eager("tensorrt", "lenet", device, tmp_path, atol=1e-4)
