@@ -18,7 +18,9 @@ STATUSES = ("ok", "skipped", "failed")
 TRAIN_LADDER = ("tutorial_loop", "fused_optimizer", "no_host_read", "fast_untuned", "fast", "compute")
 TRAIN_ROWS = {
     "tutorial_loop": "the tutorial's own loop, as its code does it (DataLoader, default optimizer, its host reads, "
-                     "prints and TensorBoard writes per step)",
+                     "prints and TensorBoard writes per step), under the run's maths policy like every rung (on CUDA "
+                     "cudnn.benchmark on and TF32 off, where the tutorials ran PyTorch's defaults: benchmark off, "
+                     "cuDNN TF32 on)",
     "fused_optimizer": "the tutorial's loop with PyTorch's fused optimizer kernel",
     "no_host_read": "the shared loop's step on the tutorial's DataLoader: no per-step host read, print or write",
     "fast_untuned": "the shared loop's step on the device-resident loader, default execution choices",

@@ -330,3 +330,12 @@ def test_tensorrt_builds_one_engine_per_timed_batch_size(monkeypatch, tmp_path):
     assert built == [(1, 1, 1), (8, 8, 8)]  # one engine per batch size, reused by a second bind
     backend.predict(example_batch("mlp", 3, torch.device("cpu"), seed=0))
     assert built[-1] == (1, EVAL_BATCH_SIZE, EVAL_BATCH_SIZE) and "one per timed batch size" in backend.fields["note"]
+
+
+def test_the_tutorial_loop_rung_says_which_maths_it_runs_under():
+    from bench.measure.numerics import apply_policy
+    from bench.records import TRAIN_ROWS
+
+    policy = apply_policy("cpu")
+    assert "not PyTorch's defaults" in policy["tutorial_loop_rung"] and "allow_tf32 on" in policy["tutorial_loop_rung"]
+    assert "under the run's maths policy" in TRAIN_ROWS["tutorial_loop"] and "cuDNN TF32 on" in TRAIN_ROWS["tutorial_loop"]
