@@ -160,6 +160,11 @@ class InferRecord(Record):
     mean_ms: float | None = None
     iqr_ms: float | None = None
     samples_per_s: float | None = None  # batch_size / median seconds per call
+    # CUDA rows whose backend runs on a stream torch can record events on (bench.measure.timing.DEVICE_CLOCK):
+    device_p50_ms: float | None = None  # median device time per call (CUDA events), beside the wall p50
+    device_iqr_ms: float | None = None
+    device_n_calls: int | None = None
+    back_to_back_samples_per_s: float | None = None  # calls issued back to back, one sync at the end
     speedup_vs_eager: float | None = None  # eager fp32 p50 / this p50, same batch size
     gflops_per_s: float | None = None
     pct_of_peak: float | None = None

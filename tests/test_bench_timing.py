@@ -403,3 +403,53 @@ def test_time_window_needs_a_step():
     with pytest.raises(ValueError, match=r"^steps must be >= 1, not 0$"):
         time_window(lambda: 1, lambda: None, 0)
     assert time_window(lambda: 5, lambda: None, 1)[1] == 5
+
+
+# -- device time (CUDA events) and back-to-back throughput ----------------------------------------------------------
+
+
+def test_device_times_bracket_each_call_with_events_on_the_given_stream_and_sync_once():
+    log = []
+
+    class Event:
+        def __init__(self, enable_timing):
+            assert enable_timing
+            self.at = None
+
+        def record(self, stream):
+            log.append(("record", stream))
+            self.at = len([e for e in log if e[0] == "call"])
+
+        def synchronize(self):
+            log.append(("sync", None))
+
+        def elapsed_time(self, end):
+            return 2.5 * (end.at - self.at)
+
+    fake = type("FakeCuda", (), {"Event": Event})
+    got = timing.device_times_ms(lambda: log.append(("call", None)), "s1", 3, events=fake)
+    assert got == [2.5, 2.5, 2.5]
+    assert log == [("record", "s1"), ("call", None), ("record", "s1")] * 3 + [("sync", None)]  # no host sync between
+    with pytest.raises(ValueError):
+        timing.device_times_ms(lambda: None, "s", 0, events=fake)
+
+
+def test_back_to_back_rate_syncs_once_around_all_calls(device):
+    d = device(0.01, queued_s=0.04)
+    rate = timing.back_to_back_rate(d.fn, d.sync, 10, batch_size=8)
+    assert d.events == ["sync"] + ["call"] * 10 + ["sync"]
+    assert rate == pytest.approx(10 * 8 / (10 * 0.05))
+
+
+def test_cpu_rows_have_no_device_time():
+    from bench.backends.torch_eager import EagerBackend
+    from bench.context import BenchContext
+    from bench.phases.infer import device_fields
+
+    ctx = BenchContext(torch.device("cpu"), quick=True, synthetic=True, checkpoints=None, threads=1)
+    assert EagerBackend(None, ctx).event_stream() is None
+    assert device_fields(EagerBackend(None, ctx), lambda: None, 1, True) == {}
+    from bench.backends.onnxruntime import OrtCudaBackend
+
+    ctx.device = torch.device("cuda", 0)
+    assert OrtCudaBackend(None, ctx).event_stream() is None  # its own stream: torch's events would time nothing

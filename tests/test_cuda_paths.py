@@ -178,6 +178,10 @@ def test_infer_phase_rows_on_the_gpu_share_one_clock(device, tmp_path):
     # The CPU provider computes on the host: no % of the GPU's peak, and its memory is labelled host memory.
     assert by_backend["onnxruntime"].pct_of_peak is None and by_backend["onnxruntime"].mem_device == "cpu"
     assert by_backend["eager"].mem_device == "cuda" and by_backend["eager"].pct_of_peak is not None
+    for name in ("eager", "compile", "cuda_graph"):  # device time from events on torch's stream, beside wall time
+        r = by_backend[name]
+        assert r.device_p50_ms > 0 and r.device_n_calls >= 1 and r.back_to_back_samples_per_s > 0
+    assert by_backend["onnxruntime"].device_p50_ms is None and by_backend["onnxruntime-cuda"].device_p50_ms is None
     if by_backend["onnxruntime-cuda"].ok:
         assert by_backend["onnxruntime-cuda"].peak_mem_mb is None  # ORT's arena: not seen, not guessed
 

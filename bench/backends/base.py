@@ -78,6 +78,13 @@ class Backend(ABC):
         runs on another device than the run's gets none: the run measured one device's peak)."""
         return self.ctx.device
 
+    def event_stream(self) -> Any:
+        """The CUDA stream this backend's kernels run on, for device-time events (None: not a CUDA backend, or one
+        whose work runs on a stream of its own that torch's events cannot bracket)."""
+        if self.compute_device().type != "cuda":
+            return None
+        return torch.cuda.current_stream(self.ctx.device)
+
     def memory_device(self) -> torch.device | None:
         """Where this backend's working memory lives, for the peak-memory columns (None: invisible to the bench, e.g.
         a runtime's own device arena that torch's allocator does not see)."""

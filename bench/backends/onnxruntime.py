@@ -151,6 +151,9 @@ class OrtCudaBackend(Backend):
     def memory_device(self) -> torch.device | None:
         return None  # ORT's CUDA arena is its own allocator: torch's counters would report ~0 and mislead
 
+    def event_stream(self) -> Any:
+        return None  # ORT queues on its own stream: events on torch's would time nothing of it
+
     def sync(self) -> None:
         """A device-wide synchronize: ORT queues on its own stream, and cudaDeviceSynchronize waits for all of them."""
         torch.cuda.synchronize(self.ctx.device)
