@@ -25,7 +25,8 @@ TRAIN_ROWS = {
     "no_host_read": "the shared loop's step on the tutorial's DataLoader: no per-step host read, print or write",
     "fast_untuned": "the shared loop's step on the device-resident loader, default execution choices",
     "fast": "the shared loop's step on the device-resident loader, with the exact-step tuner's choice",
-    "compute": "the same step on one batch already on the device: the bound no data path can beat",
+    "compute": "the same step on one batch already on the device, under the fast rung's execution choice: the bound "
+               "no data path can beat",
 }
 # Inference backends in table order. bench.backends registers an implementation for each name it supports.
 BACKEND_NAMES = ("eager", "compile", "cuda_graph", "aot_inductor", "onnxruntime", "onnxruntime-cuda",
