@@ -339,3 +339,16 @@ def test_the_tutorial_loop_rung_says_which_maths_it_runs_under():
     policy = apply_policy("cpu")
     assert "not PyTorch's defaults" in policy["tutorial_loop_rung"] and "allow_tf32 on" in policy["tutorial_loop_rung"]
     assert "under the run's maths policy" in TRAIN_ROWS["tutorial_loop"] and "cuDNN TF32 on" in TRAIN_ROWS["tutorial_loop"]
+
+
+def test_the_summary_says_which_peak_is_physical():
+    from bench.measure.hardware import PhysicalPeak, with_physical
+    from bench.records import RunEnv
+    from bench.report.files import render_summary
+
+    measured = {"fp32_flops_per_s": 542e9, "fp32_probes": {"matmul": 217e9, "conv": 542e9}, "fp32_method": "probes",
+                "skipped": {}}
+    env = RunEnv(device="cpu", device_name="Test CPU", peaks=with_physical(measured, PhysicalPeak({"fp32": 300e9},
+                                                                                                "2 cores x 64"), ""))
+    text = render_summary(env, [])
+    assert "fp32 300 GFLOP/s (physical)" in text and "conv 181% (fewer FLOPs than counted)" in text

@@ -141,8 +141,11 @@ def _calibration_cell(cal: dict[str, Any]) -> str:
 
 
 def _peaks_cell(peaks: dict[str, Any]) -> str:
-    cells = [f"{k.replace('_flops_per_s', '')} {tables.num(v / 1e9)} GFLOP/s" for k, v in peaks.items()
-             if k.endswith("_flops_per_s") and isinstance(v, (int, float))]
+    physical = peaks.get("physical") if isinstance(peaks.get("physical"), dict) else {}
+    derived = set(physical.get("flops_per_s") or {})  # precisions whose divisor is the physical peak, not a probe
+    cells = [f"{k.replace('_flops_per_s', '')} {tables.num(v / 1e9)} GFLOP/s"
+             + (" (physical)" if k.replace("_flops_per_s", "") in derived else "")
+             for k, v in peaks.items() if k.endswith("_flops_per_s") and isinstance(v, (int, float))]
     if isinstance(peaks.get("mem_bytes_per_s"), (int, float)):
         cells.append(f"memory {tables.num(peaks['mem_bytes_per_s'] / 1e9)} GB/s")
     cells += [f"{p}: not measured ({why})" for p, why in (peaks.get("skipped") or {}).items()]
