@@ -181,7 +181,7 @@ def method_section(env: RunEnv) -> list[str]:
             "percentage of X. Two figures closer than their IQRs are not known to differ.",
             "- **% of compute**: a training row's median over its compute bound's median (same precision and "
             "variant); a row above the bound by more than the noise is flagged, never shown above 100%. "
-            "**% of peak**: achieved FLOP/s (counted FLOPs x samples/s) over the measured peak above.",
+            "**% of peak**: achieved FLOP/s (counted FLOPs x samples/s) over the peak above (the physical peak where the hardware gives one; above 100% the kernels do fewer FLOPs than counted).",
             "- **Comparing runs**: `python -m bench.compare A/results.json B/results.json` matches rows by key and "
             "calls a change real only when it is larger than the rows' spread."]
 
