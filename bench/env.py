@@ -5,16 +5,19 @@ natively.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import os
 import platform
 import subprocess
+import sys
 
 import psutil
 import torch
 import torchvision
 
 from bench.context import BenchContext
-from bench.measure.machine import calibrate, lacks_native, measure_peaks
+from bench.measure.hardware import gpu_facts, physical_peak, with_physical
+from bench.measure.machine import calibrate, lacks_native, measure_peaks, read_cpuinfo
 from bench.measure.numerics import apply_policy
 from bench.measure.timing import CLOCK
 from bench.records import RunEnv
@@ -26,14 +29,15 @@ def precision_support(device: torch.device) -> dict[str, str | None]:
     """precision -> None when the device runs it natively, else why not (the reason goes to env.skipped_precisions).
 
     Without native kernels bf16/fp16 maths is emulated (on a CPU, in fp32 and slower than fp32 itself), so a default
-    run does not spend its budget on them. CPUs: AVX512-BF16/AMX flags (bench.measure.machine.lacks_native, the same check
-    the peak probe makes); CUDA: torch.cuda.is_bf16_supported(); MPS: fp16.
+    run does not spend its budget on them. CPUs: AVX512-BF16/AMX flags; CUDA: compute capability (bf16 tensor cores
+    from 8.0, fp16 from 7.0), never ``torch.cuda.is_bf16_supported()``, which by default counts emulation (True on a
+    T4 or V100); both through bench.measure.machine.lacks_native, the check the peak probe makes. MPS: fp16.
     """
     support: dict[str, str | None] = {"fp32": None}
     if device.type == "cuda":
-        support["bf16"] = None if torch.cuda.is_bf16_supported() else \
-            f"{torch.cuda.get_device_name(device)} has no native bf16 (torch.cuda.is_bf16_supported() is False)"
-        support["fp16"] = None
+        for precision in ("bf16", "fp16"):
+            why = lacks_native(device, precision)
+            support[precision] = None if why is None else f"{torch.cuda.get_device_name(device)}: {why}"
     elif device.type == "mps":
         support["bf16"] = "MPS: fp16 is the native reduced precision; bf16 is not a default there"
         support["fp16"] = None
@@ -48,14 +52,7 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return "Apple MPS"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return read_cpuinfo().model_name or platform.processor() or platform.machine()
 
 
 def git_commit() -> str | None:
@@ -72,6 +69,49 @@ def git_commit() -> str | None:
     if head.returncode != 0:
         return None
     return head.stdout.strip() + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+
+
+# The distributions that install the ``onnxruntime`` module (each replaces the others' files: one at a time).
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml")
+
+
+def installed_distributions(names: tuple[str, ...] = ORT_DISTRIBUTIONS) -> dict[str, str]:
+    """name -> version of each of ``names`` installed here (read from metadata: nothing is imported)."""
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def onnxruntime_build(dists: dict[str, str], providers: list[str] | None) -> tuple[str, str | None]:
+    """(which ONNX Runtime build this process imports, a warning or None) for env.notes["onnxruntime_build"].
+
+    ``dists``: installed_distributions(); ``providers``: the imported module's get_available_providers() (None when
+    it cannot be imported). Two distributions at once share one module folder, so what is imported is whichever
+    wrote its files last: the warning says how to keep one."""
+    if providers is None:
+        what = "not importable" if dists else "not installed"
+        return (f"onnxruntime {what}: its rows are skipped (pip install -e \".[cpu]\" or \".[gpu]\")",
+                None if not dists else f"{', '.join(dists)} installed but onnxruntime does not import")
+    names = ", ".join(f"{n} {v}" for n, v in dists.items()) or "onnxruntime (no distribution metadata)"
+    build = f"{names}; providers: {', '.join(providers)}"
+    warning = None
+    if len(dists) > 1:
+        keep = "onnxruntime-gpu" if "onnxruntime-gpu" in dists else next(iter(dists))
+        warning = (f"{' and '.join(dists)} are all installed and own the same onnxruntime/ folder; keep one: "
+                   f"pip uninstall -y {' '.join(dists)} && pip install {keep}")
+    return build, warning
+
+
+def ort_providers() -> list[str] | None:
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return list(onnxruntime.get_available_providers())
 
 
 def onnxruntime_version() -> str | None:
@@ -95,6 +135,16 @@ def environment(ctx: BenchContext, command: str | None = None) -> RunEnv:
                   command=command, quick=ctx.quick, budget_s=ctx.budget_s, clock=CLOCK)
 
 
+def note_onnxruntime(env: RunEnv) -> None:
+    """Which ONNX Runtime build is imported (CPU or GPU package, its providers), and a warning line at start-up when
+    two builds are installed over each other."""
+    build, warning = onnxruntime_build(installed_distributions(), ort_providers())
+    env.notes["onnxruntime_build"] = build
+    if warning:
+        env.notes["onnxruntime_warning"] = warning
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def note_load(env: RunEnv, key: str) -> None:
     """The OS's 1/5/15-minute load averages (runnable processes), where the OS has them: a busy machine is why a run
     can be noisy or slow, and a reader should see it next to the figures."""
@@ -108,7 +158,11 @@ def probe_machine(ctx: BenchContext, env: RunEnv) -> None:
     """Once per run, before any phase: the maths policy every backend runs under, the machine-speed calibration and
     the device's measured peaks (into env, and the peaks into ctx for every row's % of peak)."""
     note_load(env, "load_avg_at_start")
+    note_onnxruntime(env)
     env.maths = dict(apply_policy(ctx.device))
     env.calibration = dict(calibrate(ctx.device, ctx.threads))
-    env.peaks = dict(measure_peaks(ctx.device, list(ctx.precisions)))
+    if ctx.device.type == "cuda":
+        env.notes["gpu"] = gpu_facts(ctx.device)
+    peak, why_not = physical_peak(ctx.device, ctx.threads)
+    env.peaks = with_physical(measure_peaks(ctx.device, list(ctx.precisions)), peak, why_not)
     ctx.peaks = dict(env.peaks)

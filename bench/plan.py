@@ -72,6 +72,15 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def pick_max_procs(value: int | None, device: torch.device) -> int | None:
+    """--max-procs: a positive integer, on CUDA at most the GPUs there are (each scale process has its own)."""
+    value = positive("--max-procs", value)
+    if value is not None and device.type == "cuda" and value > torch.cuda.device_count():
+        raise UserError(f"--max-procs {value}: the scale phase runs one process per GPU and this machine has "
+                        f"{torch.cuda.device_count()} CUDA device(s)")
+    return value
+
+
 def pick_phases(text: str | None, phases: Mapping[str, Phase], quick: bool) -> list[str]:
     if text is not None:
         picked = set(choose("--phases", text, list(phases), "phase"))
@@ -215,7 +224,7 @@ def make_context(args: argparse.Namespace, phases: Mapping[str, Phase]) -> tuple
                        checkpoints=args.checkpoints or "runs", models=models, phases=picked_phases,
                        backends=backends, batch_sizes=pick_batch_sizes(args.batch_sizes), precisions=precisions,
                        train_variants=pick_variants(args.train_variants, args.quick),
-                       max_procs=positive("--max-procs", args.max_procs),
+                       max_procs=pick_max_procs(args.max_procs, device),
                        threads=positive("--threads", args.threads) or torch.get_num_threads(),
                        budget_s=pick_budget(args.budget, args.quick), debug=args.debug,
                        tta_targets=pick_tta_targets(args.tta_target), **pick_serve(args))

@@ -18,12 +18,15 @@ STATUSES = ("ok", "skipped", "failed")
 TRAIN_LADDER = ("tutorial_loop", "fused_optimizer", "no_host_read", "fast_untuned", "fast", "compute")
 TRAIN_ROWS = {
     "tutorial_loop": "the tutorial's own loop, as its code does it (DataLoader, default optimizer, its host reads, "
-                     "prints and TensorBoard writes per step)",
+                     "prints and TensorBoard writes per step), under the run's maths policy like every rung (on CUDA "
+                     "cudnn.benchmark on and TF32 off, where the tutorials ran PyTorch's defaults: benchmark off, "
+                     "cuDNN TF32 on)",
     "fused_optimizer": "the tutorial's loop with PyTorch's fused optimizer kernel",
     "no_host_read": "the shared loop's step on the tutorial's DataLoader: no per-step host read, print or write",
     "fast_untuned": "the shared loop's step on the device-resident loader, default execution choices",
     "fast": "the shared loop's step on the device-resident loader, with the exact-step tuner's choice",
-    "compute": "the same step on one batch already on the device: the bound no data path can beat",
+    "compute": "the same step on one batch already on the device, under the fast rung's execution choice: the bound "
+               "no data path can beat",
 }
 # Inference backends in table order. bench.backends registers an implementation for each name it supports.
 BACKEND_NAMES = ("eager", "compile", "cuda_graph", "aot_inductor", "onnxruntime", "onnxruntime-cuda",
@@ -156,12 +159,18 @@ class InferRecord(Record):
     mean_ms: float | None = None
     iqr_ms: float | None = None
     samples_per_s: float | None = None  # batch_size / median seconds per call
+    # CUDA rows whose backend runs on a stream torch can record events on (bench.measure.timing.DEVICE_CLOCK):
+    device_p50_ms: float | None = None  # median device time per call (CUDA events), beside the wall p50
+    device_iqr_ms: float | None = None
+    device_n_calls: int | None = None
+    back_to_back_samples_per_s: float | None = None  # calls issued back to back, one sync at the end
     speedup_vs_eager: float | None = None  # eager fp32 p50 / this p50, same batch size
     gflops_per_s: float | None = None
     pct_of_peak: float | None = None
     compile_s: float | None = None  # one-off cost: compile, session creation, quantization, capture
     peak_mem_mb: float | None = None
     mem_delta_mb: float | None = None
+    mem_device: str | None = None  # whose memory the two figures are ("cpu": host RSS, e.g. ORT's CPU provider)
     provider: str | None = None
     note: str | None = None
     # Accuracy on the same row as latency (over the test split, or a stated prefix of it).

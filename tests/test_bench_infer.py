@@ -272,7 +272,7 @@ def test_io_binding_refuses_an_input_on_another_device():
 def test_ort_cuda_says_how_to_install_the_provider(monkeypatch):
     monkeypatch.setattr(ort_backend.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     why = OrtCudaBackend.available(torch.device("cuda:0"))
-    assert "CUDAExecutionProvider" in why and "pip install onnxruntime-gpu" in why
+    assert "CUDAExecutionProvider" in why and 'pip install -e ".[gpu]"' in why and "pip uninstall -y onnxruntime" in why
     assert "runs on cuda" in OrtCudaBackend.available(CPU)
 
 

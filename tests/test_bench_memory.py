@@ -95,3 +95,30 @@ def test_held_is_what_the_block_keeps_and_peak_is_what_it_touched():
         del scratch
     assert mem.held_mb is not None and 48 <= mem.held_mb <= 80, mem.held_mb
     assert mem.delta_mb is not None and mem.delta_mb >= 150, mem.delta_mb
+
+
+def test_reset_peak_forgets_a_one_off_allocation_but_keeps_the_start():
+    import torch
+
+    from bench.measure.memory import PeakMemory, return_freed_memory
+
+    with PeakMemory("cpu") as mem:
+        scratch = torch.ones(64 * 2**20)  # 256 MB, a one-off (like a first call's search workspace)
+        del scratch
+        return_freed_memory()
+        mem.reset_peak()
+        kept = torch.ones(8 * 2**20)  # 32 MB after the reset: the row's own
+    assert mem.delta_mb is not None and 24 <= mem.delta_mb < 150, mem.delta_mb
+    del kept
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_reset_peak_forgets_a_one_off_allocation():
+    dev = torch.device("cuda")
+    with PeakMemory(dev) as mem:
+        scratch = torch.ones(256 * (1 << 20) // 4, device=dev)
+        del scratch
+        mem.reset_peak()
+        kept = torch.ones(SIZE_MB * (1 << 20) // 4, device=dev)
+    assert mem.delta_mb == pytest.approx(SIZE_MB, abs=2)
+    del kept

@@ -363,7 +363,8 @@ def test_method_text_states_the_definitions_and_the_thresholds():
     assert lines[6] == (
         "- **% of compute**: a training row's median over its compute bound's median (same precision and variant); "
         "a row above the bound by more than the noise is flagged, never shown above 100%. **% of peak**: achieved "
-        "FLOP/s (counted FLOPs x samples/s) over the measured peak above.")
+        "FLOP/s (counted FLOPs x samples/s) over the peak above (the physical peak where the hardware gives one; "
+        "above 100% the kernels do fewer FLOPs than counted).")
     assert lines[7] == (
         "- **Comparing runs**: `python -m bench.compare A/results.json B/results.json` matches rows by key and calls "
         "a change real only when it is larger than the rows' spread.")

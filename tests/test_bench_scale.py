@@ -61,7 +61,8 @@ def test_launch_pins_the_same_way_for_every_n(device, tmp_path, monkeypatch):
     """The command and environment differ between N only in the process count, the CPU sets and the share the rule
     gives; the pinning arguments are present for every N alike (N=1 included)."""
     ctx = BenchContext(torch.device("cpu"), quick=True, synthetic=True, checkpoints=None, threads=8)
-    ctx.device = torch.device(device)  # the builder only reads the device's type
+    ctx.device = torch.device(device, 0) if device == "cuda" else torch.device(device)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)  # a CUDA launch names its GPUs
     shares = []
     for n in (1, 2, 4):
         share, sets = thread_plan(device, n, 4, 8, list(range(8)))
@@ -151,3 +152,62 @@ def test_real_torchrun_launch_on_cuda():
         assert r.ok, r.reason
         assert r.dist_backend == "nccl" and r.ideal == IDEAL_PER_DEVICE
     assert len({r.threads_per_process for r in rows}) == 1
+
+
+def test_visible_gpus_put_the_runs_gpu_first():
+    assert scale.visible_gpus(1, 1, 4, None) == "1"  # --device cuda:1: the 1-process baseline runs on GPU 1
+    assert scale.visible_gpus(3, 1, 4, None) == "1,0,2"
+    assert scale.visible_gpus(2, 0, 2, "GPU-aa, GPU-bb") == "GPU-aa,GPU-bb"  # this process's own view, passed on
+    assert scale.visible_gpus(2, 1, 2, "3,5") == "5,3"  # torch's cuda:1 here is the machine's GPU 5
+    with pytest.raises(ValueError, match="need 3 of 2"):
+        scale.visible_gpus(3, 0, 2, None)
+
+
+def test_cuda_launch_sees_only_its_gpus_the_runs_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    ctx = BenchContext(torch.device("cpu"), quick=True, synthetic=True, checkpoints=None, threads=8)
+    ctx.device = torch.device("cuda", 2)
+    for n, want in ((1, "2"), (2, "2,0"), (4, "2,0,1,3")):
+        cmd, env = worker_command("mlp", ctx, n, 2, [], str(tmp_path / "r.json"))
+        assert env["CUDA_VISIBLE_DEVICES"] == want
+        assert cmd[cmd.index("--device") + 1] == "cuda"  # cuda:0 of the launch's view is the run's GPU
+    ctx.device = torch.device("cpu")
+    cmd, env = worker_command("mlp", ctx, 2, 1, [], str(tmp_path / "r.json"))
+    assert env.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")  # CPU launches: untouched
+
+
+def test_max_procs_above_the_gpu_count_is_a_user_error(monkeypatch):
+    from bench.plan import pick_max_procs
+    from zoo.errors import UserError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_max_procs(2, torch.device("cuda", 0)) == 2
+    assert pick_max_procs(8, torch.device("cpu")) == 8  # CPU processes share the cores: no such limit
+    with pytest.raises(UserError, match="--max-procs 3: .* 2 CUDA device"):
+        pick_max_procs(3, torch.device("cuda", 0))
+
+
+def test_the_worker_applies_the_runs_maths_policy(tmp_path, monkeypatch):
+    """A scale rank runs the same maths as every other row: TF32 off, cudnn.benchmark on (PyTorch's defaults
+    differ), set in the worker itself and reported back with its windows."""
+    import json
+
+    from bench.measure import numerics
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    torch.backends.cuda.matmul.allow_tf32 = True  # a property: set directly (the worker resets it)
+    before = torch.get_num_threads()
+    result = tmp_path / "r.json"
+    try:
+        assert scale.worker(["--model", "mlp", "--device", "cpu", "--batch-size", "8", "--windows", "1",
+                             "--target-s", "0.01", "--synthetic", "--threads", "1", "--result", str(result)]) == 0
+    finally:
+        torch.set_num_threads(before)
+        torch.set_float32_matmul_precision("highest")
+    got = json.loads(result.read_text())
+    assert got["maths"] == numerics.apply_policy("cpu")
+    assert torch.backends.cudnn.benchmark is True and torch.backends.cudnn.allow_tf32 is False
+    assert len(got["window_rates"]) == 1

@@ -224,7 +224,70 @@ def test_steps_for_window_lets_rank_zero_decide(device):
         return 7
 
     assert steps_for_window(lambda: (d.fn(), 1)[1], d.sync, 1.0, agree=agree) == 7
-    assert seen == [100]
+    assert seen == [0, 100]  # the stop decision (rank 0's 7 says stop) after the 1-step probe, then the count
+
+
+def test_steps_for_window_probe_stops_when_rank_zero_says_so(device):
+    """A rank whose own probe would stop early (slow clock) goes on as long as rank 0 says so, and the other way."""
+    d = device(1.0)  # every probe lasts >= 5% of the target here: on its own this rank stops after 1 step
+    said = iter([0, 0, 1])  # rank 0: go on, go on, stop
+    seen = []
+
+    def agree(k: int) -> int:
+        seen.append(k)
+        return next(said) if len(seen) <= 3 else 9
+
+    assert steps_for_window(lambda: (d.fn(), 1)[1], d.sync, 1.0, agree=agree) == 9
+    assert d.calls == 1 + 1 + 4 + 16  # warm-up, then the probes rank 0 asked for
+    assert seen[:3] == [1, 1, 1]  # this rank's own verdicts, which lost
+
+
+def test_steps_for_window_two_gloo_ranks_with_different_clocks_agree():
+    """Two gloo ranks (threads, one process group each) whose clocks see 100x different step times step the same
+    number of probe steps and size the same window: under DDP every step is an all-reduce, so a rank that probed
+    more steps than the other would wait on a collective that never comes."""
+    import datetime
+    import threading
+
+    import torch.distributed as dist
+
+    store, local = dist.HashStore(), threading.local()
+    results: dict[int, tuple[int, int]] = {}
+    errors: list[BaseException] = []
+
+    def rank_main(rank: int, step_s: float) -> None:
+        try:
+            pg = dist.ProcessGroupGloo(store, rank, 2, datetime.timedelta(seconds=30))
+            local.now, calls = 0.0, [0]
+
+            def step() -> int:
+                local.now += step_s
+                calls[0] += 1
+                return 1
+
+            def agree(k: int) -> int:
+                t = torch.tensor([k], dtype=torch.int64)
+                pg.broadcast(t, 0).wait()
+                return int(t.item())
+
+            steps = steps_for_window(step, lambda: None, 1.0, agree=agree)
+            results[rank] = (steps, calls[0])
+        except BaseException as exc:  # surfaced in the main thread
+            errors.append(exc)
+
+    old = timing.clock
+    timing.clock = lambda: local.now
+    try:
+        threads = [threading.Thread(target=rank_main, args=(0, 0.01)), threading.Thread(target=rank_main, args=(1, 1e-4))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        timing.clock = old
+    assert not errors, errors
+    # rank 0 stops after the 16-step probe (0.16 s >= 5% of 1 s), rank 1 alone would have gone on to 64
+    assert results[0] == results[1] == (100, 1 + 1 + 4 + 16)
 
 
 def test_time_window_counts_a_short_last_batch(device):
@@ -340,3 +403,53 @@ def test_time_window_needs_a_step():
     with pytest.raises(ValueError, match=r"^steps must be >= 1, not 0$"):
         time_window(lambda: 1, lambda: None, 0)
     assert time_window(lambda: 5, lambda: None, 1)[1] == 5
+
+
+# -- device time (CUDA events) and back-to-back throughput ----------------------------------------------------------
+
+
+def test_device_times_bracket_each_call_with_events_on_the_given_stream_and_sync_once():
+    log = []
+
+    class Event:
+        def __init__(self, enable_timing):
+            assert enable_timing
+            self.at = None
+
+        def record(self, stream):
+            log.append(("record", stream))
+            self.at = len([e for e in log if e[0] == "call"])
+
+        def synchronize(self):
+            log.append(("sync", None))
+
+        def elapsed_time(self, end):
+            return 2.5 * (end.at - self.at)
+
+    fake = type("FakeCuda", (), {"Event": Event})
+    got = timing.device_times_ms(lambda: log.append(("call", None)), "s1", 3, events=fake)
+    assert got == [2.5, 2.5, 2.5]
+    assert log == [("record", "s1"), ("call", None), ("record", "s1")] * 3 + [("sync", None)]  # no host sync between
+    with pytest.raises(ValueError):
+        timing.device_times_ms(lambda: None, "s", 0, events=fake)
+
+
+def test_back_to_back_rate_syncs_once_around_all_calls(device):
+    d = device(0.01, queued_s=0.04)
+    rate = timing.back_to_back_rate(d.fn, d.sync, 10, batch_size=8)
+    assert d.events == ["sync"] + ["call"] * 10 + ["sync"]
+    assert rate == pytest.approx(10 * 8 / (10 * 0.05))
+
+
+def test_cpu_rows_have_no_device_time():
+    from bench.backends.torch_eager import EagerBackend
+    from bench.context import BenchContext
+    from bench.phases.infer import device_fields
+
+    ctx = BenchContext(torch.device("cpu"), quick=True, synthetic=True, checkpoints=None, threads=1)
+    assert EagerBackend(None, ctx).event_stream() is None
+    assert device_fields(EagerBackend(None, ctx), lambda: None, 1, True) == {}
+    from bench.backends.onnxruntime import OrtCudaBackend
+
+    ctx.device = torch.device("cuda", 0)
+    assert OrtCudaBackend(None, ctx).event_stream() is None  # its own stream: torch's events would time nothing

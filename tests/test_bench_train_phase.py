@@ -56,6 +56,7 @@ def test_every_ladder_row_is_present_with_its_fields(mlp_rows):
     for name in TRAIN_LADDER[:-2]:  # the bound of the untuned rows is the fp32 compute row
         assert by[name].fraction_of_compute == pytest.approx(by[name].samples_per_s / by["compute"].samples_per_s)
     assert by["fast"].tuned and "optimizer_impl" in by["fast"].tuned
+    assert by["compute"].tuned == by["fast"].tuned  # the bound runs the bounded rung's execution choice
     assert by["compute"].fraction_of_compute is None
 
 
@@ -242,3 +243,25 @@ def test_the_phase_gives_the_tuner_and_the_windows_a_share_of_its_budget(monkeyp
     spec = zoo.get_spec("mlp")
     planned = spec.recipe.epochs * DATASETS[spec.dataset][2][0] // spec.recipe.batch_size
     assert [steps for _, steps in seen["tune"]] == [planned, planned, None, planned, None]
+
+
+def test_the_plain_compute_bound_runs_the_fast_rungs_choice_and_its_variants_do_not(monkeypatch):
+    """The fast rung's tuned choice could beat an untuned bound (results/cpu: 0.64-0.94x "gains" over compute);
+    the plain compute row runs the very same choice, on one batch already on the device."""
+    picked = tune.TuneChoice(optimizer_impl="foreach", gain=1.1, measured={"contiguous/foreach": 1.0})
+    monkeypatch.setattr(train, "autotune", lambda *a, **k: picked)
+    built = []
+    real = train.build_tuned
+    monkeypatch.setattr(train, "build_tuned", lambda choice, *a, **k: (built.append(choice), real(choice, *a, **k))[1])
+    ctx = BenchContext(torch.device("cpu"), quick=True, synthetic=True, checkpoints=None, precisions=["fp32", "bf16"])
+    builder = train.RowBuilder("mlp", ctx, tune_s=0.1)
+    compute_before = builder.build(RowPlan("compute"))  # no fast row yet (it failed, or is not planned): untuned
+    fast = builder.build(RowPlan("fast"))
+    compute = builder.build(RowPlan("compute"))
+    variant = builder.build(RowPlan("compute", precision="bf16"))
+    assert compute_before.tuned is None and variant.tuned is None
+    assert fast.tuned == compute.tuned == picked.to_dict()
+    assert built == [picked, picked]  # the fast row's build, then the compute row's, with the same choice
+    for row in (compute_before, fast, compute, variant):
+        assert row.step() > 0
+        row.resources.close()

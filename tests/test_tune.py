@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import zoo
+import zoo.execution
 import zoo.tune as tune
 from zoo.engine import StepOptions, train_step
 from zoo.tune import Candidate, TuneChoice, autotune, build_tuned, eager_candidates, untuned
@@ -82,8 +83,7 @@ def test_candidates_probe_the_memory_format_before_the_optimizer_kernel():
 def test_untuned_is_contiguous_fused_uncompiled():
     model = _model("lenet")
     choice = untuned(model, zoo.get_spec("lenet").recipe, "cpu")
-    assert (choice.channels_last, choice.optimizer_impl, choice.compile, choice.cudnn_benchmark) == \
-        (False, "fused", None, False)
+    assert (choice.channels_last, choice.optimizer_impl, choice.compile) == (False, "fused", None)
     net, optimizer, opts = build_tuned(choice, model, zoo.get_spec("lenet").recipe, "cpu")
     assert net is model and optimizer.defaults["fused"] and not opts.channels_last
 
@@ -231,7 +231,7 @@ def test_compile_probe_reports_its_cost_and_a_no_faster_compile_needs_a_real_gai
 
 
 def test_choice_round_trips_through_dict_and_a_weights_only_load():
-    choice = TuneChoice(channels_last=True, optimizer_impl="foreach", compile="default", cudnn_benchmark=False,
+    choice = TuneChoice(channels_last=True, optimizer_impl="foreach", compile="default",
                         gain=1.25, measured={"contiguous/fused": 100.0, "channels_last/foreach": 125.0},
                         compile_s=3.5)
     assert TuneChoice.from_dict(choice.to_dict()) == choice
@@ -259,19 +259,44 @@ def test_step_options_keep_the_precision_the_caller_passed():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_probes_cudnn_benchmark_and_restores_the_global_flag():
+def test_cuda_keeps_cudnn_benchmark_on_for_every_trial_and_the_run():
+    """cuDNN's plan cache keeps the first plan per shape whatever the flag says later, so the flag is no candidate:
+    on from the tuner's first trial (the default's) on, and after it."""
     model = _model("lenet")
     recipe = zoo.get_spec("lenet").recipe
     x, y = (t.cuda() for t in _batch("lenet", 64))
     cands = eager_candidates(model, recipe, x, "cuda")
-    assert {c.cudnn_benchmark for c in cands} == {False, True}
-    before = torch.backends.cudnn.benchmark
-    choice = autotune(model.cuda(), recipe, x, y, "cuda", budget_s=1.0)
-    assert torch.backends.cudnn.benchmark == before
+    assert len(cands) == len(set(cands))  # no two candidates that differ only by the flag
+    torch.backends.cudnn.benchmark = False
+    seen = []
+    real_step = tune.Trial.step
+
+    def step(self):
+        seen.append(torch.backends.cudnn.benchmark)
+        real_step(self)
+
+    tune.Trial.step = step
+    try:
+        choice = autotune(model.cuda(), recipe, x, y, "cuda", budget_s=1.0)
+    finally:
+        tune.Trial.step = real_step
+    assert seen and all(seen) and torch.backends.cudnn.benchmark is True
     assert len(choice.measured) == len(cands)
     build_tuned(choice, copy.deepcopy(model), recipe, "cuda")
-    assert torch.backends.cudnn.benchmark == choice.cudnn_benchmark
-    torch.backends.cudnn.benchmark = before
+    assert torch.backends.cudnn.benchmark is True
+
+
+def test_cudnn_benchmark_is_no_candidate_and_old_choices_still_load():
+    model = _model("lenet")
+    recipe = zoo.get_spec("lenet").recipe
+    x, _ = _batch("lenet", 4)
+    fields = {f.name for f in dataclasses.fields(Candidate)}
+    assert "cudnn_benchmark" not in fields and "cudnn_benchmark" not in zoo.execution.IMPACT_ORDER
+    assert all("cudnn" not in c.label for c in eager_candidates(model, recipe, x, "cpu"))
+    old = {"channels_last": True, "optimizer_impl": "foreach", "compile": None, "cudnn_benchmark": True, "gain": 1.1}
+    choice = TuneChoice.from_dict(old)  # a checkpoint written before the flag stopped being a choice
+    assert (choice.channels_last, choice.optimizer_impl, choice.gain) == (True, "foreach", 1.1)
+    assert "cudnn_benchmark" not in choice.to_dict()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

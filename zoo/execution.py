@@ -1,7 +1,6 @@
 """The execution choices of one training step, as plain data, and how to build a step from one.
 
-A ``Candidate`` is one way to run the very same step (memory format, optimizer kernel, torch.compile mode,
-cudnn.benchmark); a ``TuneChoice`` is the candidate zoo.tune picked with what it measured (plain types only: it is
+A ``Candidate`` is one way to run the very same step (memory format, optimizer kernel, torch.compile mode); a ``TuneChoice`` is the candidate zoo.tune picked with what it measured (plain types only: it is
 stored in checkpoints and metrics and loads with ``weights_only=True``). ``build_tuned`` turns either into the
 (net, optimizer, StepOptions) that ``zoo.engine.train_step`` runs.
 """
@@ -18,6 +17,13 @@ from zoo.engine import OPTIMIZER_IMPLS, StepOptions, build_optimizer, optimizer_
 from zoo.registry import Recipe
 
 COMPILE_MODE = "default"
+# cudnn.benchmark is not a choice: cuDNN v8's plan cache (aten/src/ATen/native/cudnn/Conv_v8.cpp, benchmark_cache:
+# thread-local, keyed on shapes, padding, TF32, memory format and alignment, not on the benchmark flag) keeps the
+# plan picked the first time a shape is seen, so toggling the flag between trials compares noise and leaves later
+# steps on whichever plans the first trial fixed. It is on for the whole process, every trial and run alike.
+CUDNN_BENCHMARK = True
+# Fields older choices carried and that are no longer choices (read and dropped: a checkpoint from before still loads).
+LEGACY_FIELDS = ("cudnn_benchmark",)
 
 
 @dataclass(frozen=True)
@@ -27,15 +33,12 @@ class Candidate:
     channels_last: bool = False
     optimizer_impl: str = "fused"  # one of zoo.engine.OPTIMIZER_IMPLS
     compile: str | None = None  # a torch.compile mode, or None
-    cudnn_benchmark: bool = False
 
     @property
     def label(self) -> str:
         parts = ["channels_last" if self.channels_last else "contiguous", self.optimizer_impl]
         if self.compile:
             parts.append("compile" if self.compile == COMPILE_MODE else f"compile={self.compile}")
-        if self.cudnn_benchmark:
-            parts.append("cudnn_benchmark")
         return "/".join(parts)
 
 
@@ -46,7 +49,6 @@ class TuneChoice:
     channels_last: bool = False
     optimizer_impl: str = "fused"
     compile: str | None = None
-    cudnn_benchmark: bool = False
     gain: float = 1.0  # measured samples/s of the choice / the default configuration's (1.0: not measured)
     measured: dict[str, float] = field(default_factory=dict, hash=False)  # candidate label -> median samples/s
     compile_s: float | None = None  # the compile probe's one-off seconds, when compile was probed
@@ -54,7 +56,7 @@ class TuneChoice:
 
     @property
     def candidate(self) -> Candidate:
-        return Candidate(self.channels_last, self.optimizer_impl, self.compile, self.cudnn_benchmark)
+        return Candidate(self.channels_last, self.optimizer_impl, self.compile)
 
     @property
     def label(self) -> str:
@@ -70,6 +72,7 @@ class TuneChoice:
         if not isinstance(d, dict):
             raise ValueError(f"a tune choice must be a dict, not {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k not in LEGACY_FIELDS}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"tune choice has unknown field(s): {', '.join(unknown)}")
@@ -83,7 +86,7 @@ class TuneChoice:
 
     @classmethod
     def of(cls, cand: Candidate, **fields: Any) -> TuneChoice:
-        return cls(cand.channels_last, cand.optimizer_impl, cand.compile, cand.cudnn_benchmark, **fields)
+        return cls(cand.channels_last, cand.optimizer_impl, cand.compile, **fields)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -96,14 +99,14 @@ def build_tuned(choice: TuneChoice | Candidate, model: nn.Module, recipe: Recipe
     """Apply ``choice`` to ``model`` (in place: device, memory format) and build what ``zoo.engine.train_step``
     takes: (net, optimizer, opts). ``net`` is the compiled model when the choice compiles, else ``model``.
 
-    On CUDA this sets the process-wide ``torch.backends.cudnn.benchmark`` to the choice's value.
+    On CUDA this turns the process-wide ``torch.backends.cudnn.benchmark`` on (CUDNN_BENCHMARK) and it stays on.
     """
     device = torch.device(device)
     model.to(device)
     if choice.channels_last:
         model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = choice.cudnn_benchmark
+        torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
     optimizer = build_optimizer(recipe, model, lr, impl=choice.optimizer_impl)
     opts = StepOptions(device, precision, choice.channels_last)
     return apply_compile(model, choice.compile), optimizer, opts
@@ -118,7 +121,7 @@ def apply_compile(net: nn.Module, mode: str | None) -> nn.Module:
 
 def default_candidate(model: nn.Module, recipe: Recipe, device: torch.device | str) -> Candidate:
     """The untuned configuration: contiguous, ``build_optimizer``'s default kernel (fused where the device has
-    one), no compile, cudnn.benchmark off (PyTorch's default)."""
+    one), no compile."""
     device = torch.device(device)
     return Candidate(optimizer_impl=optimizer_impl(build_optimizer(recipe, model), device))
 
@@ -137,7 +140,6 @@ def eager_candidates(model: nn.Module, recipe: Recipe, x: torch.Tensor, device: 
     device = torch.device(device)
     conv = has_conv2d(model) and x.dim() == 4
     formats = (False, True) if conv else (False,)
-    benchmarks = (False, True) if conv and device.type == "cuda" else (False,)
     impls = []
     for impl in OPTIMIZER_IMPLS:
         try:
@@ -146,7 +148,7 @@ def eager_candidates(model: nn.Module, recipe: Recipe, x: torch.Tensor, device: 
         except ValueError:  # this device has no such kernel
             continue
     default = default_candidate(model, recipe, device)
-    cands = [Candidate(cl, impl, None, cb) for cl in formats for impl in impls for cb in benchmarks]
+    cands = [Candidate(cl, impl, None) for cl in formats for impl in impls]
     # Most likely first, for a budget that cannot hold them all: one change from the default before two, and among
     # equals the settings that move a step most (IMPACT_ORDER) before the optimizer kernel (a few % at most).
     return [default] + sorted((c for c in cands if c != default), key=lambda c: probe_order(c, default))
@@ -154,7 +156,7 @@ def eager_candidates(model: nn.Module, recipe: Recipe, x: torch.Tensor, device: 
 
 # The settings by how much they have moved a zoo training step (results/cpu: channels_last 1.0-1.5x for conv models,
 # the optimizer kernel within 2%): a tuner with room for only a few candidates probes the big levers first.
-IMPACT_ORDER = ("channels_last", "cudnn_benchmark", "compile", "optimizer_impl")
+IMPACT_ORDER = ("channels_last", "compile", "optimizer_impl")
 
 
 def probe_order(cand: Candidate, ref: Candidate) -> tuple[int, ...]:

@@ -3,8 +3,9 @@
 Every option probed keeps the step's fp32 maths and the model's architecture: the memory format (contiguous or
 channels_last, for 4-D conv models), the optimizer kernel (fused, foreach or the per-tensor loop: PyTorch's three
 implementations of one update), ``torch.compile`` (default mode, probed only when the run's planned steps could pay
-its compile time back) and, on CUDA, ``cudnn.benchmark`` (which picks among cuDNN's fp32 algorithms). Mixed
-precision is never a candidate: the precision is the caller's, passed through unchanged. TF32 is left as it is.
+its compile time back). ``cudnn.benchmark`` is on for every trial and for the run (zoo.execution.CUDNN_BENCHMARK:
+cuDNN's plan cache keeps the first plan per shape, so it cannot be a per-trial choice). Mixed precision is never a
+candidate: the precision is the caller's, passed through unchanged. TF32 is left as it is.
 
 The probe runs on deep copies (the caller's model and optimizer are untouched, and the RNG state is restored, so a
 tuned run draws the same dropout masks as an untuned one) and times the candidates INTERLEAVED: every round runs
@@ -89,8 +90,6 @@ class Trial:
         self.rates: list[float] = []
 
     def step(self) -> None:
-        if self.device.type == "cuda":  # process-wide: set before each of this candidate's steps
-            torch.backends.cudnn.benchmark = self.cand.cudnn_benchmark
         train_step(self.net, self.optimizer, self.x, self.y, self.opts, self.stats)
 
     def warm(self, burst_s: float = WARM_S) -> None:
@@ -180,19 +179,17 @@ def fits(trials: list[Trial], left_s: float, burst_s: float = WARM_S) -> bool:
 
 
 class _Preserved:
-    """Restores what probing touches outside the copies: the RNG states (dropout draws) and cudnn.benchmark."""
+    """Restores what probing touches outside the copies: the RNG states (dropout draws)."""
 
     def __init__(self, device: torch.device):
         devices = [device.index if device.index is not None else torch.cuda.current_device()] \
             if device.type == "cuda" else []
         self.fork = torch.random.fork_rng(devices=devices)
-        self.benchmark = torch.backends.cudnn.benchmark
 
     def __enter__(self):
         self.fork.__enter__()
 
     def __exit__(self, *exc):
-        torch.backends.cudnn.benchmark = self.benchmark
         return self.fork.__exit__(*exc)
 
 

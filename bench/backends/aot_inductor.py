@@ -24,6 +24,11 @@ def cxx_compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
+# The compiled model's constants and its work buffers are allocated by the AOTInductor runtime, not through the
+# caching allocator torch's memory counters read: a figure from them would be little more than the eager model's.
+NO_CUDA_MEMORY = "peak memory not measured on CUDA: AOTInductor allocates outside torch's caching allocator"
+
+
 class AotInductorBackend(RunnerBackend):
     name: ClassVar[str] = "aot_inductor"
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
@@ -62,6 +67,10 @@ class AotInductorBackend(RunnerBackend):
         self.fields.update(
             threads=int(self.ctx.threads) if device.type == "cpu" else None,
             note="torch.export (dynamic batch) + AOT Inductor .pt2 package, loaded with aoti_load_package; "
-                 "compile_s = export + compile + load, and may be warm from Inductor's on-disk cache",
+                 "compile_s = export + compile + load, and may be warm from Inductor's on-disk cache"
+                 + (f"; {NO_CUDA_MEMORY}" if device.type == "cuda" else ""),
         )
         return seconds
+
+    def memory_device(self) -> torch.device | None:
+        return None if self.ctx.device.type == "cuda" else self.ctx.device

@@ -65,12 +65,25 @@ class Backend(ABC):
 
     @abstractmethod
     def bind(self, x: torch.Tensor) -> Callable[[], Any]:
-        """A callable running one inference on ``x`` (the fixed input of one batch size), as a deployed caller would
-        pay for it: an input copy a real caller makes is inside the callable."""
+        """A callable running one inference on ``x`` (the fixed input of one batch size). Every backend starts from
+        the same point: the input already where it reads it (on the run's device, bound, or a host array made here),
+        so no copy is inside one backend's timed call and outside another's."""
 
     @abstractmethod
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for ``x`` as a CPU float tensor (untimed; used for accuracy, agreement and max abs diff)."""
+
+    def compute_device(self) -> torch.device:
+        """Where this backend's arithmetic runs: its row's % of peak divides by that device's peak only (a row that
+        runs on another device than the run's gets none: the run measured one device's peak)."""
+        return self.ctx.device
+
+    def event_stream(self) -> Any:
+        """The CUDA stream this backend's kernels run on, for device-time events (None: not a CUDA backend, or one
+        whose work runs on a stream of its own that torch's events cannot bracket)."""
+        if self.compute_device().type != "cuda":
+            return None
+        return torch.cuda.current_stream(self.ctx.device)
 
     def memory_device(self) -> torch.device | None:
         """Where this backend's working memory lives, for the peak-memory columns (None: invisible to the bench, e.g.

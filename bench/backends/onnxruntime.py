@@ -13,8 +13,12 @@ import time
 from typing import Any, Callable, ClassVar
 
 import numpy as np
-import onnxruntime as ort
 import torch
+
+try:  # the package comes from the cpu or gpu extra (they install the same module), or is not installed at all
+    import onnxruntime as ort
+except ImportError:
+    ort = None
 
 from bench.backends.base import Backend
 from bench.export import onnx_for
@@ -35,6 +39,12 @@ def ort_session(path: str, *, threads: int, providers: list[Any]) -> ort.Inferen
 
 class OrtCpuBackend(Backend):
     name: ClassVar[str] = "onnxruntime"
+    extra: ClassVar[str | None] = "cpu"  # pip install -e ".[cpu]" (or ".[gpu]": onnxruntime-gpu has the CPU provider)
+    package: ClassVar[str | None] = "onnxruntime"
+
+    @classmethod
+    def import_package(cls) -> None:
+        import onnxruntime  # noqa: F401
 
     def prepare(self) -> float:
         path = onnx_for(self.session, self.ctx)  # raises OnnxExportError: the backend's rows are failed
@@ -53,6 +63,9 @@ class OrtCpuBackend(Backend):
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.sess.run(None, {self.input_name: host_array(x)})[0]).float()
+
+    def compute_device(self) -> torch.device:
+        return torch.device("cpu")  # the CPU provider computes on the host, whatever the run's device
 
     def memory_device(self) -> torch.device | None:
         return torch.device("cpu")  # the CPU provider's memory is host memory, whatever the run's device
@@ -92,13 +105,19 @@ def device_binding(sess: Any, input_name: str, output_name: str, x: torch.Tensor
 class OrtCudaBackend(Backend):
     name: ClassVar[str] = "onnxruntime-cuda"
     devices: ClassVar[tuple[str, ...]] = ("cuda",)
+    extra: ClassVar[str | None] = "gpu"
+    package: ClassVar[str | None] = "onnxruntime"
+
+    @classmethod
+    def import_package(cls) -> None:
+        import onnxruntime  # noqa: F401
 
     @classmethod
     def available(cls, device: torch.device) -> str | None:
         why = super().available(device)
         if why is None and CUDA_PROVIDER not in ort.get_available_providers():
-            return (f"this onnxruntime {ort.__version__} has no {CUDA_PROVIDER} "
-                    "(pip uninstall onnxruntime && pip install onnxruntime-gpu)")
+            return (f"this onnxruntime {ort.__version__} has no {CUDA_PROVIDER} (the CPU build is installed: "
+                    'pip uninstall -y onnxruntime onnxruntime-gpu && pip install -e ".[gpu]")')
         return why
 
     def prepare(self) -> float:
@@ -131,6 +150,9 @@ class OrtCudaBackend(Backend):
 
     def memory_device(self) -> torch.device | None:
         return None  # ORT's CUDA arena is its own allocator: torch's counters would report ~0 and mislead
+
+    def event_stream(self) -> Any:
+        return None  # ORT queues on its own stream: events on torch's would time nothing of it
 
     def sync(self) -> None:
         """A device-wide synchronize: ORT queues on its own stream, and cudaDeviceSynchronize waits for all of them."""

@@ -22,21 +22,27 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    CalibrationMethod,
-    QuantFormat,
-    QuantType,
-    quantize_dynamic,
-    quantize_static,
-)
-from onnxruntime.quantization.shape_inference import quant_pre_process
+
+try:  # from the cpu or gpu extra; without either, the int8 rows are skipped with the install command
+    import onnxruntime as ort
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+except ImportError:
+    ort = None
+    CalibrationDataReader = object  # the base of BatchReader, which is then never instantiated
 
 from bench.backends.base import Backend
 from bench.context import BenchContext, ModelSession
 from bench.export import onnx_for
+from bench.measure.machine import cpu_flags
 from zoo.data import FastLoader, open_split, split_tensors
 
 CALIBRATION_SAMPLES = 512
@@ -47,12 +53,8 @@ DYNAMIC_OPS = ("MatMul", "Gemm")
 
 def cpu_has_vnni() -> bool:
     """Whether the CPU has VNNI (x86 AVX512-VNNI or AVX-VNNI); True where the question does not apply."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return True
-    if " avx2" not in flags:  # not an x86 CPU with the U8S8 saturation issue
+    flags = cpu_flags()
+    if "avx2" not in flags:  # not an x86 CPU with the U8S8 saturation issue (or no /proc/cpuinfo to say)
         return True
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
@@ -104,6 +106,12 @@ class OrtInt8Backend(Backend):
     precision: ClassVar[str] = "int8"
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     suffix: ClassVar[str] = "int8"
+    extra: ClassVar[str | None] = "cpu"
+    package: ClassVar[str | None] = "onnxruntime"
+
+    @classmethod
+    def import_package(cls) -> None:
+        import onnxruntime.quantization  # noqa: F401
 
     def quantize(self, src: str, dst: str, work: str) -> str:
         """Static QDQ quantization of ``src`` into ``dst``; returns what the note says about it."""

@@ -11,6 +11,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from bench.backends.base import Backend
+from bench.measure.machine import lacks_native
 
 
 class EagerBackend(Backend):
@@ -53,8 +54,10 @@ class EagerBf16Backend(_AutocastEager):
     @classmethod
     def available(cls, device: torch.device) -> str | None:
         why = super().available(device)
-        if why is None and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            return f"{torch.cuda.get_device_name(device)} has no bf16 support"
+        if why is None and device.type == "cuda":
+            # Compute capability, not torch.cuda.is_bf16_supported(): that counts emulation by default (True on T4).
+            native = lacks_native(device, "bf16")
+            return None if native is None else f"{torch.cuda.get_device_name(device)}: {native}"
         return why
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -125,15 +126,41 @@ def calibrate(device: torch.device | str, threads: int | None = None) -> dict[st
     }
 
 
-def cpu_flags() -> set[str]:
+@dataclass(frozen=True)
+class CpuInfo:
+    """The first processor block of /proc/cpuinfo: what every reader of that file in bench/ needs."""
+
+    model_name: str | None = None
+    flags: frozenset[str] = frozenset()
+    mhz: float | None = None  # "cpu MHz": the clock when read (it moves with frequency scaling)
+
+
+CPUINFO = "/proc/cpuinfo"
+
+
+def read_cpuinfo(path: str = CPUINFO) -> CpuInfo:
+    """The one /proc/cpuinfo reader (an empty CpuInfo where the file does not exist: macOS, Windows)."""
+    fields: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if not line.strip():
+                    if fields:
+                        break  # the first processor's block is enough: every field read here is per-machine
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return set()
+        return CpuInfo()
+    try:
+        mhz = float(fields["cpu MHz"]) if "cpu MHz" in fields else None
+    except ValueError:
+        mhz = None
+    return CpuInfo(model_name=fields.get("model name"), flags=frozenset(fields.get("flags", "").split()), mhz=mhz)
+
+
+def cpu_flags() -> set[str]:
+    return set(read_cpuinfo().flags)
 
 
 def lacks_native(device: torch.device, precision: str) -> str | None:
@@ -220,6 +247,7 @@ def measure_peaks(device: torch.device | str, precisions: list[str] | tuple[str,
         mm_rate, mm_method = _matmul_peak(device, DTYPES[precision])
         conv_rate, conv_method = _conv_peak(device, DTYPES[precision])
         peaks[f"{precision}_flops_per_s"] = max(mm_rate, conv_rate)
+        peaks[f"{precision}_probes"] = {"matmul": mm_rate, "conv": conv_rate}
         peaks[f"{precision}_method"] = (f"the better of two probes: {mm_method} ({mm_rate / 1e9:.0f} GFLOP/s); "
                                         f"{conv_method} ({conv_rate / 1e9:.0f} GFLOP/s)")
     peaks["mem_bytes_per_s"], peaks["mem_method"] = _copy_peak(device)

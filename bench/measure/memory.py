@@ -161,6 +161,21 @@ class PeakMemory:
                 self.method = "RSS sampled every 2 ms"
         return self
 
+    def reset_peak(self) -> None:
+        """Forget the peak so far, keeping the start: a peak read after this excludes one-off work done before it
+        (cuDNN's algorithm-search workspace on a shape's first call, which a later row would not pay again)."""
+        dev = self.device
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+        elif self._sampler is not None:
+            if dev.type == "mps":
+                torch.mps.synchronize()
+            self._sampler.peak = self._sampler.read()
+            self._maxrss_start = ru_maxrss_bytes() if dev.type != "mps" else self._maxrss_start
+        else:
+            reset_linux_hwm()
+
     def __exit__(self, *exc) -> None:
         dev = self.device
         if dev.type == "cuda":

@@ -40,6 +40,9 @@ def apply_policy(device: torch.device | str) -> dict[str, Any]:
         "ort_cuda_cudnn_conv_algo_search": ORT_CONV_ALGO_SEARCH,
         "ort_cuda_use_tf32": 0,
         "ort_cpu": "fp32 (the CPU provider has no reduced-precision fp32 mode)",
+        # The tutorials ran PyTorch's defaults (cudnn.benchmark off, cuDNN TF32 on); the bench's tutorial_loop rung
+        # keeps their loop but not those defaults, so every rung of the ladder does the same arithmetic.
+        "tutorial_loop_rung": "this policy, not PyTorch's defaults (cudnn.benchmark off, cudnn.allow_tf32 on)",
         "device": str(device),
     }
 

@@ -73,6 +73,48 @@ def sample_latencies(fn: Callable[[], Any], sync: Callable[[], None], *, min_cal
     return samples
 
 
+DEVICE_CLOCK = ("CUDA events recorded on the backend's stream around each call, no host sync between calls: the "
+                "device's own time per call, without the launch and sync overhead the wall clock includes")
+DEVICE_CALLS = 100  # event-timed calls per CUDA row, and back-to-back calls for its throughput (quick: QUICK_DEVICE)
+QUICK_DEVICE_CALLS = 20
+
+
+def device_times_ms(fn: Callable[[], Any], stream: Any, calls: int, events: Any = None) -> list[float]:
+    """Milliseconds of device time per call: a start and an end CUDA event recorded on ``stream`` (the stream the
+    backend's kernels run on) around each of ``calls`` calls, issued back to back, one synchronize at the end.
+    ``events`` is the torch.cuda namespace (a fake in CPU tests)."""
+    if calls < 1:
+        raise ValueError(f"calls must be >= 1, not {calls}")
+    if events is None:
+        import torch
+
+        events = torch.cuda
+    cuda = events
+    pairs = []
+    for _ in range(calls):
+        start, end = cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)
+        start.record(stream)
+        fn()
+        end.record(stream)
+        pairs.append((start, end))
+    pairs[-1][1].synchronize()
+    return [float(a.elapsed_time(b)) for a, b in pairs]
+
+
+def back_to_back_rate(fn: Callable[[], Any], sync: Callable[[], None], calls: int, batch_size: int) -> float:
+    """Samples/s of ``calls`` calls issued back to back with one sync at the end (after one before): what a caller
+    that does not wait for each answer gets, where asynchronous backends and CUDA graphs show their gain."""
+    if calls < 1:
+        raise ValueError(f"calls must be >= 1, not {calls}")
+    sync()
+    t0 = clock()
+    for _ in range(calls):
+        fn()
+    sync()
+    seconds = clock() - t0
+    return calls * batch_size / seconds if seconds > 0 else float("inf")
+
+
 def round_sig(values: np.ndarray, figures: int = SIG_FIGS) -> list[float]:
     """Each value rounded to ``figures`` significant figures (zeros stay zero)."""
     out = []
@@ -153,9 +195,11 @@ def steps_for_window(step: Callable[[], int], sync: Callable[[], None], target_s
     """How many steps make a timed window of about ``target_s`` seconds.
 
     One untimed warm-up step, then a timed probe that grows (1, 4, 16, 64 steps) until it lasts at least 5% of the
-    target, so a fast step is not sized from one noisy sample. ``agree(n)`` makes every rank use rank 0's answer
-    under DDP (e.g. ``zoo.distributed.broadcast_int`` bound to the rank's device): ranks that time their own windows
-    differently would wait on each other's all-reduce and time that wait.
+    target, so a fast step is not sized from one noisy sample. ``agree(k)`` returns rank 0's ``k`` on every rank
+    under DDP (e.g. ``zoo.distributed.broadcast_int`` bound to the rank's device). It decides twice over: whether
+    the probe stops, on every probe iteration (a rank whose clock saw a slower probe must not stop at 4 steps while
+    another goes on to 16: one would issue a broadcast while the other issues DDP all-reduces, and both would wait
+    forever), and the final count (ranks that time their own windows differently would time each other's waits).
     """
     if not target_s > 0:
         raise ValueError(f"target_s must be > 0, not {target_s}")
@@ -168,7 +212,10 @@ def steps_for_window(step: Callable[[], int], sync: Callable[[], None], target_s
             step()
         sync()
         dt = clock() - t0
-        if dt >= 0.05 * target_s or n >= PROBE_MAX_STEPS:
+        stop = dt >= 0.05 * target_s or n >= PROBE_MAX_STEPS
+        if agree is not None:
+            stop = n >= PROBE_MAX_STEPS or bool(agree(int(stop)))  # rank 0's decision, the same on every rank
+        if stop:
             break
         n *= 4
     # A clock that saw no time at all (a stand-in clock) gets the probe's size rather than a division by zero.

@@ -14,6 +14,7 @@ import dataclasses
 import gc
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from bench.accuracy import row_fields
@@ -96,12 +97,31 @@ def measure(backend: Backend, x: torch.Tensor, quick: bool,
         backend.sync()
         bind_s = timing.clock() - t0
         plan = row_plan(x.shape[0], quick, probe_call_s(fn, backend.sync), budget_s)
+        if memory is not None:  # after two warm calls: cuDNN's one-off search workspace is not this row's peak
+            memory.reset_peak()
         samples = timing.sample_latencies(fn, backend.sync, **plan)
     fields = timing.latency_stats(samples, x.shape[0])
+    fields.update(device_fields(backend, fn, x.shape[0], quick))
     if memory is not None and memory.peak_mb is not None:
         fields["peak_mem_mb"] = round(memory.peak_mb, 1)
         fields["mem_delta_mb"] = round(memory.delta_mb, 1) if memory.delta_mb is not None else None
+        fields["mem_device"] = mem_device.type
     return fields, bind_s
+
+
+def device_fields(backend: Backend, fn, batch_size: int, quick: bool) -> dict[str, Any]:
+    """CUDA rows: device time per call from CUDA events on the backend's stream, and the back-to-back throughput
+    (bench.measure.timing.DEVICE_CLOCK); nothing for a backend without such a stream."""
+    stream = backend.event_stream()
+    if stream is None:
+        return {}
+    calls = timing.QUICK_DEVICE_CALLS if quick else timing.DEVICE_CALLS
+    with torch.inference_mode():
+        device_ms = np.asarray(timing.device_times_ms(fn, stream, calls))
+        rate = timing.back_to_back_rate(fn, backend.sync, calls, batch_size)
+    p25, p50, p75 = np.percentile(device_ms, [25, 50, 75])
+    return {"device_p50_ms": float(p50), "device_iqr_ms": float(p75 - p25), "device_n_calls": int(device_ms.size),
+            "back_to_back_samples_per_s": rate}
 
 
 def backend_fields(backend: Backend) -> dict[str, Any]:
@@ -189,7 +209,14 @@ class InferPhase(Phase):
         return InferRecord(model=session.name, device=ctx.device.type, clock=timing.CLOCK,
                            compile_s=round(prepare_s + bind_s, 4),
                            gflops_per_s=flops_per_s / 1e9 if flops_per_s else None,
-                           pct_of_peak=pct_of_peak(flops_per_s, ctx.peaks, backend.precision), **key, **fields)
+                           pct_of_peak=pct_of_peak(flops_per_s, row_peaks(backend, ctx), backend.precision),
+                           **key, **fields)
+
+
+def row_peaks(backend: Backend, ctx: BenchContext) -> dict[str, Any]:
+    """The peaks a row's % of peak divides by: the run's device's, when the backend computes there; none otherwise
+    (the ORT CPU provider on a CUDA run is not a fraction of the GPU)."""
+    return ctx.peaks if backend.compute_device().type == ctx.device.type else {}
 
 
 def accuracy_fields(backend: Backend, session: ModelSession, ctx: BenchContext) -> dict[str, Any]:

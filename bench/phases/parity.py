@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from bench.backends.onnxruntime import CPU_PROVIDER, host_array, ort_session
+from bench.backends.onnxruntime import CPU_PROVIDER, OrtCpuBackend, host_array, ort_session
 from bench.context import BenchContext, ModelSession, example_batch
 from bench.export import OnnxExportError, onnx_export_info
 from bench.measure.numerics import strict_fp32
@@ -102,6 +102,9 @@ class ParityPhase(Phase):
 
     def run(self, session: ModelSession, ctx: BenchContext) -> list[Record]:
         device = ctx.device.type
+        missing = OrtCpuBackend.missing_package()
+        if missing:  # neither the cpu nor the gpu extra: nothing to check the export against
+            return [not_ok(ParityRecord, session.name, device, missing, status="skipped")]
         try:
             info = onnx_export_info(session, ctx)
         except OnnxExportError as exc:

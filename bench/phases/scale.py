@@ -11,6 +11,10 @@ evenly, so each of N processes gets threads // N; on CUDA every process gets the
 rank pins ``torch.set_num_threads`` and OMP_NUM_THREADS to its share and, where the OS allows
 (``os.sched_setaffinity``), runs on its own disjoint CPU set.
 
+Every rank runs the run's maths policy (bench.measure.numerics.apply_policy: TF32 off, cudnn.benchmark on), as every
+other row does, and on CUDA the launch sees only the GPUs it uses, the run's GPU first (``CUDA_VISIBLE_DEVICES``,
+``visible_gpus``): the 1-process baseline of ``--device cuda:1`` runs on GPU 1, and rank r of N on the r-th of them.
+
 The ideal matches the setup (``ScaleRecord.ideal``): CPU with fixed total cores: ideal = rate(1 process with all the
 same cores) ("is N processes better than one with all the cores"); GPUs: ideal = N x rate(1).
 scaling_efficiency = samples/s(N) / ideal.
@@ -30,6 +34,7 @@ import torch
 
 import zoo
 from bench.context import BenchContext, ModelSession
+from bench.measure.numerics import apply_policy
 from bench.measure.timing import steps_for_window, time_window, window_stats
 from bench.phases.base import Phase
 from bench.records import Record, ScaleRecord, not_ok
@@ -75,6 +80,18 @@ def thread_plan(device_type: str, n: int, max_procs: int, threads: int, cpus: li
     return share, [cpus[r * share:(r + 1) * share] for r in range(n)]
 
 
+def visible_gpus(n: int, index: int, count: int, visible: str | None) -> str:
+    """CUDA_VISIBLE_DEVICES for a launch of ``n`` processes: the run's GPU (``index``, as torch numbers it in this
+    process) first, then the others in order, the first ``n`` of them. ``visible`` is this process's own
+    CUDA_VISIBLE_DEVICES (its entries, ids or UUIDs, are what torch's indices refer to), None when unset."""
+    entries = [e.strip() for e in visible.split(",") if e.strip()] if visible else [str(i) for i in range(count)]
+    entries = entries[:count]
+    if not 0 <= index < len(entries) or n > len(entries):
+        raise ValueError(f"{n} process(es) from cuda:{index} need {n} of {len(entries)} GPU(s)")
+    order = [entries[index]] + [e for i, e in enumerate(entries) if i != index]
+    return ",".join(order[:n])
+
+
 def ideal_for(device_type: str, n: int, rate_1: float | None) -> tuple[str, float | None]:
     """(how the ideal is defined, the ideal samples/s) for N processes given the 1-process rate."""
     if device_type == "cpu":
@@ -106,7 +123,17 @@ def worker_command(name: str, ctx: BenchContext, n: int, share: int, cpu_sets: l
     if not ctx.uses_real_data(name):
         cmd.append("--synthetic")
     env = dict(os.environ, OMP_NUM_THREADS=str(share))
+    if ctx.device.type == "cuda":  # the launch's own view: cuda:0 is the run's GPU
+        env["CUDA_VISIBLE_DEVICES"] = visible_gpus(n, cuda_index(ctx.device), torch.cuda.device_count(),
+                                                   os.environ.get("CUDA_VISIBLE_DEVICES"))
     return cmd, env
+
+
+def cuda_index(device: torch.device) -> int:
+    """The index of a CUDA device (the current device when it has none)."""
+    if device.index is not None:
+        return device.index
+    return torch.cuda.current_device() if torch.cuda.is_available() else 0
 
 
 def run_worker(cmd: list[str], env: dict[str, str], timeout_s: float) -> tuple[int, str]:
@@ -211,6 +238,7 @@ def worker(argv: list[str]) -> int:
     args = parse_worker_args(argv)
     pin_this_rank(args.threads, args.cpus, int(os.environ.get("LOCAL_RANK", "0")))
     rank, world, device = init_distributed(resolve_device(args.device))
+    maths = apply_policy(device)  # the run's maths policy: the same arithmetic as every other row
     spec = zoo.get_spec(args.model)
     torch.manual_seed(args.seed)
     model = zoo.get_model(args.model, **({"pretrained": "off"} if spec.uses_pretrained else {})).to(device)
@@ -239,7 +267,8 @@ def worker(argv: list[str]) -> int:
         rates.append(total / seconds)
     if is_main():
         with open(args.result, "w") as f:
-            json.dump({"window_rates": rates, "steps_per_window": steps, "threads": torch.get_num_threads()}, f)
+            json.dump({"window_rates": rates, "steps_per_window": steps, "threads": torch.get_num_threads(),
+                       "maths": maths}, f)
     destroy()
     return 0
 

@@ -10,9 +10,10 @@ Every row trains the same model from one seeded initialisation (copied, never re
 - ``no_host_read``: the shared loop's ``train_step`` (device-side running stats, no host read) on the same DataLoader.
 - ``fast_untuned``: ``train_step`` on the device-resident FastLoader.
 - ``fast``: ``train_step`` on the FastLoader with the exact-step tuner's choice (zoo.tune.autotune on one batch of
-  this model: memory format, optimizer kernel, cudnn.benchmark, and compile when the recipe's steps would pay for
+  this model: memory format, optimizer kernel, and compile when the recipe's steps would pay for
   it and the phase can afford a compile: tune_probes_compile); the choice is in the row's ``tuned`` field.
-- ``compute``: ``train_step`` on one batch already on the device: the bound no data path can beat.
+- ``compute``: ``train_step`` on one batch already on the device, under the fast row's execution choice (the
+  untuned one when the fast row failed): the bound no data path can beat, tuned rows included.
 Plus a ``compute`` row per extra precision (``ctx.precisions``) and per variant (``ctx.train_variants``).
 
 Timing (bench.measure.timing): each row's window is sized to ~0.5 s (0.15 s with --quick), then the windows run round-robin
@@ -55,7 +56,7 @@ from bench.phases.tutorial_loop import TutorialStep
 from bench.records import TRAIN_LADDER, Record, TrainRecord, not_ok
 from zoo.data import DATASETS, batches_forever, make_loaders
 from zoo.engine import StepOptions, StepStats, build_optimizer, train_step
-from zoo.tune import COMPILE_MIN_S, autotune, build_tuned
+from zoo.tune import COMPILE_MIN_S, TuneChoice, autotune, build_tuned
 
 TUNE_BUDGET_S = {True: 2.0, False: 10.0}  # the most the tuner may take per model (quick, full)
 # The least: room for the default and one candidate (a model after an overrun still gets its memory-format probe) and,
@@ -147,6 +148,7 @@ class RowBuilder:
         self.batch_size = ctx.train_batch_size(name)
         self.tune_s = TUNE_BUDGET_S[ctx.quick] if tune_s is None else tune_s
         self.probe_compile = probe_compile
+        self.fast_choice: TuneChoice | None = None  # the fast row's, which the plain compute bound runs too
         torch.manual_seed(ctx.seed)
         kwargs = {"pretrained": "off"} if self.spec.uses_pretrained else {}
         self.template = zoo.get_model(name, **kwargs)  # AlexNet's init takes ~1 s: drawn once, copied per row
@@ -206,21 +208,21 @@ class RowBuilder:
 
         return step
 
-    def tuned_step(self) -> tuple[Callable[[], int], dict[str, Any]]:
-        """The fast row: the tuner's choice for this exact step, measured on one batch of the fast loader."""
+    def tuned_step(self, choice: TuneChoice | None = None) -> tuple[Callable[[], int], dict[str, Any]]:
+        """The fast row: the tuner's choice for this exact step, measured on one batch of the fast loader. With
+        ``choice`` (the fast row's), the plain compute bound under that same choice, on one batch on the device."""
         ctx, recipe = self.ctx, self.spec.recipe
         batches = batches_forever(self.loader("fast"))
         x, y = next(batches)
         model = self.model()
-        # Compile is probed when the phase can afford it (tune_probes_compile) and, within the tuner, only when the
-        # recipe's run is long enough to pay it back.
-        steps_planned = recipe.epochs * DATASETS[self.spec.dataset][2][0] // self.batch_size \
-            if self.probe_compile else None
-        choice = autotune(model, recipe, x, y, ctx.device, steps_planned=steps_planned, budget_s=self.tune_s)
-        benchmark = torch.backends.cudnn.benchmark
-        net, optimizer, opts = build_tuned(choice, model, recipe, ctx.device)
-        # cudnn.benchmark is process-wide and the rows are timed interleaved: every row keeps the run's maths policy.
-        torch.backends.cudnn.benchmark = benchmark
+        if choice is not None:
+            batches = iter(lambda: (x, y), None)
+        else:  # compile is probed when the phase can afford it and the recipe's run would pay it back
+            steps_planned = recipe.epochs * DATASETS[self.spec.dataset][2][0] // self.batch_size \
+                if self.probe_compile else None
+            choice = self.fast_choice = autotune(model, recipe, x, y, ctx.device, steps_planned=steps_planned,
+                                                 budget_s=self.tune_s)
+        net, optimizer, opts = build_tuned(choice, model, recipe, ctx.device)  # cudnn.benchmark stays on, as the policy
         stats = StepStats(ctx.device)
 
         def step() -> int:
@@ -237,8 +239,8 @@ class RowBuilder:
             tuned = None
             if plan.row in ("tutorial_loop", "fused_optimizer"):
                 step = self.tutorial_step(plan.row == "fused_optimizer", resources)
-            elif plan.row == "fast":
-                step, tuned = self.tuned_step()
+            elif plan.row == "fast" or (plan == RowPlan("compute") and self.fast_choice is not None):
+                step, tuned = self.tuned_step(None if plan.row == "fast" else self.fast_choice)
             else:
                 step = self.shared_step(plan)
             t = time.perf_counter()

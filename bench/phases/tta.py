@@ -212,15 +212,10 @@ class TtaPhase(Phase):
         max_epochs = EPOCH_CAP_FACTOR * spec.recipe.epochs
         common = dict(target_acc=target, target_source=source, max_epochs=max_epochs,
                       batch_size=spec.recipe.batch_size, data=ctx.data_label(spec.name))
-        benchmark = torch.backends.cudnn.benchmark  # the tuner's choice sets it; later phases keep the run's policy
-        try:
-            tut = self._row(run_tutorial_loop, "tutorial_loop", spec, ctx, common)
-            # The run the shared loop's tuner pays back over: the steps the tutorial's loop took to the target.
-            planned = tut.steps if tut.ok and tut.reached else None
-            shared = self._row(lambda *a: run_shared_loop(*a, steps_planned=planned), "shared_loop", spec, ctx,
-                               common)
-        finally:
-            torch.backends.cudnn.benchmark = benchmark
+        tut = self._row(run_tutorial_loop, "tutorial_loop", spec, ctx, common)
+        # The run the shared loop's tuner pays back over: the steps the tutorial's loop took to the target.
+        planned = tut.steps if tut.ok and tut.reached else None
+        shared = self._row(lambda *a: run_shared_loop(*a, steps_planned=planned), "shared_loop", spec, ctx, common)
         if tut.ok and shared.ok and tut.reached and shared.reached:
             shared.speedup_vs_tutorial_loop = tut.train_s / shared.train_s
             shared.wall_speedup_vs_tutorial_loop = tut.wall_s / shared.wall_s

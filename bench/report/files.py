@@ -181,8 +181,11 @@ def _calibration_cell(cal: dict[str, Any]) -> str:
 
 
 def _peaks_cell(peaks: dict[str, Any]) -> str:
-    cells = [f"{k.replace('_flops_per_s', '')} {tables.num(v / 1e9)} GFLOP/s" for k, v in peaks.items()
-             if k.endswith("_flops_per_s") and isinstance(v, (int, float))]
+    physical = peaks.get("physical") if isinstance(peaks.get("physical"), dict) else {}
+    derived = set(physical.get("flops_per_s") or {})  # precisions whose divisor is the physical peak, not a probe
+    cells = [f"{k.replace('_flops_per_s', '')} {tables.num(v / 1e9)} GFLOP/s"
+             + (" (physical)" if k.replace("_flops_per_s", "") in derived else "")
+             for k, v in peaks.items() if k.endswith("_flops_per_s") and isinstance(v, (int, float))]
     if isinstance(peaks.get("mem_bytes_per_s"), (int, float)):
         cells.append(f"memory {tables.num(peaks['mem_bytes_per_s'] / 1e9)} GB/s")
     cells += [f"{p}: not measured ({why})" for p, why in (peaks.get("skipped") or {}).items()]
@@ -218,7 +221,7 @@ def method_section(env: RunEnv) -> list[str]:
             "percentage of X. Two figures closer than their IQRs are not known to differ.",
             "- **% of compute**: a training row's median over its compute bound's median (same precision and "
             "variant); a row above the bound by more than the noise is flagged, never shown above 100%. "
-            "**% of peak**: achieved FLOP/s (counted FLOPs x samples/s) over the measured peak above.",
+            "**% of peak**: achieved FLOP/s (counted FLOPs x samples/s) over the peak above (the physical peak where the hardware gives one; above 100% the kernels do fewer FLOPs than counted).",
             "- **Comparing runs**: `python -m bench.compare A/results.json B/results.json` matches rows by key and "
             "calls a change real only when it is larger than the rows' spread."]
 

@@ -48,6 +48,12 @@ def pct(fraction: Any, digits: int = 1) -> str:
     return f"{100 * fraction:.{digits}f}%" if _is_num(fraction) else ""
 
 
+def peak_pct(fraction: Any) -> str:
+    """% of the physical peak; above 100% the row's kernels do fewer FLOPs than counted (Winograd, FFT), and say so."""
+    text = pct(fraction)
+    return f"{text} (fewer FLOPs than counted)" if _is_num(fraction) and fraction > 1.0 else text
+
+
 def sci(x: Any) -> str:
     return f"{x:.2e}" if _is_num(x) else ""
 
@@ -161,7 +167,7 @@ def _ladder_table(rows: list[TrainRecord]) -> str:
             body.append([r.row, _status_cell(r)] + [""] * 9)
             continue
         body.append([r.row, with_iqr(r.samples_per_s, r.samples_per_s_iqr), _windows(r), ratio(r.rung_gain),
-                     ratio(r.speedup_vs_tutorial_loop), compute_fraction_cell(r), pct(r.pct_of_peak),
+                     ratio(r.speedup_vs_tutorial_loop), compute_fraction_cell(r), peak_pct(r.pct_of_peak),
                      num(r.gflops_per_s), num(r.peak_mem_mb), num(r.mem_delta_mb), num(r.mem_held_mb)])
     return table(body, ["rung", "samples/s ± IQR (IQR %)", "windows", "gain over previous rung", "vs tutorial_loop",
                         "% of compute", "% of peak", "GFLOP/s", "peak mem MB", "peak above start MB",
@@ -188,17 +194,17 @@ def train_section(records: list[Record]) -> list[str]:
         for r in variants:
             key = [r.model, r.row, r.batch_size, r.precision, yes_no(r.channels_last), r.compile or "-"]
             if not r.ok:
-                body.append(key + [_status_cell(r)] + [""] * 6)
+                body.append(key + [_status_cell(r)] + [""] * 7)
                 continue
             body.append(key + [with_iqr(r.samples_per_s, r.samples_per_s_iqr), _windows(r),
-                               ratio(r.speedup_vs_fp32_compute), compute_fraction_cell(r), pct(r.pct_of_peak),
-                               seconds(r.compile_s), num(r.peak_mem_mb)])
+                               ratio(r.speedup_vs_fp32_compute), compute_fraction_cell(r), peak_pct(r.pct_of_peak),
+                               seconds(r.compile_s), num(r.peak_mem_mb), num(r.mem_delta_mb)])
         out += ["", "### Execution variants", "",
                 "Each row changes one execution choice of a ladder rung; *vs fp32 compute* divides its median by the "
                 "plain fp32 compute row's median.", "",
                 table(body, ["model", "rung", "batch", "precision", "channels_last", "compile",
                              "samples/s ± IQR (IQR %)", "windows", "vs fp32 compute", "% of compute", "% of peak",
-                             "compile s", "peak mem MB"])]
+                             "compile s", "peak mem MB (total)", "peak above row start MB"])]
     if not out:
         return []
     rungs = "; ".join(f"*{name}*: {text}" for name, text in TRAIN_ROWS.items())
@@ -234,7 +240,13 @@ def _infer_row(r: InferRecord) -> list[str]:
     return key + [with_iqr(r.p50_ms, r.iqr_ms), percentile_cell(r.p90_ms, r.n_calls, r.max_ms, 90),
                   percentile_cell(r.p99_ms, r.n_calls, r.max_ms, 99), count(r.n_calls), num(r.samples_per_s),
                   ratio(r.speedup_vs_eager), pct(r.accuracy, 2), delta, agree, sci(r.max_abs_diff),
-                  pct(r.pct_of_peak), seconds(r.compile_s), num(r.peak_mem_mb), _flag_cell(r)]
+                  peak_pct(r.pct_of_peak), seconds(r.compile_s), mem_cell(r), _flag_cell(r)]
+
+
+def mem_cell(r: InferRecord) -> str:
+    """Peak memory, labelled "host" when it is another device's than the row's (ORT's CPU provider on a GPU run)."""
+    text = num(r.peak_mem_mb)
+    return f"{text} host" if text and r.mem_device and r.mem_device != r.device else text
 
 
 def infer_section(records: list[Record]) -> list[str]:
