@@ -138,7 +138,7 @@ def test_files_and_functions_are_short(name):
 # Where each kind of bench code lives (README "Layout"): a module added elsewhere must be placed on purpose.
 BENCH_LAYOUT = {
     "bench": {"__main__", "run", "plan", "context", "model_info", "budget", "progress", "env", "records", "compare",
-              "crosscheck", "export", "accuracy"},
+              "crosscheck", "vendor", "benchmark_app", "export", "accuracy"},
     "bench.measure": {"timing", "stats", "memory", "machine", "numerics"},
     "bench.report": {"__main__", "files", "tables", "plots", "selection", "load"},
 }
