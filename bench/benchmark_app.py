@@ -112,8 +112,9 @@ def executable() -> str:
 
 
 def command(model_xml: str, input_npy: str, config_json: str, seconds: float) -> list[str]:
-    """benchmark_app on the CPU with the latency hint (its synchronous API), the row's input and configuration."""
-    return [executable(), "-m", model_xml, "-d", "CPU", "-hint", "latency", "-i", input_npy,
+    """benchmark_app on the CPU with the latency hint (its synchronous API), the row's input and configuration. ``-ip
+    f32``: benchmark_app makes a 3-channel (image-like) input u8 unless told, and the row feeds f32."""
+    return [executable(), "-m", model_xml, "-d", "CPU", "-hint", "latency", "-ip", "f32", "-i", input_npy,
             "-load_config", config_json, "-t", str(max(1, round(seconds)))]
 
 

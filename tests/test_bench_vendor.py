@@ -82,7 +82,7 @@ def test_config_differences_names_each_property_that_differs():
 def test_command_passes_the_rows_model_input_config_and_latency_hint(tmp_path, monkeypatch):
     monkeypatch.setattr(benchmark_app, "executable", lambda: "benchmark_app")
     cmd = benchmark_app.command("m.xml", "x.npy", "c.json", 2.6)
-    assert cmd == ["benchmark_app", "-m", "m.xml", "-d", "CPU", "-hint", "latency", "-i", "x.npy",
+    assert cmd == ["benchmark_app", "-m", "m.xml", "-d", "CPU", "-hint", "latency", "-ip", "f32", "-i", "x.npy",
                    "-load_config", "c.json", "-t", "3"]
     path = tmp_path / "c.json"
     benchmark_app.write_config(str(path), {"INFERENCE_NUM_THREADS": "2"})
