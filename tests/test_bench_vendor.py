@@ -117,6 +117,12 @@ def test_a_gap_in_the_python_call_is_explained_by_the_runtimes_own_latency():
     assert "NOT EXPLAINED" not in text and "160.0 us" in text and "140.0 us" in text and "floor 2.0 us" in text
 
 
+def test_a_split_that_does_not_reproduce_the_row_is_not_explained():
+    r = row([0.60], [0.15], runtime=[0.16], python=[0.04])  # 0.60 ms row, 0.20 ms right after: load changed
+    assert r.drift() == pytest.approx(3.0) and not r.passes()
+    assert r.explanation().startswith("NOT EXPLAINED") and "load changed" in r.explanation()
+
+
 def test_a_slower_runtime_in_the_harness_is_not_explained():
     r = row([0.60], [0.15], runtime=[0.40], python=[0.20], options={"shape": "dynamic batch"})
     assert not r.passes() and r.explanation().startswith("NOT EXPLAINED")
