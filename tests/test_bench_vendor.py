@@ -110,6 +110,11 @@ def test_a_ratio_within_the_limit_passes():
     assert r.ratio() <= VENDOR_LIMIT and r.passes() and r.explanation().startswith("within")
 
 
+def test_a_slower_vendor_side_is_said_not_called_within():
+    r = row([0.10], [0.20])
+    assert r.passes() and "vendor side is 2.00x slower" in r.explanation()
+
+
 def test_a_gap_in_the_python_call_is_explained_by_the_runtimes_own_latency():
     r = row([0.30], [0.15], runtime=[0.16], python=[0.14])
     assert r.ratio() > VENDOR_LIMIT and r.passes()
