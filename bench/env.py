@@ -11,11 +11,14 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
 import psutil
 import torch
 import torchvision
 
-from bench.context import BenchContext
+from bench.backends.noop import NoopBackend
+from bench.context import BenchContext, ModelSession
+from bench.measure import timing
 from bench.measure.hardware import gpu_facts, physical_peak, with_physical
 from bench.measure.machine import calibrate, lacks_native, measure_peaks, read_cpuinfo
 from bench.measure.numerics import apply_policy
@@ -154,6 +157,18 @@ def note_load(env: RunEnv, key: str) -> None:
         pass
 
 
+def harness_floor(ctx: BenchContext) -> dict[str, float | int | str]:
+    """The harness's own cost per call on this machine: the ``noop`` backend's bound call (it returns a tensor that
+    exists) timed as a batch-1 inference row is (bench.measure.timing's clock, sampling plan and the device sync
+    inside every call). Its p50 is the part of any row's p50 that no backend can remove."""
+    backend = NoopBackend(ModelSession(name="noop", model=torch.nn.Identity()), ctx)
+    fn = backend.bind(torch.zeros(1, device=ctx.device))
+    samples_us = np.asarray(timing.sample_latencies(fn, backend.sync, **timing.sampling_plan(1, ctx.quick))) * 1e6
+    p25, p50, p75 = np.percentile(samples_us, [25, 50, 75])  # numpy's linear percentiles, as latency_stats
+    return {"p50_us": round(float(p50), 3), "iqr_us": round(float(p75 - p25), 3), "n_calls": int(samples_us.size),
+            "how": "noop backend, batch-1 sampling plan, device sync per call"}
+
+
 def probe_machine(ctx: BenchContext, env: RunEnv) -> None:
     """Once per run, before any phase: the maths policy every backend runs under, the machine-speed calibration and
     the device's measured peaks (into env, and the peaks into ctx for every row's % of peak)."""
@@ -166,3 +181,5 @@ def probe_machine(ctx: BenchContext, env: RunEnv) -> None:
     peak, why_not = physical_peak(ctx.device, ctx.threads)
     env.peaks = with_physical(measure_peaks(ctx.device, list(ctx.precisions)), peak, why_not)
     ctx.peaks = dict(env.peaks)
+    if "infer" in ctx.phases:
+        env.harness_floor = harness_floor(ctx)

@@ -30,7 +30,7 @@ TRAIN_ROWS = {
 }
 # Inference backends in table order. bench.backends registers an implementation for each name it supports.
 BACKEND_NAMES = ("eager", "compile", "cuda_graph", "aot_inductor", "onnxruntime", "onnxruntime-cuda",
-                 "onnxruntime-int8", "onnxruntime-int8-dynamic", "openvino", "tensorrt", "noop")
+                 "onnxruntime-int8", "onnxruntime-int8-dynamic", "openvino", "openvino-dynamic", "tensorrt", "noop")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 PARITY_ABS_TOLERANCE = 1e-4
 # Accuracy change against eager fp32 (percentage points) a backend row may show before it is flagged.
@@ -173,6 +173,9 @@ class InferRecord(Record):
     mem_device: str | None = None  # whose memory the two figures are ("cpu": host RSS, e.g. ORT's CPU provider)
     provider: str | None = None
     note: str | None = None
+    # How the backend was set up for this row (static or dynamic shape, session options, bindings, the runtime's
+    # read-back properties): every option that can change its speed. None in files written before it was recorded.
+    options: dict[str, Any] | None = None
     # Accuracy on the same row as latency (over the test split, or a stated prefix of it).
     data: str | None = None  # "real" | "synthetic"
     weights: str | None = None  # "checkpoint" | "random"
@@ -325,6 +328,9 @@ class RunEnv:
     calibration: dict[str, Any] = field(default_factory=dict)  # machine-speed probe: raw samples and medians
     peaks: dict[str, Any] = field(default_factory=dict)  # measured peak FLOP/s per precision, memory bandwidth
     skipped_precisions: dict[str, str] = field(default_factory=dict)  # precision -> why left out of the plan
+    # The harness's own floor per call (bench.env.harness_floor: the noop backend timed as a batch-1 row); empty
+    # when the run had no infer phase, or in files written before it was measured.
+    harness_floor: dict[str, Any] = field(default_factory=dict)
     planned_rows: int | None = None
     done_rows: int | None = None
     complete: bool = False  # False until the run finished every planned row

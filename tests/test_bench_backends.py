@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -15,7 +16,8 @@ import bench.backends.ort_int8 as ort_int8
 import zoo
 from bench.accuracy import row_fields
 from bench.backends.aot_inductor import AotInductorBackend
-from bench.backends.openvino import OpenVinoBackend
+from bench.backends.onnxruntime import OrtCpuBackend, OrtSessionOptions, cpu_binding, host_array
+from bench.backends.openvino import OpenVinoBackend, OpenVinoDynamicBackend, cpu_config, read_back
 from bench.backends.ort_int8 import BatchReader, OrtInt8Backend, OrtInt8DynamicBackend, calibration_batches
 from bench.backends.tensorrt import TensorRtBackend
 from bench.context import BenchContext, ModelSession, example_batch
@@ -112,17 +114,95 @@ def test_precisions_and_names():
 @pytest.mark.skipif(not has("openvino"), reason='openvino not installed: pip install -e ".[openvino]"')
 @pytest.mark.parametrize("name", ["mlp", "lenet"])
 def test_openvino_matches_eager_in_pinned_fp32(name, tmp_path):
-    import openvino as ov
-    import openvino.properties.hint as hints
-
     session, ctx = make(name, tmp_path)
     backend = OpenVinoBackend(session, ctx)
     assert backend.available(CPU) is None
     assert backend.prepare() > 0
-    # The CPU plugin's default on AVX512-BF16/AMX CPUs is bf16: the compiled model must report f32.
-    assert backend.compiled.get_property(hints.inference_precision) == ov.Type.f32
-    assert backend.fields["threads"] == 1
     assert_matches_eager(backend, session)
+    # The CPU plugin's default on AVX512-BF16/AMX CPUs is bf16: every compiled model must report f32.
+    assert backend.compiled and all(read_back(c)["INFERENCE_PRECISION_HINT"] == "f32"
+                                    for c in backend.compiled.values())
+    assert backend.fields["threads"] == 1
+    backend.close()
+
+
+@pytest.mark.skipif(not has("openvino"), reason='openvino not installed: pip install -e ".[openvino]"')
+def test_openvino_compiles_a_static_shape_per_batch_and_records_its_options(tmp_path):
+    session, ctx = make("lenet", tmp_path)
+    backend = OpenVinoBackend(session, ctx)
+    backend.prepare()
+    x = example_batch("lenet", 3, CPU)
+    with torch.inference_mode():
+        backend.bind(x)()
+    compiled = backend.compiled[3]
+    assert list(compiled.inputs[0].get_shape()) == [3, 1, 28, 28]  # static: the plugin plans this shape once
+    options = backend.fields["options"]
+    assert options["shape"] == "static" and "input tensor set once" in options["call"]
+    assert options["PERFORMANCE_HINT"] == "LATENCY" and options["INFERENCE_NUM_THREADS"] == 1
+    assert options["INFERENCE_PRECISION_HINT"] == "f32" and options["NUM_STREAMS"] == 1
+    out = backend.request.get_output_tensor(0).data  # the timed call ran on the shared input
+    assert np.allclose(out, eager(session, x).numpy(), atol=1e-4)
+    backend.close()
+
+
+@pytest.mark.skipif(not has("openvino"), reason='openvino not installed: pip install -e ".[openvino]"')
+def test_openvino_dynamic_is_one_model_for_every_batch(tmp_path):
+    session, ctx = make("lenet", tmp_path)
+    backend = OpenVinoDynamicBackend(session, ctx)
+    backend.prepare()
+    assert_matches_eager(backend, session, batch_sizes=(1, 3))
+    assert list(backend.compiled) == [None] and backend.compiled[None].inputs[0].get_partial_shape().is_dynamic
+    assert backend.fields["options"]["shape"] == "dynamic batch"
+    backend.close()
+
+
+def test_openvino_config_is_latency_threads_and_f32():
+    assert cpu_config(3) == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": "3",
+                             "INFERENCE_PRECISION_HINT": "f32"}
+
+
+# ---- ONNX Runtime CPU ----------------------------------------------------------------------------------------------
+
+def test_ort_session_options_are_the_latency_guide_and_recorded():
+    opts = OrtSessionOptions(intra_op_num_threads=2)
+    so = opts.session_options()
+    assert so.intra_op_num_threads == 2 and so.inter_op_num_threads == 1
+    assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert so.enable_cpu_mem_arena and so.enable_mem_pattern
+    no_spin = OrtSessionOptions(intra_op_num_threads=1, allow_spinning=False).session_options()
+    assert no_spin.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    record = opts.as_record(io_binding="x")
+    assert record["intra_op_num_threads"] == 2 and record["graph_optimization_level"] == "ORT_ENABLE_ALL"
+    assert record["io_binding"] == "x"
+
+
+def test_ort_cpu_io_binding_writes_the_model_output_into_one_buffer(tmp_path):
+    session, ctx = make("lenet", tmp_path)
+    backend = OrtCpuBackend(session, ctx)
+    backend.prepare()
+    assert backend.fields["options"]["intra_op_num_threads"] == 1
+    assert "output preallocated" in backend.fields["options"]["io_binding"]
+    x = example_batch("lenet", 3, CPU)
+    call = backend.bind(x)
+    before = backend.binding.get_outputs()[0]
+    call()
+    after = backend.binding.get_outputs()[0]
+    assert after.data_ptr() == before.data_ptr()  # no output allocated per call
+    assert np.allclose(after.numpy(), eager(session, x).numpy(), atol=1e-4)
+    assert_matches_eager(backend, session)
+    backend.close()
+
+
+def test_cpu_binding_binds_the_input_and_a_preallocated_output(tmp_path):
+    session, ctx = make("mlp", tmp_path)
+    backend = OrtCpuBackend(session, ctx)
+    backend.prepare()
+    x = example_batch("mlp", 2, CPU)
+    binding = cpu_binding(backend.sess, backend.input_name, backend.output_name, host_array(x))
+    backend.sess.run_with_iobinding(binding)
+    assert np.allclose(binding.get_outputs()[0].numpy(), eager(session, x).numpy(), atol=1e-4)
     backend.close()
 
 

@@ -11,7 +11,7 @@ from bench.backends.base import Backend
 from bench.backends.cuda_graph import CudaGraphBackend
 from bench.backends.noop import NoopBackend
 from bench.backends.onnxruntime import OrtCpuBackend, OrtCudaBackend
-from bench.backends.openvino import OpenVinoBackend
+from bench.backends.openvino import OpenVinoBackend, OpenVinoDynamicBackend
 from bench.backends.ort_int8 import OrtInt8Backend, OrtInt8DynamicBackend
 from bench.backends.tensorrt import TensorRtBackend
 from bench.backends.torch_compile import CompileBackend
@@ -29,6 +29,7 @@ BACKENDS: dict[str, type[Backend]] = {
     "onnxruntime-int8:int8": OrtInt8Backend,
     "onnxruntime-int8-dynamic:int8": OrtInt8DynamicBackend,
     "openvino": OpenVinoBackend,
+    "openvino-dynamic": OpenVinoDynamicBackend,
     "tensorrt": TensorRtBackend,
     "noop": NoopBackend,
 }

@@ -1,7 +1,12 @@
 """ONNX Runtime on the model's exported graph (bench.export.onnx_for): the CPU provider and the CUDA provider.
 
-``onnxruntime`` (CPUExecutionProvider) is fed a host numpy array, as a CPU service is; its intra-op threads are the
-run's ``--threads`` and recorded on the row. ``onnxruntime-cuda`` (CUDAExecutionProvider, options from
+``onnxruntime`` (CPUExecutionProvider) is set up as ONNX Runtime's "Thread management" guide sets a latency
+service: its intra-op threads are the run's ``--threads``, one inter-op thread, sequential execution (the zoo's graphs
+are single chains), ORT_ENABLE_ALL graph optimizations and spinning intra-op threads, the memory arena and memory
+pattern on (OrtSessionOptions, recorded on every row as InferRecord.options). Its call uses io_binding on the CPU
+("I/O Binding"): the host input is bound once, the output into one preallocated OrtValue, so no output array is
+allocated per call.
+``onnxruntime-cuda`` (CUDAExecutionProvider, options from
 bench.measure.numerics.ort_cuda_options: the run's GPU, exhaustive cuDNN search, TF32 off) uses io_binding (ONNX Runtime docs,
 "I/O Binding"): the input is bound where torch keeps it on the device and the output is allocated on the device, so
 no host copy is timed. A session that is not on CUDA, or an io_binding that fails, is a failed row with the reason:
@@ -9,7 +14,9 @@ never a silently different measurement under the same name.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -27,14 +34,49 @@ from bench.measure.numerics import ort_cuda_options
 CPU_PROVIDER, CUDA_PROVIDER = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
-def ort_session(path: str, *, threads: int, providers: list[Any]) -> ort.InferenceSession:
-    """A session with ``threads`` intra-op threads and one inter-op thread (the zoo's graphs are single chains)."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3  # warnings about unused initialisers etc. are noise in a benchmark log
-    return ort.InferenceSession(path, sess_options=so, providers=providers)
+@dataclass(frozen=True)
+class OrtSessionOptions:
+    """The session options of an ONNX Runtime row, by ONNX Runtime's names; ``as_record`` is what the row shows."""
+
+    intra_op_num_threads: int
+    inter_op_num_threads: int = 1  # the zoo's graphs are single chains: nothing for an inter-op pool to overlap
+    execution_mode: str = "ORT_SEQUENTIAL"
+    graph_optimization_level: str = "ORT_ENABLE_ALL"
+    allow_spinning: bool = True  # session.intra_op.allow_spinning: workers spin between ops, not sleep
+    enable_cpu_mem_arena: bool = True
+    enable_mem_pattern: bool = True
+
+    def session_options(self) -> ort.SessionOptions:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.intra_op_num_threads
+        so.inter_op_num_threads = self.inter_op_num_threads
+        so.execution_mode = getattr(ort.ExecutionMode, self.execution_mode)
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, self.graph_optimization_level)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
+        so.enable_cpu_mem_arena = self.enable_cpu_mem_arena
+        so.enable_mem_pattern = self.enable_mem_pattern
+        so.log_severity_level = 3  # warnings about unused initialisers etc. are noise in a benchmark log
+        return so
+
+    def as_record(self, **extra: Any) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), **extra}
+
+
+def ort_session(path: str, *, threads: int, providers: list[Any],
+                options: OrtSessionOptions | None = None) -> ort.InferenceSession:
+    """A session with ``options`` (default: OrtSessionOptions with ``threads`` intra-op threads)."""
+    options = options or OrtSessionOptions(intra_op_num_threads=threads)
+    return ort.InferenceSession(path, sess_options=options.session_options(), providers=providers)
+
+
+def cpu_binding(sess: Any, input_name: str, output_name: str, arr: np.ndarray) -> Any:
+    """An io_binding with the host array ``arr`` as the input and one preallocated host OrtValue as the output (its
+    shape from one run): run_with_iobinding then writes into the same memory every call."""
+    out_shape = sess.run([output_name], {input_name: arr})[0].shape
+    binding = sess.io_binding()
+    binding.bind_cpu_input(input_name, arr)
+    binding.bind_ortvalue_output(output_name, ort.OrtValue.ortvalue_from_shape_and_type(out_shape, np.float32, "cpu"))
+    return binding
 
 
 class OrtCpuBackend(Backend):
@@ -48,18 +90,22 @@ class OrtCpuBackend(Backend):
 
     def prepare(self) -> float:
         path = onnx_for(self.session, self.ctx)  # raises OnnxExportError: the backend's rows are failed
+        self.options = OrtSessionOptions(intra_op_num_threads=self.ctx.threads)
         t0 = time.perf_counter()
-        self.sess = ort_session(path, threads=self.ctx.threads, providers=[CPU_PROVIDER])
+        self.sess = ort_session(path, threads=self.ctx.threads, providers=[CPU_PROVIDER], options=self.options)
         seconds = time.perf_counter() - t0
-        self.input_name = self.sess.get_inputs()[0].name
-        self.fields.update(provider=CPU_PROVIDER, threads=self.ctx.threads)
+        self.input_name, self.output_name = self.sess.get_inputs()[0].name, self.sess.get_outputs()[0].name
+        self.fields.update(provider=CPU_PROVIDER, threads=self.ctx.threads,
+                           options=self.options.as_record(io_binding="input bound once, output preallocated"))
         if self.ctx.device.type != "cpu":
             self.fields["note"] = f"CPU provider on a {self.ctx.device.type} run; input is a host array"
         return seconds
 
     def bind(self, x: torch.Tensor) -> Callable[[], Any]:
-        sess, feed = self.sess, {self.input_name: host_array(x)}  # the host copy is made once, before timing
-        return lambda: sess.run(None, feed)
+        self._input = host_array(x)  # the host copy is made once, before timing; the binding reads this memory
+        binding = self.binding = cpu_binding(self.sess, self.input_name, self.output_name, self._input)
+        sess = self.sess
+        return lambda: sess.run_with_iobinding(binding)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.sess.run(None, {self.input_name: host_array(x)})[0]).float()

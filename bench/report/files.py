@@ -160,6 +160,7 @@ def env_section(env: RunEnv) -> list[str]:
             ["CPU capability", env.cpu_capability], ["threads", threads], ["memory", tables.num(env.memory_gb, " GB")],
             ["clock", env.clock], ["maths policy", tables.inline(env.maths)],
             ["calibration (1 thread)", _calibration_cell(env.calibration)], ["measured peaks", _peaks_cell(env.peaks)],
+            ["harness floor per call", tables.floor_cell(env.harness_floor)],
             ["git commit", env.git_commit], ["timestamp (UTC)", env.timestamp],
             ["command", f"`{env.command}`" if env.command else None], ["wall time", tables.seconds(env.wall_s)],
             ["budget", tables.seconds(env.budget_s)], ["quick", "YES" if env.quick else "no"],

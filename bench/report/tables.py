@@ -121,6 +121,14 @@ def tuned_text(choice: dict[str, Any]) -> str:
     return text
 
 
+def floor_cell(floor: dict[str, Any] | None) -> str:
+    """The harness's floor per call (RunEnv.harness_floor) as ``p50 X us ± IQR (n calls, how)``; blank when absent."""
+    if not floor or not _is_num(floor.get("p50_us")):
+        return ""
+    spread = f" ± {num(floor['iqr_us'])}" if _is_num(floor.get("iqr_us")) else ""
+    return f"p50 {num(floor['p50_us'])} us{spread} ({count(floor.get('n_calls'))} calls; {floor.get('how', '')})"
+
+
 def _status_cell(rec: Record) -> str:
     return f"**{rec.status}**"
 
@@ -261,8 +269,8 @@ def infer_section(records: list[Record]) -> list[str]:
                          ["backend", "precision", "batch", "p50 ms ± IQR (IQR %)", "p90 ms", "p99 ms", "n calls",
                           "samples/s", "vs eager", "accuracy", "delta (pts)", "argmax agreement", "max abs diff",
                           "% of peak", "setup s", "peak mem MB", "flag"]))
-        notes = [f"`{r.describe() or r.backend}`: {'; '.join(x for x in (r.provider, r.note) if x)}"
-                 for r in rows if r.provider or r.note]
+        notes = [f"`{r.describe() or r.backend}`: {'; '.join(x for x in (r.provider, r.note, inline(r.options)) if x)}"
+                 for r in rows if r.provider or r.note or r.options]
         if notes:
             out += ["", "Notes: " + " | ".join(notes)]
     if not out:
