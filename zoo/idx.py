@@ -26,38 +26,43 @@ from zoo.errors import UserError
 
 UBYTE = 0x08  # the IDX type code of unsigned bytes, the only one the MNIST family uses
 CHUNK = 1 << 20
-# dataset -> folder under the data root torchvision reads, and the train / test split sizes
-IDX_DATASETS = {"mnist": ("MNIST/raw", (60000, 10000)), "fashionmnist": ("FashionMNIST/raw", (60000, 10000))}
+IMAGE_HW = (28, 28)
+# dataset -> the folder under the data root that torchvision reads
+IDX_DATASETS = {"mnist": "MNIST/raw", "fashionmnist": "FashionMNIST/raw"}
 INSTALL_HINT = {"fashionmnist": "apt-get install -y dataset-fashion-mnist, then python -m zoo.data "
                                 "link-fashionmnist /usr/share/datasets/fashion-mnist --data-root ROOT"}
 
 
 @dataclass(frozen=True)
 class IdxFile:
-    """One of a dataset's four files: its name (without .gz) and the shape its header must state."""
+    """One of a dataset's four files: its name (without .gz) and the shape of one item (images 28x28, labels a
+    scalar); the first dimension, the number of items, is the header's."""
 
     name: str
-    shape: tuple[int, ...]
+    item_shape: tuple[int, ...]
 
     @property
-    def size(self) -> int:
-        """The file's exact length in bytes: 4 (magic) + 4 per dimension + the unsigned-byte payload."""
-        return 4 + 4 * len(self.shape) + math.prod(self.shape)
+    def ndim(self) -> int:
+        return 1 + len(self.item_shape)
+
+    def size(self, count: int) -> int:
+        """The file's exact length in bytes for ``count`` items: 4 (magic) + 4 per dimension + the payload."""
+        return 4 + 4 * self.ndim + count * math.prod(self.item_shape)
 
 
 def idx_files(dataset: str) -> list[IdxFile]:
-    """The four files of an IDX dataset, train images and labels first, as torchvision names them."""
+    """The four files of an IDX dataset as torchvision names them: train images, train labels, test images, test
+    labels (each split's images and labels must hold as many items)."""
     if dataset not in IDX_DATASETS:
         raise UserError(f"{dataset!r} is not an IDX dataset; choose from: {', '.join(IDX_DATASETS)}")
-    n_train, n_test = IDX_DATASETS[dataset][1]
-    return [IdxFile(f"{split}-{kind}", (n, 28, 28) if kind.startswith("images") else (n,))
-            for split, n in (("train", n_train), ("t10k", n_test))
-            for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    return [IdxFile(f"{split}-{kind}", IMAGE_HW if kind.startswith("images") else ())
+            for split in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
 
 
-def parse_header(head: bytes, expected: IdxFile, where: str) -> None:
-    """Check the leading bytes of an IDX file against the shape it must hold; UserError naming ``where``."""
-    ndim = len(expected.shape)
+def parse_header(head: bytes, expected: IdxFile, where: str) -> int:
+    """Check the leading bytes of an IDX file: unsigned bytes, the right number of dimensions, the right item shape.
+    Returns the number of items its header states; UserError naming ``where``."""
+    ndim = expected.ndim
     if len(head) < 4 + 4 * ndim:
         raise UserError(f"{where}: truncated: {len(head)} bytes, shorter than its IDX header")
     zero, dtype, dims = struct.unpack(">HBB", head[:4])
@@ -65,52 +70,66 @@ def parse_header(head: bytes, expected: IdxFile, where: str) -> None:
         raise UserError(f"{where}: not an IDX file of {ndim}-d unsigned bytes (magic {head[:4].hex()}, expected "
                         f"0000{UBYTE:02x}{ndim:02x})")
     shape = struct.unpack(f">{ndim}I", head[4:4 + 4 * ndim])
-    if shape != expected.shape:
-        raise UserError(f"{where}: IDX header says shape {shape}, expected {expected.shape}")
+    if shape[1:] != expected.item_shape or shape[0] == 0:
+        items = "".join(f", {d}" for d in expected.item_shape)
+        raise UserError(f"{where}: IDX header says shape {shape}, expected (N > 0{items})")
+    return shape[0]
 
 
-def check_plain(path: str, expected: IdxFile) -> None:
-    """An uncompressed IDX file: present, its header right, its size exactly what the header implies."""
+def check_plain(path: str, expected: IdxFile) -> int:
+    """An uncompressed IDX file: present, its header right, its size exactly what the header implies. Returns its
+    number of items."""
     if not os.path.isfile(path):
         raise UserError(f"{path}: missing")
     with open(path, "rb") as f:
-        parse_header(f.read(4 + 4 * len(expected.shape)), expected, path)
-    size = os.path.getsize(path)
-    if size != expected.size:
-        raise UserError(f"{path}: {'truncated' if size < expected.size else 'too long'}: {size:,} bytes, its IDX "
-                        f"header implies {expected.size:,}")
+        count = parse_header(f.read(4 + 4 * expected.ndim), expected, path)
+    size, want = os.path.getsize(path), expected.size(count)
+    if size != want:
+        raise UserError(f"{path}: {'truncated' if size < want else 'too long'}: {size:,} bytes, its IDX header "
+                        f"implies {want:,}")
+    return count
+
+
+def check_pairs(paths: list[str], counts: list[int]) -> None:
+    """Each split's images and labels hold as many items (paths and counts in idx_files' order)."""
+    for i in (0, 2):
+        if counts[i] != counts[i + 1]:
+            raise UserError(f"{paths[i]} holds {counts[i]:,} images but {paths[i + 1]} {counts[i + 1]:,} labels")
 
 
 def check_folder(folder: str, dataset: str) -> None:
     """Every file torchvision will read from ``folder`` (ROOT/FashionMNIST/raw) checked; UserError on the first bad
     one."""
-    for f in idx_files(dataset):
-        check_plain(os.path.join(folder, f.name), f)
+    paths = [os.path.join(folder, f.name) for f in idx_files(dataset)]
+    check_pairs(paths, [check_plain(p, f) for p, f in zip(paths, idx_files(dataset))])
 
 
-def copy_decompressed(src: str, dest: str, expected: IdxFile) -> None:
+def copy_decompressed(src: str, dest: str, expected: IdxFile) -> int:
     """``src`` (gzip or plain IDX) into ``dest`` uncompressed, written atomically and checked as it streams: a bad
-    header, a truncated or corrupt gzip or a wrong length is a UserError and ``dest`` is left as it was."""
+    header, a truncated or corrupt gzip or a wrong length is a UserError and ``dest`` is left as it was. Returns the
+    number of items."""
     opener = gzip.open if src.endswith(".gz") else open
     try:
         with opener(src, "rb") as fin, atomic_open(dest, "wb") as fout:
-            head = fin.read(4 + 4 * len(expected.shape))
-            parse_header(head, expected, src)
+            head = fin.read(4 + 4 * expected.ndim)
+            count = parse_header(head, expected, src)
+            want = expected.size(count)
             fout.write(head)
             total = len(head)
-            while total <= expected.size and (chunk := fin.read(CHUNK)):
+            while total <= want and (chunk := fin.read(CHUNK)):
                 fout.write(chunk)
                 total += len(chunk)
-            if total != expected.size:
-                raise UserError(f"{src}: {'truncated' if total < expected.size else 'too long'}: "
-                                f"{'at least ' if total > expected.size else ''}{total:,} bytes uncompressed, its "
-                                f"IDX header implies {expected.size:,}")
+            if total != want:
+                raise UserError(f"{src}: {'truncated' if total < want else 'too long'}: "
+                                f"{'at least ' if total > want else ''}{total:,} bytes uncompressed, its "
+                                f"IDX header implies {want:,}")
     except EOFError:  # gzip: "Compressed file ended before the end-of-stream marker was reached"
         raise UserError(f"{src}: truncated: the gzip stream ends early") from None
     except (gzip.BadGzipFile, zlib.error) as exc:
         raise UserError(f"{src}: not a readable gzip file ({exc})") from None
     except OSError as exc:
         raise UserError(f"{src}: {exc.strerror or exc}") from None
+    return count
 
 
 def source_of(folder: str, f: IdxFile) -> str:
@@ -131,11 +150,11 @@ def link(dataset: str, src: str, root: str) -> list[str]:
         raise UserError(f"{src}: no such folder{hint}")
     files = idx_files(dataset)
     sources = [source_of(src, f) for f in files]
-    dest_dir = os.path.join(root, IDX_DATASETS[dataset][0])
+    dest_dir = os.path.join(root, IDX_DATASETS[dataset])
     staged = [(os.path.join(dest_dir, f".{f.name}.staged"), os.path.join(dest_dir, f.name)) for f in files]
     try:  # decompress to temporary names first: all four good, or none replaced
-        for path, f, (tmp, _) in zip(sources, files, staged):
-            copy_decompressed(path, tmp, f)
+        counts = [copy_decompressed(path, tmp, f) for path, f, (tmp, _) in zip(sources, files, staged)]
+        check_pairs(sources, counts)
     except BaseException:
         for tmp, _ in staged:
             with contextlib.suppress(FileNotFoundError):
@@ -152,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     for dataset, title in (("fashionmnist", "FashionMNIST"), ("mnist", "MNIST")):
         cmd = sub.add_parser(f"link-{dataset}", help=f"put a folder of {title}'s four IDX .gz files (e.g. a Debian "
                                                      f"package's) where torchvision reads them: ROOT/"
-                                                     f"{IDX_DATASETS[dataset][0]}/, checked by header and size")
+                                                     f"{IDX_DATASETS[dataset]}/, checked by header and size")
         cmd.add_argument("src", help="folder holding train-images-idx3-ubyte.gz ... t10k-labels-idx1-ubyte.gz")
         cmd.add_argument("--data-root", default="data", help="the data root zoo.train / bench.run read (--data-root)")
         cmd.set_defaults(dataset=dataset)
