@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="total epochs to reach (default: the recipe's)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--data-root", default="data", help="folder with the torchvision datasets")
+    src.add_argument("--data-root", default="data",
+                     help="folder with the torchvision datasets (ROOT/FashionMNIST/raw/...); Debian's IDX .gz files "
+                          "go there with python -m zoo.data link-fashionmnist SRC --data-root ROOT")
     src.add_argument("--synthetic", action="store_true", help="deterministic synthetic data of the same shapes (offline)")
     p.add_argument("--download", action="store_true", help="download the dataset (and ImageNet weights) if missing")
     p.add_argument("--out", default="runs", help="output folder: OUT/MODEL/{last.pt,best.pt,metrics.jsonl,tb/}")
