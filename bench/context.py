@@ -9,6 +9,7 @@ spreads time by FLOPs), and gives the same count as a real forward pass.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import zoo
 from bench.records import SERVE_SCENARIOS, ModelRecord
 from zoo.checkpoint import load_checkpoint
-from zoo.data import real_data_available
+from zoo.data import data_folder, real_data_available
 from zoo.engine import synchronize
 
 if TYPE_CHECKING:
@@ -54,6 +55,10 @@ class BenchContext:
     serve_scenarios: list[str] = field(default_factory=lambda: list(SERVE_SCENARIOS))  # --scenarios
     server_latency_ms: float | None = None  # --server-latency-ms (None: per model, from its batch-1 latency)
     peaks: dict[str, Any] = field(default_factory=dict)  # the device's measured limits (RunEnv.peaks) for % of peak
+    # model -> Provenance.to_dict(), filled by prepare_model as each model is built; the env block holds this very
+    # dict (bench.env.environment), so every write of results.json says where each measured model's data and
+    # weights came from.
+    provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
     debug: bool = False
 
     def __post_init__(self):
@@ -67,6 +72,10 @@ class BenchContext:
 
     def data_label(self, name: str) -> str:
         return "real" if self.uses_real_data(name) else "synthetic"
+
+    def data_dir(self, name: str) -> str | None:
+        """The folder the model's real files are read from (absolute), None for synthetic data."""
+        return data_folder(zoo.get_spec(name).dataset, self.data_root) if self.uses_real_data(name) else None
 
     def train_batch_size(self, name: str) -> int:
         bs = zoo.get_spec(name).recipe.batch_size
@@ -96,7 +105,8 @@ class ModelSession:
     model: nn.Module
     weights: str = "random"  # "checkpoint" | "random"
     checkpoint: str | None = None
-    checkpoint_acc: float | None = None
+    checkpoint_acc: float | None = None  # the checkpoint's own test accuracy, as zoo.train measured it
+    checkpoint_epoch: int | None = None  # epochs the checkpoint had trained
     pretrained: bool = False
     cache: dict[str, Any] = field(default_factory=dict)
     flops_per_sample: float | None = None  # forward, torch.utils.flop_counter (the "model" record's figure)
@@ -105,6 +115,33 @@ class ModelSession:
     @functools.cached_property
     def spec(self) -> zoo.ModelSpec:
         return zoo.get_spec(self.name)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where one model's data and weights come from: what the env block and every table header state, so a row on
+    synthetic data or random weights is never read as a real one."""
+
+    model: str
+    dataset: str
+    data: str  # "real" | "synthetic"
+    data_dir: str | None  # the folder the real files were read from
+    weights: str  # "checkpoint" | "random"
+    checkpoint: str | None
+    checkpoint_epoch: int | None
+    checkpoint_acc: float | None
+    pretrained: bool
+    seed: int  # the init seed of random weights
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def provenance(session: ModelSession, ctx: BenchContext) -> Provenance:
+    return Provenance(model=session.name, dataset=session.spec.dataset, data=ctx.data_label(session.name),
+                      data_dir=ctx.data_dir(session.name), weights=session.weights, checkpoint=session.checkpoint,
+                      checkpoint_epoch=session.checkpoint_epoch, checkpoint_acc=session.checkpoint_acc,
+                      pretrained=session.pretrained, seed=ctx.seed)
 
 
 def example_batch(name: str, batch_size: int, device: torch.device | str, seed: int = 0) -> torch.Tensor:
@@ -165,11 +202,13 @@ def prepare_model(name: str, ctx: BenchContext) -> ModelSession:
         model.load_state_dict(state["model"])
         session.weights, session.checkpoint = "checkpoint", path
         session.checkpoint_acc, session.pretrained = state.get("test_acc"), bool(state.get("pretrained"))
+        session.checkpoint_epoch = state.get("epoch")
     try:
         session.flops_per_sample, session.train_flops_per_sample = flop_counts(name)
     except Exception:  # noqa: BLE001 - a FLOP count is informative, not worth losing the model's measurements over
         pass
     session.model = model.to(ctx.device).eval()
+    ctx.provenance[name] = provenance(session, ctx).to_dict()
     return session
 
 
@@ -181,4 +220,5 @@ def model_record(session: ModelSession, ctx: BenchContext) -> ModelRecord:
                        params_trainable=trainable, flops_per_sample=session.flops_per_sample,
                        train_flops_per_sample=session.train_flops_per_sample, weights=session.weights,
                        checkpoint=session.checkpoint, checkpoint_acc=session.checkpoint_acc,
-                       pretrained=session.pretrained, data=ctx.data_label(session.name))
+                       checkpoint_epoch=session.checkpoint_epoch, pretrained=session.pretrained,
+                       data=ctx.data_label(session.name), data_dir=ctx.data_dir(session.name))

@@ -135,7 +135,8 @@ def environment(ctx: BenchContext, command: str | None = None) -> RunEnv:
                   cpu_capability=torch.backends.cpu.get_cpu_capability(), cpu_count=os.cpu_count(),
                   threads=ctx.threads, memory_gb=round(psutil.virtual_memory().total / 2**30, 1),
                   git_commit=git_commit(), timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                  command=command, quick=ctx.quick, budget_s=ctx.budget_s, clock=CLOCK)
+                  command=command, quick=ctx.quick, budget_s=ctx.budget_s, clock=CLOCK,
+                  provenance=ctx.provenance)  # the context's own dict: filled as each model is built
 
 
 def note_onnxruntime(env: RunEnv) -> None:

@@ -101,8 +101,10 @@ class ModelRecord(Record):
     weights: str | None = None  # "checkpoint" | "random"
     checkpoint: str | None = None
     checkpoint_acc: float | None = None
+    checkpoint_epoch: int | None = None  # epochs the checkpoint had trained
     pretrained: bool = False
     data: str | None = None  # "real" | "synthetic"
+    data_dir: str | None = None  # the folder real data was read from
 
 
 @dataclass
@@ -335,6 +337,8 @@ class RunEnv:
     done_rows: int | None = None
     complete: bool = False  # False until the run finished every planned row
     notes: dict[str, Any] = field(default_factory=dict)
+    # model -> where its data and weights came from (bench.context.Provenance), one entry per model built so far
+    provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -64,7 +64,8 @@ def sample_records():
                     params_trainable=669706, flops_per_sample=1.34e6, train_flops_per_sample=4.0e6, weights="random",
                     data="synthetic"),
         ModelRecord(model="lenet", device="cpu", dataset="mnist", params_total=215370, weights="checkpoint",
-                    checkpoint="runs/lenet/best.pt", checkpoint_acc=0.987, data="real"),
+                    checkpoint="runs/lenet/best.pt", checkpoint_acc=0.987, checkpoint_epoch=10, data="real",
+                    data_dir="/data/MNIST/raw"),
         not_ok(ModelRecord, "cifar_cnn", "cpu", ValueError("runs/cifar_cnn/best.pt is truncated")),
         # Deliberately inconsistent derived fields: the tables must show them as they are, never recompute them.
         train("tutorial_loop", 1000.0, speedup_vs_tutorial_loop=1.0, fraction_of_compute=0.1),
@@ -148,7 +149,7 @@ def test_percentile_cells_need_enough_calls():
 
 def test_inference_table_flags_accuracy_and_states_provenance():
     text = report.render_summary(make_env(), sample_records())
-    assert "### mlp: weights random, data synthetic" in text
+    assert "### mlp: weights random init, data synthetic fashionmnist-shaped" in text
     assert "Weights are random or the data synthetic" in text
     int8 = line_with(text, "| onnxruntime-int8")
     assert "**FLAG: accuracy moved more than 1.00 pts**" in int8 and "-2.00" in int8 and "2.50x" in int8
@@ -157,6 +158,29 @@ def test_inference_table_flags_accuracy_and_states_provenance():
     cells = [[c.strip() for c in ln.split("|")[1:3]] for ln in text.splitlines() if ln.startswith("| ")]
     order = [backend for backend, precision in cells if precision in ("fp32", "int8")]
     assert order == ["eager", "eager", "compile", "onnxruntime", "onnxruntime-int8"]  # BACKEND_NAMES order
+
+
+def test_headers_and_env_say_which_checkpoint_and_data_folder_a_real_row_rests_on():
+    model = ModelRecord(model="mlp", device="cpu", dataset="fashionmnist", weights="checkpoint",
+                        checkpoint="/runs/mlp/best.pt", checkpoint_epoch=5, checkpoint_acc=0.6512, data="real",
+                        data_dir="/data/FashionMNIST/raw")
+    tta = TtaRecord(model="mlp", device="cpu", row="shared_loop", target_acc=0.65, reached=True, epochs=5,
+                    data="real")
+    records = [model, infer("eager", 1, 0.2, weights="checkpoint", data="real", accuracy=0.6512),
+               train("compute", 900.0, data="real"), tta]
+    env = make_env(provenance={"mlp": {"data": "real", "data_dir": "/data/FashionMNIST/raw",
+                                       "weights": "checkpoint", "checkpoint": "/runs/mlp/best.pt"}})
+    text = report.render_summary(env, records)
+    where = "weights trained /runs/mlp/best.pt (5 epochs, its test acc 65.12%), data real fashionmnist from " \
+            "/data/FashionMNIST/raw"
+    assert f"### mlp: {where}" in text
+    assert "Weights are random or the data synthetic" not in text  # a real, trained row carries no such warning
+    assert "data real fashionmnist from /data/FashionMNIST/raw" in line_with(text, "### mlp: batch")
+    assert "real fashionmnist from /data/FashionMNIST/raw" in line_with(text, "| mlp ", "| shared_loop")
+    assert "mlp: data real from /data/FashionMNIST/raw, weights /runs/mlp/best.pt" in line_with(text, "| data and")
+    # a row whose own data label disagrees with its model record keeps its own label, never borrows the record's
+    mixed = [model, infer("eager", 1, 0.2, weights="random", data="synthetic")]
+    assert "### mlp: weights random, data synthetic" in report.render_summary(make_env(), mixed)
 
 
 def test_parity_tta_and_not_ok_rows():

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torchvision import transforms as T
 
 from zoo.errors import UserError
+from zoo.idx import IDX_DATASETS, INSTALL_HINT, check_folder
 from zoo.registry import ModelSpec, Transforms
 
 # name -> (torchvision class, raw (C, H, W), (train size, test size), folder torchvision uses under the root)
@@ -93,11 +94,15 @@ def open_split(dataset: str, train: bool, *, root: str = "data", synthetic: bool
     if synthetic:
         return SyntheticImages(dataset, train, size=size, transform=transform)
     cls, _, _, folder = DATASETS[dataset]
+    where = os.path.join(root, folder)
+    if dataset in IDX_DATASETS and os.path.isdir(where):
+        check_folder(where, dataset)  # a missing, truncated or mislabelled file: one error naming it
     try:
         ds = cls(root, train=train, download=download, transform=transform)
     except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
-        where = os.path.join(root, folder)
         hint = "check the network or use --synthetic" if download else "pass --download to fetch it, or --synthetic"
+        if dataset in INSTALL_HINT and not download:
+            hint += f", or offline: {INSTALL_HINT[dataset].replace('ROOT', root)}"
         raise UserError(f"{dataset} {'train' if train else 'test'} split not found or corrupted under {where} "
                         f"({str(exc).splitlines()[0].rstrip('.')}); {hint}") from None
     except (OSError, ValueError) as exc:  # network failures while downloading, unreadable files
@@ -355,10 +360,27 @@ def make_loaders(spec: ModelSpec, *, loader: str = "fast", device: torch.device 
 
 
 def real_data_available(dataset: str, root: str) -> bool:
-    """Whether torchvision finds the dataset under ``root`` without downloading."""
+    """Whether torchvision finds the dataset under ``root`` without downloading. An IDX dataset whose folder is
+    there but holds a missing or broken file raises its UserError: a half-copied dataset is never silently replaced
+    by synthetic data."""
+    if dataset in IDX_DATASETS and os.path.isdir(os.path.join(root, DATASETS[dataset][3])):
+        check_folder(os.path.join(root, DATASETS[dataset][3]), dataset)
     try:
         open_split(dataset, True, root=root)
         open_split(dataset, False, root=root)
         return True
     except UserError:
         return False
+
+
+def data_folder(dataset: str, root: str) -> str:
+    """Where the real files of ``dataset`` are read from under ``root`` (what a run records as its data's origin)."""
+    return os.path.abspath(os.path.join(root, DATASETS[dataset][3]))
+
+
+if __name__ == "__main__":  # python -m zoo.data link-fashionmnist SRC [--data-root ROOT]
+    import sys
+
+    from zoo.idx import main
+
+    sys.exit(main())

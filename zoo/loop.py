@@ -62,7 +62,7 @@ log = logging.getLogger("zoo")
 
 # Settings a resumed run takes from its checkpoint: changing them mid-run would break exact resumption.
 RESUME_KEYS = ("seed", "loader", "batch_size", "lr", "precision", "synthetic", "train_samples", "test_samples",
-               "tune")
+               "tune", "shuffle")
 # What a checkpoint's "config" records: the resume keys, and the execution options that may change on resume.
 RECORDED_KEYS = (*RESUME_KEYS, "channels_last", "compile")
 
@@ -95,6 +95,7 @@ class TrainConfig:
     train_samples: int | None = None
     test_samples: int | None = None
     log_every: int = 50
+    shuffle: bool | None = None  # None/True: a seeded permutation per epoch; False: the split's order (quickstart)
     progress: bool | None = None  # None: a progress bar when stderr is a terminal
 
 
@@ -246,7 +247,7 @@ def prepare_run(run: Run) -> None:
     run.rank, run.world, run.device = distributed.init_distributed(run.device)
     global_batch = cfg.batch_size or run.spec.recipe.batch_size
     run.data = make_loaders(run.spec, loader=cfg.loader, device=run.device, root=cfg.data_root,
-                            synthetic=cfg.synthetic, download=cfg.download and run.is_main,
+                            synthetic=cfg.synthetic, download=cfg.download and run.is_main, shuffle=cfg.shuffle,
                             batch_size=global_batch // run.world, seed=cfg.seed, train_samples=cfg.train_samples,
                             test_samples=cfg.test_samples, rank=run.rank, world_size=run.world)
     build_model(run)  # after the data: the tuner probes on one batch of it

@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="total epochs to reach (default: the recipe's)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--data-root", default="data", help="folder with the torchvision datasets")
+    src.add_argument("--data-root", default="data",
+                     help="folder with the torchvision datasets (ROOT/FashionMNIST/raw/...); Debian's IDX .gz files "
+                          "go there with python -m zoo.data link-fashionmnist SRC --data-root ROOT")
     src.add_argument("--synthetic", action="store_true", help="deterministic synthetic data of the same shapes (offline)")
     p.add_argument("--download", action="store_true", help="download the dataset (and ImageNet weights) if missing")
     p.add_argument("--out", default="runs", help="output folder: OUT/MODEL/{last.pt,best.pt,metrics.jsonl,tb/}")
@@ -45,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start again even if OUT/MODEL/last.pt exists")
     p.add_argument("--loader", choices=LOADERS, default="fast",
                    help="fast: data resident on the device, batched transforms; tutorial: Dataset + DataLoader")
+    p.add_argument("--no-shuffle", action="store_true",
+                   help="train on the split in its stored order every epoch, as the quickstart's DataLoader does "
+                        "(default: a seeded permutation per epoch)")
     p.add_argument("--batch-size", type=int, help="training batch size (default: the recipe's)")
     p.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 overwrite=args.overwrite, loader=args.loader, batch_size=args.batch_size, lr=args.lr,
                 precision=args.precision, channels_last=args.channels_last, compile=args.compile, tune=args.tune,
                 pretrained=args.pretrained, weights=args.weights, train_samples=args.train_samples,
-                test_samples=args.test_samples, log_every=args.log_every,
+                test_samples=args.test_samples, log_every=args.log_every, shuffle=False if args.no_shuffle else None,
                 progress=False if args.no_progress else None)
             fit(cfg)
     except UserError as exc:

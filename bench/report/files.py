@@ -167,12 +167,23 @@ def env_section(env: RunEnv) -> list[str]:
             ["rows done", f"{env.done_rows} of {env.planned_rows} planned" if env.planned_rows is not None else None],
             ["complete", "yes" if env.complete else f"**{incomplete_label(env)}**"],
             ["skipped precisions", skipped],
-            ["notes", _settings({k: v for k, v in env.notes.items() if k != "phase_s"})]]
+            ["notes", _settings({k: v for k, v in env.notes.items() if k != "phase_s"})],
+            ["data and weights", _provenance_cell(env.provenance)]]
     lines = ["## Settings", "", tables.table([r for r in rows if r[1] not in (None, "")], ["setting", "value"])]
     methods = [f"- {k.replace('_method', '')}: {v}" for k, v in env.peaks.items() if k.endswith("_method")]
     if methods:
         lines += ["", "How the peaks were measured:", "", *methods]
     return lines + _phase_time_section(env)
+
+
+def _provenance_cell(provenance: dict[str, Any]) -> str:
+    """Per model: its data (real, from which folder, or synthetic) and weights (which checkpoint, or random)."""
+    parts = []
+    for model, p in provenance.items():
+        data = f"real from {p.get('data_dir')}" if p.get("data") == "real" else p.get("data") or "?"
+        weights = p.get("checkpoint") if p.get("weights") == "checkpoint" else p.get("weights") or "?"
+        parts.append(f"{model}: data {data}, weights {weights}")
+    return "; ".join(parts)
 
 
 def _calibration_cell(cal: dict[str, Any]) -> str:

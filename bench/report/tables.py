@@ -129,6 +129,27 @@ def floor_cell(floor: dict[str, Any] | None) -> str:
     return f"p50 {num(floor['p50_us'])} us{spread} ({count(floor.get('n_calls'))} calls; {floor.get('how', '')})"
 
 
+def data_text(m: ModelRecord) -> str:
+    """Where a model's data came from: ``real fashionmnist from DIR`` or ``synthetic``."""
+    if m.data == "real":
+        return f"real {m.dataset or ''} from {m.data_dir}" if m.data_dir else f"real {m.dataset or ''}"
+    return f"synthetic {m.dataset or ''}-shaped" if m.data == "synthetic" else "?"
+
+
+def weights_text(m: ModelRecord) -> str:
+    """Where a model's weights came from: the checkpoint with its epochs and own test accuracy, or random init."""
+    if m.weights != "checkpoint":
+        return "random init" if m.weights == "random" else "?"
+    facts = [f"{m.checkpoint_epoch} epochs" if _is_num(m.checkpoint_epoch) else "",
+             f"its test acc {pct(m.checkpoint_acc, 2)}" if _is_num(m.checkpoint_acc) else ""]
+    facts = [f for f in facts if f]
+    return f"trained {m.checkpoint or 'checkpoint'}" + (f" ({', '.join(facts)})" if facts else "")
+
+
+def model_of(records: list[Record], model: str) -> ModelRecord | None:
+    return next((r for r in of_type(records, ModelRecord, ok_only=True) if r.model == model), None)
+
+
 def _status_cell(rec: Record) -> str:
     return f"**{rec.status}**"
 
@@ -143,8 +164,8 @@ def zoo_section(records: list[Record]) -> list[str]:
         mflops = r.flops_per_sample / 1e6 if _is_num(r.flops_per_sample) else None
         train_mflops = r.train_flops_per_sample / 1e6 if _is_num(r.train_flops_per_sample) else None
         rows.append([r.model, r.dataset, r.input_shape, count(r.params_total), count(r.params_trainable),
-                     num(mflops), num(train_mflops), r.weights, pct(r.checkpoint_acc) or "-",
-                     yes_no(r.pretrained), r.data])
+                     num(mflops), num(train_mflops), weights_text(r), pct(r.checkpoint_acc) or "-",
+                     yes_no(r.pretrained), data_text(r)])
     if not rows:
         return []
     return ["## Zoo", "", table(rows, ["model", "dataset", "input", "params", "trainable", "MFLOPs/sample (fwd)",
@@ -189,7 +210,9 @@ def train_section(records: list[Record]) -> list[str]:
         for batch in dict.fromkeys(r.batch_size for r in rows):
             group = [r for r in rows if r.batch_size == batch]
             first = next((r for r in group if r.ok), group[0])
-            facts = [f"batch {batch}", "fp32", f"data {first.data or '?'}", f"{first.threads or '?'} threads"]
+            m = model_of(records, model)
+            data = data_text(m) if m is not None and m.data == first.data else first.data or "?"
+            facts = [f"batch {batch}", "fp32", f"data {data}", f"{first.threads or '?'} threads"]
             if any(r.quick for r in group):
                 facts.append("QUICK")
             out += ["", f"### {model}: {', '.join(facts)}", "", _ladder_table(group)]
@@ -219,10 +242,12 @@ def train_section(records: list[Record]) -> list[str]:
     return ["## Training throughput", "", f"Rungs, in order: {rungs}.", *out]
 
 
-def _provenance(rows: list[InferRecord]) -> tuple[str, str | None]:
+def _provenance(rows: list[InferRecord], m: ModelRecord | None = None) -> tuple[str, str | None]:
     weights = "/".join(sorted({r.weights for r in rows if r.weights})) or "?"
     data = "/".join(sorted({r.data for r in rows if r.data})) or "?"
     warn = None
+    if m is not None and m.weights == weights and m.data == data:  # the model record says where from, in full
+        weights, data = weights_text(m), data_text(m)
     if "random" in weights or "synthetic" in data:
         warn = ("> Weights are random or the data synthetic: the accuracy columns only say whether a backend agrees "
                 "with eager fp32, not how well the model classifies.")
@@ -261,7 +286,7 @@ def infer_section(records: list[Record]) -> list[str]:
     out: list[str] = []
     for model in models_of(of_type(records, InferRecord)):
         rows = infer_rows(records, model)
-        provenance, warn = _provenance(rows)
+        provenance, warn = _provenance(rows, model_of(records, model))
         out += ["", f"### {model}: {provenance}", ""]
         if warn:
             out += [warn, ""]
@@ -326,7 +351,8 @@ def scale_section(records: list[Record]) -> list[str]:
 def tta_section(records: list[Record]) -> list[str]:
     rows = []
     for r in of_type(records, TtaRecord):
-        key = [r.model, r.row, pct(r.target_acc)]
+        m = model_of(records, r.model)
+        key = [r.model, r.row, data_text(m) if m is not None and m.data == r.data else r.data, pct(r.target_acc)]
         if not r.ok:
             rows.append(key + [_status_cell(r)] + [""] * 10)
             continue
@@ -339,8 +365,10 @@ def tta_section(records: list[Record]) -> list[str]:
     return ["## Time to accuracy", "",
             "Training from scratch until the test accuracy first reaches the target; *train s* counts training steps "
             "only, evaluation is *eval s*, loaders, model and the tuner's probe are *setup s*; *wall s* is all three. "
-            "*vs tutorial_loop* divides the tutorial loop's train s by this row's, *wall vs tutorial_loop* its wall s.",
-            "", table(rows, ["model", "loop", "target", "reached", "epochs", "samples seen", "train s", "eval s",
+            "*vs tutorial_loop* divides the tutorial loop's train s by this row's, *wall vs tutorial_loop* its wall s. "
+            "Both rows start from the same seeded initialisation (ImageNet features for AlexNet where cached), never "
+            "from a checkpoint.",
+            "", table(rows, ["model", "loop", "data", "target", "reached", "epochs", "samples seen", "train s", "eval s",
                              "setup s", "wall s", "final acc", "batch", "vs tutorial_loop", "wall vs tutorial_loop"])]
 
 

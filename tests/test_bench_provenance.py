@@ -1,0 +1,68 @@
+"""Where each model's data and weights come from, as a real run records it: bench.context builds the session from a
+checkpoint on real data (or random init on synthetic data), and the env block, the model records and summary.md's
+headers say which, with the checkpoint's path, epochs and own test accuracy and the data's folder."""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from test_data_idx import write_gz_folder
+
+import zoo
+from bench import run
+from bench.phases.base import Phase
+from bench.records import InferRecord
+from zoo import idx
+from zoo.checkpoint import CheckpointState, save_checkpoint
+
+
+class Nothing(Phase):
+    """A phase that measures nothing: the run then holds only what ModelSession and the env block say."""
+
+    name, record_type = "infer", InferRecord
+
+    def planned_rows(self, name, ctx):
+        return 0
+
+    def run(self, session, ctx):
+        return []
+
+
+def trained_mlp(folder) -> str:
+    torch.manual_seed(0)
+    model = zoo.get_model("mlp")
+    path = os.path.join(folder, "mlp", "best.pt")
+    os.makedirs(os.path.dirname(path))
+    save_checkpoint(CheckpointState(model_name="mlp", model=model.state_dict(), optimizer={}, epoch=5,
+                                    best_acc=0.6512, rng={"torch": torch.get_rng_state()},
+                                    recipe=zoo.get_spec("mlp").as_dict(), test_acc=0.6512, data="real"), path)
+    return path
+
+
+def test_the_env_block_records_and_headers_say_which_checkpoint_and_data_folder(tmp_path):
+    write_gz_folder(tmp_path / "src")
+    root = str(tmp_path / "data")
+    idx.link("fashionmnist", str(tmp_path / "src"), root)
+    ckpt = trained_mlp(tmp_path / "runs")
+    out = str(tmp_path / "res")
+    rc = run.main(["--device", "cpu", "--models", "mlp,lenet", "--phases", "infer", "--data-root", root,
+                   "--checkpoints", str(tmp_path / "runs"), "--out", out], phases={"infer": Nothing()},
+                  probe=lambda ctx, env: None)
+    assert rc == 0
+    data = json.load(open(os.path.join(out, "cpu", "results.json")))
+    raw = os.path.join(os.path.abspath(root), "FashionMNIST", "raw")
+    assert data["env"]["provenance"] == {
+        "mlp": {"model": "mlp", "dataset": "fashionmnist", "data": "real", "data_dir": raw, "weights": "checkpoint",
+                "checkpoint": ckpt, "checkpoint_epoch": 5, "checkpoint_acc": 0.6512, "pretrained": False, "seed": 0},
+        "lenet": {"model": "lenet", "dataset": "mnist", "data": "synthetic", "data_dir": None, "weights": "random",
+                  "checkpoint": None, "checkpoint_epoch": None, "checkpoint_acc": None, "pretrained": False,
+                  "seed": 0}}
+    models = {r["model"]: r for r in data["records"] if r["phase"] == "model"}
+    assert (models["mlp"]["checkpoint_epoch"], models["mlp"]["data_dir"]) == (5, raw)
+    assert (models["lenet"]["weights"], models["lenet"]["data"], models["lenet"]["data_dir"]) == \
+        ("random", "synthetic", None)
+    summary = open(os.path.join(out, "cpu", "summary.md")).read()
+    assert f"trained {ckpt} (5 epochs, its test acc 65.12%)" in summary
+    assert f"real fashionmnist from {raw}" in summary and "synthetic mnist-shaped" in summary
+    assert f"mlp: data real from {raw}, weights {ckpt}; lenet: data synthetic, weights random" in summary
