@@ -52,6 +52,8 @@ class BenchContext:
     budget: Budget | None = None  # the driver's spread of budget_s (None: no budget, phases use their own sizes)
     tta_targets: dict[str, float] = field(default_factory=dict)  # --tta-target MODEL=ACC overrides
     peaks: dict[str, Any] = field(default_factory=dict)  # the device's measured limits (RunEnv.peaks) for % of peak
+    prices: Any = None  # bench.pricing.Prices: what the rows cost on this machine (None: not priced)
+    activity: str | None = None  # what a phase is doing now, for the progress pulse (e.g. a round-robin's round)
     debug: bool = False
 
     def __post_init__(self):

@@ -137,8 +137,8 @@ def test_files_and_functions_are_short(name):
 
 # Where each kind of bench code lives (README "Layout"): a module added elsewhere must be placed on purpose.
 BENCH_LAYOUT = {
-    "bench": {"__main__", "run", "plan", "context", "budget", "progress", "env", "records", "compare",
-              "crosscheck", "export", "accuracy"},
+    "bench": {"__main__", "run", "plan", "context", "budget", "pricing", "lock", "progress", "env", "records",
+              "compare", "crosscheck", "export", "accuracy"},
     "bench.measure": {"timing", "stats", "memory", "machine", "numerics"},
     "bench.report": {"__main__", "files", "tables", "plots", "selection", "load"},
 }

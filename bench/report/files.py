@@ -5,12 +5,15 @@ files after changing this module with ``python -m bench.report OUT/<device>/resu
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import datetime as dt
 import glob
 import io
 import json
 import os
+import shutil
 import sys
 from typing import Any
 
@@ -222,6 +225,49 @@ def write_results(out_dir: str, env: RunEnv, records: list[Record], *, plots: bo
     return written
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The staged run folder: a run is written into OUT/<device>.incomplete-<UTC time>/ and moved to OUT/<device>/ when it
+# completes, so OUT/<device>/ always holds the last complete run while one exists, and an interrupted, crashed or
+# killed run stays readable (marked INCOMPLETE) in its own folder, listed in the index beside the complete one.
+
+STAGE_MARK = ".incomplete-"
+REPLACED_MARK = ".replaced-"
+
+
+def stage_dir(dev_dir: str, when: dt.datetime | None = None) -> str:
+    """A new run's folder beside ``dev_dir`` (created; a second within the same second gets a suffix)."""
+    stamp = (when or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    base = f"{os.path.normpath(dev_dir)}{STAGE_MARK}{stamp}"
+    path, n = base, 1
+    while os.path.exists(path):
+        path, n = f"{base}-{n}", n + 1
+    os.makedirs(path)
+    return path
+
+
+def recover(dev_dir: str) -> None:
+    """Finish a promotion a kill cut short: put a replaced complete run back when OUT/<device> is missing, else drop
+    it. (Call while holding the folder's lock.)"""
+    for old in sorted(glob.glob(glob.escape(os.path.normpath(dev_dir)) + REPLACED_MARK + "*")):
+        if not os.path.exists(dev_dir):
+            os.rename(old, dev_dir)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def promote(stage: str, dev_dir: str) -> None:
+    """The completed run in ``stage`` becomes OUT/<device>/: the previous one is moved aside, the new one renamed
+    into place, then the old one and every earlier incomplete folder of this device are removed."""
+    aside = f"{os.path.normpath(dev_dir)}{REPLACED_MARK}{os.getpid()}"
+    if os.path.exists(dev_dir):
+        os.rename(dev_dir, aside)
+    os.rename(stage, dev_dir)
+    shutil.rmtree(aside, ignore_errors=True)
+    for old in glob.glob(glob.escape(os.path.normpath(dev_dir)) + STAGE_MARK + "*"):
+        with contextlib.suppress(OSError):
+            shutil.rmtree(old)
+
+
 def _index_row(path: str) -> list[str]:
     folder = os.path.basename(os.path.dirname(path))
     link = f"[{folder}/summary.md]({folder}/summary.md)"
@@ -238,12 +284,14 @@ def _index_row(path: str) -> list[str]:
 
 
 def write_index(out_root: str) -> str:
-    """OUT/README.md: one row per OUT/<device>/results.json present, linking its summary."""
+    """OUT/README.md: one row per OUT/<folder>/results.json present (a device's complete run in OUT/<device>/,
+    an unfinished one in OUT/<device>.incomplete-<time>/), linking its summary."""
     rows = [_index_row(p) for p in sorted(glob.glob(os.path.join(out_root, "*", "results.json")))]
     body = ["# Benchmark results", "",
             "One folder per device; each holds results.json (every record), results.csv, summary.md and plots.",
             "QUICK runs used short timing windows and reduced batch sizes: use them to check the harness, not to "
-            "quote numbers. INCOMPLETE runs stopped before their plan was done: rows are missing.", ""]
+            "quote numbers. INCOMPLETE runs stopped before their plan was done (interrupted, crashed or killed): rows are "
+            "missing; they sit in DEVICE.incomplete-TIME/ folders beside the device's last complete run.", ""]
     if rows:
         body.append(tables.table(rows, ["device", "device name", "timestamp (UTC)", "git commit", "quick",
                                          "complete", "models", "ok / skipped / failed", "summary"]))
