@@ -4,8 +4,10 @@ row, so the plan can be fitted to ``--budget`` (bench.budget.fit) and the ETA re
 Per model (``ModelPrices``): building it (seeded init), one training step at the recipe's batch and one eager forward
 call per inference batch size, each the median of PRICE_CALLS timed calls after one warm call. A batch above
 PRICE_MAX_BATCH is timed at PRICE_MAX_BATCH and scaled by the batch ratio (per-sample cost is flat or falling with the
-batch on these models, so the price errs high). Per run: one torchrun start-up (a real ``torchrun --nproc_per_node=1``
-launch of the scale worker's imports) when the scale phase is planned.
+batch on these models, so the price errs high). The pass is short on purpose (a few seconds per model on a loaded
+2-core CPU): the run corrects its prices from what finished pairs took. Per run: a torchrun start-up, priced as
+TORCHRUN_IMPORTS x this process's own start-up (interpreter and imports: torchrun's launcher and each worker pay the
+same again) plus a second of rendezvous, when the scale phase is planned.
 
 One-off builds that would cost more to price than to run (torch.compile, ONNX export, int8 calibration, OpenVINO
 conversion, plots) are measured estimates: BUILD_S seconds seen on the 2-core CPU that made results/cpu/, times this
@@ -16,8 +18,6 @@ from __future__ import annotations
 
 import copy
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,15 +27,17 @@ import torch
 
 import zoo
 
-PRICE_CALLS = 2
-PRICE_MAX_BATCH = 64
+PRICE_CALLS = 3  # timed calls per price (fewer when they pass PRICE_CAP_S): their median
+PRICE_CAP_S = 1.0
+PRICE_MAX_BATCH = 16
 REF_CALIBRATION_MS = 0.314  # calibration matmul_fp32_256 median on the machine of results/cpu/ (its env block)
 # Seconds each one-off build took on that machine (env.notes.phase_s and compile_s of results/cpu/ and
 # results/backends/cpu/), scaled by ``speed`` here.
 BUILD_S = {"compile_infer": 6.0, "compile_train": 5.0, "onnx_export": 2.5, "ort_session": 0.3, "int8_quantize": 4.0,
            "int8_dynamic": 2.0, "openvino": 2.0, "aot_inductor": 40.0, "tensorrt": 60.0, "cuda_graph": 0.5,
-           "tuner": 4.0, "tutorial_sample": 4e-5, "loader_per_1k_samples": 0.05, "plots": 12.0, "write": 0.3, "torchrun": 8.0}
-TORCHRUN_TIMEOUT_S = 120
+           "tuner": 4.0, "tutorial_sample": 4e-5, "loader_per_1k_samples": 0.05, "plots": 12.0, "write": 0.3, "torchrun": 8.0}  # torchrun: when no start-up was measured
+TORCHRUN_IMPORTS = 2.0  # a torchrun launch starts two interpreters that import torch: the launcher and the rank
+TORCHRUN_RENDEZVOUS_S = 1.0
 
 
 @dataclass
@@ -66,12 +68,12 @@ class Prices:
 
 def median_s(fn: Callable[[], Any], calls: int = PRICE_CALLS) -> float:
     fn()  # warm: first-call costs (allocator, kernel selection) are the builds' business
-    times = []
-    for _ in range(calls):
+    times: list[float] = []
+    while len(times) < calls and sum(times) < PRICE_CAP_S:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times)  # a loaded machine's one descheduled call must not price the whole plan
 
 
 def speed_factor(calibration: dict[str, Any]) -> float:
@@ -116,18 +118,10 @@ def price_model(name: str, ctx, train: bool, infer_sizes: list[int]) -> ModelPri
     return prices
 
 
-def price_torchrun() -> float:
-    """Seconds of one ``torchrun --standalone --nproc_per_node=1`` launch of the scale worker's imports."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m",
-           "bench.phases.scale", "--help"]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=TORCHRUN_TIMEOUT_S,
-                   check=False)
-    return time.perf_counter() - t0
-
-
-def price_run(ctx, phases: list, calibration: dict[str, Any], say: Callable[[str], None] = lambda s: None) -> Prices:
-    """The whole pricing pass for ctx.models x phases (what they need: train steps, forward calls, torchrun)."""
+def price_run(ctx, phases: list, calibration: dict[str, Any], say: Callable[[str], None] = lambda s: None,
+              import_s: float | None = None) -> Prices:
+    """The whole pricing pass for ctx.models x phases (what they need: train steps, forward calls, torchrun);
+    ``import_s``: this process's start-up before the probes (interpreter and imports)."""
     t0 = time.perf_counter()
     names = {p.name for p in phases}
     prices = Prices(speed=speed_factor(calibration))
@@ -138,11 +132,7 @@ def price_run(ctx, phases: list, calibration: dict[str, Any], say: Callable[[str
                                            infer_sizes=ctx.infer_batch_sizes(m))
         except Exception:  # noqa: BLE001 - a model that cannot be priced gets the phases' fallbacks; its run says why
             prices.models[m] = ModelPrices(build_s=1.0)
-    if "scale" in names:
-        say("pricing a torchrun start-up")
-        try:
-            prices.torchrun_s = price_torchrun()
-        except (OSError, subprocess.SubprocessError):
-            prices.torchrun_s = None
+    if "scale" in names and import_s:
+        prices.torchrun_s = TORCHRUN_IMPORTS * import_s + TORCHRUN_RENDEZVOUS_S
     prices.pricing_s = time.perf_counter() - t0
     return prices

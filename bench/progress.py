@@ -51,7 +51,7 @@ class Progress:
     def __init__(self, rows: dict[Pair, int], costs: dict[Pair, float], *, models: int, budget_s: float | None,
                  stream: TextIO | None = None, tty: bool | None = None, pulse_s: float | None = None,
                  clock: Callable[[], float] = time.perf_counter, detail: Callable[[], str | None] = lambda: None,
-                 eta: Callable[[], float] | None = None):
+                 eta: Callable[[], float | None] | None = None):
         self.detail, self.eta = detail, eta
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
@@ -107,7 +107,8 @@ class Progress:
     # -- the pulse
     def eta_s(self) -> float | None:
         if self.eta is not None:
-            return max(0.0, self.eta())
+            left = self.eta()
+            return None if left is None else max(0.0, left)
         now = self.clock()
         if self.done_cost > 0:
             rate = (now - self.t0) / self.done_cost  # seconds per unit of cost, as measured so far

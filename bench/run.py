@@ -219,13 +219,14 @@ def process_start() -> float:
         return time.time()
 
 
-def plan_budget(ctx, env, selected: list, progress, started: float, pricer: Callable | None = None) -> None:
+def plan_budget(ctx, env, selected: list, progress, started: float, pricer: Callable | None = None,
+                import_s: float | None = None) -> None:
     """The pricing pass, the fitted plan (ctx.budget, ctx.prices) and its lines before any measurement."""
     from bench.budget import Budget
     from bench.plan import plan_lines, priced_rows
     from bench.pricing import price_run
 
-    ctx.prices = (pricer or price_run)(ctx, selected, env.calibration,
+    ctx.prices = (pricer or price_run)(ctx, selected, env.calibration, import_s=import_s,
                                        say=lambda text: setattr(ctx, "activity", text))
     ctx.activity = None
     rows, groups, reserve_s = priced_rows(ctx, selected, ctx.prices)
@@ -280,9 +281,12 @@ def measure_all(ctx, phases: Mapping, *, command: str, skipped: dict, probe, str
     records: list = []
     try:
         progress.message(header(ctx, env, final))
+        import_s = time.time() - started  # interpreter, imports, the plan: what a torchrun launch pays again
+        if ctx.budget_s:
+            progress.eta = lambda: None  # until the plan is priced
         (probe or probe_machine)(ctx, env)
         if ctx.budget_s:
-            plan_budget(ctx, env, selected, progress, started, pricer)
+            plan_budget(ctx, env, selected, progress, started, pricer, import_s)
         for i, name in enumerate(ctx.models):
             bench_model(name, ctx, selected, progress, records, env)
             free_model_memory(ctx)

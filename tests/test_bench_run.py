@@ -31,7 +31,7 @@ SEEN: dict = {}  # what the fake phases saw, per test (reset by the autouse fixt
 STEP_S = {"alexnet_mnist": 0.5}  # fake prices: one training step, per model (others 0.01 s)
 
 
-def fake_prices(ctx, phases, calibration, say=None):
+def fake_prices(ctx, phases, calibration, say=None, import_s=None):
     """The pricing pass on fake costs: nothing measured."""
     return Prices(models={m: ModelPrices(build_s=0.0, train_step_s=STEP_S.get(m, 0.01), sample_s=1e-4)
                           for m in ctx.models})
