@@ -368,3 +368,23 @@ def test_a_rerun_stopped_at_any_point_leaves_the_previous_complete_run_whole(tmp
                            text=True, timeout=600)  # the next run trips on nothing the stopped one left
     assert third.returncode == 0, third.stderr
     assert sorted(p for p in os.listdir(out) if not p.endswith(".lock")) == ["README.md", "cpu"]
+
+
+def test_the_env_block_reads_a_cgroup_quota_that_cpu_count_ignores(tmp_path):
+    from bench.env import cgroup_cpu
+
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    (tmp_path / "cpuset.cpus.effective").write_text("0-3\n")
+    got = cgroup_cpu(str(tmp_path))
+    assert got["quota_cpus"] == 1.5 and got["cpuset"] == "0-3"
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu(str(tmp_path))["quota_cpus"] is None
+
+
+def test_a_backend_with_one_precision_answers_to_its_name_and_an_unknown_one_is_unknown():
+    from zoo.errors import UserError
+
+    assert plan.pick_backends("onnxruntime-int8,eager", torch.device("cpu"), quick=False)[0] == [
+        "onnxruntime-int8:int8", "eager"]
+    with pytest.raises(UserError, match="unknown backend 'warp9'"):
+        plan.pick_backends("warp9", torch.device("cpu"), quick=False)

@@ -121,8 +121,8 @@ def env_section(env: RunEnv) -> list[str]:
             ["budget", tables.seconds(env.budget_s)], ["quick", "YES" if env.quick else "no"],
             ["rows done", f"{env.done_rows} of {env.planned_rows} planned" if env.planned_rows is not None else None],
             ["complete", "yes" if env.complete else f"**{incomplete_label(env)}**"],
-            ["skipped precisions", skipped],
-            ["notes", _settings({k: v for k, v in env.notes.items() if k != "phase_s"})]]
+            ["skipped precisions", skipped], ["budget plan", _budget_cell(env)],
+            ["notes", _settings({k: v for k, v in env.notes.items() if k not in OWN_NOTES})]]
     lines = [title(env), ""]
     if not env.complete:
         lines += [f"> **{incomplete_label(env)}: the run stopped before its plan was done (interrupted, out of "
@@ -135,6 +135,29 @@ def env_section(env: RunEnv) -> list[str]:
     if methods:
         lines += ["", "How the peaks were measured:", "", *methods]
     return lines + _phase_time_section(env)
+
+
+OWN_NOTES = ("phase_s", "budget", "prices", "first_eta_s", "first_eta_at_s")  # notes with a row of their own
+
+
+def _budget_cell(env: RunEnv) -> str:
+    """What the budget's plan measured and left out, and its first ETA against the true end."""
+    b = env.notes.get("budget") or {}
+    if not b:
+        return ""
+    prices = env.notes.get("prices") or {}
+    eta, at = env.notes.get("first_eta_s"), env.notes.get("first_eta_at_s")
+    first = f"; first ETA {tables.num(eta, ' s')} after {tables.num(at, ' s')} (end at {tables.num(env.wall_s, ' s')})" \
+        if _is_number(eta) and _is_number(at) else ""
+    return (f"{b.get('kept_rows')} of {b.get('planned_rows')} planned rows measured, {b.get('dropped_rows')} left out "
+            f"for the budget (skipped rows below, each with its command); priced here: "
+            f"{tables.num(b.get('priced_floor_s'), ' s')} at the sample rules' floor, "
+            f"{tables.num(b.get('priced_full_s'), ' s')} at full size; pricing pass "
+            f"{tables.num(prices.get('pricing_s'), ' s')}{first}")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _calibration_cell(cal: dict[str, Any]) -> str:
@@ -176,6 +199,8 @@ def method_section(env: RunEnv) -> list[str]:
             f"- **Percentiles**: p50 is the median call. p90 is printed only when at least {p90:,} calls were timed, "
             f"p99 only with at least {p99:,}; with fewer calls the cell shows `max X (n=N)`, the slowest of the N "
             "calls (not a percentile), or stays blank.",
+            f"- **Sample rules**: a figure resting on fewer than {tables.LOW_N_CALLS} calls or {tables.LOW_N_WINDOWS} "
+            "windows reads `X (low n: N)`, without a spread: too few samples for one.",
             "- **Spread**: `X ± Y (Z%)` is the median X and the interquartile range Y (75th minus 25th percentile) "
             "of the raw samples (per-call latencies for inference, per-window rates for training); Z is Y as a "
             "percentage of X. Two figures closer than their IQRs are not known to differ.",
