@@ -184,6 +184,11 @@ class Budget:
     def keeps(self, model: str, phase: str, label: str) -> bool:
         return f"{model} {phase} {label}".strip() not in self.dropped
 
+    def drops_model(self, name: str) -> bool:
+        """Whether every row of model ``name`` is dropped (its build is then saved too)."""
+        mine = [r for r in self.rows if r.model == name]
+        return bool(mine) and all(r.name in self.dropped for r in mine)
+
     def dropped_in(self, pair: Pair) -> list[RowCost]:
         return [r for r in self.rows if r.pair == pair and r.name in self.dropped]  # in planned order
 

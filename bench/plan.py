@@ -7,6 +7,7 @@ A bad choice is a UserError (one line, exit 2). Defaults are sized so that a ful
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +16,7 @@ import torch
 
 import zoo
 from bench.backends import BACKENDS
-from bench.budget import TIER_CORE, TIER_VARIANT, RowCost
+from bench.budget import TIER_VARIANT, RowCost
 from bench.context import BenchContext
 from bench.env import precision_support
 from bench.phases.base import Phase
@@ -228,16 +229,16 @@ def make_context(args: argparse.Namespace, phases: Mapping[str, Phase]) -> tuple
 
 
 def priced_rows(ctx: BenchContext, phases: list[Phase], prices) -> tuple[list[RowCost], dict[str, float], float]:
-    """(rows, shared one-off costs, seconds kept back for the result files) of ctx.models x phases: each model's
-    build (never dropped), each phase's priced rows (Phase.row_costs), and the plots (first to go)."""
+    """(rows, shared one-off costs, seconds kept back for the result files) of ctx.models x phases: each phase's
+    priced rows (Phase.row_costs), each needing its model's build (saved when all of a model's rows go), and the
+    plots (first to go)."""
     rows: list[RowCost] = []
     groups: dict[str, float] = {}
     for m in ctx.models:
-        build_s = prices.models[m].build_s if m in prices.models else 1.0
-        rows.append(RowCost(m, "model", "", build_s, build_s, TIER_CORE, droppable=False))
+        groups[f"{m} build"] = prices.models[m].build_s if m in prices.models else 1.0  # paid while any row stays
         for phase in phases:
             got, shared = phase.row_costs(m, ctx, prices)
-            rows += got
+            rows += [dataclasses.replace(r, groups=(*r.groups, f"{m} build")) for r in got]
             groups.update(shared)
     plots_s = prices.build("plots")
     rows.append(RowCost("", "report", PLOTS_LABEL, plots_s, plots_s, TIER_VARIANT))
@@ -275,7 +276,7 @@ def plan_lines(budget, ctx: BenchContext) -> list[str]:
              f"measuring at {100 * budget.first.flex:.0f}% of the flexible part); ETA {budget.eta_s():.0f} s"]
     for m in ctx.models:
         counts = []
-        for phase in dict.fromkeys(r.phase for r in budget.rows if r.model == m and r.phase != "model"):
+        for phase in dict.fromkeys(r.phase for r in budget.rows if r.model == m):
             mine = [r for r in budget.rows if r.pair == (m, phase)]
             counts.append(f"{phase} {sum(r.name not in budget.dropped for r in mine)}/{len(mine)}")
         gone = [r.label for r in budget.dropped.values() if r.model == m]

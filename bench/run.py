@@ -8,6 +8,7 @@ last one is done, so a crash or a Ctrl-C keeps what was measured and says that i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import shlex
@@ -152,7 +153,10 @@ def bench_model(name: str, ctx, phases: list, progress, records: list, env) -> N
     from bench.records import ModelRecord, not_ok
 
     if ctx.budget is not None:
-        ctx.budget.start((name, "model"))
+        ctx.budget.refit()
+        if ctx.budget.drops_model(name):  # nothing of it fits: not even built, every row skipped for the budget
+            skip_model(name, ctx, phases, progress, records)
+            return
     try:
         session = prepare_model(name, ctx)
         first = model_record(session, ctx)
@@ -164,8 +168,6 @@ def bench_model(name: str, ctx, phases: list, progress, records: list, env) -> N
         if ctx.budget is not None:
             ctx.budget.finish_model(name)
         return
-    if ctx.budget is not None:
-        ctx.budget.finish((name, "model"))
     records.append(first)
     progress.rows_done([first])
     try:
@@ -178,6 +180,21 @@ def bench_model(name: str, ctx, phases: list, progress, records: list, env) -> N
             p: [s, None if ctx.budget is None else round(ctx.budget.seconds_for(name, p), 1)] for p, s in spent.items()}
         if ctx.budget is not None:
             ctx.budget.finish_model(name)
+
+
+def skip_model(name: str, ctx, phases: list, progress, records: list) -> None:
+    """A model the budget dropped whole: a skipped model row and every planned row skipped for the budget."""
+    from bench.plan import budget_skips
+    from bench.records import ModelRecord, not_ok
+
+    rows = [not_ok(ModelRecord, name, ctx.device.type, f"budget: none of its rows fit --budget {ctx.budget_s:.0f} s",
+                   status="skipped")]
+    for phase in phases:
+        ctx.budget.start((name, phase.name))
+        rows += budget_skips(ctx, phase, ctx.budget.dropped_in((name, phase.name)))
+        ctx.budget.finish((name, phase.name))
+    records += rows
+    progress.rows_done(rows)
 
 
 def free_model_memory(ctx) -> None:
@@ -300,16 +317,9 @@ def measure_all(ctx, phases: Mapping, *, command: str, skipped: dict, probe, str
         return 1
     finally:
         progress.close()  # also when --debug lets an error through: no pulse outlives the run
-        tidy_stage(ctx.out_dir)
+        with contextlib.suppress(OSError):
+            os.rmdir(ctx.out_dir)  # a staged folder that never got a file (stopped before the first write): gone
     return finished(ctx, records, started, stream, final)
-
-
-def tidy_stage(stage: str) -> None:
-    """A staged folder that never got a file (stopped before the first write) leaves nothing behind."""
-    try:
-        os.rmdir(stage)
-    except OSError:
-        pass
 
 
 def header(ctx, env, final: str) -> str:
