@@ -36,6 +36,7 @@ REF_CALIBRATION_MS = 0.314  # calibration matmul_fp32_256 median on the machine 
 BUILD_S = {"compile_infer": 6.0, "compile_train": 5.0, "onnx_export": 2.5, "ort_session": 0.3, "int8_quantize": 4.0,
            "int8_dynamic": 2.0, "openvino": 2.0, "aot_inductor": 40.0, "tensorrt": 60.0, "cuda_graph": 0.5,
            "tuner": 4.0, "tutorial_sample": 4e-5, "loader_per_1k_samples": 0.05, "plots": 12.0, "write": 0.3, "torchrun": 8.0}  # torchrun: when no start-up was measured
+PRICING_SHARE = 0.1  # of --budget: the most the pass spends measuring; models past it are priced from their FLOPs
 TORCHRUN_IMPORTS = 2.0  # a torchrun launch starts two interpreters that import torch: the launcher and the rank
 TORCHRUN_RENDEZVOUS_S = 1.0
 
@@ -56,13 +57,14 @@ class Prices:
     speed: float = 1.0  # this machine's single-thread time over REF_CALIBRATION_MS (2.0: half as fast)
     torchrun_s: float | None = None
     pricing_s: float = 0.0  # what the pass itself took
+    estimated: list[str] = field(default_factory=list)  # models priced from their FLOPs (the pass ran out of time)
 
     def build(self, what: str) -> float:
         return BUILD_S[what] * self.speed
 
     def to_dict(self) -> dict[str, Any]:
         return {"speed": round(self.speed, 3), "torchrun_s": self.torchrun_s and round(self.torchrun_s, 2),
-                "pricing_s": round(self.pricing_s, 1),
+                "pricing_s": round(self.pricing_s, 1), "estimated_from_flops": list(self.estimated),
                 "models": {m: {k: v for k, v in asdict(p).items()} for m, p in self.models.items()}}
 
 
@@ -118,20 +120,42 @@ def price_model(name: str, ctx, train: bool, infer_sizes: list[int]) -> ModelPri
     return prices
 
 
+def by_flops(name: str, ctx, like: tuple[str, ModelPrices]) -> ModelPrices:
+    """A model priced from a measured one's seconds per FLOP (forward and training step) and build per parameter."""
+    from bench.context import flop_counts
+
+    ref_name, ref = like
+    (fwd, train), (ref_fwd, ref_train) = flop_counts(name), flop_counts(ref_name)
+    f, t = fwd / ref_fwd, (train * ctx.train_batch_size(name)) / (ref_train * ctx.train_batch_size(ref_name))
+    return ModelPrices(build_s=ref.build_s * max(1.0, f), train_step_s=ref.train_step_s and ref.train_step_s * t,
+                       forward_s={bs: (ref.sample_s or 1e-3) * f * bs for bs in ctx.infer_batch_sizes(name)},
+                       sample_s=(ref.sample_s or 1e-3) * f)
+
+
 def price_run(ctx, phases: list, calibration: dict[str, Any], say: Callable[[str], None] = lambda s: None,
               import_s: float | None = None) -> Prices:
     """The whole pricing pass for ctx.models x phases (what they need: train steps, forward calls, torchrun);
-    ``import_s``: this process's start-up before the probes (interpreter and imports)."""
+    ``import_s``: this process's start-up before the probes (interpreter and imports). Models are measured lightest
+    first (FLOPs) for at most PRICING_SHARE of the budget; the rest are priced from the heaviest measured one."""
+    from bench.context import flop_counts
+
     t0 = time.perf_counter()
     names = {p.name for p in phases}
     prices = Prices(speed=speed_factor(calibration))
-    for m in ctx.models:
+    limit_s = PRICING_SHARE * ctx.budget_s if ctx.budget_s else None
+    measured: list[str] = []
+    for m in sorted(ctx.models, key=lambda n: flop_counts(n)[1] * ctx.train_batch_size(n)):
+        if measured and limit_s is not None and time.perf_counter() - t0 > limit_s:
+            prices.models[m] = by_flops(m, ctx, (measured[-1], prices.models[measured[-1]]))
+            continue
         say(f"pricing {m}")
         try:
             prices.models[m] = price_model(m, ctx, train=bool(names & {"train", "scale"}),
                                            infer_sizes=ctx.infer_batch_sizes(m))
+            measured.append(m)
         except Exception:  # noqa: BLE001 - a model that cannot be priced gets the phases' fallbacks; its run says why
             prices.models[m] = ModelPrices(build_s=1.0)
+    prices.estimated = [m for m in ctx.models if m not in measured]
     if "scale" in names and import_s:
         prices.torchrun_s = TORCHRUN_IMPORTS * import_s + TORCHRUN_RENDEZVOUS_S
     prices.pricing_s = time.perf_counter() - t0
