@@ -199,8 +199,6 @@ def method_section(env: RunEnv) -> list[str]:
             f"- **Percentiles**: p50 is the median call. p90 is printed only when at least {p90:,} calls were timed, "
             f"p99 only with at least {p99:,}; with fewer calls the cell shows `max X (n=N)`, the slowest of the N "
             "calls (not a percentile), or stays blank.",
-            f"- **Sample rules**: a figure resting on fewer than {tables.LOW_N_CALLS} calls or {tables.LOW_N_WINDOWS} "
-            "windows reads `X (low n: N)`, without a spread: too few samples for one.",
             "- **Spread**: `X ± Y (Z%)` is the median X and the interquartile range Y (75th minus 25th percentile) "
             "of the raw samples (per-call latencies for inference, per-window rates for training); Z is Y as a "
             "percentage of X. Two figures closer than their IQRs are not known to differ.",
@@ -208,7 +206,9 @@ def method_section(env: RunEnv) -> list[str]:
             "variant); a row above the bound by more than the noise is flagged, never shown above 100%. "
             "**% of peak**: achieved FLOP/s (counted FLOPs x samples/s) over the measured peak above.",
             "- **Comparing runs**: `python -m bench.compare A/results.json B/results.json` matches rows by key and "
-            "calls a change real only when it is larger than the rows' spread."]
+            "calls a change real only when it is larger than the rows' spread.",
+            f"- **Sample rules**: a figure resting on fewer than {tables.LOW_N_CALLS} calls or {tables.LOW_N_WINDOWS} "
+            "windows reads `X (low n: N)`, without a spread: too few samples for one."]
 
 
 def render_summary(env: RunEnv, records: list[Record], plot_files: list[str] | tuple[str, ...] = ()) -> str:
