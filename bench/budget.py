@@ -1,28 +1,43 @@
-"""The run's time budget, spread over (model, phase) pairs by their cost, and re-spread as the run goes.
+"""The run's time budget: a plan priced on this machine (bench.pricing), fitted to ``--budget``, and re-fitted as the
+run goes.
 
-A pair's cost is ``planned rows x (1 + step FLOPs / mean step FLOPs of that phase over the run's models)``: every row
-pays a floor (warm-up, a minimum of windows or calls, whatever the model), and a model whose step is heavier than the
-phase's average pays in proportion to its FLOPs (AlexNet's training step at batch 512 is ~2000x the MLP's at 64).
+Every planned row is a ``RowCost``: ``floor_s``, what it costs at its sample rules' minimum (its build, warm-up,
+MIN_WINDOWS windows or PERCENTILE_MIN_CALLS[50] calls), and ``full_s``, what it costs with no budget (the phase's own
+sizes). One-off costs that several rows share (a model's train template and tuner, a backend's build, the ONNX
+export, a torchrun start-up) are ``groups``: paid once when any of their rows is kept. ``fit`` keeps rows until their
+floors fit what is left, dropping rows in DROP ORDER (``tier``, then the dearest first: what a user loses least
+goes first), and gives the rest to every kept row in proportion to what its full size would add (``flex``): first
+fewer windows and calls, down to the sample rules, then fewer rows.
 
-``seconds_for(name, phase)`` is the pair's share of what is LEFT of the budget, taken when the pair starts: a pair
-that ran over leaves less for the ones after it, one that finished early leaves more, so the run ends near its
-budget whatever the machine. But never less than MIN_SHARE of the pair's planned share (its cost's share of the
-whole budget): a heavy model whose sample rules overrun its share must not starve the models after it (in one run
-AlexNet at batch 512 overran by ~100 s and left the last two models zero seconds, so the tuner of one of them could
-not probe a single candidate). The budget is a target for the phases' sizing, not a kill switch: a phase still meets
-its sample rules, and the run's wall time (env.wall_s) says what it really took.
+``Budget`` re-fits before every (model, phase) pair with the prices corrected by what the finished pairs really
+took (``ratio``: measured / expected seconds, per phase), so a machine slower than its prices drops rows later in the
+run rather than overrunning it, and the ETA (``eta_s``) is the corrected prices of what is left. The seconds are the
+whole process's: ``elapsed`` counts from the command's start (imports, probes and pricing included) and ``reserve_s``
+keeps room for the result files and plots at the end.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 Pair = tuple[str, str]  # (model, phase)
-MIN_SHARE = 0.5  # the least a pair gets, as a fraction of its planned share, however far earlier pairs overran
+# The drop order, first to go first: what a user loses least. Rows of one tier go dearest first.
+TIER_VARIANT = 0  # extra training variants: channels_last, compile, extra precisions
+TIER_SCALE = 1  # the scale phase on a CPU (its processes share the same cores: the answer is rarely news)
+TIER_DUP_BATCH = 2  # a non-eager backend at its second batch size (eager keeps both: the throughput reference)
+TIER_BACKEND = 3  # a non-eager backend's remaining row
+TIER_LADDER = 4  # the training ladder's middle rungs (fused_optimizer, no_host_read, fast_untuned)
+TIER_CORE = 5  # the rest: tutorial_loop, fast, compute, eager, parity, scale on GPUs
+TIER_NAMES = {TIER_VARIANT: "training variant", TIER_SCALE: "scale on CPU", TIER_DUP_BATCH: "second batch size",
+              TIER_BACKEND: "backend", TIER_LADDER: "ladder rung", TIER_CORE: "core row"}
+RATIO_RANGE = (0.1, 10.0)  # how far measured / expected may correct the prices
 
 
 def pair_costs(rows: dict[Pair, int], step_flops: dict[Pair, float | None]) -> dict[Pair, float]:
-    """Cost weight of every pair from its planned rows and the FLOPs of one of its steps (None: the phase's mean)."""
+    """Cost weights per pair from planned rows and one step's FLOPs (None: the phase's mean), for the progress ETA of
+    a run without a budget (nothing priced): ``rows x (1 + FLOPs / the phase's mean FLOPs)``."""
     by_phase: dict[str, list[float]] = {}
     for (_, phase), flops in step_flops.items():
         if flops:
@@ -32,53 +47,191 @@ def pair_costs(rows: dict[Pair, int], step_flops: dict[Pair, float | None]) -> d
         known = by_phase.get(pair[1])
         mean = sum(known) / len(known) if known else None
         flops = step_flops.get(pair)
-        relative = flops / mean if flops and mean else 1.0
-        costs[pair] = n * (1.0 + relative)
+        costs[pair] = n * (1.0 + (flops / mean if flops and mean else 1.0))
     return costs
 
 
+@dataclass
+class RowCost:
+    """One planned row, priced: the seconds at its floor and at its full size, the shared costs it needs."""
+
+    model: str
+    phase: str
+    label: str  # unique within (model, phase): how the phase knows the row (e.g. "onnxruntime b=64")
+    floor_s: float
+    full_s: float
+    tier: int = TIER_CORE
+    groups: tuple[str, ...] = ()  # shared one-off costs (Plan.groups) this row needs
+    fields: dict[str, Any] = field(default_factory=dict)  # the record's key fields (its skipped row)
+    droppable: bool = True
+    args: tuple[str, ...] = ()  # bench.run flags beyond --models/--phases that measure this row alone
+
+    @property
+    def pair(self) -> Pair:
+        return (self.model, self.phase)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model} {self.phase} {self.label}".strip()
+
+
+@dataclass
+class Fit:
+    """What fits: kept and dropped rows, the floor and full seconds of the kept ones, and the share of the flexible
+    seconds (full - floor) that the budget grants (1: every row at its full size)."""
+
+    kept: list[RowCost]
+    dropped: list[RowCost]
+    floor_s: float
+    full_s: float
+    flex: float
+
+
+def need_s(rows: Iterable[RowCost], groups: dict[str, float], flex: float, scale: Callable[[RowCost], float]) -> float:
+    """Seconds of ``rows`` at ``flex`` (0: floors, 1: full), each row's and shared group's price times ``scale``."""
+    rows = list(rows)
+    seen: dict[str, float] = {}
+    total = 0.0
+    for r in rows:
+        total += scale(r) * (r.floor_s + flex * max(0.0, r.full_s - r.floor_s))
+        for g in r.groups:
+            seen.setdefault(g, scale(r) * groups.get(g, 0.0))
+    return total + sum(seen.values())
+
+
+def drop_order(rows: list[RowCost], groups: dict[str, float]) -> list[RowCost]:
+    """Droppable rows, first to go first: by tier, then the dearest (its floor plus its groups' seconds)."""
+    def cost(r: RowCost) -> float:
+        return r.floor_s + sum(groups.get(g, 0.0) for g in r.groups)
+    return sorted((r for r in rows if r.droppable), key=lambda r: (r.tier, -cost(r), r.model, r.phase, r.label))
+
+
+def fit(rows: list[RowCost], groups: dict[str, float], available_s: float,
+        scale: Callable[[RowCost], float] = lambda r: 1.0) -> Fit:
+    """Keep rows until their floors fit ``available_s``, dropping in drop_order; then the flexible share."""
+    kept = list(rows)
+    dropped: list[RowCost] = []
+    for victim in drop_order(rows, groups):
+        if need_s(kept, groups, 0.0, scale) <= available_s:
+            break
+        kept.remove(victim)
+        dropped.append(victim)
+    floor_s, full_s = need_s(kept, groups, 0.0, scale), need_s(kept, groups, 1.0, scale)
+    room = available_s - floor_s
+    flex = 0.0 if room < 0 else 1.0 if full_s <= floor_s or room >= full_s - floor_s else room / (full_s - floor_s)
+    return Fit(kept, dropped, floor_s, full_s, flex)
+
+
 class Budget:
-    """Seconds per (model, phase): the pair's cost share of the budget left when it started."""
+    """The fitted plan as the run goes: which rows are kept, each pair's seconds, the ETA."""
 
-    def __init__(self, total_s: float, costs: dict[Pair, float], clock: Callable[[], float] = time.perf_counter):
-        self.total_s, self.costs, self.clock = float(total_s), dict(costs), clock
-        self.t0 = clock()
+    def __init__(self, total_s: float, rows: list[RowCost], groups: dict[str, float], *, reserve_s: float = 0.0,
+                 elapsed: Callable[[], float] | None = None, clock: Callable[[], float] = time.perf_counter):
+        self.total_s, self.rows, self.groups, self.reserve_s = float(total_s), list(rows), dict(groups), reserve_s
+        t0 = clock()
+        self.clock = clock
+        self.elapsed = elapsed or (lambda: clock() - t0)
+        self.dropped: dict[str, RowCost] = {}  # row name -> row, dropped at plan time or before its pair
         self.done: set[Pair] = set()
-        self.started: dict[Pair, float] = {}  # pair -> its seconds, fixed when it started
+        self.started: dict[Pair, float] = {}  # pair -> its expected seconds (uncorrected), fixed when it started
+        self.spent: dict[Pair, float] = {}  # pair -> seconds it really took
+        self.pair_t0: dict[Pair, float] = {}
+        self.flex = 1.0
+        self.first = self.refit()
+        self.first_dropped = dict(self.dropped)  # the plan printed before the measurements
 
-    def elapsed_s(self) -> float:
-        return self.clock() - self.t0
+    # -- prices corrected by what finished pairs really took
+    def ratio(self, phase: str) -> float:
+        """measured / expected seconds of the finished pairs of ``phase`` (of every phase before any), in
+        RATIO_RANGE; 1 before anything finished."""
+        pairs = [p for p in self.spent if p[1] == phase and self.started.get(p)] or \
+            [p for p in self.spent if self.started.get(p)]
+        expected = sum(self.started[p] for p in pairs)
+        if not pairs or expected <= 0:
+            return 1.0
+        lo, hi = RATIO_RANGE
+        return min(hi, max(lo, sum(self.spent[p] for p in pairs) / expected))
+
+    def _scale(self, row: RowCost) -> float:
+        return self.ratio(row.phase)
+
+    def unstarted(self) -> list[RowCost]:
+        return [r for r in self.rows if r.pair not in self.done and r.pair not in self.started]
+
+    def pending(self) -> list[RowCost]:
+        return [r for r in self.unstarted() if r.name not in self.dropped]
 
     def left_s(self) -> float:
-        return max(0.0, self.total_s - self.elapsed_s())
+        return self.total_s - self.elapsed() - self.reserve_s
 
-    def pending(self) -> Iterable[Pair]:
-        return (p for p in self.costs if p not in self.done)
+    def refit(self) -> Fit:
+        """Fit every row that has not started into what is left: a row dropped earlier comes back when the run went
+        faster than priced, one kept so far goes when it went slower. Rows of started pairs stay as they were."""
+        rows = self.unstarted()
+        for r in rows:
+            self.dropped.pop(r.name, None)
+        got = fit(rows, self.groups, self.left_s() - self._running_left_s(), self._scale)
+        for r in got.dropped:
+            self.dropped[r.name] = r
+        self.flex = got.flex
+        return got
 
-    def planned_s(self, pair: Pair) -> float:
-        """The pair's cost share of the whole budget, as planned before the run started."""
-        total = sum(self.costs.values())
-        return self.total_s * self.costs.get(pair, 0.0) / total if total > 0 else 0.0
+    def _running_left_s(self) -> float:
+        return sum(max(0.0, self.started[p] * self.ratio(p[1]) - (self.clock() - self.pair_t0[p]))
+                   for p in self.started if p not in self.done)
 
-    def _share(self, pair: Pair) -> float:
-        pending = sum(self.costs[p] for p in self.pending())
-        cost = self.costs.get(pair, 0.0)
-        if pair in self.done or pending <= 0:
-            return 0.0
-        return max(self.left_s() * cost / pending, MIN_SHARE * self.planned_s(pair))
+    # -- what the driver and the phases ask
+    def keeps(self, model: str, phase: str, label: str) -> bool:
+        return f"{model} {phase} {label}".strip() not in self.dropped
+
+    def drops_model(self, name: str) -> bool:
+        """Whether every row of model ``name`` is dropped (its build is then saved too)."""
+        mine = [r for r in self.rows if r.model == name]
+        return bool(mine) and all(r.name in self.dropped for r in mine)
+
+    def dropped_in(self, pair: Pair) -> list[RowCost]:
+        return [r for r in self.rows if r.pair == pair and r.name in self.dropped]  # in planned order
+
+    def expected_s(self, pair: Pair, flex: float | None = None) -> float:
+        kept = [r for r in self.rows if r.pair == pair and r.name not in self.dropped]
+        return need_s(kept, self.groups, self.flex if flex is None else flex, lambda r: 1.0)
 
     def start(self, pair: Pair) -> float:
-        """The pair begins now: its seconds are fixed from here on (so every call of a phase sees one figure)."""
-        self.started[pair] = self._share(pair)
-        return self.started[pair]
+        """The pair begins: re-fit what is left (dropping rows that no longer fit), fix its seconds."""
+        self.refit()
+        self.started[pair] = self.expected_s(pair)
+        self.pair_t0[pair] = self.clock()
+        return self.seconds_for(*pair)
 
     def finish(self, pair: Pair) -> None:
+        if pair in self.pair_t0:
+            self.spent[pair] = self.clock() - self.pair_t0[pair]
         self.done.add(pair)
 
     def finish_model(self, name: str) -> None:
         """A model that ended early (broken checkpoint, interrupt): its other pairs no longer claim a share."""
-        self.done.update(p for p in self.costs if p[0] == name)
+        self.done.update(r.pair for r in self.rows if r.model == name)
 
     def seconds_for(self, name: str, phase: str) -> float:
+        """The pair's seconds on this machine: its expected seconds corrected by the measured ratio."""
         pair = (name, phase)
-        return self.started[pair] if pair in self.started else self._share(pair)
+        expected = self.started[pair] if pair in self.started else self.expected_s(pair)
+        return expected * self.ratio(phase)
+
+    def eta_s(self) -> float:
+        """Seconds to the end: the running pairs' rest, the pending rows' corrected prices, the reserve."""
+        rest = need_s(self.pending(), self.groups, self.flex, self._scale)
+        return self._running_left_s() + rest + self.reserve_s
+
+    def summary(self) -> dict[str, Any]:
+        """For env.notes["budget"]: the plan as priced and what it dropped."""
+        kept = [r for r in self.rows if r.name not in self.dropped]
+        return {"total_s": self.total_s, "reserve_s": round(self.reserve_s, 1),
+                "planned_rows": len(self.rows), "kept_rows": len(kept), "dropped_rows": len(self.dropped),
+                "dropped_at_plan": len(self.first_dropped),
+                "priced_floor_s": round(need_s(self.rows, self.groups, 0.0, lambda r: 1.0), 1),
+                "priced_full_s": round(need_s(self.rows, self.groups, 1.0, lambda r: 1.0), 1),
+                "planned_s": round(need_s(kept, self.groups, self.first.flex, lambda r: 1.0), 1),
+                "flex": round(self.first.flex, 3),
+                "dropped": {r.name: round(r.floor_s + sum(self.groups.get(g, 0.0) for g in r.groups), 1)
+                            for r in self.dropped.values()}}

@@ -59,6 +59,8 @@ class BenchContext:
     # dict (bench.env.environment), so every write of results.json says where each measured model's data and
     # weights came from.
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
+    prices: Any = None  # bench.pricing.Prices: what the rows cost on this machine (None: not priced)
+    activity: str | None = None  # what a phase is doing now, for the progress pulse (e.g. a round-robin's round)
     debug: bool = False
 
     def __post_init__(self):

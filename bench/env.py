@@ -170,11 +170,69 @@ def harness_floor(ctx: BenchContext) -> dict[str, float | int | str]:
             "how": "noop backend, batch-1 sampling plan, device sync per call"}
 
 
+THREAD_VARS = ("OMP_", "MKL_", "KMP_", "OPENBLAS_", "GOMP_")
+CPUFREQ = "/sys/devices/system/cpu/cpu0/cpufreq"
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def cgroup_cpu(root: str = "/sys/fs/cgroup") -> dict[str, object]:
+    """The cgroup's CPU quota in CPUs (cgroup v2 ``cpu.max``, or v1 ``cpu.cfs_quota_us / cpu.cfs_period_us``; None:
+    no quota) and its cpuset. ``os.cpu_count()`` ignores both: a container held to 1.5 CPUs of a 64-core host reads
+    64 there."""
+    out: dict[str, object] = {}
+    v2 = _read(os.path.join(root, "cpu.max"))
+    if v2:
+        quota, _, period = v2.partition(" ")
+        out["quota_cpus"] = None if quota == "max" else round(int(quota) / int(period or 100000), 2)
+    else:
+        quota, period = _read(os.path.join(root, "cpu", "cpu.cfs_quota_us")), \
+            _read(os.path.join(root, "cpu", "cpu.cfs_period_us"))
+        if quota and period:
+            out["quota_cpus"] = None if int(quota) < 0 else round(int(quota) / int(period), 2)
+    cpuset = _read(os.path.join(root, "cpuset.cpus.effective")) or _read(os.path.join(root, "cpuset", "cpuset.cpus"))
+    if cpuset:
+        out["cpuset"] = cpuset
+    if hasattr(os, "sched_getaffinity"):
+        out["affinity_cpus"] = len(os.sched_getaffinity(0))
+    return out
+
+
+def slowdowns() -> dict[str, object]:
+    """What slows a machine down, where readable: the CPU frequency governor and current / maximum frequency, the
+    cgroup's CPU quota and cpuset, the thread-pool variables in force, and a short torch.utils.collect_env summary
+    (the OS, compiler, libc, platform: its pip and conda listings are left out, they take tens of seconds)."""
+    out: dict[str, object] = {}
+    governor = _read(os.path.join(CPUFREQ, "scaling_governor"))
+    cur, most = _read(os.path.join(CPUFREQ, "scaling_cur_freq")), _read(os.path.join(CPUFREQ, "cpuinfo_max_freq"))
+    out["cpu_governor"] = governor or "not readable"
+    if cur and most:
+        out["cpu_mhz"] = f"{int(cur) // 1000} of {int(most) // 1000}"
+    out["cgroup"] = cgroup_cpu()
+    out["thread_vars"] = {k: v for k, v in sorted(os.environ.items()) if k.startswith(THREAD_VARS)} or "none set"
+    try:
+        from torch.utils import collect_env
+
+        run = collect_env.run
+        out["collect_env"] = {"os": collect_env.get_os(run), "gcc": collect_env.get_gcc_version(run),
+                              "libc": collect_env.get_libc_version(), "platform": collect_env.get_python_platform()}
+    except Exception as exc:  # noqa: BLE001 - a private helper of torch's script may move: say so, go on
+        out["collect_env"] = f"not available ({type(exc).__name__})"
+    return out
+
+
 def probe_machine(ctx: BenchContext, env: RunEnv) -> None:
     """Once per run, before any phase: the maths policy every backend runs under, the machine-speed calibration and
     the device's measured peaks (into env, and the peaks into ctx for every row's % of peak)."""
     note_load(env, "load_avg_at_start")
     note_onnxruntime(env)
+    env.notes["machine"] = slowdowns()  # before the probes, as the machine was when the run began
     env.maths = dict(apply_policy(ctx.device))
     env.calibration = dict(calibrate(ctx.device, ctx.threads))
     if ctx.device.type == "cuda":

@@ -7,6 +7,7 @@ A bad choice is a UserError (one line, exit 2). Defaults are sized so that a ful
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -15,22 +16,21 @@ import torch
 
 import zoo
 from bench.backends import BACKENDS
+from bench.budget import TIER_VARIANT, RowCost
 from bench.context import BenchContext
 from bench.env import precision_support
 from bench.phases.base import Phase
 from bench.phases.tta import parse_targets
-from bench.records import BACKEND_NAMES, PRECISIONS, SERVE_SCENARIOS
+from bench.records import PRECISIONS, SERVE_SCENARIOS, Record, not_ok
 from zoo.engine import PRECISIONS as TRAIN_PRECISIONS
 from zoo.engine import resolve_device
 from zoo.errors import UserError
 
-# The whole run's time budget in seconds, spread over (model, phase) by cost (bench.budget). The rest of a 10-minute
-# target goes to what no budget controls: imports, machine probes, model builds, one-off backend builds (compile,
-# quantization, conversion), torchrun start-up, result files and plots, and the phases' sample floors (AlexNet at
-# batch 512 overruns its share by ~100 s). Measured from a fresh clone with an empty inductor cache: a 440 s budget ran
-# 9 min 54 s here, too close to the target; hence 400.
-DEFAULT_BUDGET_S = 400.0
-QUICK_BUDGET_S = 75.0
+# The whole process's time budget in seconds, from the command's start to its exit (imports, probes, the pricing pass,
+# builds, torchrun start-ups, result files and plots included): the plan is priced on this machine and fitted to it
+# (bench.budget), and the run ends within it plus the ETA's error (at most 15%). 520 s + 15% is under 10 minutes.
+DEFAULT_BUDGET_S = 520.0
+QUICK_BUDGET_S = 120.0
 # The deployment backends people choose between, each with accuracy on its row. Heavier one-off builds
 # (onnxruntime-int8-dynamic, aot_inductor's C++ package) are one --backends away; a backend whose package is missing
 # is still planned, and its rows say "skipped" with the install command.
@@ -43,6 +43,7 @@ QUICK_BACKENDS = ("eager", "onnxruntime")
 # no native kernels for are left out (env.skipped_precisions says why) unless --precisions names them.
 DEFAULT_PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16"), "mps": ("fp32", "fp16")}
 DEFAULT_VARIANTS = ("channels_last", "compile")
+PLOTS_LABEL = "plots"  # the report's PNGs: a row of the plan the budget may drop (re-rendered by bench.report)
 
 
 def csv_items(text: str) -> list[str]:
@@ -95,17 +96,7 @@ def pick_backends(text: str | None, device: torch.device, quick: bool) -> tuple[
         picked = csv_items(text)
         if not picked:
             raise UserError(f"--backends is empty; choose from: {', '.join(BACKENDS)}")
-        for item in picked:
-            name, _, precision = item.partition(":")
-            if name not in BACKEND_NAMES:
-                raise UserError(f"unknown backend {name!r}; choose from: {', '.join(BACKENDS)}")
-            if precision and precision not in PRECISIONS:
-                raise UserError(f"unknown precision {precision!r} in backend {item!r}; choose from: "
-                                f"{', '.join(PRECISIONS)}")
-            if item not in BACKENDS:
-                raise UserError(f"backend {item!r} is not implemented in this checkout; choose from: "
-                                f"{', '.join(BACKENDS)}")
-        return list(dict.fromkeys(picked)), {}
+        return list(dict.fromkeys(backend_key(item) for item in picked)), {}
     backends, skipped = [], {}
     for name in QUICK_BACKENDS if quick else DEFAULT_BACKENDS[device.type]:
         cls = BACKENDS.get(name)
@@ -117,6 +108,23 @@ def pick_backends(text: str | None, device: torch.device, quick: bool) -> tuple[
         else:
             skipped[name] = reason
     return backends, skipped
+
+
+def backend_key(item: str) -> str:
+    """The BACKENDS key a user's NAME or NAME:PRECISION means: a backend with one precision answers to its bare name
+    (``onnxruntime-int8`` is ``onnxruntime-int8:int8``). UserError: an unknown name or precision."""
+    name, _, precision = item.partition(":")
+    if precision and precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r} in backend {item!r}; choose from: {', '.join(PRECISIONS)}")
+    if item in BACKENDS:
+        return item
+    known = [key for key in BACKENDS if key.partition(":")[0] == name]
+    if not precision and len(known) == 1:
+        return known[0]
+    if not known:
+        raise UserError(f"unknown backend {name!r}; choose from: {', '.join(BACKENDS)}")
+    raise UserError(f"backend {name!r} has no {precision or 'fp32'} precision here; choose from: "
+                    f"{', '.join(known)}")
 
 
 def pick_precisions(text: str | None, device: torch.device, quick: bool) -> tuple[list[str], dict[str, str]]:
@@ -180,17 +188,18 @@ def positive(flag: str, value: int | None) -> int | None:
 
 
 def check_folders(args: argparse.Namespace, device: torch.device) -> str:
-    """Input folders exist and OUT/<device> can be written (made last: a bad flag leaves nothing behind)."""
+    """Input folders exist and OUT can hold OUT/<device> (made last: a bad flag leaves nothing behind). The device
+    folder itself is made by a run that completes (bench.report.staging.promote)."""
     if args.data_root is not None and not os.path.isdir(args.data_root):
         raise UserError(f"--data-root {args.data_root}: no such folder (use --synthetic to run without data)")
     if args.checkpoints is not None and not os.path.isdir(args.checkpoints):
         raise UserError(f"--checkpoints {args.checkpoints}: no such folder")
     dev_dir = os.path.join(args.out, device.type)
     try:
-        os.makedirs(dev_dir, exist_ok=True)
+        os.makedirs(args.out, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"--out {args.out}: cannot create {dev_dir} ({exc.strerror or exc})") from None
-    if not os.access(dev_dir, os.W_OK | os.X_OK):
+        raise UserError(f"--out {args.out}: cannot create it ({exc.strerror or exc})") from None
+    if not os.access(args.out, os.W_OK | os.X_OK) or (os.path.isdir(dev_dir) and not os.access(dev_dir, os.W_OK)):
         raise UserError(f"--out {args.out}: {dev_dir} is not writable")
     return dev_dir
 
@@ -232,3 +241,68 @@ def make_context(args: argparse.Namespace, phases: Mapping[str, Phase]) -> tuple
         ctx.uses_real_data(name)
     ctx.out_dir = check_folders(args, device)
     return ctx, {"skipped_precisions": skipped_precisions, "skipped_backends": skipped_backends}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The priced plan: every row of the run priced on this machine, fitted to --budget (bench.budget)
+
+
+def priced_rows(ctx: BenchContext, phases: list[Phase], prices) -> tuple[list[RowCost], dict[str, float], float]:
+    """(rows, shared one-off costs, seconds kept back for the result files) of ctx.models x phases: each phase's
+    priced rows (Phase.row_costs), each needing its model's build (saved when all of a model's rows go), and the
+    plots (first to go)."""
+    rows: list[RowCost] = []
+    groups: dict[str, float] = {}
+    for m in ctx.models:
+        groups[f"{m} build"] = prices.models[m].build_s if m in prices.models else 1.0  # paid while any row stays
+        for phase in phases:
+            got, shared = phase.row_costs(m, ctx, prices)
+            rows += [dataclasses.replace(r, groups=(*r.groups, f"{m} build")) for r in got]
+            groups.update(shared)
+    plots_s = prices.build("plots")
+    rows.append(RowCost("", "report", PLOTS_LABEL, plots_s, plots_s, TIER_VARIANT))
+    return rows, groups, prices.build("write") * (len(ctx.models) + 2)
+
+
+def measure_command(ctx: BenchContext, row: RowCost) -> str:
+    """The command that measures a dropped row with no budget."""
+    if row.phase == "report":
+        return "python -m bench.report OUT/<device>/results.json"
+    args = ["python -m bench.run", "--device", str(ctx.device), "--models", row.model, "--phases", row.phase,
+            *row.args, *(["--synthetic"] if ctx.synthetic else []), *(["--quick"] if ctx.quick else []),
+            "--threads", str(ctx.threads), "--budget", "none"]
+    return " ".join(args)
+
+
+def budget_skips(ctx: BenchContext, phase: Phase, rows: list[RowCost]) -> list[Record]:
+    """The skipped records of rows the budget dropped: reason ``budget``, the seconds each would need, its command."""
+    out = []
+    for r in rows:
+        need = r.floor_s + sum(ctx.budget.groups.get(g, 0.0) for g in r.groups)
+        reason = (f"budget: needs ~{need:.0f} s that --budget {ctx.budget_s:.0f} s could not hold; measure it with "
+                  f"`{measure_command(ctx, r)}`")
+        out.append(not_ok(phase.record_type, r.model, ctx.device.type, reason, status="skipped", **r.fields))
+    return out
+
+
+def plan_lines(budget, ctx: BenchContext) -> list[str]:
+    """The plan before the measurements: per model, the rows measured / planned per phase and the dropped ones."""
+    rows = [r for r in budget.rows if r.phase != "report"]
+    kept = [r for r in rows if r.name not in budget.dropped]
+    s = budget.summary()
+    lines = [f"plan: {len(kept)} of {len(rows)} rows fit --budget {budget.total_s:.0f} s (priced here: "
+             f"{s['priced_floor_s']:.0f} s at the sample rules' floor, {s['priced_full_s']:.0f} s at full size; "
+             f"measuring at {100 * budget.first.flex:.0f}% of the flexible part); ETA {budget.eta_s():.0f} s"]
+    for m in ctx.models:
+        counts = []
+        for phase in dict.fromkeys(r.phase for r in budget.rows if r.model == m):
+            mine = [r for r in budget.rows if r.pair == (m, phase)]
+            counts.append(f"{phase} {sum(r.name not in budget.dropped for r in mine)}/{len(mine)}")
+        gone = [r.label for r in budget.dropped.values() if r.model == m]
+        lines.append(f"  {m}: measure {', '.join(counts)}" + (f"; dropped: {', '.join(gone)}" if gone else ""))
+    if any(r.phase == "report" for r in budget.dropped.values()):
+        lines.append("  plots: dropped (re-render them later with python -m bench.report OUT/<device>/results.json)")
+    if budget.dropped:
+        lines.append(f"  dropped rows are `skipped` rows with reason budget and their command; `--budget none` "
+                     f"measures all {len(rows)}")
+    return lines

@@ -1,9 +1,12 @@
 """What a run is doing, on stderr: one line per finished row, and a pulse while a phase measures.
 
-On a terminal the pulse is a tqdm bar (rows done / planned, the current model and phase, an ETA) redrawn every
-second; elsewhere (a log file, CI) it is a plain line when nothing was printed for ``pulse_s`` seconds. The ETA is the
-measured seconds per unit of planned cost (bench.budget.pair_costs) times the cost still to run; before the first
-phase finishes it is what is left of the budget.
+On a terminal the pulse is a tqdm bar (rows done / planned, the current model and phase, what runs inside it, an ETA)
+redrawn every second; elsewhere (a log file, CI) it is a plain line when nothing was printed for ``pulse_s`` seconds
+(PLAIN_PULSE_S, under the 10 s a user should ever wait for a sign of life). What runs inside a phase is the phase's
+own word (``detail``: e.g. "round 3 of 5-9, 9 rows in the round" while a round-robin times its windows). The ETA is
+the priced plan's (bench.budget.Budget.eta_s: this machine's prices corrected by what finished pairs really took)
+when the run has a budget; without one, the measured seconds per unit of planned cost (bench.budget.pair_costs)
+times the cost still to run.
 """
 from __future__ import annotations
 
@@ -47,7 +50,9 @@ class Progress:
 
     def __init__(self, rows: dict[Pair, int], costs: dict[Pair, float], *, models: int, budget_s: float | None,
                  stream: TextIO | None = None, tty: bool | None = None, pulse_s: float | None = None,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, detail: Callable[[], str | None] = lambda: None,
+                 eta: Callable[[], float | None] | None = None):
+        self.detail, self.eta = detail, eta
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self.pulse_s = pulse_s or (TTY_REFRESH_S if self.tty else PLAIN_PULSE_S)
@@ -101,6 +106,9 @@ class Progress:
 
     # -- the pulse
     def eta_s(self) -> float | None:
+        if self.eta is not None:
+            left = self.eta()
+            return None if left is None else max(0.0, left)
         now = self.clock()
         if self.done_cost > 0:
             rate = (now - self.t0) / self.done_cost  # seconds per unit of cost, as measured so far
@@ -115,9 +123,12 @@ class Progress:
         return None
 
     def status(self) -> str:
+        """e.g. ``alexnet_mnist train (1m20s): round 3 of 5-9, 9 rows in the round; 12/60 rows, ETA 4m10s``."""
+        detail = self.detail()
         where = f"{self.current[0]} {self.current[1]} ({_clock_text(self.clock() - self.pair_t0)})" \
             if self.current else "between phases"
-        return f"{where}, {self.done}/{self.planned} rows, ETA {_clock_text(self.eta_s())}"
+        where = f"{where}: {detail}" if detail and self.current else detail or where
+        return f"{where}; {self.done}/{self.planned} rows, ETA {_clock_text(self.eta_s())}"
 
     def _pulse_loop(self) -> None:
         while not self.stop.wait(self.pulse_s):
@@ -132,8 +143,9 @@ class Progress:
             return
         self.bar.n = self.done
         self.bar.total = self.planned
-        self.bar.set_description_str(f"{self.current[0]} {self.current[1]}" if self.current else "bench",
-                                     refresh=False)
+        where = f"{self.current[0]} {self.current[1]}" if self.current else "bench"
+        detail = self.detail()
+        self.bar.set_description_str(f"{where}: {detail}" if detail else where, refresh=False)
         self.bar.set_postfix_str(f"ETA {_clock_text(self.eta_s())}", refresh=False)
         self.bar.refresh()
 

@@ -25,13 +25,17 @@ from typing import TYPE_CHECKING, Any
 
 from bench.records import InferRecord, ModelRecord, Record, RunEnv, ScaleRecord, TrainRecord
 from bench.report.load import load_results
+from zoo.errors import UserError
 
 if TYPE_CHECKING:
     from bench.context import BenchContext
 
 # Processes per run when --repeat is not given: 3 for a full run (two such runs of the same code compared came out
 # clean on a contended 2-core CPU, see README "Comparing runs"), 1 for --quick (a smoke run, not figures to compare).
-DEFAULT_REPEAT = 3
+# One process by default: N processes split the budget N ways and pay imports, probes, pricing and builds N times,
+# so the main job's budget would hold fewer rows. Its rows get compare's between-run floor instead of a verdict on
+# within-process noise; --repeat 3 gives comparisons their own between-process interval.
+DEFAULT_REPEAT = 1
 QUICK_REPEAT = 1
 SAMPLED = (TrainRecord, InferRecord, ScaleRecord)  # record types with raw samples: their phases are repeated
 Launch = Callable[[list[str]], int]
@@ -212,3 +216,12 @@ def derive_all(records: list[Record], env: RunEnv) -> None:
         for r in scale:
             r.ideal, r.ideal_samples_per_s = ideal_for(r.device, r.processes or 1, rate_1)
             r.scaling_efficiency = r.samples_per_s / r.ideal_samples_per_s if r.ideal_samples_per_s else None
+
+
+def repeat_count(flag: int | None, quick: bool, *, seam: bool) -> int:
+    """Processes per run: --repeat, else the default (one under the tests' phase seam: fakes live in this process)."""
+    if flag is not None and flag < 1:
+        raise UserError(f"--repeat must be a positive integer, not {flag}")
+    if flag is not None:
+        return flag
+    return 1 if seam else (QUICK_REPEAT if quick else DEFAULT_REPEAT)

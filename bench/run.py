@@ -8,6 +8,7 @@ last one is done, so a crash or a Ctrl-C keeps what was measured and says that i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import shlex
@@ -17,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from bench.repeat import DEFAULT_REPEAT, QUICK_REPEAT
+from bench.repeat import DEFAULT_REPEAT, QUICK_REPEAT, repeat_count
 from zoo.errors import UserError
 
 DESCRIPTION = ("Benchmark the zoo: training throughput per data path, inference latency per backend, ONNX Runtime "
@@ -57,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "checks the harness in 1-2 minutes, not numbers to quote")
     p.add_argument("--threads", type=int, help="torch intra-op threads for the whole run (default: torch's own, "
                                                "usually the physical cores); recorded in env and every row")
-    p.add_argument("--budget", help="seconds the whole run aims to take (default 400, --quick 75; or none), spread "
-                                    "over models and phases by cost; sample-count rules still win over it")
+    p.add_argument("--budget", help="seconds the whole command may take, start to exit (default 520, --quick 120; "
+                                    "or none: every row at its full size): the plan is priced on this machine and "
+                                    "fitted to it, rows that do not fit are skipped rows saying how to measure them")
     p.add_argument("--tta-target", action="append", default=[], metavar="MODEL=ACC",
                    help="tta phase: the test accuracy to reach for MODEL (a fraction, e.g. mlp=0.65; repeatable; "
                         "default: each tutorial's own figure)")
@@ -91,24 +93,29 @@ def write_outputs(ctx, env, records, *, plots: bool) -> None:
             from None
 
 
-def save(ctx, env, records, t0: float, *, complete: bool) -> None:
+def save(ctx, env, records, started: float, *, complete: bool) -> None:
     from bench.env import note_load
+    from bench.plan import PLOTS_LABEL
 
-    env.wall_s = round(time.perf_counter() - t0, 1)
+    env.wall_s = round(time.time() - started, 1)
     note_load(env, "load_avg_at_end")
     env.done_rows, env.complete = len(records), complete
-    # Plots (slow to draw) once the run ends, complete or not, so they never lag the tables they illustrate.
-    write_outputs(ctx, env, records, plots=complete)
+    if ctx.budget is not None:
+        env.notes["budget"] = ctx.budget.summary()
+    # Plots (slow to draw) once the run ends, complete or not, so they never lag the tables they illustrate; and not
+    # when the budget dropped them.
+    plots = complete and (ctx.budget is None or ctx.budget.keeps("", "report", PLOTS_LABEL))
+    write_outputs(ctx, env, records, plots=plots)
 
 
-def save_uninterrupted(ctx, env, records, t0: float) -> None:
+def save_uninterrupted(ctx, env, records, started: float) -> None:
     """The last write of an interrupted run: a second Ctrl-C must not cut it (each file is atomic anyway)."""
     main_thread = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
     try:
-        env.wall_s = round(time.perf_counter() - t0, 1)
+        env.wall_s = round(time.time() - started, 1)
         env.done_rows, env.complete = len(records), False
-        write_outputs(ctx, env, records, plots=bool(records))
+        write_outputs(ctx, env, records, plots=False)
     finally:
         if main_thread:
             signal.signal(signal.SIGINT, old)
@@ -116,15 +123,19 @@ def save_uninterrupted(ctx, env, records, t0: float) -> None:
 
 def run_phase(phase, session, ctx, progress) -> list:
     """One phase on one model; an exception escaping it becomes the phase's failed records (--debug: it raises)."""
+    from bench.plan import budget_skips
     from bench.records import not_ok
 
     pair = (session.name, phase.name)
     if ctx.budget is not None:
-        ctx.budget.start(pair)
+        ctx.budget.start(pair)  # re-fits what is left: rows that no longer fit are dropped here
+    dropped = ctx.budget.dropped_in(pair) if ctx.budget is not None else []
     progress.start(*pair)
+    ctx.activity = None
     t = time.perf_counter()
     try:
-        records = list(phase.run(session, ctx))
+        planned = phase.planned_rows(session.name, ctx)
+        records = list(phase.run(session, ctx)) if len(dropped) < planned else []
     except Exception as exc:  # KeyboardInterrupt is no Exception: it ends the run
         if ctx.debug:
             raise
@@ -132,9 +143,12 @@ def run_phase(phase, session, ctx, progress) -> list:
             records = list(phase.failed(session, ctx, exc))
         except Exception:  # noqa: BLE001 - a broken failure handler must not hide the failure itself
             records = [not_ok(phase.record_type, session.name, ctx.device.type, exc)]
+        records = [r for r in records if not any(d.fields and all(getattr(r, k, None) == v for k, v in d.fields.items())
+                                                 for d in dropped)]  # the budget's rows are its skipped rows below
     for rec in records:  # every row says how many threads it ran with
         if hasattr(rec, "threads") and rec.threads is None:
             rec.threads = ctx.threads
+    records += budget_skips(ctx, phase, dropped)
     session.cache.setdefault("phase_s", {})[phase.name] = round(time.perf_counter() - t, 2)
     progress.rows_done(records)
     progress.finish(*pair)
@@ -148,6 +162,11 @@ def bench_model(name: str, ctx, phases: list, progress, records: list, env) -> N
     from bench.context import model_record, prepare_model
     from bench.records import ModelRecord, not_ok
 
+    if ctx.budget is not None:
+        ctx.budget.refit()
+        if ctx.budget.drops_model(name):  # nothing of it fits: not even built, every row skipped for the budget
+            skip_model(name, ctx, phases, progress, records)
+            return
     try:
         session = prepare_model(name, ctx)
         first = model_record(session, ctx)
@@ -171,6 +190,21 @@ def bench_model(name: str, ctx, phases: list, progress, records: list, env) -> N
             p: [s, None if ctx.budget is None else round(ctx.budget.seconds_for(name, p), 1)] for p, s in spent.items()}
         if ctx.budget is not None:
             ctx.budget.finish_model(name)
+
+
+def skip_model(name: str, ctx, phases: list, progress, records: list) -> None:
+    """A model the budget dropped whole: a skipped model row and every planned row skipped for the budget."""
+    from bench.plan import budget_skips
+    from bench.records import ModelRecord, not_ok
+
+    rows = [not_ok(ModelRecord, name, ctx.device.type, f"budget: none of its rows fit --budget {ctx.budget_s:.0f} s",
+                   status="skipped")]
+    for phase in phases:
+        ctx.budget.start((name, phase.name))
+        rows += budget_skips(ctx, phase, ctx.budget.dropped_in((name, phase.name)))
+        ctx.budget.finish((name, phase.name))
+    records += rows
+    progress.rows_done(rows)
 
 
 def free_model_memory(ctx) -> None:
@@ -202,15 +236,46 @@ def planned(ctx, phases: list):
     return rows, pair_costs(rows, step_flops)
 
 
+def process_start() -> float:
+    """When this process started (epoch seconds): the budget counts interpreter start-up and imports too."""
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:  # noqa: BLE001 - no process table: count from now
+        return time.time()
+
+
 def run_bench(ctx, phases: Mapping, *, command: str, skipped: dict, probe: Callable | None = None,
-              stream=None) -> int:
-    """Measure ctx.models x ctx.phases and write the results; the exit status (0, 1 if any row failed, 130 when
-    interrupted)."""
-    from bench.budget import Budget
+              stream=None, started: float | None = None, pricer: Callable | None = None) -> int:
+    """Measure ctx.models x ctx.phases and write the results; the exit status (0, 1 if any row failed, 2 if another
+    run holds the folder, 130 when interrupted). ``started``: when the command started (default: now)."""
+    from bench.lock import LockHeld, RunLock
+    from bench.report.staging import recover, stage_dir
+
+    started = time.time() if started is None else started
+    final = ctx.out_dir
+    try:
+        lock = RunLock(final).acquire()
+    except LockHeld as exc:
+        print(f"error: {exc}", file=stream or sys.stderr)
+        return exc.exit_code
+    try:
+        recover(final)  # a promotion a kill cut short
+        ctx.out_dir = stage_dir(final)  # written here, moved to OUT/<device> once complete
+        code = measure_all(ctx, phases, command=command, skipped=skipped, probe=probe, stream=stream,
+                           started=started, final=final, pricer=pricer)
+    finally:
+        lock.release()
+    return code
+
+
+def measure_all(ctx, phases: Mapping, *, command: str, skipped: dict, probe, stream, started: float,
+                final: str, pricer: Callable | None) -> int:
     from bench.env import environment, probe_machine
+    from bench.pricing import plan_budget
     from bench.progress import Progress
 
-    t0 = time.perf_counter()
     selected = [phases[name] for name in ctx.phases]
     env = environment(ctx, command)
     env.skipped_precisions = dict(skipped.get("skipped_precisions", {}))
@@ -218,69 +283,81 @@ def run_bench(ctx, phases: Mapping, *, command: str, skipped: dict, probe: Calla
         env.notes["skipped_backends"] = dict(skipped["skipped_backends"])
     rows, costs = planned(ctx, selected)
     env.planned_rows = len(ctx.models) + sum(rows.values())
-    progress = Progress(rows, costs, models=len(ctx.models), budget_s=ctx.budget_s, stream=stream)
+    progress = Progress(rows, costs, models=len(ctx.models), budget_s=ctx.budget_s, stream=stream,
+                        detail=lambda: ctx.activity)
     records: list = []
     try:
-        progress.message(header(ctx, env))
+        progress.message(header(ctx, env, final))
+        import_s = time.time() - started  # interpreter, imports, the plan: what a torchrun launch pays again
+        if ctx.budget_s:
+            progress.eta = lambda: None  # until the plan is priced
         (probe or probe_machine)(ctx, env)
-        # The budget starts after the probes: they take the same few seconds on every run.
-        ctx.budget = Budget(ctx.budget_s, costs) if ctx.budget_s else None
+        if ctx.budget_s:
+            plan_budget(ctx, env, selected, progress, started, pricer, import_s)
         for i, name in enumerate(ctx.models):
             bench_model(name, ctx, selected, progress, records, env)
             free_model_memory(ctx)
-            save(ctx, env, records, t0, complete=i == len(ctx.models) - 1)
+            save(ctx, env, records, started, complete=i == len(ctx.models) - 1)
     except KeyboardInterrupt:
         progress.close()
-        return interrupted(ctx, env, records, t0, stream)
+        return interrupted(ctx, env, records, started, stream)
     except WriteFailed as exc:
         progress.close()
         print(f"error: {exc}", file=stream or sys.stderr)
         return 1
     finally:
         progress.close()  # also when --debug lets an error through: no pulse outlives the run
-    return finished(ctx, records, t0, stream)
+        with contextlib.suppress(OSError):
+            os.rmdir(ctx.out_dir)  # a staged folder that never got a file (stopped before the first write): gone
+    return finished(ctx, records, started, stream, final)
 
 
-def header(ctx, env) -> str:
+def header(ctx, env, final: str) -> str:
     budget = f"budget {ctx.budget_s:.0f} s" if ctx.budget_s else "no budget"
     n = len(ctx.models)
     return (f"bench: {n} model{'s' if n != 1 else ''} on {env.device_name} ({ctx.device}), phases "
             f"{','.join(ctx.phases) or 'none'}, {ctx.threads} threads, {budget}{' [QUICK]' if ctx.quick else ''}"
-            f" -> {ctx.out_dir}")
+            f" -> {final}")
 
 
-def interrupted(ctx, env, records, t0: float, stream) -> int:
+def interrupted(ctx, env, records, started: float, stream) -> int:
     err = stream or sys.stderr
     try:
-        save_uninterrupted(ctx, env, records, t0)
+        save_uninterrupted(ctx, env, records, started)
     except WriteFailed as exc:
         print(f"error: interrupted, and {exc}", file=err)
         return 130
-    print(f"interrupted after {time.perf_counter() - t0:.0f} s: {len(records)} of {env.planned_rows} planned rows "
-          f"measured; results marked incomplete -> {ctx.out_dir}", file=err)
+    print(f"interrupted after {time.time() - started:.0f} s: {len(records)} of {env.planned_rows} planned rows "
+          f"measured; kept INCOMPLETE in {ctx.out_dir} (the last complete run stays in place)", file=err)
     return 130
 
 
-def finished(ctx, records, t0: float, stream) -> int:
+def finished(ctx, records, started: float, stream, final: str) -> int:
+    from bench.report.index import write_index
+    from bench.report.staging import promote
+
+    err = stream or sys.stderr
+    try:
+        promote(ctx.out_dir, final)
+        write_index(os.path.dirname(final) or ".")
+    except OSError as exc:
+        print(f"error: cannot move the finished run {ctx.out_dir} to {final}: {exc.strerror or exc}", file=err)
+        return 1
+    ctx.out_dir = final
     failed = sum(r.status == "failed" for r in records)
     skipped = sum(r.status == "skipped" for r in records)
-    print(f"done in {time.perf_counter() - t0:.0f} s: {len(records)} records ({failed} failed, {skipped} skipped) "
-          f"-> {os.path.join(ctx.out_dir, 'summary.md')}", file=stream or sys.stderr)
+    budget = sum(r.status == "skipped" and (r.reason or "").startswith("budget") for r in records)
+    print(f"done in {time.time() - started:.0f} s: {len(records)} records ({failed} failed, {skipped} skipped, "
+          f"{budget} of them for the budget) -> {os.path.join(final, 'summary.md')}", file=err)
     return 1 if failed else 0
 
 
-def repeat_count(flag: int | None, quick: bool, *, seam: bool) -> int:
-    """Processes per run: --repeat, else the default (one under the tests' phase seam: fakes live in this process)."""
-    if flag is not None and flag < 1:
-        raise UserError(f"--repeat must be a positive integer, not {flag}")
-    if flag is not None:
-        return flag
-    return 1 if seam else (QUICK_REPEAT if quick else DEFAULT_REPEAT)
-
-
-def main(argv: list[str] | None = None, *, phases: Mapping | None = None, probe: Callable | None = None) -> int:
-    """The command line. ``phases`` (default bench.phases.PHASES) and ``probe`` (default bench.env.probe_machine)
-    are the seams tests use to run the driver on fake phases."""
+def main(argv: list[str] | None = None, *, phases: Mapping | None = None, probe: Callable | None = None,
+         pricer: Callable | None = None) -> int:
+    """The command line. ``phases`` (default bench.phases.PHASES), ``probe`` (default bench.env.probe_machine) and
+    ``pricer`` (default bench.pricing.price_run) are the seams tests use to run the driver on fake phases and
+    costs."""
+    started = process_start() if argv is None else time.time()  # the command line: from the process's start
     argv = sys.argv[1:] if argv is None else list(argv)
     seam = phases is not None
     try:
@@ -308,7 +385,8 @@ def main(argv: list[str] | None = None, *, phases: Mapping | None = None, probe:
             from bench.repeat import run_repeated
 
             return run_repeated(ctx, phases, argv, command, repeat)
-        return run_bench(ctx, phases, command=command, skipped=skipped, probe=probe)
+        return run_bench(ctx, phases, command=command, skipped=skipped, probe=probe, started=started,
+                         pricer=pricer)
     except KeyboardInterrupt:  # after the last write (or during the first setup): nothing more to save
         print("interrupted", file=sys.stderr)
         return 130

@@ -392,7 +392,9 @@ def test_method_text_states_the_definitions_and_the_thresholds():
     assert lines[7] == (
         "- **Comparing runs**: `python -m bench.compare A/results.json B/results.json` matches rows by key and calls "
         "a change real only when it is larger than the rows' spread.")
-    assert len(lines) == 8
+    assert lines[8] == ("- **Sample rules**: a figure resting on fewer than 10 calls or 5 windows reads `X (low n: N)`, "
+                        "without a spread: too few samples for one.")
+    assert len(lines) == 9
     assert report.method_section(make_env())[3].startswith("- **Clock**: perf_counter, device sync per call; ")
 
 
@@ -426,7 +428,8 @@ def test_index_rows_exactly(tmp_path):
         "# Benchmark results", "",
         "One folder per device; each holds results.json (every record), results.csv, summary.md and plots.",
         "QUICK runs used short timing windows and reduced batch sizes: use them to check the harness, not to quote "
-        "numbers. INCOMPLETE runs stopped before their plan was done: rows are missing.", ""]
+        "numbers. INCOMPLETE runs stopped before their plan was done (interrupted, crashed or killed): rows are "
+        "missing; they sit in DEVICE.incomplete-TIME/ folders beside the device's last complete run.", ""]
     assert [c.strip() for c in lines[5].split("|")[1:-1]] == [
         "device", "device name", "timestamp (UTC)", "git commit", "quick", "complete", "models",
         "ok / skipped / failed", "summary"]
@@ -446,7 +449,7 @@ def test_index_rows_exactly(tmp_path):
 def test_an_empty_index_says_how_to_fill_it(tmp_path):
     path = report.write_index(str(tmp_path))
     assert path == str(tmp_path / "README.md")
-    assert open(path).read().endswith("rows are missing.\n\n_No results yet: run `python -m bench.run`._\n")
+    assert open(path).read().endswith("last complete run.\n\n_No results yet: run `python -m bench.run`._\n")
 
 
 def test_write_results_returns_the_files_it_wrote_in_order(tmp_path):
@@ -585,3 +588,11 @@ def test_the_rarer_cells_match_the_reviewed_golden_file():
     text = report.render_summary(make_env(), edge_records())
     with open(GOLDEN.replace("summary.md", "summary_edge_cases.md"), encoding="utf-8") as f:
         assert text == f.read()
+
+
+def test_a_row_on_fewer_calls_or_windows_than_the_sample_rules_is_marked_low_n():
+    from bench.report import tables
+
+    assert tables.spread_cell(12.5, 3.0, 3, tables.LOW_N_CALLS) == "12.5 (low n: 3)"  # no spread shown
+    assert tables.spread_cell(12.5, 3.0, 10, tables.LOW_N_CALLS) == tables.with_iqr(12.5, 3.0)
+    assert tables.spread_cell(None, None, 2, tables.LOW_N_WINDOWS) == ""

@@ -3,6 +3,7 @@ on, interrupted runs marked incomplete, threads applied and recorded, the precis
 progress lines, result-write errors, and a real Ctrl-C sent to a real run."""
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
@@ -15,9 +16,10 @@ import pytest
 import torch
 
 from bench import plan, run
-from bench.budget import MIN_SHARE, Budget, pair_costs
+from bench.budget import RowCost
 from bench.measure import machine
 from bench.phases.base import Phase
+from bench.pricing import ModelPrices, Prices
 from bench.progress import Progress
 from bench.records import InferRecord, TrainRecord, not_ok
 from bench.report import files as report
@@ -26,11 +28,25 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEN: dict = {}  # what the fake phases saw, per test (reset by the autouse fixture)
 
 
+STEP_S = {"alexnet_mnist": 0.5}  # fake prices: one training step, per model (others 0.01 s)
+
+
+def fake_prices(ctx, phases, calibration, say=None, import_s=None):
+    """The pricing pass on fake costs: nothing measured."""
+    return Prices(models={m: ModelPrices(build_s=0.0, train_step_s=STEP_S.get(m, 0.01), sample_s=1e-4)
+                          for m in ctx.models})
+
+
 class FakeTrain(Phase):
     name, record_type = "train", TrainRecord
 
     def planned_rows(self, name, ctx):
         return 2
+
+    def row_costs(self, name, ctx, prices):
+        s = prices.models[name].train_step_s
+        return [RowCost(name, "train", row, 10 * s, 20 * s, fields={"row": row, "batch_size": 8})
+                for row in ("tutorial_loop", "compute")], {}
 
     def run(self, session, ctx):
         SEEN.setdefault("train", []).append(dict(model=session.name, threads=torch.get_num_threads(),
@@ -86,10 +102,15 @@ def _clean_state():
 def bench(tmp_path, *argv, phases=PHASES):
     out = str(tmp_path / "res")
     rc = run.main(["--device", "cpu", "--synthetic", "--out", out, "--checkpoints", str(tmp_path), *argv],
-                  phases=phases, probe=lambda ctx, env: None)
-    path = os.path.join(out, "cpu", "results.json")
-    data = json.load(open(path)) if os.path.exists(path) else None
-    return rc, data
+                  phases=phases, probe=lambda ctx, env: None, pricer=fake_prices)
+    return rc, last_results(out)
+
+
+def last_results(out):
+    """OUT/cpu/results.json, or an unfinished run's (OUT/cpu.incomplete-TIME/) when there is one: the newest."""
+    staged = sorted(glob.glob(os.path.join(out, "cpu.incomplete-*", "results.json")))
+    path = staged[-1] if staged else os.path.join(out, "cpu", "results.json")
+    return json.load(open(path)) if os.path.exists(path) else None
 
 
 def test_a_full_run_records_every_phase_and_marks_itself_complete(tmp_path):
@@ -182,7 +203,7 @@ def test_quick_runs_only_quick_phases_and_named_phases_run_in_registry_order(tmp
     assert rc == 0 and list(data["env"]["notes"]["phase_s"]["mlp"]) == ["infer", "scale"]
     rc, data = bench(tmp_path, "--models", "mlp", "--quick")
     assert list(data["env"]["notes"]["phase_s"]["mlp"]) == ["train", "infer"]
-    assert data["env"]["budget_s"] == 75.0 and data["env"]["quick"] is True
+    assert data["env"]["budget_s"] == plan.QUICK_BUDGET_S and data["env"]["quick"] is True
 
 
 def test_the_budget_goes_to_the_heavier_model(tmp_path):
@@ -210,41 +231,12 @@ def test_a_results_write_error_is_one_line_exit_1_and_the_old_files_stay(tmp_pat
     rc, _ = bench(tmp_path, "--models", "lenet", "--batch-sizes", "1")
     assert rc == 1 and path.read_bytes() == before
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: cannot write results under {tmp_path / 'res' / 'cpu'}: No space left on device"]
+    assert len(errors) == 1 and errors[0].startswith(f"error: cannot write results under {tmp_path / 'res' / 'cpu'}")
+    assert errors[0].endswith(": No space left on device")  # (the new run's own folder: the complete one stays)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The budget and the progress lines on their own
-
-
-def test_budget_shares_follow_cost_and_an_overrun_shrinks_what_comes_after():
-    now = [0.0]
-    costs = pair_costs({("a", "train"): 2, ("b", "train"): 2},
-                       {("a", "train"): 1e6, ("b", "train"): 3e6})
-    assert costs[("b", "train")] > costs[("a", "train")]
-    budget = Budget(100.0, costs, clock=lambda: now[0])
-    first = budget.start(("a", "train"))
-    assert first == pytest.approx(100 * costs[("a", "train")] / sum(costs.values()))
-    now[0] = 50.0  # "a" ran over its share
-    budget.finish(("a", "train"))
-    assert budget.start(("b", "train")) == pytest.approx(50.0)  # only what is left
-    now[0] = 200.0
-    assert budget.seconds_for("b", "train") == pytest.approx(50.0)  # fixed once started
-    budget.finish(("b", "train"))
-    assert budget.seconds_for("c", "train") == 0.0
-
-
-def test_budget_an_overrun_never_starves_the_pairs_after_it():
-    now = [0.0]
-    costs = {("a", "train"): 1.0, ("b", "train"): 1.0, ("b", "infer"): 2.0}
-    budget = Budget(100.0, costs, clock=lambda: now[0])
-    budget.start(("a", "train"))
-    now[0] = 150.0  # "a" overran the whole budget
-    budget.finish(("a", "train"))
-    assert budget.left_s() == 0.0
-    assert budget.planned_s(("b", "infer")) == pytest.approx(50.0)
-    assert budget.start(("b", "train")) == pytest.approx(MIN_SHARE * 25.0)
-    assert budget.start(("b", "infer")) == pytest.approx(MIN_SHARE * 50.0)
+# The progress lines on their own (the budget's planner: test_bench_budget.py)
 
 
 def test_plain_progress_prints_rows_and_a_pulse_with_an_eta():

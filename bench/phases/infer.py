@@ -17,18 +17,28 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+import zoo
 from bench.accuracy import row_fields
 from bench.backends import BACKENDS
 from bench.backends.base import Backend
+from bench.budget import TIER_BACKEND, TIER_CORE, TIER_DUP_BATCH, RowCost
 from bench.context import BenchContext, ModelSession, example_batch
 from bench.measure import timing
 from bench.measure.machine import pct_of_peak
 from bench.measure.memory import PeakMemory
-from bench.phases.base import Phase
-from bench.records import InferRecord, Record, not_ok, reason_of
+from bench.phases.base import Phase, Priced, kept
+from bench.records import PERCENTILE_MIN_CALLS, InferRecord, Record, not_ok, reason_of
+from zoo.data import DATASETS
 
 FLOPS_CACHE_KEY = "flops_per_sample"
 MIN_BUDGET_ROW_S = 0.05  # a row's cap when its share of the budget is spent: still a few timed calls, never none
+MIN_CALLS = PERCENTILE_MIN_CALLS[50]  # the sample rule: a budget never caps a row below this many calls (a p50)
+# One-off builds per backend, by name (bench.pricing.BUILD_S keys); ONNX backends also need the model's export.
+BUILDS = {"compile": ("compile_infer",), "onnxruntime": ("ort_session",), "onnxruntime-cuda": ("ort_session",),
+          "onnxruntime-int8": ("int8_quantize",), "onnxruntime-int8-dynamic": ("int8_dynamic",),
+          "openvino": ("openvino",), "aot_inductor": ("aot_inductor",), "tensorrt": ("tensorrt",),
+          "cuda_graph": ("cuda_graph",)}
+ONNX_BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-int8", "onnxruntime-int8-dynamic", "tensorrt")
 INFER_FIELDS = frozenset(f.name for f in dataclasses.fields(InferRecord))
 
 
@@ -78,7 +88,8 @@ def row_plan(batch_size: int, quick: bool, est_call_s: float, budget_s: float | 
     says what the row rests on, and percentiles without enough calls are None."""
     plan = timing.sampling_plan(batch_size, quick, est_call_s)
     if budget_s is not None:
-        budget_s = max(budget_s, MIN_BUDGET_ROW_S)
+        # The run's plan priced MIN_CALLS calls for this row: the cap never cuts it below them.
+        budget_s = max(budget_s, MIN_BUDGET_ROW_S, 1.2 * MIN_CALLS * est_call_s if not quick else 0.0)
         plan["max_seconds"] = min(plan["max_seconds"] or budget_s, budget_s)
         plan["min_seconds"] = min(plan["min_seconds"], plan["max_seconds"])
         # The warm-up stays ~10% of the cap the row really has (never more than its plan's own).
@@ -139,11 +150,45 @@ class InferPhase(Phase):
     def planned_rows(self, name: str, ctx: BenchContext) -> int:
         return len(ctx.backends) * len(ctx.infer_batch_sizes(name))
 
+    def row_costs(self, name: str, ctx: BenchContext, prices) -> Priced:
+        """Per backend and batch size: bind, probe, warm-up and MIN_CALLS calls at eager's priced call (floor) or
+        the sampling plan's calls (full), plus a share of the backend's accuracy pass (one batch / the test split);
+        the backend's build and the ONNX export are shared. Drop order: a non-eager backend's second batch size,
+        then its other rows; eager stays to the end."""
+        mp, sizes = prices.models.get(name), ctx.infer_batch_sizes(name)
+        test_n = DATASETS[zoo.get_spec(name).dataset][2][1]
+        sample_s = (mp.sample_s if mp else None) or 1e-3
+        groups = {f"{name} onnx export": prices.build("onnx_export")}
+        rows = []
+        for sel in ctx.backends:
+            cls = BACKENDS[sel]
+            shared = [f"{name} infer {sel}"]
+            groups[shared[0]] = sum(prices.build(b) for b in BUILDS.get(cls.name, ())) + 256 * sample_s
+            shared += [f"{name} onnx export"] if cls.name in ONNX_BACKENDS else []
+            runs = cls.available(ctx.device) is None
+            for bs in sizes:
+                call = (mp.forward_s.get(bs) if mp else None) or sample_s * bs
+                plan = timing.sampling_plan(bs, ctx.quick, call)
+                floor = call * (3 + plan["warmup"] + (plan["min_calls"] if ctx.quick else MIN_CALLS))
+                full = call * (3 + plan["warmup"]) + max(plan["min_seconds"], min(plan["max_seconds"],
+                                                                                  plan["min_calls"] * call))
+                full += test_n * sample_s / len(sizes)
+                tier = TIER_CORE if cls.name == "eager" else TIER_DUP_BATCH if bs == max(sizes) and len(sizes) > 1 \
+                    else TIER_BACKEND
+                rows.append(RowCost(name, self.name, f"{sel} b={bs}", floor if runs else 0.0, full if runs else 0.0,
+                                    tier, tuple(shared) if runs else (), {"backend": cls.name,
+                                    "precision": cls.precision, "batch_size": bs}, droppable=runs,
+                                    args=("--backends", sel, "--batch-sizes", str(bs))))
+        return rows, groups
+
     def run(self, session: ModelSession, ctx: BenchContext) -> list[Record]:
         flops = flops_per_sample(session, ctx)
         rows: list[InferRecord] = []
         for selector in ctx.backends:
-            rows += self.backend_rows(BACKENDS[selector], session, ctx, flops)
+            sizes = [bs for bs in ctx.infer_batch_sizes(session.name)
+                     if kept(ctx, session.name, self.name, f"{selector} b={bs}")]
+            if sizes:  # a backend the plan dropped at every batch size is not even built
+                rows += self.backend_rows(BACKENDS[selector], session, ctx, flops, sizes)
         fill_speedups(rows)
         return rows
 
@@ -153,14 +198,16 @@ class InferPhase(Phase):
                 for sel in ctx.backends for bs in ctx.infer_batch_sizes(session.name)]
 
     def row_budget_s(self, name: str, ctx: BenchContext) -> float | None:
-        """One row's share of this phase's budget for the model (None: no budget)."""
+        """One row's share of this phase's budget for the model (None: no budget), over the rows the plan kept."""
         seconds = ctx.budget_for(name, self.name)
-        return None if seconds is None else seconds / max(self.planned_rows(name, ctx), 1)
+        kept_rows = sum(kept(ctx, name, self.name, f"{sel} b={bs}") for sel in ctx.backends
+                        for bs in ctx.infer_batch_sizes(name))
+        return None if seconds is None else seconds / max(kept_rows, 1)
 
     def backend_rows(self, cls: type[Backend], session: ModelSession, ctx: BenchContext,
-                     flops: float | None) -> list[InferRecord]:
-        """Every batch-size row of one backend (skipped, failed or measured)."""
-        sizes = ctx.infer_batch_sizes(session.name)
+                     flops: float | None, sizes: list[int] | None = None) -> list[InferRecord]:
+        """Every batch-size row of one backend (skipped, failed or measured); ``sizes``: those the plan kept."""
+        sizes = ctx.infer_batch_sizes(session.name) if sizes is None else sizes
         key = {"backend": cls.name, "precision": cls.precision}
 
         def not_ok_rows(reason: BaseException | str, status: str) -> list[InferRecord]:

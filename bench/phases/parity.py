@@ -13,13 +13,15 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+import zoo
 from bench.backends.onnxruntime import CPU_PROVIDER, OrtCpuBackend, host_array, ort_session
+from bench.budget import TIER_CORE, RowCost
 from bench.context import BenchContext, ModelSession, example_batch
 from bench.export import OnnxExportError, onnx_export_info
 from bench.measure.numerics import strict_fp32
-from bench.phases.base import Phase
+from bench.phases.base import Phase, Priced
 from bench.records import PARITY_ABS_TOLERANCE, ParityRecord, Record, not_ok, reason_of
-from zoo.data import make_loaders
+from zoo.data import DATASETS, make_loaders
 
 PARITY_BATCH = 8
 DYNAMIC_BATCHES = (1, 3)  # neither is the exported batch (2): proves the batch axis is really dynamic
@@ -99,6 +101,17 @@ class ParityPhase(Phase):
 
     def planned_rows(self, name: str, ctx: BenchContext) -> int:
         return 1
+
+    def row_costs(self, name: str, ctx: BenchContext, prices) -> Priced:
+        """The export (shared with the ONNX backends), a session, and the agreement pass through eager and ONNX
+        Runtime: one batch at the floor, the test split at full size."""
+        mp = prices.models.get(name)
+        sample_s = (mp.sample_s if mp else None) or 1e-3
+        test_n = DATASETS[zoo.get_spec(name).dataset][2][1]
+        once = prices.build("ort_session") + 2 * (PARITY_BATCH + sum(DYNAMIC_BATCHES)) * sample_s
+        group = f"{name} onnx export"
+        return [RowCost(name, self.name, "parity", once + 2 * AGREEMENT_BATCH * sample_s,
+                        once + 2 * test_n * sample_s, TIER_CORE, (group,))], {group: prices.build("onnx_export")}
 
     def run(self, session: ModelSession, ctx: BenchContext) -> list[Record]:
         device = ctx.device.type

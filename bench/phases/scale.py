@@ -33,10 +33,11 @@ from typing import Any
 import torch
 
 import zoo
+from bench.budget import TIER_CORE, TIER_SCALE, RowCost
 from bench.context import BenchContext, ModelSession
 from bench.measure.numerics import apply_policy
 from bench.measure.timing import steps_for_window, time_window, window_stats
-from bench.phases.base import Phase
+from bench.phases.base import Phase, Priced, kept
 from bench.records import Record, ScaleRecord, not_ok
 from zoo.data import batches_forever, make_loaders
 from zoo.distributed import all_reduce, broadcast_int, destroy, init_distributed, is_main, wrap_ddp
@@ -161,6 +162,27 @@ class ScalePhase(Phase):
     def planned_rows(self, name: str, ctx: BenchContext) -> int:
         return len(self._counts(ctx))
 
+    def row_costs(self, name: str, ctx: BenchContext, prices) -> Priced:
+        """Per process count: a torchrun start-up (priced once, a quarter more per extra process), each rank's build
+        and split, the sizing probe and WINDOWS windows of the N-way step (N ranks share the cores on a CPU: N x one
+        step), at least MIN_WINDOW_S (floor) or WINDOW_S (full). On a CPU the whole phase goes early in the drop
+        order (its processes share the same cores)."""
+        mp = prices.models.get(name)
+        step_s = (mp.train_step_s if mp else None) or 1.0
+        launch_s = prices.torchrun_s or prices.build("torchrun")
+        cpu = ctx.device.type == "cpu"
+        bs, rows = ctx.train_batch_size(name), []
+        for n in self._counts(ctx):
+            s = step_s * n if cpu else step_s
+            once = launch_s * (1 + 0.25 * (n - 1)) + (mp.build_s if mp else 1.0) + 4 * s + \
+                prices.build("loader_per_1k_samples") * bs * n * 64 / 1000
+            windows = WINDOWS[ctx.quick]
+            rows.append(RowCost(name, self.name, f"procs={n}", once + windows * max(s, MIN_WINDOW_S),
+                                once + windows * max(s, WINDOW_S[ctx.quick]), TIER_SCALE if cpu else TIER_CORE,
+                                fields=self._fields(name, ctx, n, 1) | {"threads_per_process": None},
+                                args=("--max-procs", str(n))))
+        return rows, {}
+
     def _fields(self, name: str, ctx: BenchContext, n: int, share: int) -> dict[str, Any]:
         bs = ctx.train_batch_size(name)
         return {"processes": n, "batch_size": bs, "batch_size_global": bs * n, "threads_per_process": share,
@@ -169,12 +191,13 @@ class ScalePhase(Phase):
 
     def run(self, session: ModelSession, ctx: BenchContext) -> list[Record]:
         name, dev = session.name, ctx.device.type
-        counts = self._counts(ctx)
+        every = self._counts(ctx)
+        counts = [n for n in every if kept(ctx, name, self.name, f"procs={n}")]  # the rest: the budget's
         target_s = window_target_s(ctx.quick, ctx.budget_for(name, self.name), len(counts))
         rows: list[Record] = []
         rate_1 = None
         for n in counts:
-            share, cpu_sets = thread_plan(dev, n, counts[-1], ctx.threads, available_cpus())
+            share, cpu_sets = thread_plan(dev, n, every[-1], ctx.threads, available_cpus())
             fields = self._fields(name, ctx, n, share)
             with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
                 result = os.path.join(tmp, "result.json")

@@ -9,26 +9,21 @@ Every row trains the same model from one seeded initialisation (copied, never re
 - ``fused_optimizer``: the same loop with the fused optimizer kernel (``build_optimizer(fused=True)``).
 - ``no_host_read``: the shared loop's ``train_step`` (device-side running stats, no host read) on the same DataLoader.
 - ``fast_untuned``: ``train_step`` on the device-resident FastLoader.
-- ``fast``: ``train_step`` on the FastLoader with the exact-step tuner's choice (zoo.tune.autotune on one batch of
-  this model: memory format, optimizer kernel, and compile when the recipe's steps would pay for
-  it and the phase can afford a compile: tune_probes_compile); the choice is in the row's ``tuned`` field.
-- ``compute``: ``train_step`` on one batch already on the device, under the fast row's execution choice (the
-  untuned one when the fast row failed): the bound no data path can beat, tuned rows included.
-Plus a ``compute`` row per extra precision (``ctx.precisions``) and per variant (``ctx.train_variants``).
+- ``fast``: ``train_step`` on the FastLoader with the exact-step tuner's choice (zoo.tune.autotune on one batch: memory
+  format, optimizer kernel, compile when it pays and fits: tune_probes_compile), in ``tuned``.
+- ``compute``: ``train_step`` on one batch on the device, under the fast row's choice: the bound; plus one per precision/variant.
 
-Timing (bench.measure.timing): each row's window is sized to ~0.5 s (0.15 s with --quick), then the windows run round-robin
-in a rotating order, so a slow spell on a shared machine hits every row alike. A row's rate is the median over windows
-of samples stepped / window seconds; ``window_rates`` keeps every window. Memory is measured one row at a time,
-while the row is built, from before its data, model and optimizer exist through its first step (a ``PeakMemory``
-block), so a row's figure is what that row keeps and does. One untimed steady-state step per row follows, before the
-timed windows; that step's time sizes the windows of a slow row (a fast one gets ``steps_for_window``'s probe; an
-uncompiled row whose first step lasted a whole window skips it: its windows are one step anyway).
+Timing (bench.measure.timing): each row's window is sized to ~0.5 s (0.15 s with --quick), then the windows run
+round-robin in a rotating order, so a slow spell on a shared machine hits every row alike. A row's rate is the median
+over windows of samples stepped / window seconds (``window_rates`` keeps every window). Memory is measured one row at
+a time while the row is built (a ``PeakMemory`` block from before its data, model and optimizer exist), so a row's
+figure is what it keeps and does. One untimed steady step per row then sizes a slow row's windows (a fast one gets
+``steps_for_window``'s probe; an uncompiled row whose first step lasted a whole window skips it).
 
-The run's budget (``ctx.budget_for(name, "train")``) sizes the work: the tuner gets TUNE_SHARE of it (at most
-TUNE_BUDGET_S), and the windows share what is left when they start: shorter windows (down to MIN_WINDOW_S, never
-less than one step) and no more rounds than fit, but never fewer than MIN_WINDOWS (3 with --quick, 5 otherwise; a
-row's IQR is over its windows). A model whose steps are too slow for its budget still gets those windows: the run
-then overruns, and ``windows`` / ``steps_per_window`` say what each row rests on.
+The run's budget (``ctx.budget_for(name, "train")``, fitted to the rows' prices: train_cost) sizes the work: the
+rows the plan dropped are not built, each row's split holds what its seconds can step, the tuner gets TUNE_SHARE (at
+most TUNE_BUDGET_S), and the windows share what is left: shorter windows (down to MIN_WINDOW_S, never less than one
+step) and no more rounds than fit, but never fewer than MIN_WINDOWS (3 with --quick, 5 otherwise).
 """
 from __future__ import annotations
 
@@ -42,16 +37,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
 from bench.context import BenchContext, ModelSession
 from bench.measure import timing
 from bench.measure.memory import PeakMemory
 from bench.measure.timing import steps_for_window, time_window, window_stats
-from bench.phases.base import Phase
-from bench.phases.train_derive import derive, is_plain  # noqa: F401 (is_plain: the ladder's setting, for readers)
+from bench.phases.base import Phase, Priced, kept
+from bench.phases.train_cost import price_rows, row_label, split_steps
+from bench.phases.train_derive import derive, is_plain, train_flops_per_sample  # noqa: F401 (is_plain: for readers)
 from bench.phases.tutorial_loop import TutorialStep
 from bench.records import TRAIN_LADDER, Record, TrainRecord, not_ok
 from zoo.data import DATASETS, batches_forever, make_loaders
@@ -63,10 +57,9 @@ TUNE_BUDGET_S = {True: 2.0, False: 10.0}  # the most the tuner may take per mode
 # in a full run, for the least compile (the tuner probes compile only when its budget holds COMPILE_MIN_S).
 TUNE_MIN_S = {True: 0.5, False: max(2.0, COMPILE_MIN_S)}
 TUNE_SHARE = 0.2  # of the model's train budget: the tuner serves one row of the ladder
-# Compile is probed by the tuner (as zoo.train's would: when the recipe's steps pay it back and its timing stage fits
-# the tuner's budget) without a budget or when the model's train budget can hold a compile: with an empty inductor
-# cache a zoo model's training step took 3.4-4.4 s to compile inside a run here (10 s for AlexNet at batch 512 and for
-# the process's first compile, inductor's start-up included).
+# Compile is probed by the tuner (as zoo.train's would) without a budget or when the model's train budget holds a
+# compile: with an empty inductor cache a zoo model's step took 3.4-4.4 s to compile in a run here (10 s for AlexNet
+# at batch 512 and for the process's first compile, inductor's start-up included).
 TUNE_COMPILE_MIN_BUDGET_S = 5.0
 STEPS_PER_SPLIT = {True: 40, False: 400}  # batches in the train split per row (quick, full): enough for warm-up
 MEMORY_STEPS = 1
@@ -118,15 +111,6 @@ def plan_rows(ctx: BenchContext) -> list[RowPlan]:
     return plans
 
 
-def train_flops_per_sample(model: torch.nn.Module, input_shape: tuple[int, ...]) -> float:
-    """Forward + backward FLOPs per sample (torch.utils.flop_counter), on a throw-away copy on the CPU."""
-    net = copy.deepcopy(model).cpu().train()
-    x = torch.randn(2, *input_shape)
-    with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(net(x), torch.zeros(2, dtype=torch.int64)).backward()
-    return counter.get_total_flops() / 2
-
-
 def tune_budget_s(quick: bool, budget_s: float | None) -> float:
     """The tuner's seconds for one model: TUNE_SHARE of the phase's budget, within [TUNE_MIN_S, TUNE_BUDGET_S] (no
     budget: the most)."""
@@ -143,8 +127,10 @@ def tune_probes_compile(quick: bool, budget_s: float | None) -> bool:
 class RowBuilder:
     """Builds each row's step for one model: the same initial weights, batch and data split for every row."""
 
-    def __init__(self, name: str, ctx: BenchContext, tune_s: float | None = None, probe_compile: bool = False):
+    def __init__(self, name: str, ctx: BenchContext, tune_s: float | None = None, probe_compile: bool = False,
+                 steps: int | None = None):
         self.name, self.ctx, self.spec = name, ctx, zoo.get_spec(name)
+        self.steps = steps or STEPS_PER_SPLIT[ctx.quick]
         self.batch_size = ctx.train_batch_size(name)
         self.tune_s = TUNE_BUDGET_S[ctx.quick] if tune_s is None else tune_s
         self.probe_compile = probe_compile
@@ -170,7 +156,7 @@ class RowBuilder:
             if kind == "tutorial" else {}
         return make_loaders(self.spec, loader=kind, device=ctx.device, root=ctx.data_root,
                             synthetic=not ctx.uses_real_data(self.name), batch_size=self.batch_size, seed=ctx.seed,
-                            train_samples=self.batch_size * STEPS_PER_SPLIT[ctx.quick], test_samples=1,
+                            train_samples=self.batch_size * self.steps, test_samples=1,
                             **overrides).train
 
     def tutorial_step(self, fused: bool, resources: contextlib.ExitStack) -> Callable[[], int]:
@@ -273,14 +259,17 @@ def window_steps(row: TimedRow, sync: Callable[[], None], target_s: float) -> in
     return steps_for_window(row.step, sync, target_s)
 
 
-def time_rows(rows: list[TimedRow], sync: Callable[[], None], *, quick: bool, budget_s: float | None = None) -> None:
+def time_rows(rows: list[TimedRow], sync: Callable[[], None], *, quick: bool, budget_s: float | None = None,
+              say: Callable[[str], None] = lambda text: None) -> None:
     """Size each row's window, then time the windows round-robin in a rotating order: MIN_WINDOWS rounds, then more
     (up to MAX_WINDOWS) while a round still fits in ``budget_s`` (None: no budget, all of them).
 
-    A row that raises is marked with its error and leaves the rotation; the others go on.
+    A row that raises is marked with its error and leaves the rotation; the others go on. ``say`` hears what runs:
+    the sizing, then "round k of n, R rows in the round" (the progress pulse prints it).
     """
     began = timing.clock()
     target_s = window_target_s(len(rows), quick, budget_s)
+    say(f"sizing windows of {target_s:.2g} s ({len(rows)} rows)")
     for row in rows:
         _guard(row, lambda r=row: setattr(r, "steps_per_window", window_steps(r, sync, target_s)))
     live = [r for r in rows if r.error is None]
@@ -293,6 +282,8 @@ def time_rows(rows: list[TimedRow], sync: Callable[[], None], *, quick: bool, bu
             break
         t0 = timing.clock()
         live = [r for r in rows if r.error is None]
+        say(f"round {w + 1} of {MIN_WINDOWS[quick]}" + (f"-{most}" if most > MIN_WINDOWS[quick] else "") +
+            f", {len(live)} rows in the round")
         for row in live[w % max(len(live), 1):] + live[:w % max(len(live), 1)]:  # no row always first or last
             _guard(row, lambda r=row: _one_window(r, sync))
         round_s = timing.clock() - t0
@@ -315,7 +306,6 @@ def _guard(row: TimedRow, fn: Callable[[], None]) -> None:
 
 def time_steady_step(rows: list[TimedRow], sync: Callable[[], None], quick: bool = False) -> None:
     """One steady-state step per row, timed (``row.step_s``) to size a slow row's windows without another probe.
-    (Each row's memory was measured while it was built, from before its data, model and optimizer existed.)
 
     An uncompiled row whose first step already lasted a whole window (WINDOW_S) skips it: its windows are one step
     whatever the steady time, so that first step's time stands in (AlexNet at batch 512: ~1.7 s saved per row)."""
@@ -364,17 +354,27 @@ class TrainPhase(Phase):
     def planned_rows(self, name: str, ctx: BenchContext) -> int:
         return len(plan_rows(ctx))
 
+    def row_costs(self, name: str, ctx: BenchContext, prices) -> Priced:
+        q = ctx.quick
+        return price_rows(name, ctx, prices, plan_rows(ctx), dict(
+            MIN_WINDOWS=MIN_WINDOWS[q], MAX_WINDOWS=MAX_WINDOWS[q], WINDOW_S=WINDOW_S[q], MIN_WINDOW_S=MIN_WINDOW_S,
+            TUNE_MIN_S=TUNE_MIN_S[q], TUNE_BUDGET_S=TUNE_BUDGET_S[q], STEPS_PER_SPLIT=STEPS_PER_SPLIT[q]))
+
     def run(self, session: ModelSession, ctx: BenchContext) -> list[Record]:
         name, began = session.name, timing.clock()
         budget_s = ctx.budget_for(name, self.name)
+        plans = [p for p in plan_rows(ctx) if kept(ctx, name, self.name, row_label(p))]  # the rest: the budget's
+        row_s = None if budget_s is None else budget_s / max(len(plans), 1)
         builder = RowBuilder(name, ctx, tune_s=tune_budget_s(ctx.quick, budget_s),
-                             probe_compile=tune_probes_compile(ctx.quick, budget_s))
+                             probe_compile=tune_probes_compile(ctx.quick, budget_s),
+                             steps=split_steps(name, ctx, row_s, STEPS_PER_SPLIT[ctx.quick]))
         flops = session.cache.get("train_flops_per_sample")
         if flops is None:  # the driver counted it on the meta device when it planned the run; else count here
             flops = session.cache["train_flops_per_sample"] = session.train_flops_per_sample or \
                 train_flops_per_sample(builder.template, session.spec.input_shape)
         built: list[TimedRow | Record] = []
-        for plan in plan_rows(ctx):
+        for i, plan in enumerate(plans):
+            ctx.activity = f"building row {i + 1} of {len(plans)} ({row_label(plan)})"
             builder.loaders.clear()  # each row builds the data it keeps: its memory includes that data
             try:
                 with PeakMemory(ctx.device) as mem:  # from before the row exists: data + model + optimizer + step
@@ -385,9 +385,10 @@ class TrainPhase(Phase):
                 built.append(_failed(name, ctx, plan, exc))
         timed = [b for b in built if isinstance(b, TimedRow)]
         try:
+            ctx.activity = f"one steady step per row ({len(timed)} rows)"  # then time_rows says its rounds
             time_steady_step(timed, ctx.sync, ctx.quick)
             left_s = None if budget_s is None else budget_s - (timing.clock() - began)
-            time_rows(timed, ctx.sync, quick=ctx.quick, budget_s=left_s)
+            time_rows(timed, ctx.sync, quick=ctx.quick, budget_s=left_s, say=lambda t: setattr(ctx, "activity", t))
         finally:
             for row in timed:
                 row.resources.close()

@@ -1,4 +1,5 @@
-"""Result files from typed records: results.json, results.csv, summary.md, the plots, and the OUT/README.md index.
+"""Result files from typed records: results.json, results.csv, summary.md and the plots (the OUT/README.md index:
+bench.report.index; the staged run folder: bench.report.staging).
 
 Reads records (bench.records) only, never measures and never recomputes a field a record holds. Re-render a run's
 files after changing this module with ``python -m bench.report OUT/<device>/results.json``.
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import glob
 import io
 import json
 import math
@@ -19,7 +19,6 @@ from bench.records import (
     PERCENTILE_MIN_CALLS,
     RECORD_TYPES,
     SCHEMA_VERSION,
-    STATUSES,
     THROUGHPUT_DEFINITION,
     Record,
     RunEnv,
@@ -27,6 +26,7 @@ from bench.records import (
 from bench.report import plots as plotting
 from bench.report import serve_tables, tables
 from bench.report.glance import glance_lines
+from bench.report.index import write_index
 from bench.report.load import load_results
 from bench.report.schema import results_from_json
 from zoo.atomic import atomic_write_text
@@ -167,7 +167,8 @@ def env_section(env: RunEnv) -> list[str]:
             ["rows done", f"{env.done_rows} of {env.planned_rows} planned" if env.planned_rows is not None else None],
             ["complete", "yes" if env.complete else f"**{incomplete_label(env)}**"],
             ["skipped precisions", skipped],
-            ["notes", _settings({k: v for k, v in env.notes.items() if k != "phase_s"})],
+            ["budget plan", _budget_cell(env)],
+            ["notes", _settings({k: v for k, v in env.notes.items() if k not in OWN_NOTES})],
             ["data and weights", _provenance_cell(env.provenance)]]
     lines = ["## Settings", "", tables.table([r for r in rows if r[1] not in (None, "")], ["setting", "value"])]
     methods = [f"- {k.replace('_method', '')}: {v}" for k, v in env.peaks.items() if k.endswith("_method")]
@@ -184,6 +185,29 @@ def _provenance_cell(provenance: dict[str, Any]) -> str:
         weights = p.get("checkpoint") if p.get("weights") == "checkpoint" else p.get("weights") or "?"
         parts.append(f"{model}: data {data}, weights {weights}")
     return "; ".join(parts)
+
+
+OWN_NOTES = ("phase_s", "budget", "prices", "first_eta_s", "first_eta_at_s")  # notes with a row of their own
+
+
+def _budget_cell(env: RunEnv) -> str:
+    """What the budget's plan measured and left out, and its first ETA against the true end."""
+    b = env.notes.get("budget") or {}
+    if not b:
+        return ""
+    prices = env.notes.get("prices") or {}
+    eta, at = env.notes.get("first_eta_s"), env.notes.get("first_eta_at_s")
+    first = f"; first ETA {tables.num(eta, ' s')} after {tables.num(at, ' s')} (end at {tables.num(env.wall_s, ' s')})" \
+        if _is_number(eta) and _is_number(at) else ""
+    return (f"{b.get('kept_rows')} of {b.get('planned_rows')} planned rows measured, {b.get('dropped_rows')} left out "
+            f"for the budget (skipped rows below, each with its command); priced here: "
+            f"{tables.num(b.get('priced_floor_s'), ' s')} at the sample rules' floor, "
+            f"{tables.num(b.get('priced_full_s'), ' s')} at full size; pricing pass "
+            f"{tables.num(prices.get('pricing_s'), ' s')}{first}")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _calibration_cell(cal: dict[str, Any]) -> str:
@@ -235,7 +259,9 @@ def method_section(env: RunEnv) -> list[str]:
             "variant); a row above the bound by more than the noise is flagged, never shown above 100%. "
             "**% of peak**: achieved FLOP/s (counted FLOPs x samples/s) over the peak above (the physical peak where the hardware gives one; above 100% the kernels do fewer FLOPs than counted).",
             "- **Comparing runs**: `python -m bench.compare A/results.json B/results.json` matches rows by key and "
-            "calls a change real only when it is larger than the rows' spread."]
+            "calls a change real only when it is larger than the rows' spread.",
+            f"- **Sample rules**: a figure resting on fewer than {tables.LOW_N_CALLS} calls or {tables.LOW_N_WINDOWS} "
+            "windows reads `X (low n: N)`, without a spread: too few samples for one."]
 
 
 def render_summary(env: RunEnv, records: list[Record], plot_files: list[str] | tuple[str, ...] = ()) -> str:
@@ -280,89 +306,6 @@ def write_results(out_dir: str, env: RunEnv, records: list[Record], *, plots: bo
     if plots:
         written += plotting.store_plots(out_dir, pngs)
     return written
-
-
-def find_runs(out_root: str) -> list[str]:
-    """Every results.json one or two folders below ``out_root`` (OUT/<device>/ and OUT/<name>/<device>/), sorted."""
-    found = glob.glob(os.path.join(out_root, "*", "results.json"))
-    found += glob.glob(os.path.join(out_root, "*", "*", "results.json"))
-    return sorted(found, key=lambda p: (p.count(os.sep), p))
-
-
-def _index_row(rel: str, loaded: tuple[RunEnv, list[Record]] | str) -> list[str]:
-    folder = os.path.dirname(rel)
-    link = f"[{folder}/summary.md]({folder}/summary.md)"
-    if isinstance(loaded, str):
-        return [folder, f"unreadable: {loaded}", "", "", "", "", "", "", link]
-    env, records = loaded
-    counts = " / ".join(str(sum(r.status == s for r in records)) for s in STATUSES)
-    done = "?" if env.done_rows is None else env.done_rows
-    planned = "?" if env.planned_rows is None else env.planned_rows
-    complete = "yes" if env.complete else f"**INCOMPLETE {done}/{planned}**"
-    return [env.device or folder, env.device_name, env.timestamp, env.git_commit or "",
-            "**QUICK**" if env.quick else "no", complete, str(len({r.model for r in records})), counts, link]
-
-
-def _load(path: str) -> tuple[RunEnv, list[Record]] | str:
-    try:
-        return load_results(path)
-    except ValueError as exc:
-        return str(exc)
-
-
-def index_sections(loaded: dict[str, tuple[RunEnv, list[Record]] | str]) -> list[str]:
-    """Each readable run at a glance, then the matrix over all of them (latency, then throughput)."""
-    from bench.matrix import Run, label_runs, render
-
-    runs = [Run(rel, *run) for rel, run in loaded.items() if not isinstance(run, str)]
-    out: list[str] = []
-    for run in runs:
-        env = run.env
-        out += [""] + glance_lines(env, run.records, f"## At a glance: {os.path.dirname(run.path)} "
-                                   f"({env.device_name or '?'}, {env.device or '?'}, {env.timestamp[:10] or '?'})")
-    if len(runs) >= 2:
-        label_runs(runs)
-        out += ["", "The matrices below put every run above side by side (`python -m bench.matrix` makes them, with "
-                "a plot per model); they are regenerated whenever a run is written here."]
-        for metric in ("latency", "throughput"):
-            out += ["", render(runs, metric, heading="##").rstrip("\n")]
-    return out
-
-
-INDEX_TITLE = "# Benchmark results"
-
-
-def write_index(out_root: str, *, parent: bool = True) -> str:
-    """OUT/README.md: one row per results.json found (find_runs), linking its summary; each run at a glance; and the
-    matrix across them all. With ``parent``, the index one folder up is rewritten too when there is one (a run under
-    results/backends/ also lands in results/README.md's matrix)."""
-    loaded = {os.path.relpath(p, out_root): _load(p) for p in find_runs(out_root)}
-    body = [INDEX_TITLE, "",
-            "One folder per device; each holds results.json (every record), results.csv, summary.md and plots.",
-            "QUICK runs used short timing windows and reduced batch sizes: use them to check the harness, not to "
-            "quote numbers. INCOMPLETE runs stopped before their plan was done: rows are missing.", ""]
-    if loaded:
-        body.append(tables.table([_index_row(rel, run) for rel, run in loaded.items()],
-                                 ["device", "device name", "timestamp (UTC)", "git commit", "quick", "complete",
-                                  "models", "ok / skipped / failed", "summary"]))
-        body += index_sections(loaded)
-    else:
-        body.append("_No results yet: run `python -m bench.run`._")
-    path = os.path.join(out_root, "README.md")
-    atomic_write_text(path, "\n".join(body) + "\n")
-    up = os.path.dirname(os.path.abspath(out_root))
-    if parent and up != os.path.abspath(out_root) and is_index(os.path.join(up, "README.md")):
-        write_index(up, parent=False)
-    return path
-
-
-def is_index(path: str) -> bool:
-    """A README.md that write_index wrote (its first line is the index's title)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.readline().rstrip("\n") == INDEX_TITLE
-    except (OSError, UnicodeDecodeError):
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

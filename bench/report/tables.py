@@ -80,6 +80,20 @@ def with_iqr(median: Any, iqr: Any) -> str:
     return f"{num(median)} ± {num(iqr)}{rel}"
 
 
+# The sample rules a row's spread needs: a latency row at least PERCENTILE_MIN_CALLS[50] calls, a training or scaling
+# row at least LOW_N_WINDOWS windows. A row on fewer is marked `low n` and its spread is not printed.
+LOW_N_CALLS = PERCENTILE_MIN_CALLS[50]
+LOW_N_WINDOWS = 5
+
+
+def spread_cell(median: Any, iqr: Any, n: Any, least: int) -> str:
+    """``with_iqr``, or ``X (low n: N)`` for a figure resting on fewer than ``least`` samples: its IQR would not
+    mean what it says, so it is left out."""
+    if _is_num(n) and n < least:
+        return f"{num(median)} (low n: {n})" if _is_num(median) else ""
+    return with_iqr(median, iqr)
+
+
 def percentile_cell(value: Any, n_calls: Any, max_ms: Any, q: int) -> str:
     """The q-th percentile when the record holds one; when too few calls were timed for it, the slowest call with
     the count, so nobody reads a maximum of 30 calls as a p99."""
@@ -195,7 +209,7 @@ def _ladder_table(rows: list[TrainRecord]) -> str:
         if not r.ok:
             body.append([r.row, _status_cell(r)] + [""] * 9)
             continue
-        body.append([r.row, with_iqr(r.samples_per_s, r.samples_per_s_iqr), _windows(r), ratio(r.rung_gain),
+        body.append([r.row, spread_cell(r.samples_per_s, r.samples_per_s_iqr, r.windows, LOW_N_WINDOWS), _windows(r), ratio(r.rung_gain),
                      ratio(r.speedup_vs_tutorial_loop), compute_fraction_cell(r), peak_pct(r.pct_of_peak),
                      num(r.gflops_per_s), num(r.peak_mem_mb), num(r.mem_delta_mb), num(r.mem_held_mb)])
     return table(body, ["rung", "samples/s ± IQR (IQR %)", "windows", "gain over previous rung", "vs tutorial_loop",
@@ -227,7 +241,7 @@ def train_section(records: list[Record]) -> list[str]:
             if not r.ok:
                 body.append(key + [_status_cell(r)] + [""] * 7)
                 continue
-            body.append(key + [with_iqr(r.samples_per_s, r.samples_per_s_iqr), _windows(r),
+            body.append(key + [spread_cell(r.samples_per_s, r.samples_per_s_iqr, r.windows, LOW_N_WINDOWS), _windows(r),
                                ratio(r.speedup_vs_fp32_compute), compute_fraction_cell(r), peak_pct(r.pct_of_peak),
                                seconds(r.compile_s), num(r.peak_mem_mb), num(r.mem_delta_mb)])
         out += ["", "### Execution variants", "",
@@ -270,7 +284,7 @@ def _infer_row(r: InferRecord) -> list[str]:
     if agree and _is_num(r.agreement_samples):
         agree += f" of {r.agreement_samples:,}"
     delta = f"{r.accuracy_delta_pts:+.2f}" if _is_num(r.accuracy_delta_pts) else ""
-    return key + [with_iqr(r.p50_ms, r.iqr_ms), percentile_cell(r.p90_ms, r.n_calls, r.max_ms, 90),
+    return key + [spread_cell(r.p50_ms, r.iqr_ms, r.n_calls, LOW_N_CALLS), percentile_cell(r.p90_ms, r.n_calls, r.max_ms, 90),
                   percentile_cell(r.p99_ms, r.n_calls, r.max_ms, 99), count(r.n_calls), num(r.samples_per_s),
                   ratio(r.speedup_vs_eager), pct(r.accuracy, 2), delta, agree, sci(r.max_abs_diff),
                   peak_pct(r.pct_of_peak), seconds(r.compile_s), mem_cell(r), _flag_cell(r)]
@@ -340,7 +354,7 @@ def scale_section(records: list[Record]) -> list[str]:
             if not r.ok:
                 body.append(key + [_status_cell(r), "", "", ""])
                 continue
-            body.append(key + [with_iqr(r.samples_per_s, r.samples_per_s_iqr), _windows(r),
+            body.append(key + [spread_cell(r.samples_per_s, r.samples_per_s_iqr, r.windows, LOW_N_WINDOWS), _windows(r),
                                num(r.ideal_samples_per_s), pct(r.scaling_efficiency)])
         out += ["", f"### {model}", "", f"Ideal = {ideals}; efficiency = samples/s / ideal samples/s.", "",
                 table(body, ["processes", "batch/process", "global batch", "backend", "threads/process",

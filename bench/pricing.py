@@ -1,0 +1,182 @@
+"""The pricing pass: what the planned rows cost on THIS machine, measured after the machine probes and before any
+row, so the plan can be fitted to ``--budget`` (bench.budget.fit) and the ETA rests on this machine's speed.
+
+Per model (``ModelPrices``): building it (seeded init), one training step at the recipe's batch and one eager forward
+call per inference batch size, each the median of PRICE_CALLS timed calls after one warm call. A batch above
+PRICE_MAX_BATCH is timed at PRICE_MAX_BATCH and scaled by the batch ratio (per-sample cost is flat or falling with the
+batch on these models, so the price errs high). The pass is short on purpose (a few seconds per model on a loaded
+2-core CPU): the run corrects its prices from what finished pairs took. Per run: a torchrun start-up, priced as
+TORCHRUN_IMPORTS x this process's own start-up (interpreter and imports: torchrun's launcher and each worker pay the
+same again) plus a second of rendezvous, when the scale phase is planned.
+
+One-off builds that would cost more to price than to run (torch.compile, ONNX export, int8 calibration, OpenVINO
+conversion, plots) are measured estimates: BUILD_S seconds seen on the 2-core CPU that made results/cpu/, times this
+machine's ``speed`` (its single-thread calibration matmul against that machine's, REF_CALIBRATION_MS). Every price is
+then corrected by what the run's finished pairs really took (bench.budget.Budget.ratio).
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+import zoo
+
+PRICE_CALLS = 3  # timed calls per price (fewer when they pass PRICE_CAP_S): their median
+PRICE_CAP_S = 1.0
+PRICE_MAX_BATCH = 16
+REF_CALIBRATION_MS = 0.314  # calibration matmul_fp32_256 median on the machine of results/cpu/ (its env block)
+# Seconds each one-off build took on that machine (env.notes.phase_s and compile_s of results/cpu/ and
+# results/backends/cpu/), scaled by ``speed`` here.
+BUILD_S = {"compile_infer": 6.0, "compile_train": 5.0, "onnx_export": 2.5, "ort_session": 0.3, "int8_quantize": 4.0,
+           "int8_dynamic": 2.0, "openvino": 2.0, "aot_inductor": 40.0, "tensorrt": 60.0, "cuda_graph": 0.5,
+           "tuner": 4.0, "tutorial_sample": 4e-5, "loader_per_1k_samples": 0.05, "plots": 12.0, "write": 0.3, "torchrun": 8.0}  # torchrun: when no start-up was measured
+PRICING_SHARE = 0.1  # of --budget: the most the pass spends measuring; models past it are priced from their FLOPs
+TORCHRUN_IMPORTS = 2.0  # a torchrun launch starts two interpreters that import torch: the launcher and the rank
+TORCHRUN_RENDEZVOUS_S = 1.0
+
+
+@dataclass
+class ModelPrices:
+    build_s: float  # the model's seeded init
+    train_step_s: float | None = None  # one fast-path training step at the recipe's (or --quick's) batch
+    forward_s: dict[int, float] = field(default_factory=dict)  # eager forward, per inference batch size
+    sample_s: float | None = None  # one sample of an eager forward at PRICE_MAX_BATCH (accuracy passes)
+
+
+@dataclass
+class Prices:
+    """What this machine charges: per model, per run (torchrun start-up), and the one-off build factor."""
+
+    models: dict[str, ModelPrices] = field(default_factory=dict)
+    speed: float = 1.0  # this machine's single-thread time over REF_CALIBRATION_MS (2.0: half as fast)
+    torchrun_s: float | None = None
+    pricing_s: float = 0.0  # what the pass itself took
+    estimated: list[str] = field(default_factory=list)  # models priced from their FLOPs (the pass ran out of time)
+
+    def build(self, what: str) -> float:
+        return BUILD_S[what] * self.speed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"speed": round(self.speed, 3), "torchrun_s": self.torchrun_s and round(self.torchrun_s, 2),
+                "pricing_s": round(self.pricing_s, 1), "estimated_from_flops": list(self.estimated),
+                "models": {m: {k: v for k, v in asdict(p).items()} for m, p in self.models.items()}}
+
+
+def median_s(fn: Callable[[], Any], calls: int = PRICE_CALLS) -> float:
+    fn()  # warm: first-call costs (allocator, kernel selection) are the builds' business
+    times: list[float] = []
+    while len(times) < calls and sum(times) < PRICE_CAP_S:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)  # a loaded machine's one descheduled call must not price the whole plan
+
+
+def speed_factor(calibration: dict[str, Any]) -> float:
+    """This machine's calibration matmul median over the reference machine's, within [0.5, 20] (1.0 unknown)."""
+    probe = (calibration.get("probes") or {}).get("matmul_fp32_256") or {}
+    ms = probe.get("median_ms")
+    return min(20.0, max(0.5, ms / REF_CALIBRATION_MS)) if isinstance(ms, (int, float)) and ms > 0 else 1.0
+
+
+def _batch(name: str, n: int, device: torch.device) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, *zoo.get_spec(name).input_shape, generator=g).to(device)
+
+
+def price_model(name: str, ctx, train: bool, infer_sizes: list[int]) -> ModelPrices:
+    """Build, one training step, one forward per batch size (scaled above PRICE_MAX_BATCH); see the module doc."""
+    from zoo.engine import StepOptions, build_optimizer, train_step
+
+    spec = zoo.get_spec(name)
+    t0 = time.perf_counter()
+    torch.manual_seed(ctx.seed)
+    model = zoo.get_model(name, **({"pretrained": "off"} if spec.uses_pretrained else {})).to(ctx.device)
+    prices = ModelPrices(build_s=time.perf_counter() - t0)
+    sync = ctx.sync
+    with torch.inference_mode():
+        model.eval()
+        for bs in sorted(set(infer_sizes) | {min(PRICE_MAX_BATCH, max(infer_sizes or [1]))}):
+            b = min(bs, PRICE_MAX_BATCH)
+            x = _batch(name, b, ctx.device)
+            prices.forward_s[bs] = median_s(lambda x=x: (model(x), sync())) * bs / b
+        b = min(PRICE_MAX_BATCH, max(infer_sizes or [1]))
+        prices.sample_s = prices.forward_s[b] / b
+    if train:
+        bs = ctx.train_batch_size(name)
+        b = min(bs, PRICE_MAX_BATCH)
+        net = copy.deepcopy(model).train()
+        optimizer = build_optimizer(spec.recipe, net, fused=True)
+        x, y = _batch(name, b, ctx.device), torch.zeros(b, dtype=torch.int64, device=ctx.device)
+        opts = StepOptions(ctx.device)
+        prices.train_step_s = median_s(lambda: (train_step(net, optimizer, x, y, opts), sync())) * bs / b
+        del net, optimizer
+    return prices
+
+
+def by_flops(name: str, ctx, like: tuple[str, ModelPrices]) -> ModelPrices:
+    """A model priced from a measured one's seconds per FLOP (forward and training step) and build per parameter."""
+    from bench.context import flop_counts
+
+    ref_name, ref = like
+    (fwd, train), (ref_fwd, ref_train) = flop_counts(name), flop_counts(ref_name)
+    f, t = fwd / ref_fwd, (train * ctx.train_batch_size(name)) / (ref_train * ctx.train_batch_size(ref_name))
+    return ModelPrices(build_s=ref.build_s * max(1.0, f), train_step_s=ref.train_step_s and ref.train_step_s * t,
+                       forward_s={bs: (ref.sample_s or 1e-3) * f * bs for bs in ctx.infer_batch_sizes(name)},
+                       sample_s=(ref.sample_s or 1e-3) * f)
+
+
+def price_run(ctx, phases: list, calibration: dict[str, Any], say: Callable[[str], None] = lambda s: None,
+              import_s: float | None = None) -> Prices:
+    """The whole pricing pass for ctx.models x phases (what they need: train steps, forward calls, torchrun);
+    ``import_s``: this process's start-up before the probes (interpreter and imports). Models are measured lightest
+    first (FLOPs) for at most PRICING_SHARE of the budget; the rest are priced from the heaviest measured one."""
+    from bench.context import flop_counts
+
+    t0 = time.perf_counter()
+    names = {p.name for p in phases}
+    prices = Prices(speed=speed_factor(calibration))
+    limit_s = PRICING_SHARE * ctx.budget_s if ctx.budget_s else None
+    measured: list[str] = []
+    for m in sorted(ctx.models, key=lambda n: flop_counts(n)[1] * ctx.train_batch_size(n)):
+        if measured and limit_s is not None and time.perf_counter() - t0 > limit_s:
+            prices.models[m] = by_flops(m, ctx, (measured[-1], prices.models[measured[-1]]))
+            continue
+        say(f"pricing {m}")
+        try:
+            prices.models[m] = price_model(m, ctx, train=bool(names & {"train", "scale"}),
+                                           infer_sizes=ctx.infer_batch_sizes(m))
+            measured.append(m)
+        except Exception:  # noqa: BLE001 - a model that cannot be priced gets the phases' fallbacks; its run says why
+            prices.models[m] = ModelPrices(build_s=1.0)
+    prices.estimated = [m for m in ctx.models if m not in measured]
+    if "scale" in names and import_s:
+        prices.torchrun_s = TORCHRUN_IMPORTS * import_s + TORCHRUN_RENDEZVOUS_S
+    prices.pricing_s = time.perf_counter() - t0
+    return prices
+
+
+def plan_budget(ctx, env, selected: list, progress, started: float, pricer: Callable | None = None,
+                import_s: float | None = None) -> None:
+    """The pricing pass, the fitted plan (ctx.budget, ctx.prices) and its lines before any measurement."""
+    from bench.budget import Budget
+    from bench.plan import plan_lines, priced_rows
+
+    ctx.prices = (pricer or price_run)(ctx, selected, env.calibration, import_s=import_s,
+                                       say=lambda text: setattr(ctx, "activity", text))
+    ctx.activity = None
+    rows, groups, reserve_s = priced_rows(ctx, selected, ctx.prices)
+    ctx.budget = Budget(ctx.budget_s, rows, groups, reserve_s=reserve_s, elapsed=lambda: time.time() - started)
+    env.notes["prices"] = ctx.prices.to_dict()
+    env.notes["budget"] = ctx.budget.summary()
+    env.notes["first_eta_s"] = round(ctx.budget.eta_s(), 1)
+    env.notes["first_eta_at_s"] = round(time.time() - started, 1)
+    for line in plan_lines(ctx.budget, ctx):
+        progress.message(line)
+    progress.eta = ctx.budget.eta_s
