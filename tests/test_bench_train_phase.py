@@ -222,7 +222,7 @@ def test_the_phase_gives_the_tuner_and_the_windows_a_share_of_its_budget(monkeyp
         seen["tune"].append((kw["budget_s"], kw["steps_planned"]))
         return tune.untuned(model, recipe, device)
 
-    def spy_windows(rows, sync, *, quick, budget_s=None):
+    def spy_windows(rows, sync, *, quick, budget_s=None, say=None):
         seen["windows"].append(budget_s)
         for r in rows:
             r.rates, r.steps_per_window = [1.0, 1.0, 1.0], 1
