@@ -113,6 +113,9 @@ def check_field(name: str, annotation: str, value: Any, where: str) -> Any:
             raise _fail(where, "a list of objects", value)
         check_json(value, where)
         return value
+    if base == "dict[str, dict[str, Any]]" and isinstance(value, dict) and \
+            not all(isinstance(v, dict) for v in value.values()):
+        raise _fail(where, "an object of objects", value)  # e.g. env.provenance: model -> its facts
     if base.startswith("dict"):
         if not isinstance(value, dict):
             raise _fail(where, "an object", value)
