@@ -20,6 +20,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from bench.cli import OneLineParser
 from bench.records import InferRecord, Record, RunEnv
 from bench.report.load import load_results
 from bench.verdicts import (
@@ -85,14 +86,8 @@ class Comparison:
         return 1 if self.gate_failed() or self.result["now_failing"] else 0
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        print(f"error: {message} (see python -m bench.compare --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m bench.compare", description="Compare two results.json files (B against A).",
+    p = OneLineParser(prog="python -m bench.compare", description="Compare two results.json files (B against A).",
                 epilog=DECISION_RULE + " Exit status: 1 when a row that was ok in A fails in B, or when "
                 "--fail-on-regression is given and a row is a regression beyond it; 2 on bad input; else 0.")
     p.add_argument("a", metavar="A.json", help="the baseline run")

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+from bench.cli import OneLineParser
 from bench.compare import DEFAULT_THRESHOLD_PCT, judge, machine_changed, machine_drift
 from bench.matrix import METRICS, figure_of, sort_key
 from bench.records import Record, RunEnv
@@ -186,14 +187,8 @@ def render(path: str, all_versions: list[Version], series: dict[str, list[Series
     return "\n".join(out) + "\n"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        print(f"error: {message} (see python -m bench.history --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m bench.history", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="python -m bench.history", description=__doc__.split("\n\n")[0],
                 epilog="Exit status: 2 on bad input (not a committed file, a bad threshold); else 0.")
     p.add_argument("path", metavar="RESULTS.json", help="a results.json file tracked by git")
     p.add_argument("--metric", choices=METRICS, default="latency", help="latency (default) or throughput")

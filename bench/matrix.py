@@ -14,6 +14,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from bench.cli import OneLineParser
 from bench.records import (
     BACKEND_NAMES,
     PRECISIONS,
@@ -189,14 +190,8 @@ def render(runs: list[Run], metric: str, plot_files: dict[str, str] | None = Non
     return "\n".join(out) + "\n"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        print(f"error: {message} (see python -m bench.matrix --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m bench.matrix", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="python -m bench.matrix", description=__doc__.split("\n\n")[0],
                 epilog="Exit status: 2 on bad input (a missing or broken results file, fewer than two runs); else 0.")
     p.add_argument("paths", nargs="+", metavar="RESULTS.json", help="two or more results.json files (or folders)")
     p.add_argument("--metric", choices=METRICS, default="latency", help="latency (default) or throughput")

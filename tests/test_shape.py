@@ -137,7 +137,7 @@ def test_files_and_functions_are_short(name):
 
 # Where each kind of bench code lives (README "Layout"): a module added elsewhere must be placed on purpose.
 BENCH_LAYOUT = {
-    "bench": {"__main__", "api", "run", "plan", "context", "budget", "pricing", "lock", "progress", "env", "records",
+    "bench": {"__main__", "api", "cli", "run", "plan", "context", "budget", "pricing", "lock", "progress", "env", "records",
               "compare", "verdicts", "repeat", "matrix", "history", "crosscheck", "vendor", "benchmark_app", "export",
               "accuracy", "gpu_smoke"},
     "bench.measure": {"timing", "stats", "memory", "machine", "numerics", "hardware"},

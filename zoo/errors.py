@@ -1,6 +1,5 @@
-from __future__ import annotations
-
 """Errors a user can cause. The command-line entry points print them as one line and exit non-zero."""
+from __future__ import annotations
 
 
 class UserError(Exception):
@@ -12,3 +11,4 @@ class UserError(Exception):
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code
+

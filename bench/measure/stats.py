@@ -72,21 +72,31 @@ def median_ratio_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nda
     files always get the same verdict.
     """
     xa, xb = _as_samples(a, "a"), _as_samples(b, "b")
-    if not 0 < conf < 1:
-        raise ValueError(f"conf must be in (0, 1), not {conf}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, not {n_boot}")
+    check_plan(conf, n_boot)
     med_a, med_b = float(np.median(xa)), float(np.median(xb))
     if med_a <= 0 or med_b < 0:
         raise ValueError("medians must be positive to form a ratio")
     rng = np.random.default_rng(seed)
     boot_a = bootstrap_medians(xa, n_boot, rng)
     boot_b = bootstrap_medians(xb, n_boot, rng)
+    return ratio_interval(med_a, med_b, boot_a, boot_b, conf)
+
+
+def check_plan(conf: float, n_boot: int) -> None:
+    if not 0 < conf < 1:
+        raise ValueError(f"conf must be in (0, 1), not {conf}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, not {n_boot}")
+
+
+def ratio_interval(stat_a: float, stat_b: float, boot_a: np.ndarray, boot_b: np.ndarray,
+                   conf: float) -> tuple[float, float, float]:
+    """(stat_b / stat_a, lo, hi): the ratio and the central ``conf`` quantiles of the bootstrap ratios."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = boot_b / boot_a
     tail = (1 - conf) / 2
     lo, hi = np.quantile(ratios, [tail, 1 - tail])
-    return med_b / med_a, float(lo), float(hi)
+    return stat_b / stat_a, float(lo), float(hi)
 
 
 def _as_groups(groups: Sequence[Sequence[float]], name: str) -> list[np.ndarray]:
@@ -122,21 +132,14 @@ def process_ratio_ci(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]],
     ga, gb = _as_groups(a, "a"), _as_groups(b, "b")
     if len(ga) == 1 and len(gb) == 1:
         return median_ratio_ci(ga[0], gb[0], conf=conf, n_boot=n_boot, seed=seed)
-    if not 0 < conf < 1:
-        raise ValueError(f"conf must be in (0, 1), not {conf}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, not {n_boot}")
+    check_plan(conf, n_boot)
     stat_a, stat_b = process_mean_median(ga), process_mean_median(gb)
     if stat_a <= 0 or stat_b < 0:
         raise ValueError("medians must be positive to form a ratio")
     rng = np.random.default_rng(seed)
     boot_a = hierarchical_means(ga, n_boot, rng)
     boot_b = hierarchical_means(gb, n_boot, rng)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = boot_b / boot_a
-    tail = (1 - conf) / 2
-    lo, hi = np.quantile(ratios, [tail, 1 - tail])
-    return stat_b / stat_a, float(lo), float(hi)
+    return ratio_interval(stat_a, stat_b, boot_a, boot_b, conf)
 
 
 def split_processes(samples: Sequence[float], sizes: Sequence[int] | None) -> list[list[float]]:
