@@ -38,8 +38,7 @@ def run_bench(*, models: Sequence[str] | str = "all", device: str = "auto", phas
               budget: float | str | None = None, threads: int | None = None, quick: bool = False,
               out: str | None = None, **flags: Any) -> list[Record]:
     """The records of one bench run (see the module docstring); ``flags``: any other bench.run flag."""
-    import torch
-
+    from bench.measure.machine import intra_op_threads
     from bench.phases import PHASES
     from bench.plan import make_context
     from bench.report.load import load_results
@@ -50,10 +49,10 @@ def run_bench(*, models: Sequence[str] | str = "all", device: str = "auto", phas
         argv = to_argv(models=models, device=device, phases=phases, backends=backends, batch_sizes=batch_sizes,
                        budget=budget, threads=threads, quick=quick, out=out or scratch, **flags)
         ctx, skipped = make_context(build_parser().parse_args(argv), PHASES)  # UserError on a bad choice
-        torch.set_num_threads(ctx.threads)
         final = ctx.out_dir
-        code = drive(ctx, PHASES, command=" ".join(["bench.run_bench:", *map(shlex.quote, argv)]), skipped=skipped,
-                     started=time.time())
+        with intra_op_threads(ctx.threads):  # the caller's thread count back after the run
+            code = drive(ctx, PHASES, command=" ".join(["bench.run_bench:", *map(shlex.quote, argv)]),
+                         skipped=skipped, started=time.time())
         path = os.path.join(final, "results.json")
         if code not in (0, 1) or not os.path.isfile(path):  # 1: some rows failed, and they are records too
             raise RuntimeError(f"bench run ended with exit status {code}; see the lines it printed")

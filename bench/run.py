@@ -366,13 +366,11 @@ def main(argv: list[str] | None = None, *, phases: Mapping | None = None, probe:
             from bench.phases import PHASES
 
             phases = PHASES
-        import torch
-
+        from bench.measure.machine import intra_op_threads
         from bench.plan import make_context
 
         repeat = repeat_count(args.repeat, args.quick, seam=seam)
         ctx, skipped = make_context(args, phases)
-        torch.set_num_threads(ctx.threads)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -381,12 +379,13 @@ def main(argv: list[str] | None = None, *, phases: Mapping | None = None, probe:
         return 130
     command = " ".join(["python -m bench.run", *map(shlex.quote, argv)])
     try:
-        if repeat > 1:
-            from bench.repeat import run_repeated
+        with intra_op_threads(ctx.threads):  # restored after: main() also runs in-process (tests, notebooks)
+            if repeat > 1:
+                from bench.repeat import run_repeated
 
-            return run_repeated(ctx, phases, argv, command, repeat)
-        return run_bench(ctx, phases, command=command, skipped=skipped, probe=probe, started=started,
-                         pricer=pricer)
+                return run_repeated(ctx, phases, argv, command, repeat)
+            return run_bench(ctx, phases, command=command, skipped=skipped, probe=probe, started=started,
+                             pricer=pricer)
     except KeyboardInterrupt:  # after the last write (or during the first setup): nothing more to save
         print("interrupted", file=sys.stderr)
         return 130

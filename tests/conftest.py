@@ -34,6 +34,17 @@ def _private_torch_home(tmp_path_factory):
         os.environ["TORCH_HOME"] = old_env
 
 
+@pytest.fixture(autouse=True)
+def _threads_unchanged():
+    """Every test leaves torch's intra-op thread count as it found it: a leaked count changes the float reduction
+    order of every later in-process run, and the bitwise resume tests then compare runs made under two orders."""
+    before = torch.get_num_threads()
+    yield
+    after = torch.get_num_threads()
+    torch.set_num_threads(before)
+    assert after == before, f"the test left torch at {after} intra-op threads (found {before})"
+
+
 @pytest.fixture
 def torch_home(tmp_path, monkeypatch):
     """A fresh TORCH_HOME for one test (env and torch.hub), returned as a path string."""

@@ -94,9 +94,7 @@ PHASES = {"train": FakeTrain(), "infer": FakeInfer(), "scale": SlowScale()}
 @pytest.fixture(autouse=True)
 def _clean_state():
     SEEN.clear()
-    threads = torch.get_num_threads()
     yield
-    torch.set_num_threads(threads)  # --threads changes the process's setting; later tests get theirs back
 
 
 def bench(tmp_path, *argv, phases=PHASES):
@@ -168,7 +166,14 @@ def test_an_interrupt_keeps_what_was_measured_marked_incomplete(tmp_path, capsys
 
 
 def test_threads_are_applied_for_the_run_and_recorded(tmp_path):
-    rc, data = bench(tmp_path, "--models", "mlp", "--threads", "1", "--batch-sizes", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rc, data = bench(tmp_path, "--models", "mlp", "--threads", "1", "--batch-sizes", "1")
+        # main() also runs in-process: the caller's thread count (and so its float reduction order) comes back
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
     assert rc == 0
     assert SEEN["train"][0]["threads"] == 1  # what torch used while the phase ran
     assert data["env"]["threads"] == 1

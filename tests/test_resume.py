@@ -66,12 +66,11 @@ def test_resume_refuses_changed_settings(tmp_path, small_cfg):
         fit(small_cfg("mlp", epochs=2, resume=True))
 
 
-# --tune off: the straight run and the killed run each start fresh, so with the tuner on each would pick its own
-# execution choice from timings (a loaded machine can pick channels_last in one and not the other, and the bits
+# --tune off: the straight, the killed and the resumed run each start fresh, so with the tuner on each would pick its
+# own execution choice from timings (a loaded machine can pick channels_last in one and not the other, and the bits
 # then differ by float rounding); what these tests check is the checkpoint and resume path, under one choice.
 KILL_ARGS = ["--model", "lenet", "--synthetic", "--device", "cpu", "--epochs", "3", "--train-samples", "256",
              "--test-samples", "64", "--no-progress", "--tune", "off"]
-KILL_KW = dict(epochs=3, train_samples=256, test_samples=64, tune="off")
 # point -> (epoch in last.pt after the kill at epoch 2's save, metrics lines left, whether a temporary file is left)
 CRASH_POINTS = {
     "after_metrics_append": (1, [1, 2], False),
@@ -81,13 +80,18 @@ CRASH_POINTS = {
 
 
 @pytest.fixture(scope="module")
-def straight_run(tmp_path_factory, request):
+def straight_run(tmp_path_factory):
     """The uninterrupted 3-epoch run every killed-and-resumed run must equal."""
     out = tmp_path_factory.mktemp("straight")
-    from zoo.loop import TrainConfig
-
-    fit(TrainConfig(model="lenet", device="cpu", synthetic=True, out=str(out), progress=False, **KILL_KW))
+    proc = train(*KILL_ARGS, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
     return str(out / "lenet")
+
+
+def train(*args: str, **env: str):
+    """One ``python -m zoo.train`` child. The uninterrupted, the killed and the resumed run are all children of the
+    same command in the same environment, so no setting of this process (threads, oneDNN) can tell them apart."""
+    return finish(spawn(cli_command(*args), env=cli_env(**env)), timeout=180)
 
 
 def temporaries(run_dir) -> list[str]:
@@ -96,14 +100,12 @@ def temporaries(run_dir) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", list(CRASH_POINTS))
-def test_sigkill_at_a_save_point_then_resume_equals_an_uninterrupted_run(tmp_path, small_cfg, straight_run, point):
+def test_sigkill_at_a_save_point_then_resume_equals_an_uninterrupted_run(tmp_path, straight_run, point):
     """ZOO_FAULT_AT kills the trainer with SIGKILL at one named point of epoch 2's save; --resume must reach the
     same bits as a run that was never killed, and clean up what the kill left."""
     last_epoch, logged, temp_left = CRASH_POINTS[point]
     run_dir = tmp_path / "killed" / "lenet"
-    # No OMP_NUM_THREADS here: the child must use the thread count of this process (float reduction order).
-    proc = finish(spawn(cli_command(*KILL_ARGS, "--out", str(tmp_path / "killed")),
-                        env=cli_env(ZOO_FAULT_AT=f"{point}:2")), timeout=180)
+    proc = train(*KILL_ARGS, "--out", str(tmp_path / "killed"), ZOO_FAULT_AT=f"{point}:2")
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
     assert "epoch 3/3" not in proc.stdout
     assert load_checkpoint(str(run_dir / "last.pt"))["epoch"] == last_epoch
@@ -112,7 +114,8 @@ def test_sigkill_at_a_save_point_then_resume_equals_an_uninterrupted_run(tmp_pat
     if temp_left:  # the kill really landed inside the write: the temporary file holds part of a checkpoint
         assert all(os.path.getsize(run_dir / n) > 0 for n in temporaries(run_dir))
 
-    fit(small_cfg("lenet", resume=True, out=str(tmp_path / "killed"), **KILL_KW))
+    resumed = train(*KILL_ARGS, "--resume", "--out", str(tmp_path / "killed"))
+    assert resumed.returncode == 0, resumed.stderr
     assert_same_run(straight_run, str(run_dir), "lenet")
     assert temporaries(run_dir) == []
     assert [r["epoch"] for r in read_metrics(str(run_dir))] == [1, 2, 3]

@@ -52,14 +52,20 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """torch intra-op threads = 1 for the block, restored after: --threads must not read as a machine change."""
+def intra_op_threads(threads: int) -> Iterator[None]:
+    """torch intra-op threads = ``threads`` for the block, the caller's count restored after: a run or probe started
+    in-process (bench.run_bench, a test) must not leave its thread count, and so its float reduction order, behind."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def single_thread() -> contextlib.AbstractContextManager[None]:
+    """One intra-op thread for the block: --threads must not read as a machine change."""
+    return intra_op_threads(1)
 
 
 def _probe(fn, device: torch.device, calls: int, max_seconds: float, min_seconds: float = 0.0) -> np.ndarray:
@@ -84,12 +90,8 @@ def pool_probe(threads: int) -> tuple[str, dict[str, Any]]:
             torch.add(x, y, out=z)
             z.sum()
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with intra_op_threads(threads):
         ms = _probe(call, torch.device("cpu"), POOL_CALLS, 5.0)
-    finally:
-        torch.set_num_threads(before)
     return f"pool_{threads}t", _entry(f"{POOL_OPS}x (torch.add + Tensor.sum) of {POOL_ELEMS} fp32 values at "
                                       f"{threads} intra-op threads", ms)
 
