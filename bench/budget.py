@@ -5,8 +5,8 @@ Every planned row is a ``RowCost``: ``floor_s``, what it costs at its sample rul
 MIN_WINDOWS windows or PERCENTILE_MIN_CALLS[50] calls), and ``full_s``, what it costs with no budget (the phase's own
 sizes). One-off costs that several rows share (a model's train template and tuner, a backend's build, the ONNX
 export, a torchrun start-up) are ``groups``: paid once when any of their rows is kept. ``fit`` keeps rows until their
-floors fit what is left, dropping rows in DROP ORDER (``tier``, then the dearest first: what a user loses least
-goes first), and gives the rest to every kept row in proportion to what its full size would add (``flex``): first
+floors fit what is left, dropping rows in DROP ORDER (what a user loses least per second saved goes first: each
+``tier`` weighs TIER_WEIGHT times the one before, over the row's seconds), and gives the rest to every kept row in proportion to what its full size would add (``flex``): first
 fewer windows and calls, down to the sample rules, then fewer rows.
 
 ``Budget`` re-fits before every (model, phase) pair with the prices corrected by what the finished pairs really
@@ -23,15 +23,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Pair = tuple[str, str]  # (model, phase)
-# The drop order, first to go first: what a user loses least. Rows of one tier go dearest first.
+# The tiers, from what a user loses least (drop_order weighs each by TIER_WEIGHT ** tier over the row's seconds).
 TIER_VARIANT = 0  # extra training variants: channels_last, compile, extra precisions
 TIER_SCALE = 1  # the scale phase on a CPU (its processes share the same cores: the answer is rarely news)
 TIER_DUP_BATCH = 2  # a non-eager backend at its second batch size (eager keeps both: the throughput reference)
-TIER_BACKEND = 3  # a non-eager backend's remaining row
-TIER_LADDER = 4  # the training ladder's middle rungs (fused_optimizer, no_host_read, fast_untuned)
+# The ladder's middle rungs (fused_optimizer, no_host_read, fast_untuned) say which step of the ladder gave its
+# speed-up; its ends (tutorial_loop, fast, compute) give the speed-up itself. A backend's row answers "which engine
+# do I deploy?", what most readers of an inference table come for, so the middle rungs go before it.
+TIER_LADDER = 3
+TIER_BACKEND = 4  # a non-eager backend's remaining row
 TIER_CORE = 5  # the rest: tutorial_loop, fast, compute, eager, parity, scale on GPUs
 TIER_NAMES = {TIER_VARIANT: "training variant", TIER_SCALE: "scale on CPU", TIER_DUP_BATCH: "second batch size",
               TIER_BACKEND: "backend", TIER_LADDER: "ladder rung", TIER_CORE: "core row"}
+TIER_WEIGHT = 4.0  # how much more a user loses with a row of the next tier than with one of this tier, per second
+MIN_PRICED_S = 0.5  # below this a row's price says nothing about what dropping it saves
 RATIO_RANGE = (0.1, 10.0)  # how far measured / expected may correct the prices
 
 
@@ -99,16 +104,25 @@ def need_s(rows: Iterable[RowCost], groups: dict[str, float], flex: float, scale
     return total + sum(seen.values())
 
 
+def loss_per_second(row: RowCost, groups: dict[str, float]) -> float:
+    """What dropping ``row`` loses a user per second it saves: TIER_WEIGHT ** tier over its floor plus its groups'
+    seconds (at least MIN_PRICED_S). A tier counts TIER_WEIGHT times the one before it, so a row of an earlier tier
+    outlasts one of a later tier only when it is more than that many times cheaper: a 0.3 s backend row is not
+    dropped to save 0.3 s while a single 80 s training row of the same run is kept."""
+    cost = row.floor_s + sum(groups.get(g, 0.0) for g in row.groups)
+    return TIER_WEIGHT ** row.tier / max(cost, MIN_PRICED_S)
+
+
 def drop_order(rows: list[RowCost], groups: dict[str, float]) -> list[RowCost]:
-    """Droppable rows, first to go first: by tier, then the dearest (its floor plus its groups' seconds)."""
-    def cost(r: RowCost) -> float:
-        return r.floor_s + sum(groups.get(g, 0.0) for g in r.groups)
-    return sorted((r for r in rows if r.droppable), key=lambda r: (r.tier, -cost(r), r.model, r.phase, r.label))
+    """Droppable rows, first to go first: the least loss per second saved (loss_per_second), then the lower tier."""
+    return sorted((r for r in rows if r.droppable),
+                  key=lambda r: (loss_per_second(r, groups), r.tier, r.model, r.phase, r.label))
 
 
 def fit(rows: list[RowCost], groups: dict[str, float], available_s: float,
         scale: Callable[[RowCost], float] = lambda r: 1.0) -> Fit:
-    """Keep rows until their floors fit ``available_s``, dropping in drop_order; then the flexible share."""
+    """Keep rows until their floors fit ``available_s``, dropping in drop_order; then every dropped row that still
+    fits comes back, the last dropped (the dearest loss) first; then the flexible share."""
     kept = list(rows)
     dropped: list[RowCost] = []
     for victim in drop_order(rows, groups):
@@ -116,6 +130,11 @@ def fit(rows: list[RowCost], groups: dict[str, float], available_s: float,
             break
         kept.remove(victim)
         dropped.append(victim)
+    for back in reversed(list(dropped)):  # the drop that made the plan fit may have freed room for cheaper rows
+        if need_s([*kept, back], groups, 0.0, scale) <= available_s:
+            kept.append(back)
+            dropped.remove(back)
+    kept.sort(key=rows.index)
     floor_s, full_s = need_s(kept, groups, 0.0, scale), need_s(kept, groups, 1.0, scale)
     room = available_s - floor_s
     flex = 0.0 if room < 0 else 1.0 if full_s <= floor_s or room >= full_s - floor_s else room / (full_s - floor_s)

@@ -10,9 +10,14 @@ TORCHRUN_IMPORTS x this process's own start-up (interpreter and imports: torchru
 same again) plus a second of rendezvous, when the scale phase is planned.
 
 One-off builds that would cost more to price than to run (torch.compile, ONNX export, int8 calibration, OpenVINO
-conversion, plots) are measured estimates: BUILD_S seconds seen on the 2-core CPU that made results/cpu/, times this
-machine's ``speed`` (its single-thread calibration matmul against that machine's, REF_CALIBRATION_MS). Every price is
-then corrected by what the run's finished pairs really took (bench.budget.Budget.ratio).
+conversion, plots) are estimated from what they do (``Prices.build_for``): a fixed part (BUILD_S, seconds seen on the
+2-core CPU that made results/cpu/) plus a part that grows with the model, its parameters (BUILD_S_PER_MPARAM:
+serialising, converting and quantizing weights) and the forward samples the build runs (BUILD_FORWARD_SAMPLES: int8
+calibration, at this machine's measured seconds per sample). The fixed and per-parameter parts are scaled by this
+machine's ``speed`` (its single-thread calibration matmul against that machine's, REF_CALIBRATION_MS). One price per
+build for every model priced an MLP's int8 quantization (0.3 s) like AlexNet's (16 s): the small models' backend rows
+were dropped for seconds they never cost. Every price is then corrected by what the run's finished pairs really took
+(bench.budget.Budget.ratio).
 """
 from __future__ import annotations
 
@@ -36,9 +41,18 @@ PRICE_MAX_BATCH = 64
 REF_CALIBRATION_MS = 0.314  # calibration matmul_fp32_256 median on the machine of results/cpu/ (its env block)
 # Seconds each one-off build took on that machine (env.notes.phase_s and compile_s of results/cpu/ and
 # results/backends/cpu/), scaled by ``speed`` here.
-BUILD_S = {"compile_infer": 6.0, "compile_train": 5.0, "onnx_export": 2.5, "ort_session": 0.3, "int8_quantize": 4.0,
-           "int8_dynamic": 2.0, "openvino": 2.0, "aot_inductor": 40.0, "tensorrt": 60.0, "cuda_graph": 0.5,
-           "tuner": 4.0, "tutorial_sample": 4e-5, "loader_per_1k_samples": 0.05, "plots": 12.0, "write": 0.3, "torchrun": 8.0}  # torchrun: when no start-up was measured
+BUILD_S = {"compile_infer": 3.0, "compile_train": 5.0, "onnx_export": 2.0, "ort_session": 0.05, "int8_quantize": 0.3,
+           "int8_dynamic": 0.1, "openvino": 0.6, "aot_inductor": 40.0, "tensorrt": 60.0, "cuda_graph": 0.5,
+           "tuner": 4.0, "tutorial_sample": 4e-5, "loader_per_1k_samples": 0.05, "plots": 12.0, "write": 0.3,
+           "torchrun": 8.0}  # torchrun: when no start-up was measured
+# What the model-dependent builds cost on that machine: the fixed part above is the smallest model's (its first use
+# in the process: imports, kernel caches), the rest grows with the weights (s per million parameters, from AlexNet's
+# builds in results/cpu/: compile 11.8 s, OpenVINO 2.6 s, ORT session 1.1 s at 61 M parameters) ...
+BUILD_S_PER_MPARAM = {"compile_infer": 0.15, "onnx_export": 0.02, "ort_session": 0.02, "int8_quantize": 0.02,
+                      "int8_dynamic": 0.02, "openvino": 0.035, "aot_inductor": 0.3, "tensorrt": 0.3}
+# ... and with the forward passes the build runs: int8 static quantization calibrates on ort_int8's 512 samples
+# through ORT's augmented graph (~6x a plain forward per sample: AlexNet-224's 15.7 s against 512 x 4.6 ms).
+BUILD_FORWARD_SAMPLES = {"int8_quantize": 512 * 6}
 PRICING_SHARE = 0.1  # of --budget: the most the pass spends measuring; models past it are priced from their FLOPs
 TORCHRUN_IMPORTS = 2.0  # a torchrun launch starts two interpreters that import torch: the launcher and the rank
 TORCHRUN_RENDEZVOUS_S = 1.0
@@ -50,6 +64,7 @@ class ModelPrices:
     train_step_s: float | None = None  # one fast-path training step at the recipe's (or --quick's) batch
     forward_s: dict[int, float] = field(default_factory=dict)  # eager forward, per inference batch size
     sample_s: float | None = None  # one sample of an eager forward at PRICE_MAX_BATCH (accuracy passes)
+    params: int = 0  # its parameters (what weight-sized builds scale with)
 
 
 @dataclass
@@ -63,7 +78,15 @@ class Prices:
     estimated: list[str] = field(default_factory=list)  # models priced from their FLOPs (the pass ran out of time)
 
     def build(self, what: str) -> float:
+        """A one-off that does not depend on the model (plots, a torchrun start-up, the tuner), on this machine."""
         return BUILD_S[what] * self.speed
+
+    def build_for(self, what: str, model: str) -> float:
+        """A model's one-off build (see the module doc): fixed + per million parameters + its forward samples."""
+        mp = self.models.get(model)
+        params_m = (mp.params if mp else 0) / 1e6
+        forwards = BUILD_FORWARD_SAMPLES.get(what, 0) * ((mp.sample_s if mp else None) or 1e-3)
+        return (BUILD_S[what] + BUILD_S_PER_MPARAM.get(what, 0.0) * params_m) * self.speed + forwards
 
     def to_dict(self) -> dict[str, Any]:
         return {"speed": round(self.speed, 3), "torchrun_s": self.torchrun_s and round(self.torchrun_s, 2),
@@ -101,7 +124,7 @@ def price_model(name: str, ctx, train: bool, infer_sizes: list[int]) -> ModelPri
     t0 = time.perf_counter()
     torch.manual_seed(ctx.seed)
     model = zoo.get_model(name, **({"pretrained": "off"} if spec.uses_pretrained else {})).to(ctx.device)
-    prices = ModelPrices(build_s=time.perf_counter() - t0)
+    prices = ModelPrices(build_s=time.perf_counter() - t0, params=sum(p.numel() for p in model.parameters()))
     sync = ctx.sync
     with torch.inference_mode():
         model.eval()
@@ -132,7 +155,18 @@ def by_flops(name: str, ctx, like: tuple[str, ModelPrices]) -> ModelPrices:
     f, t = fwd / ref_fwd, (train * ctx.train_batch_size(name)) / (ref_train * ctx.train_batch_size(ref_name))
     return ModelPrices(build_s=ref.build_s * max(1.0, f), train_step_s=ref.train_step_s and ref.train_step_s * t,
                        forward_s={bs: (ref.sample_s or 1e-3) * f * bs for bs in ctx.infer_batch_sizes(name)},
-                       sample_s=(ref.sample_s or 1e-3) * f)
+                       sample_s=(ref.sample_s or 1e-3) * f, params=param_count(name))
+
+
+def param_count(name: str) -> int:
+    """A model's parameters, counted on the meta device (no memory, no init); 0 when it cannot be built there."""
+    spec = zoo.get_spec(name)
+    try:
+        with torch.device("meta"):
+            model = zoo.get_model(name, **({"pretrained": "off"} if spec.uses_pretrained else {}))
+    except Exception:  # noqa: BLE001 - a price, not a result: the per-parameter part is then left out
+        return 0
+    return sum(p.numel() for p in model.parameters())
 
 
 def price_run(ctx, phases: list, calibration: dict[str, Any], say: Callable[[str], None] = lambda s: None,

@@ -13,16 +13,19 @@ import torch
 
 from bench import plan
 from bench.budget import (
+    MIN_PRICED_S,
     TIER_BACKEND,
     TIER_CORE,
     TIER_DUP_BATCH,
     TIER_LADDER,
     TIER_SCALE,
     TIER_VARIANT,
+    TIER_WEIGHT,
     Budget,
     RowCost,
     drop_order,
     fit,
+    loss_per_second,
     need_s,
 )
 from bench.context import BenchContext
@@ -51,7 +54,7 @@ def test_a_plan_that_fits_keeps_every_row_and_grants_the_flexible_seconds_in_pro
     assert need_s(got.kept, {}, got.flex, lambda r: 1.0) == pytest.approx(25.0)
 
 
-def test_rows_go_by_tier_then_dearest_first_until_the_floors_fit():
+def test_rows_go_by_least_loss_per_second_saved_until_the_floors_fit_then_what_still_fits_comes_back():
     rows = [row("m", "train", "compute", 10, tier=TIER_CORE), row("m", "train", "fused", 4, tier=TIER_LADDER),
             row("m", "train", "compute channels_last", 3, tier=TIER_VARIANT),
             row("m", "train", "compute compile=default", 6, tier=TIER_VARIANT),
@@ -59,11 +62,24 @@ def test_rows_go_by_tier_then_dearest_first_until_the_floors_fit():
                                                                      tier=TIER_DUP_BATCH),
             row("m", "infer", "onnxruntime b=1", 1, tier=TIER_BACKEND)]
     order = [r.label for r in drop_order(rows, {})]
+    # 4 ** tier / seconds: the core compute row (1024 / 10 s) goes before the 1 s backend row (256 / 1 s)
     assert order == ["compute compile=default", "compute channels_last", "procs=2", "onnxruntime b=64",
-                     "onnxruntime b=1", "fused", "compute"]
-    got = fit(rows, {}, 20.0)  # floors 34 s: drop the variants (9 s), then scale (8 s): 17 s fits
-    assert [r.label for r in got.dropped] == ["compute compile=default", "compute channels_last", "procs=2"]
-    assert got.floor_s == pytest.approx(17.0)
+                     "fused", "compute", "onnxruntime b=1"]
+    assert [loss_per_second(r, {}) for r in drop_order(rows, {})] == sorted(loss_per_second(r, {}) for r in rows)
+    got = fit(rows, {}, 20.0)  # floors 34 s: drop the variants (9 s), then scale (8 s): 17 s fits ...
+    assert [r.label for r in got.dropped] == ["compute compile=default", "procs=2"]  # ... and channels_last's 3 s
+    assert got.floor_s == pytest.approx(20.0)  # come back into the room scale's drop freed
+    assert [r.label for r in got.kept] == [r.label for r in rows if r in got.kept]  # in planned order
+
+
+def test_a_row_of_an_earlier_tier_outlasts_a_later_one_only_when_it_is_more_than_tier_weight_times_cheaper():
+    dear_core = row("m", "train", "compute", 80.0, tier=TIER_CORE)
+    cheap = row("m", "infer", "onnxruntime b=1", 80.0 / TIER_WEIGHT / 2, tier=TIER_BACKEND)
+    dear = row("m", "infer", "openvino b=1", 80.0 / TIER_WEIGHT * 2, tier=TIER_BACKEND)
+    assert [r.label for r in drop_order([dear_core, cheap, dear], {})] == ["openvino b=1", "compute",
+                                                                             "onnxruntime b=1"]
+    tiny = row("m", "infer", "noop b=1", 0.01, tier=TIER_VARIANT)  # priced below MIN_PRICED_S: no bargain
+    assert loss_per_second(tiny, {}) == pytest.approx(1 / MIN_PRICED_S)
 
 
 def test_an_undroppable_row_stays_even_when_nothing_fits():
@@ -153,11 +169,12 @@ def test_the_default_phases_price_every_planned_row_and_a_tight_budget_drops_var
     available = need_s(rows, groups, 0.0, lambda r: 1.0) * 0.7
     got = fit(rows, groups, available)
     assert got.dropped and got.floor_s <= available
-    tiers = [r.tier for r in got.dropped]
-    assert tiers == sorted(tiers) and tiers[0] == TIER_VARIANT  # what a user loses least goes first
+    assert got.dropped[0].tier == TIER_VARIANT  # what a user loses least goes first
     assert all(r.tier == TIER_SCALE for r in got.dropped if r.phase == "scale")
-    kept_tiers = {r.tier for r in got.kept if r.droppable}
-    assert min(kept_tiers, default=TIER_CORE) >= max(tiers)  # nothing kept from a tier that went before
+    order = drop_order(rows, groups)
+    assert [order.index(r) for r in got.dropped] == sorted(order.index(r) for r in got.dropped)
+    # maximal: no dropped row would still fit beside the kept ones
+    assert all(need_s([*got.kept, r], groups, 0.0, lambda r: 1.0) > available for r in got.dropped)
 
 
 def test_a_dropped_row_is_a_skipped_row_saying_budget_its_seconds_and_its_command():

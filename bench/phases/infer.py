@@ -153,17 +153,17 @@ class InferPhase(Phase):
     def row_costs(self, name: str, ctx: BenchContext, prices) -> Priced:
         """Per backend and batch size: bind, probe, warm-up and MIN_CALLS calls at eager's priced call (floor) or
         the sampling plan's calls (full), plus a share of the backend's accuracy pass (one batch / the test split);
-        the backend's build and the ONNX export are shared. Drop order: a non-eager backend's second batch size,
-        then its other rows; eager stays to the end."""
+        the backend's build and the ONNX export are shared. Tiers: a non-eager backend's second batch size, then
+        its other rows; eager's rows are core rows."""
         mp, sizes = prices.models.get(name), ctx.infer_batch_sizes(name)
         test_n = DATASETS[zoo.get_spec(name).dataset][2][1]
         sample_s = (mp.sample_s if mp else None) or 1e-3
-        groups = {f"{name} onnx export": prices.build("onnx_export")}
+        groups = {f"{name} onnx export": prices.build_for("onnx_export", name)}
         rows = []
         for sel in ctx.backends:
             cls = BACKENDS[sel]
             shared = [f"{name} infer {sel}"]
-            groups[shared[0]] = sum(prices.build(b) for b in BUILDS.get(cls.name, ())) + 256 * sample_s
+            groups[shared[0]] = sum(prices.build_for(b, name) for b in BUILDS.get(cls.name, ())) + 256 * sample_s
             shared += [f"{name} onnx export"] if cls.name in ONNX_BACKENDS else []
             runs = cls.available(ctx.device) is None
             for bs in sizes:

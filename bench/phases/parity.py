@@ -108,10 +108,10 @@ class ParityPhase(Phase):
         mp = prices.models.get(name)
         sample_s = (mp.sample_s if mp else None) or 1e-3
         test_n = DATASETS[zoo.get_spec(name).dataset][2][1]
-        once = prices.build("ort_session") + 2 * (PARITY_BATCH + sum(DYNAMIC_BATCHES)) * sample_s
+        once = prices.build_for("ort_session", name) + 2 * (PARITY_BATCH + sum(DYNAMIC_BATCHES)) * sample_s
         group = f"{name} onnx export"
         return [RowCost(name, self.name, "parity", once + 2 * AGREEMENT_BATCH * sample_s,
-                        once + 2 * test_n * sample_s, TIER_CORE, (group,))], {group: prices.build("onnx_export")}
+                        once + 2 * test_n * sample_s, TIER_CORE, (group,))], {group: prices.build_for("onnx_export", name)}
 
     def run(self, session: ModelSession, ctx: BenchContext) -> list[Record]:
         device = ctx.device.type

@@ -66,7 +66,7 @@ def price_rows(name: str, ctx: Any, prices: Any, plans: list, sizes: dict[str, A
     for i, plan in enumerate(plans):
         s = step_s + (bs * prices.build("tutorial_sample") if plan.row in TUTORIAL_ROWS else 0.0)
         loader_s = prices.build("loader_per_1k_samples") * bs / 1000
-        once = 2 * s + (prices.build("compile_train") if plan.compile else 0.0) + 3 * s  # build, steady, probe
+        once = 2 * s + (prices.build_for("compile_train", name) if plan.compile else 0.0) + 3 * s  # build, steady, probe
         tune = plan.row == "fast"
         floor = once + loader_s * MIN_SPLIT_STEPS + (sizes["TUNE_MIN_S"] if tune else 0.0) + \
             sizes["MIN_WINDOWS"] * max(s, sizes["MIN_WINDOW_S"])
