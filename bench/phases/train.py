@@ -94,7 +94,7 @@ class TimedRow:
     compile_s: float | None = None
     tuned: dict[str, Any] | None = None
     steps_per_window: int = 1
-    step_s: float | None = None  # one steady-state step, timed after the build (time_steady_step)
+    step_s: float | None = None  # one steady-state step, timed after the build (steady_step)
     rates: list[float] = field(default_factory=list)
     samples: int = 0
     peak_mem_mb: float | None = None
@@ -251,7 +251,7 @@ def window_target_s(n_rows: int, quick: bool, budget_s: float | None) -> float:
 
 
 def window_steps(row: TimedRow, sync: Callable[[], None], target_s: float) -> int:
-    """Steps per window: from the steady-state step time (time_steady_step) when that step alone lasted long
+    """Steps per window: from the steady-state step time (steady_step) when that step alone lasted long
     enough to be trusted (steps_for_window's own rule: 5% of the target), else steps_for_window's probe."""
     if row.step_s is not None and row.step_s * MEMORY_STEPS >= 0.05 * target_s:
         return max(1, round(target_s / row.step_s))
