@@ -163,3 +163,28 @@ def assert_same_tensors(a: Any, b: Any, where: str = "") -> None:
             assert_same_tensors(x, y, f"{where}[{i}]")
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+class FakeCudaAllocator:
+    """torch.cuda's caching-allocator counters as bench.measure.memory.PeakMemory reads them, for CPU tests:
+    ``memory_allocated`` (bytes held now), ``max_memory_allocated`` (the peak since the last
+    ``reset_peak_memory_stats``, which sets it to what is held now, as PyTorch documents) and a no-op
+    ``synchronize``. ``hold(mb)`` allocates and keeps, ``free(mb)`` frees, ``transient(mb)`` does both (a workspace)."""
+
+    def __init__(self, monkeypatch: Any):
+        self.allocated = self.peak = 0
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a, **k: setattr(self, "peak", self.allocated))
+        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a, **k: self.allocated)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: self.peak)
+
+    def hold(self, mb: int) -> None:
+        self.allocated += mb << 20
+        self.peak = max(self.peak, self.allocated)
+
+    def free(self, mb: int) -> None:
+        self.allocated -= mb << 20
+
+    def transient(self, mb: int) -> None:
+        self.hold(mb)
+        self.free(mb)

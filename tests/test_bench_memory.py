@@ -122,3 +122,27 @@ def test_cuda_reset_peak_forgets_a_one_off_allocation():
         kept = torch.ones(SIZE_MB * (1 << 20) // 4, device=dev)
     assert mem.delta_mb == pytest.approx(SIZE_MB, abs=2)
     del kept
+
+
+def test_cuda_reset_peak_on_a_fake_allocator_keeps_the_start_and_forgets_the_one_off(monkeypatch):
+    """The CUDA path's arithmetic on a stand-in allocator: an earlier row's 100 MB is the start (in the total peak,
+    not above the start); a one-off 256 MB workspace before the reset is in neither; what the row holds and its
+    steady work after the reset are."""
+    from helpers import FakeCudaAllocator
+
+    alloc = FakeCudaAllocator(monkeypatch)
+    alloc.hold(100)  # earlier rows, still held
+    with PeakMemory("cuda") as whole:
+        alloc.hold(40)  # the row's data, model and optimizer
+        alloc.transient(256)  # its first call: cuDNN's algorithm-search workspace
+        alloc.transient(16)
+    assert whole.method == "cuda max_memory_allocated"
+    assert (whole.peak_mb, whole.delta_mb, whole.held_mb) == (396, 296, 40)  # without a reset: the one-off counts
+    alloc.free(40)
+    with PeakMemory("cuda") as mem:
+        alloc.hold(40)
+        alloc.transient(256)
+        mem.reset_peak()
+        alloc.transient(16)  # a steady call's activations
+    assert mem.start_bytes == 100 << 20
+    assert (mem.peak_mb, mem.delta_mb, mem.held_mb) == (156, 56, 40)

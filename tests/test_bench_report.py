@@ -22,7 +22,7 @@ from bench.records import (
     not_ok,
 )
 from bench.report import files as report
-from bench.report import plots, selection, tables
+from bench.report import infer_tables, plots, selection, tables
 from bench.report.schema import results_from_json
 
 
@@ -546,7 +546,7 @@ def test_table_and_inline_cells_cannot_break_the_markdown():
 
 
 def test_sections_of_a_run_without_such_records_are_empty():
-    for section in (tables.zoo_section, tables.train_section, tables.infer_section, tables.parity_section,
+    for section in (tables.zoo_section, tables.train_section, infer_tables.infer_section, tables.parity_section,
                     tables.scale_section, tables.tta_section):
         assert section([]) == [], section
     assert tables.not_ok_section([]) == ["## Failed and skipped", "", "_nothing failed or was skipped_"]
@@ -596,3 +596,36 @@ def test_a_row_on_fewer_calls_or_windows_than_the_sample_rules_is_marked_low_n()
     assert tables.spread_cell(12.5, 3.0, 3, tables.LOW_N_CALLS) == "12.5 (low n: 3)"  # no spread shown
     assert tables.spread_cell(12.5, 3.0, 10, tables.LOW_N_CALLS) == tables.with_iqr(12.5, 3.0)
     assert tables.spread_cell(None, None, 2, tables.LOW_N_WINDOWS) == ""
+
+
+def test_device_time_columns_appear_only_in_a_run_that_has_them():
+    """CUDA rows carry device time (CUDA events on the backend's stream) and a back-to-back rate: summary.md shows
+    them after samples/s, blank for a row without (ORT-CUDA on its own stream, a failed row); a CPU run's tables do
+    not grow empty columns."""
+    cpu = report.render_summary(make_env(), sample_records())
+    assert "device p50" not in cpu and "back-to-back" not in cpu
+    rows = [infer("eager", 8, 0.5, device="cuda", device_p50_ms=0.31, device_iqr_ms=0.02, device_n_calls=100,
+                  back_to_back_samples_per_s=25000.0),
+            infer("cuda_graph", 8, 0.2, device="cuda", device_p50_ms=0.05, device_iqr_ms=0.01, device_n_calls=3,
+                  back_to_back_samples_per_s=160000.0),
+            infer("onnxruntime-cuda", 8, 0.4, device="cuda"),
+            not_ok(InferRecord, "mlp", "cuda", "no engine", backend="tensorrt", batch_size=8)]
+    lines = infer_tables.infer_section(rows)
+    text = "\n".join(lines)
+    header = line_with(text, "| backend ")
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    at = cols.index("samples/s")
+    assert cols[at + 1:at + 4] == infer_tables.DEVICE_HEADERS and cols[at + 4] == "vs eager"
+    assert "CUDA events on the backend's stream, no host sync between calls" in cols[at + 1]
+
+    def cells(needle: str) -> list[str]:
+        got = [c.strip() for c in line_with(text, needle).strip("|").split("|")]
+        assert len(got) == len(cols)  # every row, failed or without device time, keeps the columns in place
+        return got
+
+    eager = cells("| eager ")
+    assert eager[at + 1:at + 4] == ["0.310 ± 0.0200 (6.5%)", "100", "25,000"]
+    assert cells("| cuda_graph ")[at + 1:at + 4] == ["0.0500 (low n: 3)", "3", "160,000"]  # the sample rule holds
+    assert cells("| onnxruntime-cuda ")[at + 1:at + 4] == ["", "", ""]
+    assert cells("| tensorrt ")[-1] == "**failed**"
+    assert "no host sync between calls" in lines[2] and "one sync at the end" in lines[2]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bench.context import BenchContext, ModelSession
+from bench.measure import hardware, numerics
 from bench.phases import scale
 from bench.phases.scale import (
     IDEAL_PER_DEVICE,
@@ -131,6 +132,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_real_torchrun_launches_on_cpu():
+    numerics.apply_policy("cpu")  # as bench.run's probe_machine does before any phase: the workers' policy too
     ctx = BenchContext(torch.device("cpu"), quick=True, synthetic=True, checkpoints=None, threads=2, max_procs=2)
     rows = ScalePhase().run(ModelSession("mlp", torch.nn.Linear(1, 1)), ctx)
     assert [r.processes for r in rows] == [1, 2]
@@ -211,3 +213,98 @@ def test_the_worker_applies_the_runs_maths_policy(tmp_path, monkeypatch):
     assert got["maths"] == numerics.apply_policy("cpu")
     assert torch.backends.cudnn.benchmark is True and torch.backends.cudnn.allow_tf32 is False
     assert len(got["window_rates"]) == 1
+    assert got["device"] == "cpu" and scale.worker_mismatch(got, torch.device("cpu")) is None
+
+
+def test_policy_mismatch_names_each_flag_that_differs():
+    mine = numerics.apply_policy("cpu")
+    assert numerics.policy_mismatch(dict(mine), numerics.policy_state()) is None
+    assert numerics.policy_mismatch({**mine, "device": "cuda:0"}, mine) is None  # the launch's own index: not maths
+    theirs = {**mine, "cudnn_allow_tf32": True, "float32_matmul_precision": "high"}
+    assert numerics.policy_mismatch(theirs, mine) == \
+        "cudnn_allow_tf32=True (this run: False), float32_matmul_precision='high' (this run: 'highest')"
+    assert numerics.policy_mismatch(None, mine) == "no maths policy reported"  # an older worker's result
+    assert numerics.policy_mismatch({}, mine).count("(this run:") == len(numerics.POLICY_FLAGS)
+
+
+def test_device_identity_is_the_gpus_uuid_not_its_index(monkeypatch):
+    props = {0: type("P", (), {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-aaaa"})(),
+             1: type("P", (), {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-bbbb"})()}
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: props[torch.device(d).index])
+    assert hardware.device_identity("cuda:1") == "NVIDIA H100 80GB HBM3 GPU-bbbb"
+    assert hardware.device_identity(torch.device("cuda", 0)) != hardware.device_identity("cuda:1")  # same model
+    assert hardware.device_identity("cpu") == "cpu"
+
+
+def _fake_launches(monkeypatch, report):
+    """run_worker stand-in: each launch writes the result a rank 0 would, ``report(n)`` its maths and device."""
+    import json
+
+    launched = []
+
+    def run_worker(cmd, env, timeout_s):
+        n = int(next(a for a in cmd if a.startswith("--nproc_per_node=")).split("=")[1])
+        maths, device = report(n)
+        with open(cmd[cmd.index("--result") + 1], "w") as f:
+            json.dump({"window_rates": [100.0 * n] * 3, "steps_per_window": 4, "maths": maths, "device": device}, f)
+        launched.append(n)
+        return 0, ""
+
+    monkeypatch.setattr(scale, "run_worker", run_worker)
+    return launched
+
+
+def test_a_launch_under_another_policy_or_device_is_a_failed_row_with_the_reason(monkeypatch):
+    """The run refuses a scale row whose worker ran other maths (cuDNN TF32 on, PyTorch's default) or on another
+    device than the run's: one failed row with a one-line reason, the other rows measured; a refused 1-process row
+    is no baseline for the others."""
+    policy = numerics.apply_policy("cpu")
+    ctx = BenchContext(torch.device("cpu"), quick=True, synthetic=True, checkpoints=None, threads=4, max_procs=4)
+    session = ModelSession("mlp", torch.nn.Linear(1, 1))
+    launched = _fake_launches(monkeypatch, lambda n: ({**policy, "cudnn_allow_tf32": True} if n == 2 else policy,
+                                                      "NVIDIA A100 GPU-cccc" if n == 4 else "cpu"))
+    rows = ScalePhase().run(session, ctx)
+    assert launched == [1, 2, 4] and [r.processes for r in rows] == [1, 2, 4]
+    ok, tf32, gpu = rows
+    assert ok.ok and ok.samples_per_s == pytest.approx(100.0)
+    assert tf32.status == "failed" and tf32.samples_per_s is None and "\n" not in tf32.reason
+    assert tf32.reason == "the worker ran under another maths policy: cudnn_allow_tf32=True (this run: False)"
+    assert gpu.status == "failed" and gpu.reason == "the worker ran on 'NVIDIA A100 GPU-cccc', not the run's device 'cpu'"
+    assert tf32.processes == 2 and tf32.dist_backend == "gloo"  # the key fields stay: the row is in the tables
+
+    _fake_launches(monkeypatch, lambda n: ({**policy, "cudnn_benchmark": False} if n == 1 else policy, "cpu"))
+    base, two, four = ScalePhase().run(session, ctx)
+    assert not base.ok and "cudnn_benchmark=False" in base.reason
+    assert two.ok and two.ideal_samples_per_s is None and two.scaling_efficiency is None  # no baseline to divide by
+
+
+@pytest.mark.slow
+def test_real_gloo_launch_under_another_policy_than_the_parents_is_refused():
+    """Real torchrun ranks (gloo) apply the run's policy; a parent that runs other maths (cuDNN TF32 on) refuses
+    their rows rather than putting them beside its own."""
+    numerics.apply_policy("cpu")
+    torch.backends.cudnn.allow_tf32 = True  # the parent now runs PyTorch's default, the workers the policy
+    try:
+        ctx = BenchContext(torch.device("cpu"), quick=True, synthetic=True, checkpoints=None, threads=2, max_procs=2)
+        rows = ScalePhase().run(ModelSession("mlp", torch.nn.Linear(1, 1)), ctx)
+    finally:
+        numerics.apply_policy("cpu")
+    assert [r.processes for r in rows] == [1, 2]
+    for r in rows:
+        assert r.status == "failed" and r.samples_per_s is None
+        assert r.reason == "the worker ran under another maths policy: cudnn_allow_tf32=False (this run: True)"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_device_identity_survives_the_launchs_renumbering():
+    """A launch sees the run's GPU as cuda:0 (CUDA_VISIBLE_DEVICES); its identity is the same GPU's as the run's."""
+    count = torch.cuda.device_count()
+    last = count - 1
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES=scale.visible_gpus(1, last, count, os.environ.get("CUDA_VISIBLE_DEVICES")))
+    code = "from bench.measure.hardware import device_identity; print(device_identity('cuda'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == hardware.device_identity(f"cuda:{last}")
+    if count > 1:
+        assert hardware.device_identity("cuda:0") != hardware.device_identity(f"cuda:{last}")

@@ -15,7 +15,7 @@ from bench.context import BenchContext
 from bench.env import harness_floor
 from bench.measure import timing
 from bench.records import InferRecord, RunEnv
-from bench.report import files, tables
+from bench.report import files, infer_tables, tables
 from bench.report.files import results_payload as results_to_json
 from bench.report.schema import env_from_dict, record_from_dict, results_from_json
 from bench.vendor import VENDOR_LIMIT, VendorRow
@@ -155,7 +155,7 @@ def test_infer_record_options_round_trip_and_older_files_still_load():
 def test_options_and_floor_are_in_the_summary():
     rec = InferRecord(model="lenet", device="cpu", backend="openvino", batch_size=1, p50_ms=0.2, n_calls=10,
                       options={"shape": "static", "NUM_STREAMS": 1})
-    assert "shape=static, NUM_STREAMS=1" in "\n".join(tables.infer_section([rec]))
+    assert "shape=static, NUM_STREAMS=1" in "\n".join(infer_tables.infer_section([rec]))
     env = RunEnv(device="cpu", harness_floor={"p50_us": 1.5, "iqr_us": 0.25, "n_calls": 1000, "how": "noop"})
     text = "\n".join(files.env_section(env))
     assert "harness floor per call" in text and "p50 1.50 us ± 0.250 (1,000 calls; noop)" in text

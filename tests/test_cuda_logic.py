@@ -201,7 +201,7 @@ def test_a_row_computed_on_another_device_gets_no_peak_and_labelled_host_memory(
     from bench.context import BenchContext
     from bench.phases.infer import row_peaks
     from bench.records import InferRecord
-    from bench.report.tables import mem_cell
+    from bench.report.infer_tables import mem_cell
 
     ctx = BenchContext(torch.device("cpu"), quick=True, synthetic=True, checkpoints=None, threads=1)
     ctx.device, ctx.peaks = torch.device("cuda", 0), {"fp32_flops_per_s": 67e12}

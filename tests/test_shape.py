@@ -141,7 +141,7 @@ BENCH_LAYOUT = {
               "compare", "verdicts", "repeat", "matrix", "history", "crosscheck", "vendor", "benchmark_app", "export",
               "accuracy", "gpu_smoke"},
     "bench.measure": {"timing", "stats", "memory", "machine", "numerics", "hardware"},
-    "bench.report": {"__main__", "files", "index", "staging", "tables", "serve_tables", "plots", "selection", "load",
+    "bench.report": {"__main__", "files", "index", "staging", "tables", "infer_tables", "serve_tables", "plots", "selection", "load",
                      "schema", "glance"},
 }
 

@@ -177,6 +177,16 @@ def physical_peak(device: torch.device, threads: int) -> tuple[PhysicalPeak | No
     return None, f"no physical peak tables for {device.type}"
 
 
+def device_identity(device: torch.device | str) -> str:
+    """Which physical device ``device`` is, whatever index CUDA_VISIBLE_DEVICES gives it in a process: the device
+    type for a CPU; a GPU's name and UUID (cudaDeviceProp.uuid, one per GPU or MIG instance) on CUDA."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device.type
+    props = torch.cuda.get_device_properties(device)
+    return f"{props.name} {props.uuid}"
+
+
 def nvml_facts(nvml: Any, handle: Any) -> dict[str, Any]:
     """What NVML says about the GPU a run measured on: driver, the CUDA version the driver supports, clocks (now and
     max), power limit, persistence and MIG mode. A query that fails is recorded as None, never guessed."""

@@ -163,14 +163,20 @@ class PeakMemory:
 
     def reset_peak(self) -> None:
         """Forget the peak so far, keeping the start: a peak read after this excludes one-off work done before it
-        (cuDNN's algorithm-search workspace on a shape's first call, which a later row would not pay again)."""
+        (cuDNN's algorithm-search workspace on a shape's first call, which a later row would not pay again). Used
+        after an inference row's warm calls (bench.phases.infer) and a training row's first step (bench.phases.train).
+        On CUDA ``reset_peak_memory_stats`` sets the peak to what is allocated now; on a CPU, freed pages go back to
+        the OS first (``return_freed_memory``) so the new high-water mark starts from what is held."""
         dev = self.device
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
             torch.cuda.reset_peak_memory_stats(dev)
-        elif self._sampler is not None:
-            if dev.type == "mps":
-                torch.mps.synchronize()
+            return
+        if dev.type == "mps":
+            torch.mps.synchronize()
+        else:  # pages the warm work freed go back first, as at entry: the peak from here is the row's own
+            return_freed_memory()
+        if self._sampler is not None:
             self._sampler.peak = self._sampler.read()
             self._maxrss_start = ru_maxrss_bytes() if dev.type != "mps" else self._maxrss_start
         else:

@@ -19,6 +19,30 @@ import torch
 ORT_CONV_ALGO_SEARCH = "EXHAUSTIVE"
 
 
+# The process-wide flags the policy sets, as RunEnv.maths names them: what a scale worker reports back and the run
+# checks (bench.phases.scale), since each torchrun rank is a process of its own.
+POLICY_FLAGS = ("cudnn_benchmark", "cudnn_allow_tf32", "cuda_matmul_allow_tf32", "float32_matmul_precision")
+
+
+def policy_state() -> dict[str, Any]:
+    """POLICY_FLAGS as this process has them now: read, never set."""
+    return {
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+
+
+def policy_mismatch(theirs: Any, mine: dict[str, Any]) -> str | None:
+    """One line naming each of POLICY_FLAGS on which ``theirs`` (another process's report) differs from ``mine``;
+    None when they agree."""
+    if not isinstance(theirs, dict):
+        return "no maths policy reported"
+    diffs = [f"{k}={theirs.get(k)!r} (this run: {mine.get(k)!r})" for k in POLICY_FLAGS if theirs.get(k) != mine.get(k)]
+    return ", ".join(diffs) or None
+
+
 def apply_policy(device: torch.device | str) -> dict[str, Any]:
     """Set the run's maths policy (process-wide) and return it as the ``RunEnv.maths`` dict.
 
@@ -33,10 +57,7 @@ def apply_policy(device: torch.device | str) -> dict[str, Any]:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
     return {
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-        "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        **policy_state(),
         "ort_cuda_cudnn_conv_algo_search": ORT_CONV_ALGO_SEARCH,
         "ort_cuda_use_tf32": 0,
         "ort_cpu": "fp32 (the CPU provider has no reduced-precision fp32 mode)",

@@ -14,6 +14,9 @@ rank pins ``torch.set_num_threads`` and OMP_NUM_THREADS to its share and, where 
 Every rank runs the run's maths policy (bench.measure.numerics.apply_policy: TF32 off, cudnn.benchmark on), as every
 other row does, and on CUDA the launch sees only the GPUs it uses, the run's GPU first (``CUDA_VISIBLE_DEVICES``,
 ``visible_gpus``): the 1-process baseline of ``--device cuda:1`` runs on GPU 1, and rank r of N on the r-th of them.
+Rank 0 reports the policy it ran under (read after its windows) and its device (``device_identity``: a GPU's UUID,
+whatever index the launch gave it); a launch whose report differs from this process's policy or the run's device is
+a failed row with the difference as its reason (``worker_mismatch``), never a figure beside the run's others.
 
 The ideal matches the setup (``ScaleRecord.ideal``): CPU with fixed total cores: ideal = rate(1 process with all the
 same cores) ("is N processes better than one with all the cores"); GPUs: ideal = N x rate(1).
@@ -35,7 +38,8 @@ import torch
 import zoo
 from bench.budget import TIER_CORE, TIER_SCALE, RowCost
 from bench.context import BenchContext, ModelSession
-from bench.measure.numerics import apply_policy
+from bench.measure.hardware import device_identity
+from bench.measure.numerics import apply_policy, policy_mismatch, policy_state
 from bench.measure.timing import steps_for_window, time_window, window_stats
 from bench.phases.base import Phase, Priced, kept
 from bench.records import Record, ScaleRecord, not_ok
@@ -137,6 +141,18 @@ def cuda_index(device: torch.device) -> int:
     return torch.cuda.current_device() if torch.cuda.is_available() else 0
 
 
+def worker_mismatch(got: dict[str, Any], device: torch.device) -> str | None:
+    """Why a launch's result cannot stand beside the run's other rows (None when it can): its rank 0 ran under other
+    maths than this process runs now, or on another device than the run's."""
+    maths = policy_mismatch(got.get("maths"), policy_state())
+    if maths:
+        return f"the worker ran under another maths policy: {maths}"
+    mine = device_identity(device)
+    if got.get("device") != mine:
+        return f"the worker ran on {got.get('device')!r}, not the run's device {mine!r}"
+    return None
+
+
 def run_worker(cmd: list[str], env: dict[str, str], timeout_s: float) -> tuple[int, str]:
     """(exit code, last stderr line); the whole process group is killed on timeout or Ctrl-C."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -212,6 +228,10 @@ class ScalePhase(Phase):
                     continue
                 with open(result) as f:
                     got = json.load(f)
+            refused = worker_mismatch(got, ctx.device)
+            if refused:  # not comparable with the run's rows, nor a baseline for the others
+                rows.append(not_ok(ScaleRecord, name, dev, refused, **fields))
+                continue
             stats = window_stats(got["window_rates"])
             if n == 1:
                 rate_1 = stats["samples_per_s"]
@@ -291,7 +311,7 @@ def worker(argv: list[str]) -> int:
     if is_main():
         with open(args.result, "w") as f:
             json.dump({"window_rates": rates, "steps_per_window": steps, "threads": torch.get_num_threads(),
-                       "maths": maths}, f)
+                       "maths": {**maths, **policy_state()}, "device": device_identity(device)}, f)
     destroy()
     return 0
 

@@ -16,9 +16,10 @@ Every row trains the same model from one seeded initialisation (copied, never re
 Timing (bench.measure.timing): each row's window is sized to ~0.5 s (0.15 s with --quick), then the windows run
 round-robin in a rotating order, so a slow spell on a shared machine hits every row alike. A row's rate is the median
 over windows of samples stepped / window seconds (``window_rates`` keeps every window). Memory is measured one row at
-a time while the row is built (a ``PeakMemory`` block from before its data, model and optimizer exist), so a row's
-figure is what it keeps and does. One untimed steady step per row then sizes a slow row's windows (a fast one gets
-``steps_for_window``'s probe; an uncompiled row whose first step lasted a whole window skips it).
+a time while the row is built (a ``PeakMemory`` block from before its data, model and optimizer exist), its peak reset
+after the first (warm) step and read over one steady step: what the row keeps and a steady step does, without the
+first step's one-off cuDNN search workspace; mem_delta_mb ("peak above row start") leaves out what earlier rows still
+hold. That steady step, timed, sizes a slow row's windows (a fast one gets ``steps_for_window``'s probe).
 
 The run's budget (``ctx.budget_for(name, "train")``, fitted to the rows' prices: train_cost) sizes the work: the
 rows the plan dropped are not built, each row's split holds what its seconds can step, the tuner gets TUNE_SHARE (at
@@ -93,8 +94,7 @@ class TimedRow:
     compile_s: float | None = None
     tuned: dict[str, Any] | None = None
     steps_per_window: int = 1
-    step_s: float | None = None  # one steady-state step, timed after the build (time_steady_step)
-    first_step_s: float | None = None  # the build's step (the first: one-off costs included)
+    step_s: float | None = None  # one steady-state step, timed after the build (steady_step)
     rates: list[float] = field(default_factory=list)
     samples: int = 0
     peak_mem_mb: float | None = None
@@ -234,8 +234,7 @@ class RowBuilder:
             self.ctx.sync()
             first_s = time.perf_counter() - t
             compiled = plan.compile or (tuned or {}).get("compile")
-            return TimedRow(plan, step, resources, compile_s=first_s if compiled else None, tuned=tuned,
-                            first_step_s=first_s)
+            return TimedRow(plan, step, resources, compile_s=first_s if compiled else None, tuned=tuned)
         except BaseException:
             resources.close()
             raise
@@ -252,7 +251,7 @@ def window_target_s(n_rows: int, quick: bool, budget_s: float | None) -> float:
 
 
 def window_steps(row: TimedRow, sync: Callable[[], None], target_s: float) -> int:
-    """Steps per window: from the steady-state step time (time_steady_step) when that step alone lasted long
+    """Steps per window: from the steady-state step time (steady_step) when that step alone lasted long
     enough to be trusted (steps_for_window's own rule: 5% of the target), else steps_for_window's probe."""
     if row.step_s is not None and row.step_s * MEMORY_STEPS >= 0.05 * target_s:
         return max(1, round(target_s / row.step_s))
@@ -304,24 +303,29 @@ def _guard(row: TimedRow, fn: Callable[[], None]) -> None:
         row.error = exc
 
 
-def time_steady_step(rows: list[TimedRow], sync: Callable[[], None], quick: bool = False) -> None:
-    """One steady-state step per row, timed (``row.step_s``) to size a slow row's windows without another probe.
+def steady_step(row: TimedRow, sync: Callable[[], None]) -> None:
+    """MEMORY_STEPS steady steps after the build's first, timed (``row.step_s``): a row's memory is read over them."""
+    sync()
+    t0 = timing.clock()
+    for _ in range(MEMORY_STEPS):
+        row.step()
+    sync()
+    row.step_s = (timing.clock() - t0) / MEMORY_STEPS
 
-    An uncompiled row whose first step already lasted a whole window (WINDOW_S) skips it: its windows are one step
-    whatever the steady time, so that first step's time stands in (AlexNet at batch 512: ~1.7 s saved per row)."""
-    for row in rows:
-        if row.compile_s is None and row.first_step_s is not None and row.first_step_s >= WINDOW_S[quick]:
-            row.step_s = row.first_step_s
-            continue
-        def steps(r: TimedRow = row) -> None:
-            sync()
-            t0 = timing.clock()
-            for _ in range(MEMORY_STEPS):
-                r.step()
-            sync()
-            r.step_s = (timing.clock() - t0) / MEMORY_STEPS
 
-        _guard(row, steps)
+def measure_row(builder: RowBuilder, plan: RowPlan) -> TimedRow:
+    """One row built in its own PeakMemory block, the peak reset after its first (warm) step, then its steady step:
+    the row's peak leaves out the first step's one-off work, as an inference row's leaves out its warm calls'."""
+    with PeakMemory(builder.ctx.device) as mem:
+        row = builder.build(plan)
+        try:
+            mem.reset_peak()
+            steady_step(row, builder.ctx.sync)
+        except BaseException:
+            row.resources.close()
+            raise
+    row.peak_mem_mb, row.mem_delta_mb, row.mem_held_mb = mem.peak_mb, mem.delta_mb, mem.held_mb
+    return row
 
 
 def _base_fields(name: str, ctx: BenchContext) -> dict[str, Any]:
@@ -377,16 +381,11 @@ class TrainPhase(Phase):
             ctx.activity = f"building row {i + 1} of {len(plans)} ({row_label(plan)})"
             builder.loaders.clear()  # each row builds the data it keeps: its memory includes that data
             try:
-                with PeakMemory(ctx.device) as mem:  # from before the row exists: data + model + optimizer + step
-                    row = builder.build(plan)
-                row.peak_mem_mb, row.mem_delta_mb, row.mem_held_mb = mem.peak_mb, mem.delta_mb, mem.held_mb
-                built.append(row)
+                built.append(measure_row(builder, plan))
             except Exception as exc:  # a failing variant is recorded, the other rows go on
                 built.append(_failed(name, ctx, plan, exc))
         timed = [b for b in built if isinstance(b, TimedRow)]
         try:
-            ctx.activity = f"one steady step per row ({len(timed)} rows)"  # then time_rows says its rounds
-            time_steady_step(timed, ctx.sync, ctx.quick)
             left_s = None if budget_s is None else budget_s - (timing.clock() - began)
             time_rows(timed, ctx.sync, quick=ctx.quick, budget_s=left_s, say=lambda t: setattr(ctx, "activity", t))
         finally:

@@ -23,8 +23,8 @@ from bench.records import (
     Record,
     RunEnv,
 )
+from bench.report import infer_tables, serve_tables, tables
 from bench.report import plots as plotting
-from bench.report import serve_tables, tables
 from bench.report.glance import glance_lines
 from bench.report.index import write_index
 from bench.report.load import load_results
@@ -268,7 +268,7 @@ def render_summary(env: RunEnv, records: list[Record], plot_files: list[str] | t
     """The Markdown summary of one run; ``plot_files`` are the PNG names written beside it."""
     glance = glance_lines(env, records)
     out = header_lines(env) + (glance + [""] if glance else []) + env_section(env) + [""] + method_section(env)
-    for section in (tables.zoo_section, tables.train_section, tables.infer_section, tables.parity_section,
+    for section in (tables.zoo_section, tables.train_section, infer_tables.infer_section, tables.parity_section,
                     tables.scale_section, tables.tta_section, serve_tables.serve_section, tables.not_ok_section):
         lines = section(records)
         if lines:

@@ -13,7 +13,6 @@ from tabulate import tabulate
 from bench.records import (
     PERCENTILE_MIN_CALLS,
     TRAIN_ROWS,
-    InferRecord,
     ModelRecord,
     ParityRecord,
     Record,
@@ -21,7 +20,7 @@ from bench.records import (
     TrainRecord,
     TtaRecord,
 )
-from bench.report.selection import infer_rows, ladder_rows, models_of, of_type, variant_rows
+from bench.report.selection import ladder_rows, models_of, of_type, variant_rows
 
 # ---------------------------------------------------------------------------------------------------------------
 # Cells
@@ -254,70 +253,6 @@ def train_section(records: list[Record]) -> list[str]:
         return []
     rungs = "; ".join(f"*{name}*: {text}" for name, text in TRAIN_ROWS.items())
     return ["## Training throughput", "", f"Rungs, in order: {rungs}.", *out]
-
-
-def _provenance(rows: list[InferRecord], m: ModelRecord | None = None) -> tuple[str, str | None]:
-    weights = "/".join(sorted({r.weights for r in rows if r.weights})) or "?"
-    data = "/".join(sorted({r.data for r in rows if r.data})) or "?"
-    warn = None
-    if m is not None and m.weights == weights and m.data == data:  # the model record says where from, in full
-        weights, data = weights_text(m), data_text(m)
-    if "random" in weights or "synthetic" in data:
-        warn = ("> Weights are random or the data synthetic: the accuracy columns only say whether a backend agrees "
-                "with eager fp32, not how well the model classifies.")
-    return f"weights {weights}, data {data}", warn
-
-
-def _flag_cell(r: InferRecord) -> str:
-    if not r.ok:
-        return _status_cell(r)
-    if r.accuracy_ok is False:
-        return f"**FLAG: accuracy moved more than {num(r.accuracy_budget_pts)} pts**"
-    return "ok" if r.accuracy_ok else ""
-
-
-def _infer_row(r: InferRecord) -> list[str]:
-    key = [r.backend, r.precision, r.batch_size]
-    if not r.ok:
-        return key + [""] * 13 + [_flag_cell(r)]
-    agree = pct(r.argmax_agreement, 2)
-    if agree and _is_num(r.agreement_samples):
-        agree += f" of {r.agreement_samples:,}"
-    delta = f"{r.accuracy_delta_pts:+.2f}" if _is_num(r.accuracy_delta_pts) else ""
-    return key + [spread_cell(r.p50_ms, r.iqr_ms, r.n_calls, LOW_N_CALLS), percentile_cell(r.p90_ms, r.n_calls, r.max_ms, 90),
-                  percentile_cell(r.p99_ms, r.n_calls, r.max_ms, 99), count(r.n_calls), num(r.samples_per_s),
-                  ratio(r.speedup_vs_eager), pct(r.accuracy, 2), delta, agree, sci(r.max_abs_diff),
-                  peak_pct(r.pct_of_peak), seconds(r.compile_s), mem_cell(r), _flag_cell(r)]
-
-
-def mem_cell(r: InferRecord) -> str:
-    """Peak memory, labelled "host" when it is another device's than the row's (ORT's CPU provider on a GPU run)."""
-    text = num(r.peak_mem_mb)
-    return f"{text} host" if text and r.mem_device and r.mem_device != r.device else text
-
-
-def infer_section(records: list[Record]) -> list[str]:
-    out: list[str] = []
-    for model in models_of(of_type(records, InferRecord)):
-        rows = infer_rows(records, model)
-        provenance, warn = _provenance(rows, model_of(records, model))
-        out += ["", f"### {model}: {provenance}", ""]
-        if warn:
-            out += [warn, ""]
-        out.append(table([_infer_row(r) for r in rows],
-                         ["backend", "precision", "batch", "p50 ms ± IQR (IQR %)", "p90 ms", "p99 ms", "n calls",
-                          "samples/s", "vs eager", "accuracy", "delta (pts)", "argmax agreement", "max abs diff",
-                          "% of peak", "setup s", "peak mem MB", "flag"]))
-        notes = [f"`{r.describe() or r.backend}`: {'; '.join(x for x in (r.provider, r.note, inline(r.options)) if x)}"
-                 for r in rows if r.provider or r.note or r.options]
-        if notes:
-            out += ["", "Notes: " + " | ".join(notes)]
-    if not out:
-        return []
-    return ["## Inference latency", "",
-            "Latency is per call for the whole batch; *vs eager* is eager fp32's p50 / this row's p50 at the same "
-            "batch size; accuracy, delta and agreement are measured against eager fp32 on the same inputs; "
-            "*setup s* is the one-off cost (compile, session creation, quantization, capture).", *out]
 
 
 def parity_section(records: list[Record]) -> list[str]:
