@@ -220,9 +220,10 @@ def test_compile_pays_only_when_planned_steps_save_more_than_it_costs():
 def test_compile_probe_reports_its_cost_and_a_no_faster_compile_needs_a_real_gain(monkeypatch):
     monkeypatch.setattr(tune.torch, "compile", lambda net, mode=None: net)  # 'compiled' = the same model
     monkeypatch.setattr(tune, "COMPILE_MIN_S", 0.5)  # a 'compile' this cheap fits a short test's budget
+    _slow_steps(monkeypatch, 0.0)  # steps that cost nothing: a loaded machine's step time cannot decide the stage
     model = _model("mlp")
     recipe = zoo.get_spec("mlp").recipe
-    choice = autotune(model, recipe, *_batch("mlp", 16), "cpu", steps_planned=10**9, budget_s=0.6,
+    choice = autotune(model, recipe, *_batch("mlp", 16), "cpu", steps_planned=10**9, budget_s=1.5,
                       candidates=[tune.default_candidate(model, recipe, "cpu"), Candidate(compile="default")])
     assert "contiguous/fused/compile" in choice.measured and choice.compile_s is not None
     assert "contiguous/fused (compile stage)" in choice.measured
