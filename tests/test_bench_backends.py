@@ -109,6 +109,24 @@ def test_precisions_and_names():
                                                    "aot_inductor", "tensorrt"}
 
 
+# ---- torch.compile -------------------------------------------------------------------------------------------------
+
+def test_compile_is_set_up_per_device_and_says_so_on_the_row(tmp_path):
+    from bench.backends.torch_compile import COMPILE_SETUPS, CompileBackend
+
+    for setup in COMPILE_SETUPS.values():  # torch.compile refuses a mode and options together
+        assert not ("mode" in setup.kwargs() and "options" in setup.kwargs())
+    assert COMPILE_SETUPS["cpu"].as_record() == {"mode": "default", "dynamic": False, "freezing": True}
+    assert COMPILE_SETUPS["cuda"].as_record()["mode"] == "default"  # reduce-overhead would copy the input per call
+    session, ctx = make("lenet", tmp_path)
+    backend = CompileBackend(session, ctx)
+    backend.prepare()
+    assert backend.fields["options"] == COMPILE_SETUPS["cpu"].as_record()
+    assert "freezing=True" in backend.fields["note"]
+    assert_matches_eager(backend, session)  # frozen weights: the same logits as eager, within fp32 rounding
+    backend.close()
+
+
 # ---- OpenVINO ------------------------------------------------------------------------------------------------------
 
 @pytest.mark.skipif(not has("openvino"), reason='openvino not installed: pip install -e ".[openvino]"')
