@@ -401,12 +401,9 @@ def test_the_knee_plot_draws_every_probe_of_each_server_row_and_the_bound():
 @needs_loadgen
 @pytest.mark.slow
 def test_the_phase_runs_every_scenario_under_loadgen_end_to_end(ctx, mlp_session, monkeypatch):
-    import bench.phases.serve_rows as serve_rows
     import bench.phases.serve_settings as serve_settings
 
-    short = dict.fromkeys(SERVE_SCENARIOS, 250)
-    monkeypatch.setattr(serve_settings, "DURATION_MS", short)
-    monkeypatch.setattr(serve_rows, "DURATION_MS", short)
+    monkeypatch.setattr(serve_settings, "DURATION_MS", dict.fromkeys(SERVE_SCENARIOS, 250))
     ctx.backends, ctx.server_latency_ms = ["noop"], 50.0
     session = ModelSession("mlp", mlp_session.model)
     rows = serve.ServePhase().run(session, ctx)
