@@ -81,7 +81,8 @@ class ServePhase(Phase):
         """Every backend's rows priced by bench.phases.serve_cost (floor: the shortest tests and fewest Server probes
         the rules allow; full: the defaults), with the backend's build and closed-loop estimate, the ONNX export and
         the model's serve inputs shared; the drop order is serve_cost's."""
-        t, n_eval = serve_cost.priced_times(prices, name), serve_cost.eval_samples(name)
+        t = serve_cost.priced_times(prices, name)
+        n_eval = serve_cost.eval_samples(name, ctx, t)
         groups = serve_cost.shared_costs(name, ctx, prices, t, n_eval)
         groups[f"{name} onnx export"] = prices.build("onnx_export")
         rows = []

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import zoo
+from bench import accuracy
 from bench.budget import TIER_BACKEND, TIER_CORE, TIER_DUP_BATCH
 from bench.phases.serve_search import CHECK_FACTOR
 from bench.phases.serve_settings import (
@@ -153,9 +154,11 @@ def priced_times(prices: Any, name: str) -> ServiceTimes:
     return ServiceTimes(forward.get(1) or sample_s, forward.get(b) or sample_s * b, b)
 
 
-def eval_samples(name: str) -> int:
-    """The test split's size: the most samples the reference and the AccuracyOnly row evaluate."""
-    return DATASETS[zoo.get_spec(name).dataset][2][1]
+def eval_samples(name: str, ctx: Any, t: ServiceTimes) -> int:
+    """The samples the reference and the AccuracyOnly row evaluate: the test split, or the prefix bench.accuracy cuts
+    it to under a budget (priced at eager's batch of accuracy.EVAL_BATCH_SIZE)."""
+    n = accuracy.EVAL_BATCH_SIZE
+    return accuracy.sample_limit(ctx, DATASETS[zoo.get_spec(name).dataset][2][1], t.call_s(n), n)
 
 
 def shared_costs(name: str, ctx: Any, prices: Any, t: ServiceTimes, n_eval: int) -> dict[str, float]:
