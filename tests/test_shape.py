@@ -142,7 +142,7 @@ BENCH_LAYOUT = {
               "accuracy", "gpu_smoke"},
     "bench.measure": {"timing", "stats", "memory", "machine", "numerics", "hardware"},
     "bench.report": {"__main__", "files", "index", "staging", "tables", "serve_tables", "plots", "selection", "load",
-                     "schema", "glance"},
+                     "schema", "glance", "samples"},
 }
 
 
