@@ -225,3 +225,34 @@ def test_the_cost_model_follows_loadgen_stopping_rules():
     assert serve_cost.fit_flex(lambda f: 10 + 10 * f, 15.0) == pytest.approx(0.5, abs=1e-4)
     assert serve_cost.fit_flex(lambda f: 10 + 10 * f, 5.0) == 0.0
     assert serve_cost.fit_flex(lambda f: 10 + 10 * f, None) == 1.0
+
+
+class PairBudget:
+    """The run's budget as the phase sees it: this pair's seconds, every row kept."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def seconds_for(self, name, phase):
+        return self.seconds
+
+    def keeps(self, model, phase, label):
+        return True
+
+
+def test_the_phase_splits_its_seconds_between_backends_and_keeps_within_them(fake_serve, monkeypatch, tmp_path):
+    clock, tests = fake_serve
+    inputs = torch.zeros(512, 1, 28, 28)
+    ref = types.SimpleNamespace(batches=lambda: iter(inputs.split(256)), labels=torch.arange(512) % 10)
+    monkeypatch.setattr(serve.accuracy, "reference", lambda session, ctx: ref)
+    monkeypatch.setattr(serve, "BACKENDS", {"eager": Known, "noop": type("KnownToo", (Known,), {"name": "noop"})})
+    ctx = BenchContext(device=CPU, synthetic=True, checkpoints=None, out_dir=str(tmp_path), threads=1,
+                       backends=["eager", "noop"], server_latency_ms=50.0, prices=fake_prices(["lenet"]))
+    ctx.budget = PairBudget(30.0)
+    rows = serve.ServePhase().run(ModelSession("lenet", torch.nn.Identity()), ctx)
+    assert len(rows) == 12 and all(r.ok for r in rows), [r.reason for r in rows if not r.ok]
+    assert clock.now <= 30.0 and any(s.shortened for s, _ in tests)
+    first = {r.backend: r.settings["budget_s"] for r in rows if r.scenario == "SingleStream"}
+    assert 0 < first["eager"] <= 15.0 + 1e-9  # half of the pair's seconds (both backends priced alike)
+    eager_s = sum(seconds for _, seconds in tests[:6])  # eager's six tests ran first
+    assert first["noop"] <= 30.0 - eager_s + 1e-9  # the second backend gets what the first one left
