@@ -127,7 +127,7 @@ class Known(Backend):
 B1_S, BATCH_S = 0.004, 0.02  # the fake backend's service times (batch 1, batch 64); capacity ~1,400 samples/s
 
 
-def fake_loadgen(clock: FakeClock, tests: list):
+def fake_loadgen(clock: FakeClock, tests: list, owners: list):
     """BackendServe.test without LoadGen: the clock advances by how long LoadGen would run the test it is handed
     (until min duration and min queries, never past max duration; Offline: its one query at the backend's rate)."""
     capacity = 64 / BATCH_S
@@ -148,6 +148,7 @@ def fake_loadgen(clock: FakeClock, tests: list):
             n = int(seconds / per)
         clock.now += seconds
         tests.append((settings, seconds))
+        owners.append(self.backend.name)
         met = settings.scenario != "Server" or settings.target_qps <= 0.8 * capacity
         summary = serve_logs.Summary(result="VALID", samples_per_s=n / seconds,
                                      values={"Performance constraints satisfied": "Yes" if met else "NO"})
@@ -159,12 +160,12 @@ def fake_loadgen(clock: FakeClock, tests: list):
 
 @pytest.fixture
 def fake_serve(monkeypatch):
-    clock, tests = FakeClock(), []
+    clock, tests, owners = FakeClock(), [], []
     monkeypatch.setattr(timing, "clock", clock)
-    monkeypatch.setattr(serve_rows.BackendServe, "test", fake_loadgen(clock, tests))
+    monkeypatch.setattr(serve_rows.BackendServe, "test", fake_loadgen(clock, tests, owners))
     monkeypatch.setattr(serve_rows.Estimate, "median_s", staticmethod(lambda predict, x, calls: B1_S if x.shape[0] == 1
                                                                        else BATCH_S * x.shape[0] / 64))
-    return clock, tests
+    return clock, tests, owners
 
 
 def serve_backend(share_s, tmp_path):
@@ -178,7 +179,7 @@ def serve_backend(share_s, tmp_path):
 
 @pytest.mark.parametrize("share_s", [15.0, 30.0])
 def test_a_backends_tests_are_sized_to_the_share_it_was_given(share_s, fake_serve, tmp_path):
-    clock, tests = fake_serve
+    clock, tests, owners = fake_serve
     keys = serve.row_keys(list(SERVE_SCENARIOS))
     rows = serve_backend(share_s, tmp_path).rows(keys)
     assert all(r.ok for r in rows), [r.reason for r in rows if not r.ok]
@@ -192,7 +193,7 @@ def test_a_backends_tests_are_sized_to_the_share_it_was_given(share_s, fake_serv
 
 
 def test_without_a_budget_every_test_runs_its_defaults(fake_serve, tmp_path):
-    clock, tests = fake_serve
+    clock, tests, owners = fake_serve
     rows = serve_backend(None, tmp_path).rows(serve.row_keys(list(SERVE_SCENARIOS)))
     assert all(r.ok for r in rows)
     assert not any(s.shortened for s, _ in tests)
@@ -204,7 +205,7 @@ def test_without_a_budget_every_test_runs_its_defaults(fake_serve, tmp_path):
 
 
 def test_a_share_below_the_floors_runs_the_floors_and_never_cuts_the_query_counts(fake_serve, tmp_path):
-    clock, tests = fake_serve
+    clock, tests, owners = fake_serve
     rows = serve_backend(0.5, tmp_path).rows(serve.row_keys(list(SERVE_SCENARIOS)))
     assert all(r.ok for r in rows)
     perf = [s for s, _ in tests if s.mode == "PerformanceOnly"]
@@ -241,7 +242,7 @@ class PairBudget:
 
 
 def test_the_phase_splits_its_seconds_between_backends_and_keeps_within_them(fake_serve, monkeypatch, tmp_path):
-    clock, tests = fake_serve
+    clock, tests, owners = fake_serve
     inputs = torch.zeros(512, 1, 28, 28)
     ref = types.SimpleNamespace(batches=lambda: iter(inputs.split(256)), labels=torch.arange(512) % 10)
     monkeypatch.setattr(serve.accuracy, "reference", lambda session, ctx: ref)
@@ -254,5 +255,6 @@ def test_the_phase_splits_its_seconds_between_backends_and_keeps_within_them(fak
     assert clock.now <= 30.0 and any(s.shortened for s, _ in tests)
     first = {r.backend: r.settings["budget_s"] for r in rows if r.scenario == "SingleStream"}
     assert 0 < first["eager"] <= 15.0 + 1e-9  # half of the pair's seconds (both backends priced alike)
-    eager_s = sum(seconds for _, seconds in tests[:6])  # eager's six tests ran first
+    assert owners == sorted(owners)  # eager's tests, then noop's
+    eager_s = sum(seconds for (_, seconds), owner in zip(tests, owners) if owner == "eager")
     assert first["noop"] <= 30.0 - eager_s + 1e-9  # the second backend gets what the first one left
