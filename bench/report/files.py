@@ -24,10 +24,11 @@ from bench.records import (
     RunEnv,
 )
 from bench.report import plots as plotting
-from bench.report import samples, serve_tables, tables
+from bench.report import serve_tables, tables
 from bench.report.glance import glance_lines
 from bench.report.index import write_index
 from bench.report.load import load_results
+from bench.report.samples import pack
 from bench.report.schema import results_from_json
 from zoo.atomic import atomic_write_text
 
@@ -59,7 +60,7 @@ def _record_dict(rec: Record) -> dict[str, Any]:
     for f in dataclasses.fields(rec):
         if str(f.type) == "list[float]" and isinstance(data.get(f.name), (list, tuple)):
             finite = [v for v in data[f.name] if not (isinstance(v, float) and not math.isfinite(v))]
-            data[f.name] = samples.pack(finite, getattr(rec, "samples_per_repeat", None))
+            data[f.name] = pack(finite, getattr(rec, "samples_per_repeat", None))
     return data
 
 
