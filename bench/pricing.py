@@ -56,6 +56,7 @@ BUILD_FORWARD_SAMPLES = {"int8_quantize": 512 * 6}
 PRICING_SHARE = 0.1  # of --budget: the most the pass spends measuring; models past it are priced from their FLOPs
 TORCHRUN_IMPORTS = 2.0  # a torchrun launch starts two interpreters that import torch: the launcher and the rank
 TORCHRUN_RENDEZVOUS_S = 1.0
+SERVE_SIZES = [1, 64]  # the serve phase's batch-1 queries and Offline batches (bench.phases.serve_cost)
 
 
 @dataclass
@@ -188,7 +189,7 @@ def price_run(ctx, phases: list, calibration: dict[str, Any], say: Callable[[str
         say(f"pricing {m}")
         try:
             prices.models[m] = price_model(m, ctx, train=bool(names & {"train", "scale"}),
-                                           infer_sizes=ctx.infer_batch_sizes(m))
+                                           infer_sizes=ctx.infer_batch_sizes(m) + SERVE_SIZES * ("serve" in names))
             measured.append(m)
         except Exception:  # noqa: BLE001 - a model that cannot be priced gets the phases' fallbacks; its run says why
             prices.models[m] = ModelPrices(build_s=1.0)

@@ -18,7 +18,12 @@ from bench.context import BenchContext, ModelSession
 from bench.phases import serve_logs
 from bench.phases.serve_rows import BackendServe, ServeInputs
 from bench.phases.serve_search import CHECK_FACTOR, ServeProbe, check_rate, search_max_rate
-from bench.phases.serve_settings import default_bound_ms, duration_scale, scenario_settings
+from bench.phases.serve_settings import (
+    MIN_DURATION_FLOOR_MS,
+    MIN_SEARCH_PROBES,
+    default_bound_ms,
+    scenario_settings,
+)
 from bench.phases.serve_sut import BatchPolicy, DynamicBatcher, Worker, loadgen_missing
 from bench.records import (
     PERCENTILE_MIN_CALLS,
@@ -150,9 +155,10 @@ def test_the_check_probe_is_one_and_a_half_times_the_answer():
 # --- settings -----------------------------------------------------------------------------------------------------
 
 def test_a_budget_cuts_durations_but_never_the_query_counts_and_says_shortened():
-    full = scenario_settings("Server", duration_scale(None, 10.0), policy=BatchPolicy(32), threads=2, budget_s=None)
-    cut = scenario_settings("Server", duration_scale(1.0, 10.0), policy=BatchPolicy(32), threads=2, budget_s=1.0)
+    full = scenario_settings("Server", 1.0, policy=BatchPolicy(32), threads=2, budget_s=None)
+    cut = scenario_settings("Server", 0.0, policy=BatchPolicy(32), threads=2, budget_s=1.0)
     assert not full.shortened and cut.shortened and cut.min_duration_ms < full.min_duration_ms
+    assert cut.min_duration_ms == MIN_DURATION_FLOOR_MS and cut.search_probes == MIN_SEARCH_PROBES < full.search_probes
     assert cut.min_query_count == full.min_query_count == PERCENTILE_MIN_CALLS[99]
     assert scenario_settings("SingleStream", 1.0, policy=BatchPolicy(1), threads=1,
                              budget_s=None).min_query_count == PERCENTILE_MIN_CALLS[90]
@@ -395,12 +401,9 @@ def test_the_knee_plot_draws_every_probe_of_each_server_row_and_the_bound():
 @needs_loadgen
 @pytest.mark.slow
 def test_the_phase_runs_every_scenario_under_loadgen_end_to_end(ctx, mlp_session, monkeypatch):
-    import bench.phases.serve_rows as serve_rows
     import bench.phases.serve_settings as serve_settings
 
-    short = dict.fromkeys(SERVE_SCENARIOS, 250)
-    monkeypatch.setattr(serve_settings, "DURATION_MS", short)
-    monkeypatch.setattr(serve_rows, "DURATION_MS", short)
+    monkeypatch.setattr(serve_settings, "DURATION_MS", dict.fromkeys(SERVE_SCENARIOS, 250))
     ctx.backends, ctx.server_latency_ms = ["noop"], 50.0
     session = ModelSession("mlp", mlp_session.model)
     rows = serve.ServePhase().run(session, ctx)

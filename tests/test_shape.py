@@ -141,8 +141,8 @@ BENCH_LAYOUT = {
               "compare", "verdicts", "repeat", "matrix", "history", "crosscheck", "vendor", "benchmark_app", "export",
               "accuracy", "gpu_smoke"},
     "bench.measure": {"timing", "stats", "memory", "machine", "numerics", "hardware"},
-    "bench.report": {"__main__", "files", "index", "staging", "tables", "infer_tables", "serve_tables", "plots", "selection", "load",
-                     "schema", "glance"},
+    "bench.report": {"__main__", "files", "index", "staging", "tables", "infer_tables", "serve_tables", "plots",
+                     "selection", "load", "schema", "glance", "samples"},
 }
 
 

@@ -24,10 +24,12 @@ import torch
 from bench import accuracy
 from bench.backends import BACKENDS
 from bench.backends.base import Backend
+from bench.budget import RowCost
 from bench.context import BenchContext, ModelSession
 from bench.measure import timing
-from bench.phases.base import Phase
-from bench.phases.infer import free_memory
+from bench.phases import serve_cost
+from bench.phases.base import Phase, Priced, kept
+from bench.phases.infer import BUILDS, ONNX_BACKENDS, free_memory
 from bench.phases.serve_rows import BackendServe, ServeInputs
 from bench.phases.serve_settings import (
     MULTISTREAM_SAMPLES,
@@ -75,42 +77,82 @@ class ServePhase(Phase):
     def planned_rows(self, name: str, ctx: BenchContext) -> int:
         return len(ctx.backends) * len(row_keys(ctx.serve_scenarios))
 
+    def row_costs(self, name: str, ctx: BenchContext, prices) -> Priced:
+        """Every backend's rows priced by bench.phases.serve_cost (floor: the shortest tests and fewest Server probes
+        the rules allow; full: the defaults), with the backend's build and closed-loop estimate, the ONNX export and
+        the model's serve inputs shared; the drop order is serve_cost's."""
+        t = serve_cost.priced_times(prices, name)
+        n_eval = serve_cost.eval_samples(name, ctx, t)
+        groups = serve_cost.shared_costs(name, ctx, prices, t, n_eval)
+        groups[f"{name} onnx export"] = prices.build_for("onnx_export", name)
+        rows = []
+        for sel in ctx.backends:
+            cls = BACKENDS[sel]
+            shared = [f"{name} serve inputs", f"{name} serve {sel}"]
+            groups[shared[1]] = sum(prices.build_for(b, name) for b in BUILDS.get(cls.name, ())) + \
+                serve_cost.ESTIMATE_CALLS * (t.b1_s + t.batch_s)
+            shared += [f"{name} onnx export"] if cls.name in ONNX_BACKENDS else []
+            runs = cls.available(ctx.device) is None
+            for key in row_keys(ctx.serve_scenarios):
+                floor, full = (serve_cost.key_s(key, t, f, n_eval) if runs else 0.0 for f in (0.0, 1.0))
+                rows.append(RowCost(name, self.name, serve_cost.row_label(sel, key), floor, max(floor, full),
+                                    serve_cost.row_tier(cls.name, key), tuple(shared) if runs else (),
+                                    {"backend": cls.name, "precision": cls.precision, **key}, droppable=runs,
+                                    args=("--backends", sel, "--scenarios", key["scenario"])))
+        return rows, groups
+
+    def kept_keys(self, sel: str, name: str, ctx: BenchContext) -> list[dict[str, Any]]:
+        """The backend's rows the run's plan measures (every row without a budget)."""
+        return [k for k in row_keys(ctx.serve_scenarios) if kept(ctx, name, self.name, serve_cost.row_label(sel, k))]
+
     def not_ok_rows(self, cls: type[Backend], session: ModelSession, ctx: BenchContext, reason,
-                    status: str) -> list[Record]:
+                    status: str, keys: list[dict[str, Any]] | None = None) -> list[Record]:
+        keys = row_keys(ctx.serve_scenarios) if keys is None else keys
         return [not_ok(ServeRecord, session.name, ctx.device.type, reason, status=status, backend=cls.name,
-                       precision=cls.precision, **key) for key in row_keys(ctx.serve_scenarios)]
+                       precision=cls.precision, **key) for key in keys]
 
     def failed(self, session: ModelSession, ctx: BenchContext, exc: BaseException) -> list[Record]:
         return [r for sel in ctx.backends for r in self.not_ok_rows(BACKENDS[sel], session, ctx, exc, "failed")]
 
     def run(self, session: ModelSession, ctx: BenchContext) -> list[Record]:
+        plan = [(sel, self.kept_keys(sel, session.name, ctx)) for sel in ctx.backends]
+        plan = [(sel, keys) for sel, keys in plan if keys]  # a backend the plan dropped whole is not even built
         missing = loadgen_missing()
         if missing:
-            return [r for sel in ctx.backends
-                    for r in self.not_ok_rows(BACKENDS[sel], session, ctx, missing, "skipped")]
+            return [r for sel, keys in plan
+                    for r in self.not_ok_rows(BACKENDS[sel], session, ctx, missing, "skipped", keys)]
+        started = timing.clock()
         ref = accuracy.reference(session, ctx)
         inputs = torch.cat(list(ref.batches())).contiguous()
         bound_ms, source = model_bound(session, ctx, inputs)
         budget = ctx.budget_for(session.name, self.name)
-        share = None if budget is None else budget / max(len(ctx.backends), 1)
-        data = ServeInputs(ref, inputs, bound_ms, source, share)
+        t, n_eval = serve_cost.priced_times(ctx.prices, session.name), int(inputs.shape[0])
+        weights = [serve_cost.rows_s(keys, t, 1.0, n_eval) for _, keys in plan]
         rows: list[Record] = []
-        for sel in ctx.backends:
-            rows += self.backend_rows(BACKENDS[sel], session, ctx, data)
+        for i, (sel, keys) in enumerate(plan):
+            # This backend's share of what is left, in proportion to its priced rows (earlier overruns shrink it).
+            share = None if budget is None else \
+                max(0.0, budget - (timing.clock() - started)) * weights[i] / max(sum(weights[i:]), 1e-9)
+            rows += self.backend_rows(BACKENDS[sel], session, ctx, ServeInputs(ref, inputs, bound_ms, source, share),
+                                      keys)
         return rows
 
     def backend_rows(self, cls: type[Backend], session: ModelSession, ctx: BenchContext,
-                     data: ServeInputs) -> list[Record]:
+                     data: ServeInputs, keys: list[dict[str, Any]] | None = None) -> list[Record]:
+        keys = row_keys(ctx.serve_scenarios) if keys is None else keys
         why = cls.available(ctx.device)
         if why:
-            return self.not_ok_rows(cls, session, ctx, why, "skipped")
+            return self.not_ok_rows(cls, session, ctx, why, "skipped", keys)
         backend = cls(session, ctx)
+        started = timing.clock()
         try:
             try:
                 backend.prepare()
             except Exception as exc:
-                return self.not_ok_rows(cls, session, ctx, exc, "failed")
-            return BackendServe(backend, session, ctx, data).rows(row_keys(ctx.serve_scenarios))
+                return self.not_ok_rows(cls, session, ctx, exc, "failed", keys)
+            if data.share_s is not None:  # the build came out of the backend's share
+                data.share_s = max(0.0, data.share_s - (timing.clock() - started))
+            return BackendServe(backend, session, ctx, data).rows(keys)
         finally:
             backend.close()
             free_memory(ctx.device)

@@ -17,16 +17,14 @@ from bench.backends.base import Backend
 from bench.context import BenchContext, ModelSession
 from bench.measure import timing
 from bench.measure.stats import percentile_or_none
-from bench.phases import serve_logs
-from bench.phases.serve_search import MAX_PROBES, ServeProbe, check_rate, search_max_rate
+from bench.phases import serve_cost, serve_logs
+from bench.phases.serve_search import ServeProbe, check_rate, search_max_rate
 from bench.phases.serve_settings import (
-    DURATION_MS,
     MULTISTREAM_SAMPLES,
     OFFLINE_MARGIN,
     OFFLINE_POLICY,
     PERFORMANCE_COUNT,
     ServeSettings,
-    duration_scale,
     scenario_settings,
 )
 from bench.phases.serve_sut import BatchPolicy, LoadGenRun, run_test
@@ -47,23 +45,16 @@ class ServeInputs:
         self.bound_ms, self.bound_source, self.share_s = bound_ms, bound_source, share_s
 
 
-def default_seconds(keys: list[dict[str, Any]]) -> float:
-    """One backend's rows at the default durations (a Server row is its search plus the check probe)."""
-    per_server = (MAX_PROBES + 1) * DURATION_MS["Server"]
-    ms = sum(per_server if k["scenario"] == "Server" else DURATION_MS[k["scenario"]] for k in keys
-             if k["mode"] == "PerformanceOnly")
-    return ms / 1e3
-
-
 class Estimate:
-    """Closed-loop seconds per predict call at batch 1 and at the Offline batch: LoadGen's scheduling hints and the
-    Server search's start, never a reported figure."""
+    """Closed-loop seconds per predict call at batch 1 and at the Offline batch: LoadGen's scheduling hints, the
+    Server search's start and the sizing of each test to the seconds left (serve_cost), never a reported figure."""
 
-    def __init__(self, predict, inputs: torch.Tensor, calls: int = 20):
+    def __init__(self, predict, inputs: torch.Tensor, calls: int = serve_cost.ESTIMATE_CALLS - 1):
         self.batch = min(OFFLINE_POLICY.max_batch, int(inputs.shape[0]))
         with torch.inference_mode():
             self.b1_s = self.median_s(predict, inputs[:1], calls)
             self.batch_s = self.median_s(predict, inputs[:self.batch], calls)
+        self.times = serve_cost.ServiceTimes(self.b1_s, self.batch_s, self.batch)
 
     @staticmethod
     def median_s(predict, x: torch.Tensor, calls: int) -> float:
@@ -76,8 +67,9 @@ class Estimate:
         return max(float(np.median(times)), MIN_CALL_S)
 
     def capacity(self, policy: BatchPolicy) -> float:
-        """Samples/s the backend alone serves closed-loop at batch 1 (batching off) or at the Offline batch."""
-        return 1.0 / self.b1_s if policy.max_batch == 1 else self.batch / self.batch_s
+        """Samples/s one worker serves at batch 1 (batching off) or at the Offline batch, the SUT's hand-off
+        included (without it a no-op backend's Offline query was sized 8x too big: 633,600 samples, 14 s)."""
+        return self.times.capacity(1 if policy.max_batch == 1 else self.batch)
 
 
 def perf_fields(run: LoadGenRun, settings: ServeSettings) -> dict[str, Any]:
@@ -92,17 +84,30 @@ def perf_fields(run: LoadGenRun, settings: ServeSettings) -> dict[str, Any]:
 
 class BackendServe:
     def __init__(self, backend: Backend, session: ModelSession, ctx: BenchContext, data: ServeInputs):
+        self.started = timing.clock()  # the backend's share (data.share_s) counts from here: the estimate is in it
         self.backend, self.session, self.ctx, self.data = backend, session, ctx, data
         self.estimate = Estimate(backend.predict, data.inputs)
-        self.scale = 1.0
+        self.flex = 1.0  # how far between the floors (0) and the defaults (1) the next test runs (serve_cost)
+        self.left_s: float | None = None  # seconds the remaining tests had when the next one was sized
         self.measured: dict[str, ServeRecord] = {}  # scenario -> its ok performance row (batching on for Server)
+
+    def size(self, keys: list[dict[str, Any]]) -> None:
+        """Size the next test (the first of ``keys``, those left to run) so that all of them fit what is left of the
+        backend's share at the same flex, from the backend's own service times; the defaults without a share."""
+        if self.data.share_s is None:
+            return
+        self.left_s = max(0.0, self.data.share_s - (timing.clock() - self.started))
+        n_eval = int(self.data.inputs.shape[0])
+        self.flex = serve_cost.fit_flex(lambda f: serve_cost.rows_s(keys, self.estimate.times, f, n_eval),
+                                        self.left_s)
 
     def rows(self, keys: list[dict[str, Any]]) -> list[ServeRecord]:
         """Every row of ``keys``, in that order; run SingleStream and Offline first: their rates start the search."""
-        self.scale = duration_scale(self.data.share_s, default_seconds(keys))
         done: dict[int, ServeRecord] = {}
-        for i in sorted(range(len(keys)), key=lambda i: RUN_ORDER.index(keys[i]["scenario"])
-                        + (keys[i]["mode"] == "AccuracyOnly") * len(RUN_ORDER)):
+        order = sorted(range(len(keys)), key=lambda i: RUN_ORDER.index(keys[i]["scenario"])
+                       + (keys[i]["mode"] == "AccuracyOnly") * len(RUN_ORDER))
+        for n, i in enumerate(order):
+            self.size([keys[j] for j in order[n:]])
             try:
                 done[i] = self.one(keys[i])
             except Exception as exc:  # one test that breaks is its failed row; the backend's other tests run
@@ -139,8 +144,8 @@ class BackendServe:
         return BatchPolicy(int(fields["max_batch"]), float(fields["delay_ms"]))
 
     def settings(self, scenario: str, policy: BatchPolicy, **fields: Any) -> ServeSettings:
-        return scenario_settings(scenario, self.scale, policy=policy, threads=self.ctx.threads,
-                                 budget_s=self.data.share_s, **fields)
+        return scenario_settings(scenario, self.flex, policy=policy, threads=self.ctx.threads,
+                                 budget_s=None if self.left_s is None else round(self.left_s, 2), **fields)
 
     def test(self, settings: ServeSettings, *parts: str) -> tuple[LoadGenRun, str]:
         rel = os.path.join("loadgen", self.session.name, f"{self.backend.name}-{self.backend.precision}", *parts)
@@ -188,7 +193,9 @@ class BackendServe:
             runs[rate] = (run, settings, rel)
             return probe_of(run, rate, role)
 
-        result = search_max_rate(probe, self.start_rate(policy), floor=SERVER_FLOOR_QPS, ceiling=MAX_QPS)
+        probes_left = self.settings("Server", policy).search_probes
+        result = search_max_rate(probe, self.start_rate(policy), max_probes=probes_left, floor=SERVER_FLOOR_QPS,
+                                 ceiling=MAX_QPS)
         check = check_rate(result)
         if check is not None:
             result.probes.append(probe(check, "check"))
@@ -213,7 +220,7 @@ class BackendServe:
         settings = ServeSettings(scenario="Offline", mode="AccuracyOnly", performance_count=n, min_query_count=1,
                                  target_qps=round(self.estimate.capacity(OFFLINE_POLICY), 1),
                                  max_batch=OFFLINE_POLICY.max_batch, threads=self.ctx.threads,
-                                 budget_s=self.data.share_s)
+                                 budget_s=None if self.left_s is None else round(self.left_s, 2))
         run, rel = self.test(settings, "Accuracy")
         missing = sorted(set(range(n)) - set(run.responses or {}))
         if missing:

@@ -4,8 +4,10 @@ Every test is short by default (a few seconds: the phase runs beside the rest of
 the query counts follow the project's percentile rule, not LoadGen's submission rules: a scenario whose metric is a
 p90 asks for PERCENTILE_MIN_CALLS[90] queries, a p99 for PERCENTILE_MIN_CALLS[99]. LoadGen judges the run it was
 given: with so few queries its early-stopping check often says INVALID, and the row says so; nothing here turns an
-INVALID run into a VALID one. A budget smaller than the defaults cuts ``min_duration_ms`` (never the query counts),
-and the row says ``shortened``.
+INVALID run into a VALID one. A budget smaller than the defaults cuts ``min_duration_ms`` towards
+MIN_DURATION_FLOOR_MS and the Server search's probes towards MIN_SEARCH_PROBES (never the query counts): ``flex`` in
+[0, 1] is how far between those floors (0) and the defaults (1) a test runs (bench.phases.serve_cost sizes it to the
+seconds left), and a row below the defaults says ``shortened``.
 """
 from __future__ import annotations
 
@@ -13,11 +15,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from bench.phases.serve_search import MAX_PROBES
 from bench.phases.serve_sut import BatchPolicy
 from bench.records import PERCENTILE_MIN_CALLS
 
 DURATION_MS = {"SingleStream": 1500, "MultiStream": 1500, "Server": 1000, "Offline": 1500}
 MIN_DURATION_FLOOR_MS = 250  # a budget never cuts a test below this
+MIN_SEARCH_PROBES = 2  # nor a Server search below this many probes (one to each side of the start rate), + the check
 MAX_DURATION_FACTOR = 4  # max_duration_ms = this x min_duration_ms: a slow backend's test still ends
 MULTISTREAM_SAMPLES = 8
 SERVER_POLICY = BatchPolicy(max_batch=32, max_queue_delay_ms=0.0)  # Triton's default delay: batch what is queued
@@ -47,8 +51,9 @@ class ServeSettings:
     max_batch: int = 1
     max_queue_delay_ms: float = 0.0
     threads: int | None = None
-    budget_s: float | None = None  # the backend's share of the phase's budget these settings were cut to
-    shortened: bool = False  # min_duration_ms below DURATION_MS[scenario] because of the budget
+    budget_s: float | None = None  # seconds the backend's remaining tests had when this one was sized to them
+    shortened: bool = False  # min_duration_ms below DURATION_MS[scenario] (or fewer Server probes): the budget's
+    search_probes: int | None = None  # Server: the search's probe limit (MAX_PROBES unless the budget cut it)
 
     @property
     def policy(self) -> BatchPolicy:
@@ -81,25 +86,32 @@ class ServeSettings:
         return s
 
 
-def duration_scale(budget_s: float | None, default_s: float) -> float:
-    """The fraction of the default durations a backend's budget share allows (1: the defaults fit)."""
-    if budget_s is None or default_s <= 0:
-        return 1.0
-    return max(0.0, min(1.0, budget_s / default_s))
-
-
-def scenario_settings(scenario: str, scale: float, *, policy: BatchPolicy, threads: int,
-                      budget_s: float | None, **fields: Any) -> ServeSettings:
-    """A scenario's settings at ``scale`` of its default duration (never below MIN_DURATION_FLOOR_MS)."""
+def duration_ms(scenario: str, flex: float) -> int:
+    """A test's min_duration_ms at ``flex``: MIN_DURATION_FLOOR_MS at 0, DURATION_MS[scenario] at 1."""
     default = DURATION_MS[scenario]
-    duration = max(MIN_DURATION_FLOOR_MS, int(default * scale))
+    flex = max(0.0, min(1.0, flex))
+    return int(round(MIN_DURATION_FLOOR_MS + flex * max(0, default - MIN_DURATION_FLOOR_MS)))
+
+
+def search_probes(flex: float) -> int:
+    """The Server search's probe limit at ``flex``: MIN_SEARCH_PROBES at 0, MAX_PROBES at 1."""
+    flex = max(0.0, min(1.0, flex))
+    return MIN_SEARCH_PROBES + int(round(flex * (MAX_PROBES - MIN_SEARCH_PROBES)))
+
+
+def scenario_settings(scenario: str, flex: float, *, policy: BatchPolicy, threads: int,
+                      budget_s: float | None, **fields: Any) -> ServeSettings:
+    """A scenario's settings at ``flex`` of the way from its floors to its defaults (``duration_ms``)."""
+    duration = duration_ms(scenario, flex)
     q = 90 if scenario == "SingleStream" else 99
     queries = 1 if scenario == "Offline" else PERCENTILE_MIN_CALLS[q]
     samples = MULTISTREAM_SAMPLES if scenario == "MultiStream" else 1
+    probes = search_probes(flex) if scenario == "Server" else None
     return ServeSettings(scenario=scenario, min_duration_ms=duration, max_duration_ms=duration * MAX_DURATION_FACTOR,
                          min_query_count=queries, samples_per_query=samples, max_batch=policy.max_batch,
                          max_queue_delay_ms=policy.max_queue_delay_ms, threads=threads, budget_s=budget_s,
-                         shortened=duration < default, **fields)
+                         shortened=duration < DURATION_MS[scenario] or (probes or MAX_PROBES) < MAX_PROBES,
+                         search_probes=probes, **fields)
 
 
 def default_bound_ms(batch1_p90_ms: float) -> tuple[float, str]:

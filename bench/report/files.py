@@ -28,6 +28,7 @@ from bench.report import plots as plotting
 from bench.report.glance import glance_lines
 from bench.report.index import write_index
 from bench.report.load import load_results
+from bench.report.samples import pack
 from bench.report.schema import results_from_json
 from zoo.atomic import atomic_write_text
 
@@ -53,11 +54,13 @@ def _clean(value: Any) -> Any:
 
 
 def _record_dict(rec: Record) -> dict[str, Any]:
-    """A record as JSON; a raw-sample list keeps only its finite samples (NaN or inf is no measurement)."""
+    """A record as JSON; a raw-sample list keeps only its finite samples (NaN or inf is no measurement), a long one
+    stored as its values' counts per process (bench.report.samples: every sample kept)."""
     data = rec.to_dict()
     for f in dataclasses.fields(rec):
         if str(f.type) == "list[float]" and isinstance(data.get(f.name), (list, tuple)):
-            data[f.name] = [v for v in data[f.name] if not (isinstance(v, float) and not math.isfinite(v))]
+            finite = [v for v in data[f.name] if not (isinstance(v, float) and not math.isfinite(v))]
+            data[f.name] = pack(finite, getattr(rec, "samples_per_repeat", None))
     return data
 
 

@@ -1,7 +1,7 @@
 """What a results.json may hold, checked value by value: the typed ``env`` block and records of a parsed file.
 
 Every field is checked against its declared type (bench.records) and range before a record exists: raw-sample lists
-are lists of finite non-negative numbers, counts are integers >= 0, times, rates and sizes are finite and >= 0,
+are lists of finite non-negative numbers (a long one may be stored as its values' counts: bench.report.samples), counts are integers >= 0, times, rates and sizes are finite and >= 0,
 fractions lie in [0, 1], names (phase, status, backend, precision, training rung) are ones this bench writes, and a
 record names its model (and, for inference and parity, its backend). Free-form blocks (``tuned``, ``maths``,
 ``notes`` ...) hold JSON values only, nested at most MAX_DEPTH deep. A problem is a ValueError naming the field.
@@ -23,6 +23,7 @@ from bench.records import (
     Record,
     RunEnv,
 )
+from bench.report.samples import unpack
 
 MAX_DEPTH = 16  # free-form blocks: deeper than this is not something bench.run writes
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
@@ -92,8 +93,8 @@ def check_field(name: str, annotation: str, value: Any, where: str) -> Any:
         if optional:
             return None
         raise _fail(where, base.split("[")[0], value)
-    if base == "list[float]":
-        return check_samples(value, where)
+    if base == "list[float]":  # a plain list, or a long one as its values' counts (bench.report.samples)
+        return check_samples(unpack(value, where), where)
     if base in ("int", "float"):
         return check_number(name, value, where, base == "int")
     if base == "bool":
