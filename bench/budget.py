@@ -155,6 +155,9 @@ class Budget:
         self.started: dict[Pair, float] = {}  # pair -> its expected seconds (uncorrected), fixed when it started
         self.spent: dict[Pair, float] = {}  # pair -> seconds it really took
         self.pair_t0: dict[Pair, float] = {}
+        # pair -> the seconds it was given when it started (read later, seconds_for would already be corrected by
+        # the pair's own time: the first pair of a phase would always read as exactly on budget)
+        self.granted: dict[Pair, float] = {}
         self.flex = 1.0
         self.first = self.refit()
         self.first_dropped = dict(self.dropped)  # the plan printed before the measurements
@@ -220,7 +223,8 @@ class Budget:
         self.refit()
         self.started[pair] = self.expected_s(pair)
         self.pair_t0[pair] = self.clock()
-        return self.seconds_for(*pair)
+        self.granted[pair] = self.seconds_for(*pair)
+        return self.granted[pair]
 
     def finish(self, pair: Pair) -> None:
         if pair in self.pair_t0:

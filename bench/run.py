@@ -187,9 +187,15 @@ def bench_model(name: str, ctx, phases: list, progress, records: list, env) -> N
         # Where the run's time went: [seconds spent, seconds budgeted] per phase, to tune budgets and defaults by.
         spent = session.cache.get("phase_s", {})
         env.notes.setdefault("phase_s", {})[name] = {
-            p: [s, None if ctx.budget is None else round(ctx.budget.seconds_for(name, p), 1)] for p, s in spent.items()}
+            p: [s, None if ctx.budget is None else granted_s(ctx.budget, (name, p))] for p, s in spent.items()}
         if ctx.budget is not None:
             ctx.budget.finish_model(name)
+
+
+def granted_s(budget, pair) -> float | None:
+    """The seconds a pair was given when it started (None: it never started)."""
+    seconds = budget.granted.get(pair)
+    return None if seconds is None else round(seconds, 1)
 
 
 def skip_model(name: str, ctx, phases: list, progress, records: list) -> None:

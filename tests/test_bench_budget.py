@@ -124,6 +124,8 @@ def test_the_budget_refits_with_measured_prices_and_drops_what_no_longer_fits():
     assert not budget.keeps("b", "train", "compute channels_last") and budget.keeps("b", "train", "compute")
     assert budget.seconds_for("b", "train") == pytest.approx(20.0)  # its price, corrected by the ratio
     assert [r.label for r in budget.dropped_in(("b", "train"))] == ["compute channels_last"]
+    # what each pair was given when it started, not its price corrected by its own overrun (a's would read 20 s)
+    assert budget.granted == {("a", "train"): pytest.approx(10.0), ("b", "train"): pytest.approx(20.0)}
 
 
 def test_the_eta_counts_the_running_pair_and_the_reserve():
