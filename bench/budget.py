@@ -226,6 +226,11 @@ class Budget:
         self.granted[pair] = self.seconds_for(*pair)
         return self.granted[pair]
 
+    def given_s(self, pair: Pair) -> float | None:
+        """The seconds ``pair`` was given when it started, to 0.1 s (None: it never started)."""
+        seconds = self.granted.get(pair)
+        return None if seconds is None else round(seconds, 1)
+
     def finish(self, pair: Pair) -> None:
         if pair in self.pair_t0:
             self.spent[pair] = self.clock() - self.pair_t0[pair]

@@ -187,15 +187,9 @@ def bench_model(name: str, ctx, phases: list, progress, records: list, env) -> N
         # Where the run's time went: [seconds spent, seconds budgeted] per phase, to tune budgets and defaults by.
         spent = session.cache.get("phase_s", {})
         env.notes.setdefault("phase_s", {})[name] = {
-            p: [s, None if ctx.budget is None else granted_s(ctx.budget, (name, p))] for p, s in spent.items()}
+            p: [s, None if ctx.budget is None else ctx.budget.given_s((name, p))] for p, s in spent.items()}
         if ctx.budget is not None:
             ctx.budget.finish_model(name)
-
-
-def granted_s(budget, pair) -> float | None:
-    """The seconds a pair was given when it started (None: it never started)."""
-    seconds = budget.granted.get(pair)
-    return None if seconds is None else round(seconds, 1)
 
 
 def skip_model(name: str, ctx, phases: list, progress, records: list) -> None:
@@ -279,6 +273,7 @@ def run_bench(ctx, phases: Mapping, *, command: str, skipped: dict, probe: Calla
 def measure_all(ctx, phases: Mapping, *, command: str, skipped: dict, probe, stream, started: float,
                 final: str, pricer: Callable | None) -> int:
     from bench.env import environment, probe_machine
+    from bench.measure.memory import frozen_heap
     from bench.pricing import plan_budget
     from bench.progress import Progress
 
@@ -301,7 +296,8 @@ def measure_all(ctx, phases: Mapping, *, command: str, skipped: dict, probe, str
         if ctx.budget_s:
             plan_budget(ctx, env, selected, progress, started, pricer, import_s)
         for i, name in enumerate(ctx.models):
-            bench_model(name, ctx, selected, progress, records, env)
+            with frozen_heap():  # each row's garbage collections walk what the model made, not every import
+                bench_model(name, ctx, selected, progress, records, env)
             free_model_memory(ctx)
             save(ctx, env, records, started, complete=i == len(ctx.models) - 1)
     except KeyboardInterrupt:

@@ -146,3 +146,29 @@ def test_cuda_reset_peak_on_a_fake_allocator_keeps_the_start_and_forgets_the_one
         alloc.transient(16)  # a steady call's activations
     assert mem.start_bytes == 100 << 20
     assert (mem.peak_mb, mem.delta_mb, mem.held_mb) == (156, 56, 40)
+
+
+def test_a_frozen_heap_still_collects_the_cycles_made_inside_it_and_thaws_after():
+    import gc
+    import weakref
+
+    from bench.measure.memory import frozen_heap
+
+    class Node:
+        pass
+
+    before = Node()
+    before.self = before  # alive when the block starts: frozen, never walked inside it
+    with frozen_heap():
+        assert gc.get_freeze_count() > 0
+        made = Node()
+        made.self = made  # a cycle: only the collector frees it
+        dead = weakref.ref(made)
+        del made
+        gc.collect()
+        assert dead() is None  # what the block made and dropped is still found
+    assert gc.get_freeze_count() == 0
+    gone = weakref.ref(before)
+    del before
+    gc.collect()
+    assert gone() is None  # thawed: collectable again
