@@ -56,6 +56,10 @@ BUILD_FORWARD_SAMPLES = {"int8_quantize": 512 * 6}
 PRICING_SHARE = 0.1  # of --budget: the most the pass spends measuring; models past it are priced from their FLOPs
 TORCHRUN_IMPORTS = 2.0  # a torchrun launch starts two interpreters that import torch: the launcher and the rank
 TORCHRUN_RENDEZVOUS_S = 1.0
+# The interpreter's exit after the last file is written (finalising torch, ONNX Runtime, OpenVINO and Inductor) is
+# part of the command's seconds too: 2.8-8.7 s here, 0.4-0.7x the process's own start-up (5.2 s after a 7.2 s
+# start-up at load 1.8; 8.7 s after 21.4 s on one shared core), so the reserve holds EXIT_PER_IMPORT x that start-up.
+EXIT_PER_IMPORT = 0.7
 SERVE_SIZES = [1, 64]  # the serve phase's batch-1 queries and Offline batches (bench.phases.serve_cost)
 
 
@@ -210,6 +214,7 @@ def plan_budget(ctx, env, selected: list, progress, started: float, pricer: Call
                                        say=lambda text: setattr(ctx, "activity", text))
     ctx.activity = None
     rows, groups, reserve_s = priced_rows(ctx, selected, ctx.prices)
+    reserve_s += EXIT_PER_IMPORT * (import_s or 0.0)
     ctx.budget = Budget(ctx.budget_s, rows, groups, reserve_s=reserve_s, elapsed=lambda: time.time() - started)
     env.notes["prices"] = ctx.prices.to_dict()
     env.notes["budget"] = ctx.budget.summary()
