@@ -73,3 +73,14 @@ def test_the_reserve_holds_the_interpreters_exit_in_proportion_to_its_start_up()
         return ctx.budget.reserve_s
 
     assert run_with(10.0) - run_with(0.0) == pytest.approx(EXIT_PER_IMPORT * 10.0)
+
+
+def test_a_backend_that_builds_per_shape_pays_its_build_in_every_row():
+    ctx = BenchContext(device=torch.device("cpu"), models=["lenet"], phases=["infer"], threads=2,
+                       backends=["openvino", "openvino-dynamic"], batch_sizes=[1, 64], synthetic=True, budget_s=120.0)
+    prices = prices_of(lenet=(param_count("lenet"), 2e-4))
+    rows, _, _ = plan.priced_rows(ctx, [PHASES["infer"]], prices)
+    floor = {r.label: r.floor_s for r in rows}
+    build = prices.build_for("openvino", "lenet")
+    for bs in (1, 64):  # the static model compiles per batch size in bind; the dynamic one compiled once
+        assert floor[f"openvino b={bs}"] == pytest.approx(floor[f"openvino-dynamic b={bs}"] + build)

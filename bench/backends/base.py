@@ -24,6 +24,9 @@ class Backend(ABC):
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps")
     extra: ClassVar[str | None] = None  # the pyproject extra that installs its package: pip install -e ".[extra]"
     package: ClassVar[str | None] = None  # the module that extra installs (import_package imports it)
+    # Whether each batch size is a build of its own (a static graph, engine or capture per shape, made in bind): the
+    # budget then prices the build into every row, not once per backend.
+    builds_per_shape: ClassVar[bool] = False
 
     def __init__(self, session: ModelSession, ctx: BenchContext):
         self.session, self.ctx = session, ctx

@@ -53,6 +53,7 @@ def replay_call(graph: Any, static_x: torch.Tensor, x: torch.Tensor) -> Callable
 
 class CudaGraphBackend(Backend):
     name: ClassVar[str] = "cuda_graph"
+    builds_per_shape: ClassVar[bool] = True
     devices: ClassVar[tuple[str, ...]] = ("cuda",)
 
     def prepare(self) -> float:

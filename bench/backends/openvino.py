@@ -46,6 +46,7 @@ def read_back(compiled: Any) -> dict[str, Any]:
 
 class OpenVinoBackend(Backend):
     name: ClassVar[str] = "openvino"
+    builds_per_shape: ClassVar[bool] = True
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     extra: ClassVar[str | None] = "openvino"
     package: ClassVar[str | None] = "openvino"
@@ -131,4 +132,5 @@ class OpenVinoDynamicBackend(OpenVinoBackend):
     plan: the row that shows what a static shape is worth)."""
 
     name: ClassVar[str] = "openvino-dynamic"
+    builds_per_shape: ClassVar[bool] = False  # one model for every batch size
     static_shapes: ClassVar[bool] = False

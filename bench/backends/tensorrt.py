@@ -59,6 +59,7 @@ def installed_version(dist: str = DIST) -> str | None:
 
 class TensorRtBackend(RunnerBackend):
     name: ClassVar[str] = "tensorrt"
+    builds_per_shape: ClassVar[bool] = True
     devices: ClassVar[tuple[str, ...]] = ("cuda",)
     extra: ClassVar[str | None] = "tensorrt"
     package: ClassVar[str | None] = "torch_tensorrt"

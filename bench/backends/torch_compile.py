@@ -50,6 +50,7 @@ COMPILE_SETUPS = {"cpu": CompileSetup(options=(("freezing", True),)), "cuda": Co
 
 class CompileBackend(Backend):
     name: ClassVar[str] = "compile"
+    builds_per_shape: ClassVar[bool] = True
 
     def prepare(self) -> float:
         # Dynamo's cache is keyed by code object, shared by every instance of a model class: a stale cache from an

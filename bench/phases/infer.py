@@ -153,7 +153,8 @@ class InferPhase(Phase):
     def row_costs(self, name: str, ctx: BenchContext, prices) -> Priced:
         """Per backend and batch size: bind, probe, warm-up and MIN_CALLS calls at eager's priced call (floor) or
         the sampling plan's calls (full), plus a share of the backend's accuracy pass (one batch / the test split);
-        the backend's build and the ONNX export are shared. Tiers: a non-eager backend's second batch size, then
+        the backend's build and the ONNX export are shared, and a backend that builds per shape (``builds_per_shape``)
+        pays its build again in every row. Tiers: a non-eager backend's second batch size, then
         its other rows; eager's rows are core rows."""
         mp, sizes = prices.models.get(name), ctx.infer_batch_sizes(name)
         test_n = DATASETS[zoo.get_spec(name).dataset][2][1]
@@ -163,15 +164,17 @@ class InferPhase(Phase):
         for sel in ctx.backends:
             cls = BACKENDS[sel]
             shared = [f"{name} infer {sel}"]
-            groups[shared[0]] = sum(prices.build_for(b, name) for b in BUILDS.get(cls.name, ())) + 256 * sample_s
+            build_s = sum(prices.build_for(b, name) for b in BUILDS.get(cls.name, ()))
+            groups[shared[0]] = build_s + 256 * sample_s  # per-shape builds: the accuracy pass's shape
             shared += [f"{name} onnx export"] if cls.name in ONNX_BACKENDS else []
             runs = cls.available(ctx.device) is None
+            bind_s = build_s if cls.builds_per_shape else 0.0  # each timed batch size builds again in bind
             for bs in sizes:
                 call = (mp.forward_s.get(bs) if mp else None) or sample_s * bs
                 plan = timing.sampling_plan(bs, ctx.quick, call)
-                floor = call * (3 + plan["warmup"] + (plan["min_calls"] if ctx.quick else MIN_CALLS))
-                full = call * (3 + plan["warmup"]) + max(plan["min_seconds"], min(plan["max_seconds"],
-                                                                                  plan["min_calls"] * call))
+                floor = bind_s + call * (3 + plan["warmup"] + (plan["min_calls"] if ctx.quick else MIN_CALLS))
+                full = bind_s + call * (3 + plan["warmup"]) + max(plan["min_seconds"], min(plan["max_seconds"],
+                                                                                           plan["min_calls"] * call))
                 full += test_n * sample_s / len(sizes)
                 tier = TIER_CORE if cls.name == "eager" else TIER_DUP_BATCH if bs == max(sizes) and len(sizes) > 1 \
                     else TIER_BACKEND
