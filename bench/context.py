@@ -26,7 +26,7 @@ from zoo.data import data_folder, real_data_available
 from zoo.engine import synchronize
 
 if TYPE_CHECKING:
-    from bench.budget import Budget
+    from bench.schedule.budget import Budget
 
 QUICK_MAX_BATCH = 32  # --quick: every phase's batch is at most this (a smoke run of every path, recorded as quick)
 
@@ -56,10 +56,10 @@ class BenchContext:
     server_latency_ms: float | None = None  # --server-latency-ms (None: per model, from its batch-1 latency)
     peaks: dict[str, Any] = field(default_factory=dict)  # the device's measured limits (RunEnv.peaks) for % of peak
     # model -> Provenance.to_dict(), filled by prepare_model as each model is built; the env block holds this very
-    # dict (bench.env.environment), so every write of results.json says where each measured model's data and
+    # dict (bench.runner.env.environment), so every write of results.json says where each measured model's data and
     # weights came from.
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
-    prices: Any = None  # bench.pricing.Prices: what the rows cost on this machine (None: not priced)
+    prices: Any = None  # bench.schedule.pricing.Prices: what the rows cost on this machine (None: not priced)
     activity: str | None = None  # what a phase is doing now, for the progress pulse (e.g. a round-robin's round)
     debug: bool = False
 

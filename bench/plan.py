@@ -16,19 +16,19 @@ import torch
 
 import zoo
 from bench.backends import BACKENDS
-from bench.budget import TIER_VARIANT, RowCost
 from bench.context import BenchContext
-from bench.env import precision_support
 from bench.phases.base import Phase
 from bench.phases.tta import parse_targets
 from bench.records import PRECISIONS, SERVE_SCENARIOS, Record, not_ok
+from bench.runner.env import precision_support
+from bench.schedule.budget import TIER_VARIANT, RowCost
 from zoo.engine import PRECISIONS as TRAIN_PRECISIONS
 from zoo.engine import resolve_device
 from zoo.errors import UserError
 
 # The whole process's time budget in seconds, from the command's start to its exit (imports, probes, the pricing pass,
 # builds, torchrun start-ups, result files and plots included): the plan is priced on this machine and fitted to it
-# (bench.budget), and the run ends within it plus the ETA's error (at most 15%). 520 s + 15% is under 10 minutes.
+# (bench.schedule.budget), and the run ends within it plus the ETA's error (at most 15%). 520 s + 15% is under 10 minutes.
 DEFAULT_BUDGET_S = 520.0
 QUICK_BUDGET_S = 120.0
 # The deployment backends people choose between, each with accuracy on its row. Heavier one-off builds
@@ -244,7 +244,7 @@ def make_context(args: argparse.Namespace, phases: Mapping[str, Phase]) -> tuple
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The priced plan: every row of the run priced on this machine, fitted to --budget (bench.budget)
+# The priced plan: every row of the run priced on this machine, fitted to --budget (bench.schedule.budget)
 
 
 def priced_rows(ctx: BenchContext, phases: list[Phase], prices) -> tuple[list[RowCost], dict[str, float], float]:

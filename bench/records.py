@@ -268,7 +268,7 @@ class TtaRecord(Record):
 
 @dataclass
 class ServeRecord(Record):
-    """One LoadGen scenario run of one backend (bench.phases.serve): its verdict, raw latencies, settings, policy."""
+    """One LoadGen scenario run of one backend (bench.phases.serve.phase): its verdict, raw latencies, settings, policy."""
     PHASE: ClassVar[str] = "serve"
     KEY: ClassVar[tuple[str, ...]] = ("backend", "precision", "scenario", "mode", "batching")
 
@@ -330,7 +330,7 @@ class RunEnv:
     calibration: dict[str, Any] = field(default_factory=dict)  # machine-speed probe: raw samples and medians
     peaks: dict[str, Any] = field(default_factory=dict)  # measured peak FLOP/s per precision, memory bandwidth
     skipped_precisions: dict[str, str] = field(default_factory=dict)  # precision -> why left out of the plan
-    # The harness's own floor per call (bench.env.harness_floor: the noop backend timed as a batch-1 row); empty
+    # The harness's own floor per call (bench.runner.env.harness_floor: the noop backend timed as a batch-1 row); empty
     # when the run had no infer phase, or in files written before it was measured.
     harness_floor: dict[str, Any] = field(default_factory=dict)
     planned_rows: int | None = None

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from bench.repeat import DEFAULT_REPEAT, QUICK_REPEAT, repeat_count
+from bench.runner.repeat import DEFAULT_REPEAT, QUICK_REPEAT, repeat_count
 from zoo.errors import UserError
 
 DESCRIPTION = ("Benchmark the zoo: training throughput per data path, inference latency per backend, ONNX Runtime "
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="output root (default results/); results go to OUT/<device>/")
     p.add_argument("--repeat", type=int, metavar="N",
                    help=f"measure each phase with raw samples in N fresh processes, one after the other, and merge "
-                        f"them (bench.repeat), so bench.compare sees run-to-run noise (default {DEFAULT_REPEAT}, "
+                        f"them (bench.runner.repeat), so bench.compare sees run-to-run noise (default {DEFAULT_REPEAT}, "
                         f"--quick {QUICK_REPEAT})")
     p.add_argument("--debug", action="store_true", help="let measurement errors raise with a traceback")
     return p
@@ -94,8 +94,8 @@ def write_outputs(ctx, env, records, *, plots: bool) -> None:
 
 
 def save(ctx, env, records, started: float, *, complete: bool) -> None:
-    from bench.env import note_load
     from bench.plan import PLOTS_LABEL
+    from bench.runner.env import note_load
 
     env.wall_s = round(time.time() - started, 1)
     note_load(env, "load_avg_at_end")
@@ -217,8 +217,8 @@ def free_model_memory(ctx) -> None:
 
 def planned(ctx, phases: list):
     """(rows, costs) per (model, phase): what progress counts and how the budget is spread."""
-    from bench.budget import pair_costs
     from bench.context import flop_counts
+    from bench.schedule.budget import pair_costs
 
     rows = {(m, p.name): int(p.planned_rows(m, ctx)) for m in ctx.models for p in phases}
     step_flops: dict = {}
@@ -250,8 +250,8 @@ def run_bench(ctx, phases: Mapping, *, command: str, skipped: dict, probe: Calla
               stream=None, started: float | None = None, pricer: Callable | None = None) -> int:
     """Measure ctx.models x ctx.phases and write the results; the exit status (0, 1 if any row failed, 2 if another
     run holds the folder, 130 when interrupted). ``started``: when the command started (default: now)."""
-    from bench.lock import LockHeld, RunLock
     from bench.report.staging import recover, stage_dir
+    from bench.runner.lock import LockHeld, RunLock
 
     started = time.time() if started is None else started
     final = ctx.out_dir
@@ -272,10 +272,10 @@ def run_bench(ctx, phases: Mapping, *, command: str, skipped: dict, probe: Calla
 
 def measure_all(ctx, phases: Mapping, *, command: str, skipped: dict, probe, stream, started: float,
                 final: str, pricer: Callable | None) -> int:
-    from bench.env import environment, probe_machine
     from bench.measure.memory import frozen_heap
-    from bench.pricing import plan_budget
-    from bench.progress import Progress
+    from bench.runner.env import environment, probe_machine
+    from bench.runner.progress import Progress
+    from bench.schedule.pricing import plan_budget
 
     selected = [phases[name] for name in ctx.phases]
     env = environment(ctx, command)
@@ -356,8 +356,8 @@ def finished(ctx, records, started: float, stream, final: str) -> int:
 
 def main(argv: list[str] | None = None, *, phases: Mapping | None = None, probe: Callable | None = None,
          pricer: Callable | None = None) -> int:
-    """The command line. ``phases`` (default bench.phases.PHASES), ``probe`` (default bench.env.probe_machine) and
-    ``pricer`` (default bench.pricing.price_run) are the seams tests use to run the driver on fake phases and
+    """The command line. ``phases`` (default bench.phases.PHASES), ``probe`` (default bench.runner.env.probe_machine) and
+    ``pricer`` (default bench.schedule.pricing.price_run) are the seams tests use to run the driver on fake phases and
     costs."""
     started = process_start() if argv is None else time.time()  # the command line: from the process's start
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None, *, phases: Mapping | None = None, probe:
     try:
         with intra_op_threads(ctx.threads):  # restored after: main() also runs in-process (tests, notebooks)
             if repeat > 1:
-                from bench.repeat import run_repeated
+                from bench.runner.repeat import run_repeated
 
                 return run_repeated(ctx, phases, argv, command, repeat)
             return run_bench(ctx, phases, command=command, skipped=skipped, probe=probe, started=started,

@@ -1,4 +1,4 @@
-"""bench.accuracy: the accuracy columns of an inference row, checked against models whose predictions are known."""
+"""bench.model.accuracy: the accuracy columns of an inference row, checked against models whose predictions are known."""
 from __future__ import annotations
 
 import math
@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-import bench.accuracy as accuracy
+import bench.model.accuracy as accuracy
 import zoo
-from bench.accuracy import EVAL_BATCH_SIZE, QUICK_EVAL_SAMPLES, reference, row_fields
 from bench.context import BenchContext, ModelSession
+from bench.model.accuracy import EVAL_BATCH_SIZE, QUICK_EVAL_SAMPLES, reference, row_fields
 from bench.records import ACCURACY_BUDGET_PTS, InferRecord
 from zoo.data import make_loaders, open_split, split_tensors
 

@@ -14,15 +14,15 @@ import torch
 import bench.backends.aot_inductor as aot_inductor
 import bench.backends.ort_int8 as ort_int8
 import zoo
-from bench.accuracy import row_fields
 from bench.backends.aot_inductor import AotInductorBackend
 from bench.backends.onnxruntime import OrtCpuBackend, OrtSessionOptions, cpu_binding, host_array
 from bench.backends.openvino import OpenVinoBackend, OpenVinoDynamicBackend, cpu_config, read_back
 from bench.backends.ort_int8 import BatchReader, OrtInt8Backend, OrtInt8DynamicBackend, calibration_batches
 from bench.backends.tensorrt import TensorRtBackend
 from bench.context import BenchContext, ModelSession, example_batch
-from bench.export import CACHE_KEY as EXPORT_CACHE_KEY
-from bench.export import onnx_export_info
+from bench.model.accuracy import row_fields
+from bench.model.export import CACHE_KEY as EXPORT_CACHE_KEY
+from bench.model.export import onnx_export_info
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -249,7 +249,7 @@ def test_batch_reader_feeds_every_batch_once_and_rewinds():
 @pytest.fixture(scope="module")
 def fp32_graphs(tmp_path_factory):
     """One fp32 ONNX export per model for the whole module (the export is the slow part, and not under test here):
-    bench.export's info dict, which a session's cache hands to every later user of the file."""
+    bench.model.export's info dict, which a session's cache hands to every later user of the file."""
     folder, made = tmp_path_factory.mktemp("fp32"), {}
 
     def info(name: str) -> dict:

@@ -12,7 +12,12 @@ import pytest
 import torch
 
 from bench import plan
-from bench.budget import (
+from bench.context import BenchContext
+from bench.phases import PHASES
+from bench.report.staging import STAGE_MARK, promote, recover, stage_dir
+from bench.runner.lock import LockHeld, RunLock, lock_path
+from bench.runner.progress import Progress
+from bench.schedule.budget import (
     MIN_PRICED_S,
     TIER_BACKEND,
     TIER_CORE,
@@ -28,12 +33,7 @@ from bench.budget import (
     loss_per_second,
     need_s,
 )
-from bench.context import BenchContext
-from bench.lock import LockHeld, RunLock, lock_path
-from bench.phases import PHASES
-from bench.pricing import ModelPrices, Prices
-from bench.progress import Progress
-from bench.report.staging import STAGE_MARK, promote, recover, stage_dir
+from bench.schedule.pricing import ModelPrices, Prices
 
 
 def row(model, phase, label, floor, full=None, tier=TIER_CORE, groups=(), **kw):
@@ -214,7 +214,7 @@ def test_the_pulse_says_what_runs_inside_the_round_robin_and_the_priced_eta():
 
 
 def test_the_round_robin_says_each_round():
-    from bench.phases.train import RowPlan, TimedRow, time_rows
+    from bench.phases.train.phase import RowPlan, TimedRow, time_rows
 
     heard = []
     rows = [TimedRow(RowPlan(name), lambda: 8, None, step_s=1.0) for name in ("a", "b")]
@@ -325,7 +325,7 @@ DRIVER = '''
 import sys, time
 from bench import run
 from bench.phases.base import Phase
-from bench.pricing import ModelPrices, Prices
+from bench.schedule.pricing import ModelPrices, Prices
 from bench.records import TrainRecord
 
 class Slow(Phase):
@@ -390,7 +390,7 @@ def test_a_rerun_stopped_at_any_point_leaves_the_previous_complete_run_whole(tmp
 
 
 def test_the_env_block_reads_a_cgroup_quota_that_cpu_count_ignores(tmp_path):
-    from bench.env import cgroup_cpu
+    from bench.runner.env import cgroup_cpu
 
     (tmp_path / "cpu.max").write_text("150000 100000\n")
     (tmp_path / "cpuset.cpus.effective").write_text("0-3\n")

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from bench import compare
-from bench.compare import fmt_ratio, slowdown_ci, verdict
+from bench.analysis import compare
+from bench.analysis.compare import fmt_ratio, slowdown_ci, verdict
 from bench.records import InferRecord, ParityRecord, RunEnv, ScaleRecord, TrainRecord
 from bench.report.files import results_payload as results_to_json
 
@@ -464,7 +464,7 @@ def test_help_documents_every_argument_and_the_exit_status():
             "--fail-on-regression PCT T = PCT, and exit 1 when any row is a regression beyond it --normalize divide "
             "every ratio by the machine calibration ratio instead of withholding verdicts when the machines differ "
             "--floor PCT the between-run floor F for rows measured in one process in either run (default 60: see "
-            "bench.verdicts.DEFAULT_FLOOR_PCT; measure yours with --repeat) --format {text,md,json} text (default), md "
+            "bench.analysis.verdicts.DEFAULT_FLOOR_PCT; measure yours with --repeat) --format {text,md,json} text (default), md "
             "(a table for a pull-request comment) or json (every verdict, for CI) B vs A = ",
             "divided by the machine's ratio. Exit status: 1 when a row that was ok in A fails in B, or when "
             "--fail-on-regression is given and a row is a regression beyond it; 2 on bad input; else 0."):

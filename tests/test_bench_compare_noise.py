@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from bench import compare
+from bench.analysis import compare
+from bench.analysis.verdicts import DEFAULT_FLOOR_PCT
 from bench.records import InferRecord, ParityRecord, RunEnv, TrainRecord
 from bench.report.files import results_payload as results_to_json
-from bench.verdicts import DEFAULT_FLOOR_PCT
 
 
 def draws(seed: int, medians: list[float], n: int = 300, sigma: float = 0.05) -> tuple[list[float], list[int]]:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import bench.backends.onnxruntime as ort_backend
-import bench.export as export
+import bench.model.export as export
 import bench.phases.infer as infer
 import zoo
 from bench.backends import BACKENDS, selector
@@ -405,7 +405,7 @@ def test_a_budget_only_lowers_the_cap():
 
 
 def test_crosscheck_produces_both_numbers(mlp_session, ctx):
-    from bench.crosscheck import crosscheck
+    from bench.crosscheck.check import crosscheck
 
     result = crosscheck("mlp", ctx, repeats=1, min_run_time_s=0.01, session=fresh_session(mlp_session))
     assert result["harness_p50_ms"] > 0 and result["timer_median_ms"] > 0

@@ -1,4 +1,4 @@
-"""ONNX export (bench.export) and the parity phase (bench.phases.parity): checker, dynamic batch, atomic files,
+"""ONNX export (bench.model.export) and the parity phase (bench.phases.parity): checker, dynamic batch, atomic files,
 exporter fallback, one export shared per model, parity records and the tolerance boundary."""
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import onnx
 import pytest
 import torch
 
-import bench.export as export
+import bench.model.export as export
 import bench.phases.parity as parity_mod
 import zoo
 from bench.backends.onnxruntime import ort_session
 from bench.context import BenchContext, ModelSession, example_batch
-from bench.export import export_onnx, onnx_export_info
+from bench.model.export import export_onnx, onnx_export_info
 from bench.phases.parity import ParityPhase, parity_ok
 from bench.records import PARITY_ABS_TOLERANCE
 

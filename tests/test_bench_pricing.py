@@ -10,7 +10,14 @@ import zoo
 from bench import plan
 from bench.context import BenchContext
 from bench.phases import PHASES
-from bench.pricing import BUILD_FORWARD_SAMPLES, BUILD_S, BUILD_S_PER_MPARAM, ModelPrices, Prices, param_count
+from bench.schedule.pricing import (
+    BUILD_FORWARD_SAMPLES,
+    BUILD_S,
+    BUILD_S_PER_MPARAM,
+    ModelPrices,
+    Prices,
+    param_count,
+)
 
 
 def prices_of(**models: tuple[int, float]) -> Prices:
@@ -61,7 +68,7 @@ def test_a_small_models_backends_cost_a_fraction_of_alexnets_in_the_plan():
 def test_the_reserve_holds_the_interpreters_exit_in_proportion_to_its_start_up():
     from types import SimpleNamespace
 
-    from bench.pricing import EXIT_PER_IMPORT, plan_budget
+    from bench.schedule.pricing import EXIT_PER_IMPORT, plan_budget
 
     def run_with(import_s):
         ctx = BenchContext(device=torch.device("cpu"), models=["lenet"], phases=["infer"], threads=2,

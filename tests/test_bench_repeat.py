@@ -1,4 +1,4 @@
-"""bench.repeat: --repeat N runs N processes (here in this process, through a launch seam, on fake phases), each on
+"""bench.runner.repeat: --repeat N runs N processes (here in this process, through a launch seam, on fake phases), each on
 its share of the budget, models reversed every second process, one-off phases once; their rows are merged by key
 with samples_per_repeat, summary fields recomputed over every sample, a row that failed in any process stays failed
 and names it, and the calibration probes are merged like rows."""
@@ -9,10 +9,11 @@ import os
 
 import pytest
 
-from bench import repeat, run
+from bench import run
 from bench.context import BenchContext
 from bench.phases.base import Phase
 from bench.records import InferRecord, ModelRecord, ParityRecord, RunEnv, TrainRecord, not_ok
+from bench.runner import repeat
 
 CALLS: list[list[str]] = []
 

@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from bench import plan, run
-from bench.budget import RowCost
 from bench.measure import machine
 from bench.phases.base import Phase
-from bench.pricing import ModelPrices, Prices
-from bench.progress import Progress
 from bench.records import InferRecord, TrainRecord, not_ok
 from bench.report import files as report
+from bench.runner.progress import Progress
+from bench.schedule.budget import RowCost
+from bench.schedule.pricing import ModelPrices, Prices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEN: dict = {}  # what the fake phases saw, per test (reset by the autouse fixture)

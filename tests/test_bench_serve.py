@@ -1,4 +1,4 @@
-"""The serve phase (bench.phases.serve*): the dynamic batcher, the worker, the Server rate search, LoadGen's logs, the
+"""The serve phase (bench.phases.serve.phase*): the dynamic batcher, the worker, the Server rate search, LoadGen's logs, the
 AccuracyOnly scoring, the record schema and the skipped row. Fakes stand in for backends; no test asserts a time.
 """
 from __future__ import annotations
@@ -11,20 +11,20 @@ import numpy as np
 import pytest
 import torch
 
-import bench.phases.serve as serve
+import bench.phases.serve.phase as serve
 import zoo
 from bench.backends.base import Backend
 from bench.context import BenchContext, ModelSession
-from bench.phases import serve_logs
-from bench.phases.serve_rows import BackendServe, ServeInputs
-from bench.phases.serve_search import CHECK_FACTOR, ServeProbe, check_rate, search_max_rate
-from bench.phases.serve_settings import (
+from bench.phases.serve import logs as serve_logs
+from bench.phases.serve.rows import BackendServe, ServeInputs
+from bench.phases.serve.search import CHECK_FACTOR, ServeProbe, check_rate, search_max_rate
+from bench.phases.serve.settings import (
     MIN_DURATION_FLOOR_MS,
     MIN_SEARCH_PROBES,
     default_bound_ms,
     scenario_settings,
 )
-from bench.phases.serve_sut import BatchPolicy, DynamicBatcher, Worker, loadgen_missing
+from bench.phases.serve.sut import BatchPolicy, DynamicBatcher, Worker, loadgen_missing
 from bench.records import (
     PERCENTILE_MIN_CALLS,
     SERVE_SCENARIOS,
@@ -315,7 +315,7 @@ def server_row(rate: float | None, failed_above: float | None, **kw) -> ServeRec
 
 
 def test_compare_divides_max_rates_with_the_searches_brackets_as_the_interval():
-    from bench.compare import judge
+    from bench.analysis.compare import judge
 
     change = judge(server_row(1000.0, 1100.0), server_row(500.0, 550.0), 0.05, None)
     assert change.slowdown == pytest.approx(2.0)
@@ -327,7 +327,7 @@ def test_compare_divides_max_rates_with_the_searches_brackets_as_the_interval():
 
 
 def test_compare_reads_serve_latencies_as_raw_samples():
-    from bench.compare import judge
+    from bench.analysis.compare import judge
 
     a = ServeRecord(model="mlp", backend="eager", scenario="SingleStream", latencies_ms=[1.0] * 50)
     b = ServeRecord(model="mlp", backend="eager", scenario="SingleStream", latencies_ms=[2.0] * 50)
@@ -401,7 +401,7 @@ def test_the_knee_plot_draws_every_probe_of_each_server_row_and_the_bound():
 @needs_loadgen
 @pytest.mark.slow
 def test_the_phase_runs_every_scenario_under_loadgen_end_to_end(ctx, mlp_session, monkeypatch):
-    import bench.phases.serve_settings as serve_settings
+    import bench.phases.serve.settings as serve_settings
 
     monkeypatch.setattr(serve_settings, "DURATION_MS", dict.fromkeys(SERVE_SCENARIOS, 250))
     ctx.backends, ctx.server_latency_ms = ["noop"], 50.0

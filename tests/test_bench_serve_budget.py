@@ -10,20 +10,22 @@ import numpy as np
 import pytest
 import torch
 
-import bench.phases.serve as serve
-import bench.phases.serve_rows as serve_rows
+import bench.phases.serve.phase as serve
+import bench.phases.serve.rows as serve_rows
 import zoo
 from bench import plan
 from bench.backends.base import Backend
-from bench.budget import TIER_BACKEND, TIER_CORE, TIER_DUP_BATCH, Budget, drop_order, fit, need_s
 from bench.context import BenchContext, ModelSession
 from bench.measure import timing
-from bench.phases import PHASES, serve_cost, serve_logs
-from bench.phases.serve_search import MAX_PROBES
-from bench.phases.serve_settings import MIN_DURATION_FLOOR_MS, MIN_SEARCH_PROBES
-from bench.phases.serve_sut import LoadGenRun
-from bench.pricing import ModelPrices, Prices
+from bench.phases import PHASES
+from bench.phases.serve import logs as serve_logs
+from bench.phases.serve.search import MAX_PROBES
+from bench.phases.serve.settings import MIN_DURATION_FLOOR_MS, MIN_SEARCH_PROBES
+from bench.phases.serve.sut import LoadGenRun
 from bench.records import SERVE_SCENARIOS
+from bench.schedule import serve_cost
+from bench.schedule.budget import TIER_BACKEND, TIER_CORE, TIER_DUP_BATCH, Budget, drop_order, fit, need_s
+from bench.schedule.pricing import ModelPrices, Prices
 
 CPU = torch.device("cpu")
 BACKENDS = ["eager", "onnxruntime", "noop"]

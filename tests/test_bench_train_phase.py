@@ -11,8 +11,8 @@ import torch
 import zoo
 from bench.context import BenchContext, ModelSession
 from bench.measure import timing
-from bench.phases import train
-from bench.phases.train import RowPlan, TimedRow, TrainPhase, derive, time_rows
+from bench.phases.train import phase as train
+from bench.phases.train.phase import RowPlan, TimedRow, TrainPhase, derive, time_rows
 from bench.records import TRAIN_LADDER, TrainRecord
 from zoo import tune
 from zoo.data import DATASETS

@@ -9,16 +9,16 @@ import os
 import pytest
 import torch
 
-from bench import benchmark_app
-from bench.benchmark_app import BenchmarkAppReport, config_differences, normalise, parse_report
 from bench.context import BenchContext
-from bench.env import harness_floor
+from bench.crosscheck import benchmark_app
+from bench.crosscheck.benchmark_app import BenchmarkAppReport, config_differences, normalise, parse_report
+from bench.crosscheck.vendor import VENDOR_LIMIT, VendorRow
 from bench.measure import timing
 from bench.records import InferRecord, RunEnv
 from bench.report import files, infer_tables, tables
 from bench.report.files import results_payload as results_to_json
 from bench.report.schema import env_from_dict, record_from_dict, results_from_json
-from bench.vendor import VENDOR_LIMIT, VendorRow
+from bench.runner.env import harness_floor
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench.backends.torch_eager import EagerBf16Backend
-from bench.env import precision_support
+from bench.runner.env import precision_support
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_a_mismatched_torch_tensorrt_is_a_skipped_row_with_the_install_command(f
 
 
 def test_onnxruntime_build_says_which_package_and_warns_on_two():
-    from bench.env import onnxruntime_build
+    from bench.runner.env import onnxruntime_build
 
     build, warning = onnxruntime_build({"onnxruntime-gpu": "1.22.0"}, ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert build == "onnxruntime-gpu 1.22.0; providers: CUDAExecutionProvider, CPUExecutionProvider" and warning is None
@@ -300,9 +300,9 @@ def test_tensorrt_builds_one_engine_per_timed_batch_size(monkeypatch, tmp_path):
     import types
 
     import zoo
-    from bench.accuracy import EVAL_BATCH_SIZE
     from bench.backends.tensorrt import TensorRtBackend
     from bench.context import BenchContext, ModelSession, example_batch
+    from bench.model.accuracy import EVAL_BATCH_SIZE
 
     built = []
 

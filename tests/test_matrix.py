@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from bench import history, matrix
+from bench.analysis import history, matrix
 from bench.records import InferRecord, ParityRecord, RunEnv, TrainRecord, TtaRecord
 from bench.report import files as report
 from bench.report.glance import glance, glance_lines

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench import compare, history, matrix
+from bench.analysis import compare, history, matrix
 from bench.records import (
     SCHEMA_VERSION,
     InferRecord,

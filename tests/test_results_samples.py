@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
+from bench.analysis.verdicts import judge
 from bench.measure import timing
 from bench.measure.stats import median_ratio_ci, split_processes
 from bench.records import InferRecord, RunEnv, ServeRecord
 from bench.report import samples
 from bench.report.files import results_payload
 from bench.report.load import parse_results
-from bench.verdicts import judge
 
 
 def noop_like(n: int, seed: int = 0) -> list[float]:

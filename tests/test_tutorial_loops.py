@@ -17,9 +17,9 @@ from torch import nn, optim
 from torch.utils.data import DataLoader
 
 import zoo
-from bench.phases import tutorial_loop
-from bench.phases.train import RowBuilder
-from bench.phases.tutorial_loop import TutorialStep
+from bench.phases.train import tutorial_loop
+from bench.phases.train.phase import RowBuilder
+from bench.phases.train.tutorial_loop import TutorialStep
 from zoo.data import make_loaders
 from zoo.engine import build_optimizer
 

@@ -118,7 +118,7 @@ def time_interleaved(trials: list[Trial], budget_s: float) -> None:
     measured so far (one warm-up step is a poor estimate), and rounds stop when the budget is spent (MIN_ROUNDS
     at least; slow steps get one-step windows).
 
-    bench.phases.train.time_rows also times windows round-robin, and the two stay apart on purpose (zoo never
+    bench.phases.train.phase.time_rows also times windows round-robin, and the two stay apart on purpose (zoo never
     imports bench): the tuner ranks candidates of unknown speed inside a probe of a second or two, so it re-sizes
     its windows after every round and keeps only rates; the bench's rows are records whose windows are samples of
     one fixed length, sized once, with a failing row recorded and dropped from the rotation."""

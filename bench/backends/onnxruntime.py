@@ -1,4 +1,4 @@
-"""ONNX Runtime on the model's exported graph (bench.export.onnx_for): the CPU provider and the CUDA provider.
+"""ONNX Runtime on the model's exported graph (bench.model.export.onnx_for): the CPU provider and the CUDA provider.
 
 ``onnxruntime`` (CPUExecutionProvider) is set up as ONNX Runtime's "Thread management" guide sets a latency
 service: its intra-op threads are the run's ``--threads``, one inter-op thread, sequential execution (the zoo's graphs
@@ -28,8 +28,8 @@ except ImportError:
     ort = None
 
 from bench.backends.base import Backend
-from bench.export import onnx_for
 from bench.measure.numerics import ort_cuda_options
+from bench.model.export import onnx_for
 
 CPU_PROVIDER, CUDA_PROVIDER = "CPUExecutionProvider", "CUDAExecutionProvider"
 

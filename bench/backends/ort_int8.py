@@ -8,7 +8,7 @@ is never seen. ``reduce_range`` (7-bit weights) is on only for x86 CPUs without 
 
 ``onnxruntime-int8-dynamic`` is ``quantize_dynamic``: int8 weights, activations quantized per call, applied to
 MatMul/Gemm (linear layers); convolutions stay fp32, and ``note`` says how many weighted ops it quantized.
-Both start from the run's fp32 export (bench.export.onnx_for) and are written next to it, under
+Both start from the run's fp32 export (bench.model.export.onnx_for) and are written next to it, under
 ``<out_dir>/onnx/`` (NAME.int8.onnx, NAME.int8-dynamic.onnx).
 """
 from __future__ import annotations
@@ -41,8 +41,8 @@ except ImportError:
 
 from bench.backends.base import Backend
 from bench.context import BenchContext, ModelSession
-from bench.export import onnx_for
 from bench.measure.machine import cpu_flags
+from bench.model.export import onnx_for
 from zoo.data import FastLoader, open_split, split_tensors
 
 CALIBRATION_SAMPLES = 512

@@ -16,8 +16,8 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from bench.accuracy import EVAL_BATCH_SIZE
 from bench.backends.base import RunnerBackend
+from bench.model.accuracy import EVAL_BATCH_SIZE
 
 EXAMPLE_BATCH = 2  # export traces with batch 2: a batch of 1 would be specialised into the graph
 DIST = "torch-tensorrt"

@@ -185,7 +185,7 @@ class PeakMemory:
     def reset_peak(self) -> None:
         """Forget the peak so far, keeping the start: a peak read after this excludes one-off work done before it
         (cuDNN's algorithm-search workspace on a shape's first call, which a later row would not pay again). Used
-        after an inference row's warm calls (bench.phases.infer) and a training row's first step (bench.phases.train).
+        after an inference row's warm calls (bench.phases.infer) and a training row's first step (bench.phases.train.phase).
         On CUDA ``reset_peak_memory_stats`` sets the peak to what is allocated now; on a CPU, freed pages go back to
         the OS first (``return_freed_memory``) so the new high-water mark starts from what is held."""
         dev = self.device

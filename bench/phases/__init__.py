@@ -8,8 +8,8 @@ from bench.phases.base import Phase
 from bench.phases.infer import InferPhase
 from bench.phases.parity import ParityPhase
 from bench.phases.scale import ScalePhase
-from bench.phases.serve import ServePhase
-from bench.phases.train import TrainPhase
+from bench.phases.serve.phase import ServePhase
+from bench.phases.train.phase import TrainPhase
 from bench.phases.tta import TtaPhase
 
 PHASES: dict[str, Phase] = {phase.name: phase for phase in (

@@ -7,12 +7,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
-from bench.budget import TIER_CORE, RowCost
 from bench.context import BenchContext, ModelSession
 from bench.records import Record
+from bench.schedule.budget import TIER_CORE, RowCost
 
 DEFAULT_ROW_S = 5.0  # the price of a row whose phase does not price its rows (it cannot be dropped either)
-Priced = tuple[list[RowCost], dict[str, float]]  # the rows, priced, and their shared one-off costs (bench.budget)
+Priced = tuple[list[RowCost], dict[str, float]]  # the rows, priced, and their shared one-off costs (bench.schedule.budget)
 
 
 def kept(ctx: BenchContext, name: str, phase: str, label: str) -> bool:
@@ -31,7 +31,7 @@ class Phase(ABC):
         """How many records this phase will write for model ``name`` (progress, ETA and 'incomplete' accounting)."""
 
     def row_costs(self, name: str, ctx: BenchContext, prices) -> Priced:
-        """Every planned row of model ``name`` priced on this machine (``prices``: bench.pricing.Prices), with the
+        """Every planned row of model ``name`` priced on this machine (``prices``: bench.schedule.pricing.Prices), with the
         one-off costs its rows share. A phase that prices its rows also honours the plan's drops (``kept``); this
         default prices each row DEFAULT_ROW_S and lets the budget drop none of them."""
         return [RowCost(name, self.name, f"row {i}", DEFAULT_ROW_S, DEFAULT_ROW_S, TIER_CORE, droppable=False)

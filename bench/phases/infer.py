@@ -18,22 +18,22 @@ import numpy as np
 import torch
 
 import zoo
-from bench.accuracy import row_fields
 from bench.backends import BACKENDS
 from bench.backends.base import Backend
-from bench.budget import TIER_BACKEND, TIER_CORE, TIER_DUP_BATCH, RowCost
 from bench.context import BenchContext, ModelSession, example_batch
 from bench.measure import timing
 from bench.measure.machine import pct_of_peak
 from bench.measure.memory import PeakMemory
+from bench.model.accuracy import row_fields
 from bench.phases.base import Phase, Priced, kept
 from bench.records import PERCENTILE_MIN_CALLS, InferRecord, Record, not_ok, reason_of
+from bench.schedule.budget import TIER_BACKEND, TIER_CORE, TIER_DUP_BATCH, RowCost
 from zoo.data import DATASETS
 
 FLOPS_CACHE_KEY = "flops_per_sample"
 MIN_BUDGET_ROW_S = 0.05  # a row's cap when its share of the budget is spent: still a few timed calls, never none
 MIN_CALLS = PERCENTILE_MIN_CALLS[50]  # the sample rule: a budget never caps a row below this many calls (a p50)
-# One-off builds per backend, by name (bench.pricing.BUILD_S keys); ONNX backends also need the model's export.
+# One-off builds per backend, by name (bench.schedule.pricing.BUILD_S keys); ONNX backends also need the model's export.
 BUILDS = {"compile": ("compile_infer",), "onnxruntime": ("ort_session",), "onnxruntime-cuda": ("ort_session",),
           "onnxruntime-int8": ("int8_quantize",), "onnxruntime-int8-dynamic": ("int8_dynamic",),
           "openvino": ("openvino",), "aot_inductor": ("aot_inductor",), "tensorrt": ("tensorrt",),
@@ -270,7 +270,7 @@ def row_peaks(backend: Backend, ctx: BenchContext) -> dict[str, Any]:
 
 
 def accuracy_fields(backend: Backend, session: ModelSession, ctx: BenchContext) -> dict[str, Any]:
-    """The backend's accuracy columns (bench.accuracy), the same for each of its batch-size rows. A backend whose
+    """The backend's accuracy columns (bench.model.accuracy), the same for each of its batch-size rows. A backend whose
     predict breaks keeps its latency rows, with the accuracy columns empty and the reason in ``note``."""
     try:
         return row_fields(backend.predict, session, ctx, backend.precision)

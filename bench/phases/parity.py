@@ -1,4 +1,4 @@
-"""ONNX parity: the exported graph (bench.export.onnx_for, shared with the infer phase) run by ONNX Runtime's CPU
+"""ONNX parity: the exported graph (bench.model.export.onnx_for, shared with the infer phase) run by ONNX Runtime's CPU
 provider against eager fp32 PyTorch on the run's device.
 
 Parity numbers are what they are: a graph that misses the tolerance is an ``ok`` record with ``parity_ok`` False, so
@@ -15,12 +15,12 @@ import torch
 
 import zoo
 from bench.backends.onnxruntime import CPU_PROVIDER, OrtCpuBackend, host_array, ort_session
-from bench.budget import TIER_CORE, RowCost
 from bench.context import BenchContext, ModelSession, example_batch
-from bench.export import OnnxExportError, onnx_export_info
 from bench.measure.numerics import strict_fp32
+from bench.model.export import OnnxExportError, onnx_export_info
 from bench.phases.base import Phase, Priced
 from bench.records import PARITY_ABS_TOLERANCE, ParityRecord, Record, not_ok, reason_of
+from bench.schedule.budget import TIER_CORE, RowCost
 from zoo.data import DATASETS, make_loaders
 
 PARITY_BATCH = 8

@@ -36,13 +36,13 @@ from typing import Any
 import torch
 
 import zoo
-from bench.budget import TIER_CORE, TIER_SCALE, RowCost
 from bench.context import BenchContext, ModelSession
 from bench.measure.hardware import device_identity
 from bench.measure.numerics import apply_policy, policy_mismatch, policy_state
 from bench.measure.timing import steps_for_window, time_window, window_stats
 from bench.phases.base import Phase, Priced, kept
 from bench.records import Record, ScaleRecord, not_ok
+from bench.schedule.budget import TIER_CORE, TIER_SCALE, RowCost
 from zoo.data import batches_forever, make_loaders
 from zoo.distributed import all_reduce, broadcast_int, destroy, init_distributed, is_main, wrap_ddp
 from zoo.engine import StepOptions, build_optimizer, resolve_device, synchronize, train_step

@@ -3,7 +3,7 @@
 Two rows per model, on the same data, seed, batch size, data order and target:
 - ``shared_loop``: the shared loop's pieces: the device-resident fast loader, ``zoo.engine.train_step`` (no per-step
   host read) with the exact-step tuner's choice (``zoo.tune``; its probe counted in setup_s and wall_s).
-- ``tutorial_loop``: the tutorial's own loop (``bench.phases.tutorial_loop.TutorialStep``, as the train phase's row):
+- ``tutorial_loop``: the tutorial's own loop (``bench.phases.train.tutorial_loop.TutorialStep``, as the train phase's row):
   DataLoader with per-sample transforms, the optimizer built with PyTorch's defaults, and its host reads, prints and
   TensorBoard writes per step.
 Both follow the tutorial's data order (its ``shuffle`` / ``drop_last``), so they run the same optimisation up to float
@@ -34,7 +34,7 @@ from torch import nn
 import zoo
 from bench.context import BenchContext, ModelSession
 from bench.phases.base import Phase
-from bench.phases.tutorial_loop import TutorialStep
+from bench.phases.train.tutorial_loop import TutorialStep
 from bench.records import TtaRecord, not_ok
 from zoo.data import batches_forever, make_loaders
 from zoo.engine import StepOptions, StepStats, build_optimizer, evaluate, synchronize, train_step

@@ -42,7 +42,7 @@ def _load(path: str) -> tuple[RunEnv, list[Record]] | str:
 
 def index_sections(loaded: dict[str, tuple[RunEnv, list[Record]] | str]) -> list[str]:
     """Each readable run at a glance, then the matrix over all of them (latency, then throughput)."""
-    from bench.matrix import Run, label_runs, render
+    from bench.analysis.matrix import Run, label_runs, render
 
     runs = [Run(rel, *run) for rel, run in loaded.items() if not isinstance(run, str)]
     out: list[str] = []

@@ -1,4 +1,4 @@
-"""summary.md's "Latency under load" section: the serve phase's rows (bench.phases.serve), one table per model, its
+"""summary.md's "Latency under load" section: the serve phase's rows (bench.phases.serve.phase), one table per model, its
 Server probes, and the checks that tie the scenarios together. Reads records only; nothing is recomputed except what
 a cell needs to show (a count or the largest of a row's raw latencies, and ratios of two rows' fields).
 """

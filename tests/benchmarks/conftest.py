@@ -72,10 +72,10 @@ class OnnxFiles:
         self.folder, self.infos = folder, {}
 
     def info(self, name: str) -> dict:
-        """bench.export.export_onnx's info for ``name`` (what onnx_for caches in a session)."""
+        """bench.model.export.export_onnx's info for ``name`` (what onnx_for caches in a session)."""
         if name not in self.infos:
             from bench.context import BenchContext, prepare_model
-            from bench.export import export_onnx
+            from bench.model.export import export_onnx
 
             session = prepare_model(name, BenchContext(device=torch.device("cpu"), checkpoints=None))
             self.infos[name] = export_onnx(name, session.model, os.fspath(self.folder / f"{name}.onnx"))

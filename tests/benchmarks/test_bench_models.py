@@ -20,8 +20,8 @@ import torch
 import zoo
 from bench.backends import BACKENDS
 from bench.context import BenchContext, ModelSession, example_batch, prepare_model
-from bench.export import CACHE_KEY
 from bench.measure.numerics import apply_policy
+from bench.model.export import CACHE_KEY
 from zoo.engine import StepOptions, build_optimizer, synchronize, train_step
 
 MODELS = zoo.list_models()

@@ -1,11 +1,11 @@
 """Latency under load: MLPerf LoadGen's scenarios against every backend (``--phases serve``; not in a default run).
 
-Per backend (``available`` / ``prepare`` as in the infer phase, then the system under test of bench.phases.serve_sut
+Per backend (``available`` / ``prepare`` as in the infer phase, then the system under test of bench.phases.serve.sut
 around its ``predict``), one row per test:
 - SingleStream: one sample per query, the next issued when the last completes; LoadGen's metric is the p90.
 - MultiStream: queries of MULTISTREAM_SAMPLES samples, served as one batch; the metric is the p99.
 - Server (twice: dynamic batching on, and off = max batch 1): Poisson arrivals; the highest probed rate whose p99
-  LoadGen finds within the bound (bench.phases.serve_search; every probe kept), and one probe at 1.5x that rate.
+  LoadGen finds within the bound (bench.phases.serve.search; every probe kept), and one probe at 1.5x that rate.
 - Offline: every sample in one query, served in batches of OFFLINE_POLICY.max_batch; the metric is samples/s.
 - Accuracy: LoadGen's AccuracyOnly mode (Offline scenario) over the evaluated test samples: the responses LoadGen
   logged are decoded and scored, and must agree 100% (argmax) with the same backend's closed-loop predict on the same
@@ -21,25 +21,25 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from bench import accuracy
 from bench.backends import BACKENDS
 from bench.backends.base import Backend
-from bench.budget import RowCost
 from bench.context import BenchContext, ModelSession
 from bench.measure import timing
-from bench.phases import serve_cost
+from bench.model import accuracy
 from bench.phases.base import Phase, Priced, kept
 from bench.phases.infer import BUILDS, ONNX_BACKENDS, free_memory
-from bench.phases.serve_rows import BackendServe, ServeInputs
-from bench.phases.serve_settings import (
+from bench.phases.serve.rows import BackendServe, ServeInputs
+from bench.phases.serve.settings import (
     MULTISTREAM_SAMPLES,
     OFF_POLICY,
     OFFLINE_POLICY,
     SERVER_POLICY,
     default_bound_ms,
 )
-from bench.phases.serve_sut import BatchPolicy, loadgen_missing
+from bench.phases.serve.sut import BatchPolicy, loadgen_missing
 from bench.records import SERVE_SCENARIOS, Record, ServeRecord, not_ok
+from bench.schedule import serve_cost
+from bench.schedule.budget import RowCost
 
 BOUND_KEY = "serve_bound"
 
@@ -78,7 +78,7 @@ class ServePhase(Phase):
         return len(ctx.backends) * len(row_keys(ctx.serve_scenarios))
 
     def row_costs(self, name: str, ctx: BenchContext, prices) -> Priced:
-        """Every backend's rows priced by bench.phases.serve_cost (floor: the shortest tests and fewest Server probes
+        """Every backend's rows priced by bench.schedule.serve_cost (floor: the shortest tests and fewest Server probes
         the rules allow; full: the defaults), with the backend's build and closed-loop estimate, the ONNX export and
         the model's serve inputs shared; the drop order is serve_cost's."""
         t = serve_cost.priced_times(prices, name)

@@ -25,7 +25,7 @@ from bench.measure.numerics import apply_policy
 from bench.measure.timing import CLOCK
 from bench.records import RunEnv
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def precision_support(device: torch.device) -> dict[str, str | None]:

@@ -1,5 +1,5 @@
 """The pricing pass: what the planned rows cost on THIS machine, measured after the machine probes and before any
-row, so the plan can be fitted to ``--budget`` (bench.budget.fit) and the ETA rests on this machine's speed.
+row, so the plan can be fitted to ``--budget`` (bench.schedule.budget.fit) and the ETA rests on this machine's speed.
 
 Per model (``ModelPrices``): building it (seeded init), one training step at the recipe's batch and one eager forward
 call per inference batch size, each the median of PRICE_CALLS timed calls after one warm call. A batch above
@@ -17,7 +17,7 @@ calibration, at this machine's measured seconds per sample). The fixed and per-p
 machine's ``speed`` (its single-thread calibration matmul against that machine's, REF_CALIBRATION_MS). One price per
 build for every model priced an MLP's int8 quantization (0.3 s) like AlexNet's (16 s): the small models' backend rows
 were dropped for seconds they never cost. Every price is then corrected by what the run's finished pairs really took
-(bench.budget.Budget.ratio).
+(bench.schedule.budget.Budget.ratio).
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ TORCHRUN_RENDEZVOUS_S = 1.0
 # part of the command's seconds too: 2.8-8.7 s here, 0.4-0.7x the process's own start-up (5.2 s after a 7.2 s
 # start-up at load 1.8; 8.7 s after 21.4 s on one shared core), so the reserve holds EXIT_PER_IMPORT x that start-up.
 EXIT_PER_IMPORT = 0.7
-SERVE_SIZES = [1, 64]  # the serve phase's batch-1 queries and Offline batches (bench.phases.serve_cost)
+SERVE_SIZES = [1, 64]  # the serve phase's batch-1 queries and Offline batches (bench.schedule.serve_cost)
 
 
 @dataclass
@@ -207,8 +207,8 @@ def price_run(ctx, phases: list, calibration: dict[str, Any], say: Callable[[str
 def plan_budget(ctx, env, selected: list, progress, started: float, pricer: Callable | None = None,
                 import_s: float | None = None) -> None:
     """The pricing pass, the fitted plan (ctx.budget, ctx.prices) and its lines before any measurement."""
-    from bench.budget import Budget
     from bench.plan import plan_lines, priced_rows
+    from bench.schedule.budget import Budget
 
     ctx.prices = (pricer or price_run)(ctx, selected, env.calibration, import_s=import_s,
                                        say=lambda text: setattr(ctx, "activity", text))

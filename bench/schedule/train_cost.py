@@ -1,4 +1,4 @@
-"""The training phase's rows priced on this machine (bench.budget.RowCost), their names in the plan, and the size of
+"""The training phase's rows priced on this machine (bench.schedule.budget.RowCost), their names in the plan, and the size of
 a row's train split under a budget.
 
 A row's floor is its build (its split, its first step, a compile when it compiles, the tuner's least for ``fast``),
@@ -13,8 +13,8 @@ import math
 from typing import Any
 
 import zoo
-from bench.budget import TIER_CORE, TIER_LADDER, TIER_VARIANT, RowCost
 from bench.records import TRAIN_LADDER
+from bench.schedule.budget import TIER_CORE, TIER_LADDER, TIER_VARIANT, RowCost
 from zoo.data import DATASETS, FastLoader
 
 # Under a budget a row's split holds the steps its seconds can use (at least MIN_SPLIT_STEPS: building a synthetic

@@ -1,6 +1,6 @@
 """The serve phase's rows for one prepared backend: each LoadGen test configured, run and turned into a ServeRecord.
 
-Order (bench.phases.serve.row_keys): SingleStream, MultiStream, Server with batching on, Server with batching off,
+Order (bench.phases.serve.phase.row_keys): SingleStream, MultiStream, Server with batching on, Server with batching off,
 Offline, then the AccuracyOnly row. A test that raises is a failed row with its reason; the backend's other rows run.
 """
 from __future__ import annotations
@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench import accuracy
 from bench.backends.base import Backend
 from bench.context import BenchContext, ModelSession
 from bench.measure import timing
 from bench.measure.stats import percentile_or_none
-from bench.phases import serve_cost, serve_logs
-from bench.phases.serve_search import ServeProbe, check_rate, search_max_rate
-from bench.phases.serve_settings import (
+from bench.model import accuracy
+from bench.phases.serve import logs as serve_logs
+from bench.phases.serve.search import ServeProbe, check_rate, search_max_rate
+from bench.phases.serve.settings import (
     MULTISTREAM_SAMPLES,
     OFFLINE_MARGIN,
     OFFLINE_POLICY,
@@ -27,8 +27,9 @@ from bench.phases.serve_settings import (
     ServeSettings,
     scenario_settings,
 )
-from bench.phases.serve_sut import BatchPolicy, LoadGenRun, run_test
+from bench.phases.serve.sut import BatchPolicy, LoadGenRun, run_test
 from bench.records import ServeRecord, not_ok
+from bench.schedule import serve_cost
 
 SERVER_FLOOR_QPS = 10.0  # the search never offers less (1,000 queries would take over 100 s)
 MAX_QPS = 20000.0  # nor starts above this: a Python SUT answers a few 10,000 queries/s at best (the noop backend)

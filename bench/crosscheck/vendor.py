@@ -1,7 +1,7 @@
 """The vendor rows of bench.crosscheck: a backend's inference row timed by the harness (the infer phase's own
 ``measure``), then by its vendor's own way, in interleaved rounds, with the ratio and what explains it.
 
-- ``openvino`` / ``openvino-dynamic``: OpenVINO's ``benchmark_app`` (bench.benchmark_app) on the row's own IR (its
+- ``openvino`` / ``openvino-dynamic``: OpenVINO's ``benchmark_app`` (bench.crosscheck.benchmark_app) on the row's own IR (its
   static or dynamic shape), input and plugin configuration; after each harness row the same bound call is run again
   reading ``InferRequest.latency`` (the runtime's own timer, the figure benchmark_app reports), so a gap splits into
   the Python call around the runtime and the runtime itself.
@@ -20,10 +20,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from bench import benchmark_app
 from bench.backends.base import Backend
 from bench.context import BenchContext, ModelSession, example_batch
-from bench.export import onnx_for
+from bench.crosscheck import benchmark_app
+from bench.model.export import onnx_for
 from bench.phases.infer import measure
 
 VENDOR_LIMIT = 1.25  # a harness / vendor ratio above this is explained on the row, never silent
@@ -46,7 +46,7 @@ class VendorRow:
     vendor_spread: list[str] = field(default_factory=list)  # benchmark_app: min..max; the loop: its IQR
     runtime_ms: list[float] = field(default_factory=list)  # OpenVINO: median InferRequest.latency of the bound call
     python_ms: list[float] = field(default_factory=list)  # and the median of (wall - that latency), the same calls
-    floor_us: float | None = None  # the harness's floor per call (bench.env.harness_floor)
+    floor_us: float | None = None  # the harness's floor per call (bench.runner.env.harness_floor)
     options: dict[str, Any] = field(default_factory=dict)  # the row's InferRecord.options
     config_diff: dict[str, Any] = field(default_factory=dict)  # property -> (row's, vendor's) where they differ
 

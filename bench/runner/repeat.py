@@ -196,7 +196,7 @@ def derive_all(records: list[Record], env: RunEnv) -> None:
     from bench.measure.machine import pct_of_peak
     from bench.phases.infer import fill_speedups
     from bench.phases.scale import ideal_for
-    from bench.phases.train_derive import derive
+    from bench.phases.train.derive import derive
 
     for rec in records:
         if isinstance(rec, SAMPLED) and rec.ok and rec.samples_per_repeat:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.phases import serve_logs
+from bench.phases.serve import logs as serve_logs
 from zoo.atomic import atomic_write_text
 
 INSTALL = 'pip install -e ".[loadgen]"'

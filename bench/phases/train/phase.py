@@ -2,7 +2,7 @@
 
 Every row trains the same model from one seeded initialisation (copied, never re-drawn), in fp32, at the same batch
 (``ctx.train_batch_size``), and returns the samples each step actually stepped:
-- ``tutorial_loop``: the tutorial's loop as its code does it (bench.phases.tutorial_loop has the per-model table): its
+- ``tutorial_loop``: the tutorial's loop as its code does it (bench.phases.train.tutorial_loop has the per-model table): its
   DataLoader (shuffle / drop_last / pin_memory from ``spec.tutorial_loop``), the optimizer with PyTorch's defaults,
   a blocking ``.to(device)`` per batch, forward, loss, zero_grad / backward / step, then its host reads, progress
   prints (to os.devnull) and TensorBoard ``add_scalar`` (a real SummaryWriter into a temporary folder).
@@ -45,10 +45,10 @@ from bench.measure import timing
 from bench.measure.memory import PeakMemory
 from bench.measure.timing import steps_for_window, time_window, window_stats
 from bench.phases.base import Phase, Priced, kept
-from bench.phases.train_cost import price_rows, row_label, split_steps
-from bench.phases.train_derive import derive, is_plain, train_flops_per_sample  # noqa: F401 (is_plain: for readers)
-from bench.phases.tutorial_loop import TutorialStep
+from bench.phases.train.derive import derive, is_plain, train_flops_per_sample  # noqa: F401 (is_plain: for readers)
+from bench.phases.train.tutorial_loop import TutorialStep
 from bench.records import TRAIN_LADDER, Record, TrainRecord, not_ok
+from bench.schedule.train_cost import price_rows, row_label, split_steps
 from zoo.data import DATASETS, batches_forever, make_loaders
 from zoo.engine import StepOptions, StepStats, build_optimizer, train_step
 from zoo.tune import COMPILE_MIN_S, TuneChoice, autotune, build_tuned

@@ -4,8 +4,8 @@ On a terminal the pulse is a tqdm bar (rows done / planned, the current model an
 redrawn every second; elsewhere (a log file, CI) it is a plain line when nothing was printed for ``pulse_s`` seconds
 (PLAIN_PULSE_S, under the 10 s a user should ever wait for a sign of life). What runs inside a phase is the phase's
 own word (``detail``: e.g. "round 3 of 5-9, 9 rows in the round" while a round-robin times its windows). The ETA is
-the priced plan's (bench.budget.Budget.eta_s: this machine's prices corrected by what finished pairs really took)
-when the run has a budget; without one, the measured seconds per unit of planned cost (bench.budget.pair_costs)
+the priced plan's (bench.schedule.budget.Budget.eta_s: this machine's prices corrected by what finished pairs really took)
+when the run has a budget; without one, the measured seconds per unit of planned cost (bench.schedule.budget.pair_costs)
 times the cost still to run.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from bench.budget import Pair
 from bench.records import InferRecord, ModelRecord, ParityRecord, Record
+from bench.schedule.budget import Pair
 
 TTY_REFRESH_S = 1.0
 PLAIN_PULSE_S = 5.0

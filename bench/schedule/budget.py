@@ -1,4 +1,4 @@
-"""The run's time budget: a plan priced on this machine (bench.pricing), fitted to ``--budget``, and re-fitted as the
+"""The run's time budget: a plan priced on this machine (bench.schedule.pricing), fitted to ``--budget``, and re-fitted as the
 run goes.
 
 Every planned row is a ``RowCost``: ``floor_s``, what it costs at its sample rules' minimum (its build, warm-up,

@@ -6,7 +6,7 @@
 ``eager`` (batch 1): the infer phase's own path (the ``eager`` backend's bound call, bench.measure.timing's clock and
 sampling plan, the backend's sync inside every call) against torch.utils.benchmark's blocked_autorange on the same
 module, input and threads; a ratio outside ``--tolerance`` (15%) fails. ``openvino`` / ``openvino-dynamic``: the
-backend's row as the infer phase measures it, then OpenVINO's ``benchmark_app`` (bench.benchmark_app) on the row's own
+backend's row as the infer phase measures it, then OpenVINO's ``benchmark_app`` (bench.crosscheck.benchmark_app) on the row's own
 IR, input, shape and plugin configuration; ``onnxruntime``: the row, then a minimal hand-written session loop (a
 default session with the same threads, ``sess.run`` timed per call). The sides are interleaved ``--repeats`` times,
 so a burst of load from another process hits both; ratio = median of the harness's p50s / median of the vendor's
@@ -29,10 +29,10 @@ import torch
 import zoo
 from bench.backends import BACKENDS
 from bench.context import BenchContext, ModelSession, example_batch, prepare_model
-from bench.env import harness_floor
+from bench.crosscheck.vendor import VENDOR_BACKENDS, VendorRow, vendor_rows
 from bench.measure import timing
 from bench.measure.numerics import apply_policy
-from bench.vendor import VENDOR_BACKENDS, VendorRow, vendor_rows
+from bench.runner.env import harness_floor
 from zoo.engine import resolve_device
 from zoo.errors import UserError
 from zoo.registry import UnknownModelError

@@ -1,7 +1,7 @@
-"""What the serve phase's rows cost: the planner's prices (bench.budget.RowCost) and the phase's sizing of each test to
+"""What the serve phase's rows cost: the planner's prices (bench.schedule.budget.RowCost) and the phase's sizing of each test to
 the seconds it has left, from one cost model.
 
-The planner prices a row from the pricing pass's eager forward calls (bench.pricing: batch 1 and the Offline batch);
+The planner prices a row from the pricing pass's eager forward calls (bench.schedule.pricing: batch 1 and the Offline batch);
 the phase re-sizes its tests before each one from the backend's own closed-loop calls (serve_rows.Estimate) and the
 seconds its share has left (``fit_flex``). A LoadGen performance test runs until its min duration D AND its min query
 count are met, never past MAX_DURATION_FACTOR x D (it then stops issuing and waits for what is queued):
@@ -16,7 +16,7 @@ for the per-query latencies). A query's round trip is the backend call plus the 
 SUT_SAMPLE_S per sample), measured with the noop backend in results/serve/cpu/ (load 10-13 on 2 cores).
 
 A row's floor is every test at MIN_DURATION_FLOOR_MS and the Server search at MIN_SEARCH_PROBES (the query counts
-are never cut); its full size is DURATION_MS and MAX_PROBES. Drop order (bench.budget tiers): eager's serve rows are
+are never cut); its full size is DURATION_MS and MAX_PROBES. Drop order (bench.schedule.budget tiers): eager's serve rows are
 core rows (the reference every backend is read against); a non-eager backend's MultiStream and batching-off Server rows
 (the same backend at another batching, like a second batch size) go with TIER_DUP_BATCH, its other serve rows with
 TIER_BACKEND; within a tier the dearest go first, so serve rows (seconds of steady load each) go before the same tier's
@@ -29,10 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import zoo
-from bench import accuracy
-from bench.budget import TIER_BACKEND, TIER_CORE, TIER_DUP_BATCH
-from bench.phases.serve_search import CHECK_FACTOR
-from bench.phases.serve_settings import (
+from bench.model import accuracy
+from bench.phases.serve.search import CHECK_FACTOR
+from bench.phases.serve.settings import (
     MAX_DURATION_FACTOR,
     MULTISTREAM_SAMPLES,
     OFFLINE_MARGIN,
@@ -42,6 +41,7 @@ from bench.phases.serve_settings import (
     search_probes,
 )
 from bench.records import PERCENTILE_MIN_CALLS
+from bench.schedule.budget import TIER_BACKEND, TIER_CORE, TIER_DUP_BATCH
 from zoo.data import DATASETS
 
 # The SUT's hand-off (queue, gather, respond) and LoadGen's own costs, from the noop backend in results/serve/cpu/:
@@ -155,7 +155,7 @@ def priced_times(prices: Any, name: str) -> ServiceTimes:
 
 
 def eval_samples(name: str, ctx: Any, t: ServiceTimes) -> int:
-    """The samples the reference and the AccuracyOnly row evaluate: the test split, or the prefix bench.accuracy cuts
+    """The samples the reference and the AccuracyOnly row evaluate: the test split, or the prefix bench.model.accuracy cuts
     it to under a budget (priced at eager's batch of accuracy.EVAL_BATCH_SIZE)."""
     n = accuracy.EVAL_BATCH_SIZE
     return accuracy.sample_limit(ctx, DATASETS[zoo.get_spec(name).dataset][2][1], t.call_s(n), n)

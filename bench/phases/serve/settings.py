@@ -6,7 +6,7 @@ p90 asks for PERCENTILE_MIN_CALLS[90] queries, a p99 for PERCENTILE_MIN_CALLS[99
 given: with so few queries its early-stopping check often says INVALID, and the row says so; nothing here turns an
 INVALID run into a VALID one. A budget smaller than the defaults cuts ``min_duration_ms`` towards
 MIN_DURATION_FLOOR_MS and the Server search's probes towards MIN_SEARCH_PROBES (never the query counts): ``flex`` in
-[0, 1] is how far between those floors (0) and the defaults (1) a test runs (bench.phases.serve_cost sizes it to the
+[0, 1] is how far between those floors (0) and the defaults (1) a test runs (bench.schedule.serve_cost sizes it to the
 seconds left), and a row below the defaults says ``shortened``.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from bench.phases.serve_search import MAX_PROBES
-from bench.phases.serve_sut import BatchPolicy
+from bench.phases.serve.search import MAX_PROBES
+from bench.phases.serve.sut import BatchPolicy
 from bench.records import PERCENTILE_MIN_CALLS
 
 DURATION_MS = {"SingleStream": 1500, "MultiStream": 1500, "Server": 1000, "Offline": 1500}

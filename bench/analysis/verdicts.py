@@ -30,7 +30,7 @@ MIN_SAMPLES = 3  # fewer raw samples on either side: the interval means nothing,
 # process's one-thread mlp b=1 p50 read 108 to 172 us from one process to the next (1.59x), hence 60%. Rows measured
 # in >= 2 processes in both runs (--repeat) carry their own between-process noise and are judged without it.
 DEFAULT_FLOOR_PCT = 60.0
-FLOOR_SOURCE = ("the documented default, bench.verdicts.DEFAULT_FLOOR_PCT: the same row's one-process p50 spread 1.59x "
+FLOOR_SOURCE = ("the documented default, bench.analysis.verdicts.DEFAULT_FLOOR_PCT: the same row's one-process p50 spread 1.59x "
                 "between fresh processes on a 2-core CPU")
 VERDICTS = ("regression", "improvement", "no change", "inconclusive")
 DECISION_RULE = (

@@ -1,0 +1,1 @@
+"""Torch-free readers of results.json files: compare, the verdict rule, the matrix, history."""

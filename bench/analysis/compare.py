@@ -1,0 +1,307 @@
+"""Compare two benchmark runs: ``python -m bench.compare A.json B.json [--threshold PCT] [--fail-on-regression PCT]
+[--normalize] [--floor PCT] [--format text|md|json]``.
+
+The rule (bench.analysis.verdicts): rows matched on ``Record.key()``, B vs A as the ratio of the runs' medians with a bootstrap
+interval over processes then samples, widened by the between-run floor for rows measured in one process, and the
+machine check from both runs' calibration probes. This module loads the two files, decides, and renders: ``text``
+for a terminal (the default), ``md`` for a pull-request comment, ``json`` for CI (every row's medians, ratio,
+intervals and verdict, the machine check, the floor and the exit code). The gate's FAIL lines go to stderr and the
+exit code is the same in every format.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tabulate import tabulate
+
+from bench.analysis.verdicts import (
+    DECISION_RULE,
+    DEFAULT_FLOOR_PCT,
+    DEFAULT_THRESHOLD_PCT,
+    FLOOR_SOURCE,
+    VERDICTS,
+    Change,
+    compare_records,
+    fmt_ratio,
+    judge,
+    machine_changed,
+    machine_drift,
+    machine_state,
+    raw_samples,
+    slowdown_ci,
+    verdict,
+)
+from bench.cli import OneLineParser
+from bench.records import InferRecord, Record, RunEnv
+from bench.report.load import load_results
+
+__all__ = ["Change", "Comparison", "compare_records", "fmt_ratio", "judge", "machine_drift", "main", "raw_samples",
+           "slowdown_ci", "verdict"]
+
+def env_notes(env_a: RunEnv, env_b: RunEnv) -> list[str]:
+    """What differs between the runs besides the code, each a note line."""
+    notes = []
+    for name, what in (("device", "device"), ("device_name", "device model"), ("threads", "torch threads"),
+                       ("torch", "torch version")):
+        va, vb = getattr(env_a, name), getattr(env_b, name)
+        if va != vb:
+            notes.append(f"note: {what} differs: A {va!r}, B {vb!r}; changes reflect that too, not only the code")
+    if env_a.quick != env_b.quick:
+        notes.append("note: one run is --quick and the other is not: their sample counts and settings differ")
+    elif env_a.quick:
+        notes.append("note: both runs are --quick: few samples, short windows; expect inconclusive rows")
+    return notes
+
+
+@dataclass
+class Comparison:
+    """Everything one comparison decided, for any of its renderings (bench.compare_format)."""
+
+    path_a: str
+    path_b: str
+    env_a: RunEnv
+    env_b: RunEnv
+    threshold: float  # a fraction
+    floor: float  # a fraction
+    floor_source: str
+    gate_pct: float | None  # --fail-on-regression
+    drift: dict[str, Any] | None
+    normalized: bool
+    withheld: bool
+    result: dict[str, Any]
+
+    def regressions(self) -> list[Change]:
+        return [] if self.withheld else [c for c in self.result["changes"] if c.verdict == "regression"]
+
+    def gate_failed(self) -> bool:
+        return self.gate_pct is not None and bool(self.regressions())
+
+    def exit_code(self) -> int:
+        return 1 if self.gate_failed() or self.result["now_failing"] else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m bench.compare", description="Compare two results.json files (B against A).",
+                epilog=DECISION_RULE + " Exit status: 1 when a row that was ok in A fails in B, or when "
+                "--fail-on-regression is given and a row is a regression beyond it; 2 on bad input; else 0.")
+    p.add_argument("a", metavar="A.json", help="the baseline run")
+    p.add_argument("b", metavar="B.json", help="the run to judge")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD_PCT, metavar="PCT",
+                   help=f"T for the verdicts when --fail-on-regression is not given (default {DEFAULT_THRESHOLD_PCT:g})")
+    p.add_argument("--fail-on-regression", type=float, metavar="PCT",
+                   help="T = PCT, and exit 1 when any row is a regression beyond it")
+    p.add_argument("--normalize", action="store_true",
+                   help="divide every ratio by the machine calibration ratio instead of withholding verdicts when "
+                        "the machines differ")
+    p.add_argument("--floor", type=float, metavar="PCT",
+                   help=f"the between-run floor F for rows measured in one process in either run (default "
+                        f"{DEFAULT_FLOOR_PCT:g}: see bench.analysis.verdicts.DEFAULT_FLOOR_PCT; measure yours with --repeat)")
+    p.add_argument("--format", choices=("text", "md", "json"), default="text",
+                   help="text (default), md (a table for a pull-request comment) or json (every verdict, for CI)")
+    return p
+
+
+def _pct(args: argparse.Namespace) -> tuple[float, float, str]:
+    """(T, F, F's source) as fractions; ValueError on a negative or non-finite percentage."""
+    pct = args.fail_on_regression if args.fail_on_regression is not None else args.threshold
+    flag = "--fail-on-regression" if args.fail_on_regression is not None else "--threshold"
+    floor = DEFAULT_FLOOR_PCT if args.floor is None else args.floor
+    for name, value in ((flag, pct), ("--floor", floor)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a percentage >= 0, not {value:g}")
+    return pct / 100.0, floor / 100.0, FLOOR_SOURCE if args.floor is None else "from --floor"
+
+
+def compare_files(args: argparse.Namespace) -> Comparison:
+    """The comparison the command line asks for; ValueError (one line) on bad input."""
+    threshold, floor, source = _pct(args)
+    env_a, rec_a = load_results(args.a)
+    env_b, rec_b = load_results(args.b)
+    drift = machine_drift(env_a, env_b)
+    changed = machine_changed(drift, threshold)
+    normalize = changed and args.normalize
+    result = compare_records(rec_a, rec_b, threshold,
+                             (drift["ratio"], drift["lo"], drift["hi"]) if normalize else None, floor)
+    return Comparison(args.a, args.b, env_a, env_b, threshold, floor, source, args.fail_on_regression, drift,
+                      normalize, changed and not normalize, result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        comparison = compare_files(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(RENDERERS[args.format](comparison), end="")
+    print_gate(comparison)
+    return comparison.exit_code()
+
+
+JSON_FORMAT = 1  # the layout version of --format json
+HEADERS = ["model", "phase", "row", "procs A/B", "n A/B", "B vs A [95% CI]", "within-process [95% CI]",
+           "spread A/B", "verdict"]
+
+
+def _label(rec: Record) -> list[str]:
+    return [rec.model, rec.phase, rec.describe()]
+
+
+def _name(rec: Record) -> str:
+    return " ".join(x for x in _label(rec) if x)
+
+
+def describe_env(tag: str, path: str, env: RunEnv) -> str:
+    repeat = f" | {env.repeat} processes" if env.repeat > 1 else ""
+    return (f"{tag}: {path} | {env.device_name or '?'} ({env.device or '?'}) | torch {env.torch or '?'} | "
+            f"threads {env.threads if env.threads is not None else '?'} | commit {env.git_commit or '?'} | "
+            f"{env.timestamp or '?'}{repeat}{' | QUICK' if env.quick else ''}{'' if env.complete else ' | INCOMPLETE'}")
+
+
+def machine_line(c: Comparison) -> str:
+    """One line on the machines, and whether they differ beyond the threshold."""
+    if c.drift is None:
+        return "machine: no calibration probe in both runs: a machine change cannot be told from a code change"
+    probes = ", ".join(f"{name} {fmt_ratio(*r)}" for name, r in c.drift["probes"].items())
+    return (f"machine: B vs A calibration {fmt_ratio(c.drift['ratio'], c.drift['lo'], c.drift['hi'])} ({probes}): "
+            f"{machine_state(c.drift, c.threshold)} at T = {c.threshold * 100:g}%")
+
+
+def floor_line(c: Comparison) -> str:
+    widened = sum(x.floor > 0 for x in c.result["changes"])
+    return (f"floor: F = {c.floor * 100:g}%, {c.floor_source}; it widens the {widened} rows measured in one process in "
+            f"either run (marked +F); rows measured in >= 2 processes in both runs are judged on their own interval")
+
+
+def shown_verdict(change: Change, withheld: bool) -> str:
+    return "withheld" if withheld and change.slowdown is not None else change.verdict
+
+
+def _spread(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.0f}%"
+
+
+def table_rows(c: Comparison) -> list[list[str]]:
+    rows = []
+    for x in c.result["changes"]:
+        if x.slowdown is None:
+            ratio, within = "no ratio (too few or zero samples)", "-"
+        else:
+            ratio = fmt_ratio(x.slowdown, x.lo, x.hi) + (" +F" if x.floor > 0 else "")
+            within = fmt_ratio(x.within, x.within_lo, x.within_hi)
+        rows.append([*_label(x.record), f"{x.procs_a}/{x.procs_b}", f"{x.n_a}/{x.n_b}", ratio, within,
+                     f"{_spread(x.spread_a)}/{_spread(x.spread_b)}", shown_verdict(x, c.withheld)])
+    return rows
+
+
+def counts(c: Comparison) -> dict[str, int]:
+    return {v: sum(x.verdict == v for x in c.result["changes"]) for v in VERDICTS}
+
+
+def summary_lines(c: Comparison) -> list[str]:
+    n = counts(c)
+    first = ("machine changed: verdicts withheld (re-run on the same machine, or pass --normalize)" if c.withheld
+             else f"{n['regression']} regressions, {n['improvement']} improvements, {n['no change']} no change, "
+                  f"{n['inconclusive']} inconclusive")
+    r = c.result
+    return [first, f"{len(r['now_failing'])} now failing; {len(r['only_a'])} rows only in A, "
+                   f"{len(r['only_b'])} only in B"]
+
+
+def header_lines(c: Comparison) -> list[str]:
+    lines = [describe_env("A", c.path_a, c.env_a), describe_env("B", c.path_b, c.env_b),
+             f"rule: {DECISION_RULE} (T = {c.threshold * 100:g}%)", floor_line(c), *env_notes(c.env_a, c.env_b),
+             machine_line(c)]
+    if c.normalized:
+        lines.append(f"normalized: every ratio below is divided by the machine's {c.drift['ratio']:.3f}")
+    return lines
+
+
+def failing_lines(c: Comparison) -> list[str]:
+    return [f"now failing: {_name(rec)}: {rec.reason or 'no reason recorded'}" for rec in c.result["now_failing"]]
+
+
+def render_text(c: Comparison) -> str:
+    rows = table_rows(c)
+    table = (tabulate(rows, headers=HEADERS, tablefmt="github", disable_numparse=True) if rows
+             else "no row with raw samples is ok in both runs")
+    return "\n".join([*header_lines(c), "", table, *failing_lines(c), "", *summary_lines(c)]) + "\n"
+
+
+def render_md(c: Comparison) -> str:
+    """A pull-request comment: the verdict first, the table, then how it was decided (in a details block)."""
+    flagged = [row for row in table_rows(c) if row[-1] in ("regression", "improvement")]
+    rows = [[*row[:-1], f"**{row[-1]}**" if row in flagged else row[-1]] for row in table_rows(c)]
+    table = (tabulate(rows, headers=HEADERS, tablefmt="github", disable_numparse=True) if rows
+             else "_no row with raw samples is ok in both runs_")
+    how = "\n".join(f"- {line}" for line in header_lines(c))
+    return "\n".join([f"### bench.compare: B vs A at T = {c.threshold * 100:g}%", "",
+                      "; ".join(summary_lines(c)), "", *(f"- {line}" for line in failing_lines(c)), table, "",
+                      "<details><summary>how this was decided</summary>", "", how, "", "</details>"]) + "\n"
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None else float(f"{x:.6g}")
+
+
+def row_json(x: Change, withheld: bool) -> dict[str, Any]:
+    rec = x.record
+    return {"key": [v for v in rec.key()], "model": rec.model, "phase": rec.phase, "row": rec.describe(),
+            "unit": "ms per call" if isinstance(rec, InferRecord) else "samples/s",
+            "lower_is_better": isinstance(rec, InferRecord), "median_a": _num(x.stat_a), "median_b": _num(x.stat_b),
+            "slowdown": _num(x.slowdown), "lo": _num(x.lo), "hi": _num(x.hi), "within": _num(x.within),
+            "within_lo": _num(x.within_lo), "within_hi": _num(x.within_hi), "floor_pct": _num(x.floor * 100), "processes_a": x.procs_a,
+            "processes_b": x.procs_b, "n_a": x.n_a, "n_b": x.n_b, "spread_a": _num(x.spread_a),
+            "spread_b": _num(x.spread_b), "rule_verdict": x.verdict, "verdict": shown_verdict(x, withheld)}
+
+
+def _run_json(path: str, env: RunEnv) -> dict[str, Any]:
+    return {"path": path, "device": env.device, "device_name": env.device_name, "torch": env.torch,
+            "threads": env.threads, "git_commit": env.git_commit, "timestamp": env.timestamp, "repeat": env.repeat,
+            "quick": env.quick, "complete": env.complete}
+
+
+def machine_json(c: Comparison) -> dict[str, Any]:
+    d = c.drift
+    if d is None:
+        return {"state": "unknown", "ratio": None, "lo": None, "hi": None, "probes": {}}
+    return {"state": machine_state(d, c.threshold), "ratio": _num(d["ratio"]), "lo": _num(d["lo"]),
+            "hi": _num(d["hi"]), "probes": {k: [_num(v) for v in r] for k, r in d["probes"].items()}}
+
+
+def render_json(c: Comparison) -> str:
+    r = c.result
+    doc = {"format": JSON_FORMAT, "a": _run_json(c.path_a, c.env_a), "b": _run_json(c.path_b, c.env_b),
+           "rule": DECISION_RULE, "threshold_pct": _num(c.threshold * 100), "gate_pct": c.gate_pct,
+           "floor": {"pct": _num(c.floor * 100), "source": c.floor_source}, "machine": machine_json(c),
+           "normalized": c.normalized, "withheld": c.withheld, "notes": env_notes(c.env_a, c.env_b),
+           "rows": [row_json(x, c.withheld) for x in r["changes"]], "counts": counts(c),
+           "now_failing": [{"key": list(rec.key()), "row": _name(rec), "reason": rec.reason}
+                           for rec in r["now_failing"]],
+           "only_a": [list(rec.key()) for rec in r["only_a"]], "only_b": [list(rec.key()) for rec in r["only_b"]],
+           "exit_code": c.exit_code()}
+    return json.dumps(doc, indent=1) + "\n"
+
+
+RENDERERS: dict[str, Callable[[Comparison], str]] = {"text": render_text, "md": render_md, "json": render_json}
+
+
+def print_gate(c: Comparison) -> None:
+    """The FAIL lines on stderr (every format): the worst regression beyond the gate, and rows now failing."""
+    regressions = c.regressions()
+    if c.gate_failed():
+        worst = max(regressions, key=lambda x: x.lo)
+        print(f"FAIL: {len(regressions)} regressions beyond {c.gate_pct:g}% (worst: {_name(worst.record)} "
+              f"{fmt_ratio(worst.slowdown, worst.lo, worst.hi)})", file=sys.stderr)
+    if c.result["now_failing"]:
+        print(f"FAIL: {len(c.result['now_failing'])} rows ok in A now fail in B", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The serve phase: MLPerf LoadGen's scenarios per backend (SUT, settings, Server search, rows, logs)."""

@@ -1,0 +1,1 @@
+"""How a run executes: its lock, its progress lines, --repeat's fresh processes, its env block."""
