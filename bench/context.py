@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
+from bench.model.flops import build_untrained, zoo_flops
 from bench.records import SERVE_SCENARIOS, ModelRecord
 from zoo.checkpoint import load_checkpoint
 from zoo.data import data_folder, real_data_available
@@ -165,38 +165,11 @@ def find_checkpoint(name: str, folder: str | None) -> str | None:
     return None
 
 
-def _build(name: str) -> torch.nn.Module:
-    spec = zoo.get_spec(name)
-    # Random init, never a download: weights come from the checkpoint or the recorded seed.
-    return zoo.get_model(name, **({"pretrained": "off"} if spec.uses_pretrained else {}))
-
-
-@functools.cache
-def flop_counts(name: str) -> tuple[float, float]:
-    """(forward, forward + backward) FLOPs of one sample, counted on the meta device over a batch of 2."""
-    spec = zoo.get_spec(name)
-    with torch.device("meta"):
-        model = _build(name)
-        x = torch.empty(2, *spec.input_shape)
-    counts = []
-    for train in (False, True):
-        model.train(train)
-        counter = FlopCounterMode(display=False)
-        with counter:
-            if train:
-                model(x).sum().backward()  # frozen layers get no weight gradients, as in training
-            else:
-                with torch.no_grad():
-                    model(x)
-        counts.append(counter.get_total_flops() / 2)
-    return counts[0], counts[1]
-
-
 def prepare_model(name: str, ctx: BenchContext) -> ModelSession:
     """The model in eval mode on the device: its trained checkpoint when ``ctx.checkpoints/NAME`` holds one, else
     random init from ``ctx.seed``. A broken checkpoint raises CheckpointError (one line; the driver records it)."""
     torch.manual_seed(ctx.seed)
-    model = _build(name)
+    model = build_untrained(name)
     session = ModelSession(name=name, model=model)
     path = find_checkpoint(name, ctx.checkpoints)
     if path:
@@ -206,7 +179,7 @@ def prepare_model(name: str, ctx: BenchContext) -> ModelSession:
         session.checkpoint_acc, session.pretrained = state.get("test_acc"), bool(state.get("pretrained"))
         session.checkpoint_epoch = state.get("epoch")
     try:
-        session.flops_per_sample, session.train_flops_per_sample = flop_counts(name)
+        session.flops_per_sample, session.train_flops_per_sample = zoo_flops(name)
     except Exception:  # noqa: BLE001 - a FLOP count is informative, not worth losing the model's measurements over
         pass
     session.model = model.to(ctx.device).eval()

@@ -217,14 +217,14 @@ def free_model_memory(ctx) -> None:
 
 def planned(ctx, phases: list):
     """(rows, costs) per (model, phase): what progress counts and how the budget is spread."""
-    from bench.context import flop_counts
+    from bench.model.flops import zoo_flops
     from bench.schedule.budget import pair_costs
 
     rows = {(m, p.name): int(p.planned_rows(m, ctx)) for m in ctx.models for p in phases}
     step_flops: dict = {}
     for m in ctx.models:
         try:
-            forward, train = flop_counts(m)
+            forward, train = zoo_flops(m)
         except Exception:  # noqa: BLE001 - an uncountable model gets its phase's average cost
             forward = train = None
         infer_bs = ctx.infer_batch_sizes(m)

@@ -25,6 +25,7 @@ from bench.measure import timing
 from bench.measure.machine import pct_of_peak
 from bench.measure.memory import PeakMemory
 from bench.model.accuracy import row_fields
+from bench.model.flops import count_flops
 from bench.phases.base import Phase, Priced, kept
 from bench.records import PERCENTILE_MIN_CALLS, InferRecord, Record, not_ok, reason_of
 from bench.schedule.budget import TIER_BACKEND, TIER_CORE, TIER_DUP_BATCH, RowCost
@@ -56,17 +57,13 @@ def free_memory(device: torch.device) -> None:
 
 
 def flops_per_sample(session: ModelSession, ctx: BenchContext) -> float | None:
-    """Forward FLOPs of one sample (torch.utils.flop_counter), counted once per model; None when it cannot count."""
+    """Forward FLOPs of one sample (bench.model.flops), counted once per model; None when it cannot count."""
     if session.flops_per_sample:  # counted by the driver for the model record
         return float(session.flops_per_sample)
     if FLOPS_CACHE_KEY not in session.cache:
-        from torch.utils.flop_counter import FlopCounterMode
-
         try:
-            counter = FlopCounterMode(display=False)
-            with counter, torch.inference_mode():
-                session.model(example_batch(session.name, 2, ctx.device))
-            session.cache[FLOPS_CACHE_KEY] = counter.get_total_flops() / 2 or None
+            session.cache[FLOPS_CACHE_KEY] = count_flops(session.model, example_batch(session.name, 2, ctx.device),
+                                                         train=False) or None
         except Exception:  # FLOP counting is a nicety; latency rows do not depend on it
             session.cache[FLOPS_CACHE_KEY] = None
     return session.cache[FLOPS_CACHE_KEY]

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 
 import zoo
+from bench.context import example_batch
+from bench.model.flops import zoo_flops
 
 PRICE_CALLS = 3  # timed calls per price (fewer when they pass PRICE_CAP_S): their median
 PRICE_CAP_S = 1.0
@@ -116,11 +118,6 @@ def speed_factor(calibration: dict[str, Any]) -> float:
     return min(20.0, max(0.5, ms / REF_CALIBRATION_MS)) if isinstance(ms, (int, float)) and ms > 0 else 1.0
 
 
-def _batch(name: str, n: int, device: torch.device) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(n, *zoo.get_spec(name).input_shape, generator=g).to(device)
-
-
 def price_model(name: str, ctx, train: bool, infer_sizes: list[int]) -> ModelPrices:
     """Build, one training step, one forward per batch size (scaled above PRICE_MAX_BATCH); see the module doc."""
     from zoo.engine import StepOptions, build_optimizer, train_step
@@ -135,7 +132,7 @@ def price_model(name: str, ctx, train: bool, infer_sizes: list[int]) -> ModelPri
         model.eval()
         for bs in sorted(set(infer_sizes) | {min(PRICE_MAX_BATCH, max(infer_sizes or [1]))}):
             b = min(bs, PRICE_MAX_BATCH)
-            x = _batch(name, b, ctx.device)
+            x = example_batch(name, b, ctx.device)
             prices.forward_s[bs] = median_s(lambda x=x: (model(x), sync())) * bs / b
         b = min(PRICE_MAX_BATCH, max(infer_sizes or [1]))
         prices.sample_s = prices.forward_s[b] / b
@@ -144,7 +141,7 @@ def price_model(name: str, ctx, train: bool, infer_sizes: list[int]) -> ModelPri
         b = min(bs, PRICE_MAX_BATCH)
         net = copy.deepcopy(model).train()
         optimizer = build_optimizer(spec.recipe, net, fused=True)
-        x, y = _batch(name, b, ctx.device), torch.zeros(b, dtype=torch.int64, device=ctx.device)
+        x, y = example_batch(name, b, ctx.device), torch.zeros(b, dtype=torch.int64, device=ctx.device)
         opts = StepOptions(ctx.device)
         prices.train_step_s = median_s(lambda: (train_step(net, optimizer, x, y, opts), sync())) * bs / b
         del net, optimizer
@@ -153,10 +150,10 @@ def price_model(name: str, ctx, train: bool, infer_sizes: list[int]) -> ModelPri
 
 def by_flops(name: str, ctx, like: tuple[str, ModelPrices]) -> ModelPrices:
     """A model priced from a measured one's seconds per FLOP (forward and training step) and build per parameter."""
-    from bench.context import flop_counts
+
 
     ref_name, ref = like
-    (fwd, train), (ref_fwd, ref_train) = flop_counts(name), flop_counts(ref_name)
+    (fwd, train), (ref_fwd, ref_train) = zoo_flops(name), zoo_flops(ref_name)
     f, t = fwd / ref_fwd, (train * ctx.train_batch_size(name)) / (ref_train * ctx.train_batch_size(ref_name))
     return ModelPrices(build_s=ref.build_s * max(1.0, f), train_step_s=ref.train_step_s and ref.train_step_s * t,
                        forward_s={bs: (ref.sample_s or 1e-3) * f * bs for bs in ctx.infer_batch_sizes(name)},
@@ -179,14 +176,14 @@ def price_run(ctx, phases: list, calibration: dict[str, Any], say: Callable[[str
     """The whole pricing pass for ctx.models x phases (what they need: train steps, forward calls, torchrun);
     ``import_s``: this process's start-up before the probes (interpreter and imports). Models are measured lightest
     first (FLOPs) for at most PRICING_SHARE of the budget; the rest are priced from the heaviest measured one."""
-    from bench.context import flop_counts
+
 
     t0 = time.perf_counter()
     names = {p.name for p in phases}
     prices = Prices(speed=speed_factor(calibration))
     limit_s = PRICING_SHARE * ctx.budget_s if ctx.budget_s else None
     measured: list[str] = []
-    for m in sorted(ctx.models, key=lambda n: flop_counts(n)[1] * ctx.train_batch_size(n)):
+    for m in sorted(ctx.models, key=lambda n: zoo_flops(n)[1] * ctx.train_batch_size(n)):
         if measured and limit_s is not None and time.perf_counter() - t0 > limit_s:
             prices.models[m] = by_flops(m, ctx, (measured[-1], prices.models[measured[-1]]))
             continue

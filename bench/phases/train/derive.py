@@ -6,21 +6,16 @@ import copy
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from bench.measure.machine import pct_of_peak
 from bench.measure.stats import median_ratio_ci
+from bench.model.flops import count_flops
 from bench.records import TRAIN_LADDER, TrainRecord
 
 
 def train_flops_per_sample(model: torch.nn.Module, input_shape: tuple[int, ...]) -> float:
-    """Forward + backward FLOPs per sample (torch.utils.flop_counter), on a throw-away copy on the CPU."""
-    net = copy.deepcopy(model).cpu().train()
-    x = torch.randn(2, *input_shape)
-    with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(net(x), torch.zeros(2, dtype=torch.int64)).backward()
-    return counter.get_total_flops() / 2
+    """Forward + backward FLOPs per sample (bench.model.flops), on a throw-away copy on the CPU."""
+    return count_flops(copy.deepcopy(model).cpu(), torch.randn(2, *input_shape), train=True)
 
 
 def is_plain(rec: TrainRecord) -> bool:
