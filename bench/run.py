@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from bench.cli import OneLineParser
 from bench.runner.repeat import DEFAULT_REPEAT, QUICK_REPEAT, repeat_count
 from zoo.errors import UserError
 
@@ -26,13 +27,8 @@ DESCRIPTION = ("Benchmark the zoo: training throughput per data path, inference 
                "OUT/README.md.")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse would print usage + message; a user gets one line
-        raise UserError(f"{message} (see python -m bench.run --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m bench.run", description=DESCRIPTION)
+    p = OneLineParser(prog="python -m bench.run", description=DESCRIPTION, raises=UserError)
     p.add_argument("--device", default="auto", help="auto (default: cuda > mps > cpu), cpu, cuda, cuda:N or mps; "
                                                     "cuda:N is made the current device for the whole run")
     p.add_argument("--models", default="all", help="comma-separated zoo models, or all (default)")
