@@ -1,10 +1,12 @@
-"""The Python entry point: ``bench.run_bench(models=["lenet"], phases=["infer"], backends=["eager"])`` runs the same
-driver as ``python -m bench.run`` from a notebook or a script and returns its typed records (bench.records).
+"""The library: ``bench.launch(RunConfig(...))`` runs the driver that ``python -m bench.run`` runs and returns what it
+measured (bench.run.Results: the env block and the typed records). The command line parses its flags into the same
+RunConfig (bench.config) and calls the same driver; nothing here goes through argv.
 
-Every keyword is the command-line flag of the same name (``batch_sizes`` is ``--batch-sizes``; a list is joined with
-commas; True is a bare flag). Files are written only when ``out`` is given (the run is made in a temporary folder
-otherwise, and nothing is left behind). A bad choice raises zoo.errors.UserError with the command line's one-line
-message; an interrupted or failed run raises RuntimeError naming its exit status.
+Files are written only when ``config.out`` names a folder: with ``out=None`` the run's artefacts (ONNX exports,
+LoadGen logs) go to a scratch folder that is removed afterwards, and no results.json is read back: the records are
+the driver's own objects. A bad choice raises zoo.errors.UserError with the command line's one-line message; a run
+that another holds the folder for, or that was interrupted, raises RuntimeError naming its exit status.
+``bench.run_bench(models=[...], ...)`` is the same call with RunConfig's fields as keywords, returning the records.
 """
 from __future__ import annotations
 
@@ -12,48 +14,47 @@ import os
 import shlex
 import tempfile
 import time
-from collections.abc import Sequence
 from typing import Any
 
+from bench.config import RunConfig
 from bench.records import Record
 
 
-def to_argv(**flags: Any) -> list[str]:
-    """``--name value`` for every keyword that is not None (lists joined with commas, True a bare flag)."""
-    argv: list[str] = []
-    for name, value in flags.items():
-        if value is None or value is False:
-            continue
-        flag = "--" + name.replace("_", "-")
-        if value is True:
-            argv.append(flag)
-        else:
-            text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-            argv += [flag, text]
-    return argv
+def describe(config: RunConfig) -> str:
+    """The run as a person reads it in the env block: the non-default fields, as Python keywords."""
+    default = RunConfig()
+    changed = {k: v for k, v in vars(config).items() if v != getattr(default, k)}
+    return "bench.launch: " + " ".join(f"{k}={shlex.quote(repr(v))}" for k, v in changed.items())
 
 
-def run_bench(*, models: Sequence[str] | str = "all", device: str = "auto", phases: Sequence[str] | None = None,
-              backends: Sequence[str] | None = None, batch_sizes: Sequence[int] | None = None,
-              budget: float | str | None = None, threads: int | None = None, quick: bool = False,
-              out: str | None = None, **flags: Any) -> list[Record]:
-    """The records of one bench run (see the module docstring); ``flags``: any other bench.run flag."""
+def launch(config: RunConfig) -> Any:
+    """Run ``config`` and return its bench.run.Results (records with exit status 0 or 1: failed rows are records)."""
     from bench.measure.machine import intra_op_threads
     from bench.phases import PHASES
     from bench.plan import make_context
     from bench.report.load import load_results
-    from bench.run import build_parser
-    from bench.run import run_bench as drive
+    from bench.run import Results, execute
+    from bench.runner.repeat import repeat_count, run_repeated
 
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
-        argv = to_argv(models=models, device=device, phases=phases, backends=backends, batch_sizes=batch_sizes,
-                       budget=budget, threads=threads, quick=quick, out=out or scratch, **flags)
-        ctx, skipped = make_context(build_parser().parse_args(argv), PHASES)  # UserError on a bad choice
-        final = ctx.out_dir
+        run_config = config if config.out is not None else config.replace(out=scratch)
+        ctx, skipped = make_context(run_config, PHASES)  # UserError on a bad choice
+        repeat = repeat_count(config.repeat, config.quick, seam=False)
         with intra_op_threads(ctx.threads):  # the caller's thread count back after the run
-            code = drive(ctx, PHASES, command=" ".join(["bench.run_bench:", *map(shlex.quote, argv)]),
-                         skipped=skipped, started=time.time())
-        path = os.path.join(final, "results.json")
-        if code not in (0, 1) or not os.path.isfile(path):  # 1: some rows failed, and they are records too
-            raise RuntimeError(f"bench run ended with exit status {code}; see the lines it printed")
-        return load_results(path)[1]
+            if repeat > 1:  # fresh processes write their files; the merged run is read back from them
+                code = run_repeated(ctx, PHASES, run_config.to_argv(), describe(config), repeat)
+                path = os.path.join(ctx.out_dir, "results.json")
+                env, records = load_results(path) if code in (0, 1) and os.path.isfile(path) else (None, [])
+                results = Results(env, records, code, ctx.out_dir)
+            else:
+                results = execute(ctx, PHASES, command=describe(config), skipped=skipped, started=time.time())
+        if results.exit_code not in (0, 1):
+            raise RuntimeError(f"bench run ended with exit status {results.exit_code}; see the lines it printed")
+        if config.out is None:
+            results.out_dir = None
+        return results
+
+
+def run_bench(**fields: Any) -> list[Record]:
+    """The records of ``launch(RunConfig(**fields))``; a field RunConfig does not have is a TypeError."""
+    return launch(RunConfig(**fields)).records

@@ -6,16 +6,16 @@ A bad choice is a UserError (one line, exit 2). Defaults are sized so that a ful
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 import zoo
 from bench.backends import BACKENDS
+from bench.config import RunConfig
 from bench.context import BenchContext
 from bench.phases.base import Phase
 from bench.phases.tta import parse_targets
@@ -46,8 +46,10 @@ DEFAULT_VARIANTS = ("channels_last", "compile")
 PLOTS_LABEL = "plots"  # the report's PNGs: a row of the plan the budget may drop (re-rendered by bench.report)
 
 
-def csv_items(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+def csv_items(value: str | Sequence) -> list[str]:
+    """The names a choice holds: comma-separated text (a command line) or a sequence (RunConfig from Python)."""
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    return [t.strip() for t in items if t.strip()]
 
 
 def choose(flag: str, text: str, choices, what: str) -> list[str]:
@@ -140,10 +142,10 @@ def pick_precisions(text: str | None, device: torch.device, quick: bool) -> tupl
     return kept, skipped
 
 
-def pick_variants(text: str | None, quick: bool) -> list[dict[str, Any]]:
-    text = text if text is not None else ("none" if quick else ",".join(DEFAULT_VARIANTS))
+def pick_variants(text: str | Sequence[str] | None, quick: bool) -> list[dict[str, Any]]:
+    items = csv_items(text if text is not None else ("none" if quick else ",".join(DEFAULT_VARIANTS)))
     variants: list[dict[str, Any]] = []
-    for item in csv_items("" if text.strip() == "none" else text):
+    for item in [] if items == ["none"] else items:
         if item == "channels_last":
             variants.append({"channels_last": True})
         elif item == "compile" or item.startswith("compile="):
@@ -167,9 +169,10 @@ def pick_batch_sizes(text: str | None) -> list[int] | None:
     return sizes
 
 
-def pick_budget(text: str | None, quick: bool) -> float | None:
+def pick_budget(text: str | float | None, quick: bool) -> float | None:
     if text is None:
         return QUICK_BUDGET_S if quick else DEFAULT_BUDGET_S
+    text = str(text)
     if text.strip().lower() == "none":
         return None
     try:
@@ -187,13 +190,15 @@ def positive(flag: str, value: int | None) -> int | None:
     return value
 
 
-def check_folders(args: argparse.Namespace, device: torch.device) -> str:
+def check_folders(args: RunConfig, device: torch.device) -> str:
     """Input folders exist and OUT can hold OUT/<device> (made last: a bad flag leaves nothing behind). The device
     folder itself is made by a run that completes (bench.report.staging.promote)."""
     if args.data_root is not None and not os.path.isdir(args.data_root):
         raise UserError(f"--data-root {args.data_root}: no such folder (use --synthetic to run without data)")
     if args.checkpoints is not None and not os.path.isdir(args.checkpoints):
         raise UserError(f"--checkpoints {args.checkpoints}: no such folder")
+    if args.out is None:
+        raise UserError("no output folder: give --out (bench.launch makes a scratch folder when out is None)")
     dev_dir = os.path.join(args.out, device.type)
     try:
         os.makedirs(args.out, exist_ok=True)
@@ -211,7 +216,7 @@ def pick_tta_targets(items: list[str]) -> dict[str, float]:
         raise UserError(str(exc)) from None
 
 
-def pick_serve(args: argparse.Namespace) -> dict[str, Any]:
+def pick_serve(args: RunConfig) -> dict[str, Any]:
     """The serve phase's --scenarios and --server-latency-ms as BenchContext fields."""
     scenarios = list(SERVE_SCENARIOS) if args.scenarios is None else \
         choose("--scenarios", args.scenarios, SERVE_SCENARIOS, "scenario")
@@ -221,10 +226,10 @@ def pick_serve(args: argparse.Namespace) -> dict[str, Any]:
     return {"serve_scenarios": [s for s in SERVE_SCENARIOS if s in scenarios], "server_latency_ms": bound}
 
 
-def make_context(args: argparse.Namespace, phases: Mapping[str, Phase]) -> tuple[BenchContext, dict[str, Any]]:
+def make_context(args: RunConfig, phases: Mapping[str, Phase]) -> tuple[BenchContext, dict[str, Any]]:
     """(the run's context, what the default plan left out and why). UserError on the first bad choice."""
     device = pick_device(args.device)
-    models = zoo.list_models() if args.models.strip() == "all" else \
+    models = zoo.list_models() if csv_items(args.models) == ["all"] else \
         choose("--models", args.models, zoo.list_models(), "model")
     picked_phases = pick_phases(args.phases, phases, args.quick)
     backends, skipped_backends = pick_backends(args.backends, device, args.quick)

@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from bench.cli import OneLineParser
 from bench.runner.repeat import DEFAULT_REPEAT, QUICK_REPEAT, repeat_count
@@ -72,6 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
                         f"--quick {QUICK_REPEAT})")
     p.add_argument("--debug", action="store_true", help="let measurement errors raise with a traceback")
     return p
+
+
+@dataclass
+class Results:
+    """What one run measured: its env block and its records (bench.records), in the order they were made, and the
+    exit status the command line returns for it (0; 1 when a row failed or the files could not be written; 2 when
+    another run holds the folder; 130 when interrupted). ``out_dir``: where its files are (None: none kept)."""
+
+    env: Any
+    records: list
+    exit_code: int
+    out_dir: str | None = None
 
 
 class WriteFailed(Exception):
@@ -211,27 +225,6 @@ def free_model_memory(ctx) -> None:
         torch.cuda.empty_cache()
 
 
-def planned(ctx, phases: list):
-    """(rows, costs) per (model, phase): what progress counts and how the budget is spread."""
-    from bench.model.flops import zoo_flops
-    from bench.schedule.budget import pair_costs
-
-    rows = {(m, p.name): int(p.planned_rows(m, ctx)) for m in ctx.models for p in phases}
-    step_flops: dict = {}
-    for m in ctx.models:
-        try:
-            forward, train = zoo_flops(m)
-        except Exception:  # noqa: BLE001 - an uncountable model gets its phase's average cost
-            forward = train = None
-        infer_bs = ctx.infer_batch_sizes(m)
-        for p in phases:
-            if p.name in ("train", "scale", "tta"):  # a training step: forward + backward over the train batch
-                step_flops[(m, p.name)] = train and train * ctx.train_batch_size(m)
-            else:
-                step_flops[(m, p.name)] = forward and forward * sum(infer_bs) / len(infer_bs)
-    return rows, pair_costs(rows, step_flops)
-
-
 def process_start() -> float:
     """When this process started (epoch seconds): the budget counts interpreter start-up and imports too."""
     try:
@@ -242,10 +235,10 @@ def process_start() -> float:
         return time.time()
 
 
-def run_bench(ctx, phases: Mapping, *, command: str, skipped: dict, probe: Callable | None = None,
-              stream=None, started: float | None = None, pricer: Callable | None = None) -> int:
-    """Measure ctx.models x ctx.phases and write the results; the exit status (0, 1 if any row failed, 2 if another
-    run holds the folder, 130 when interrupted). ``started``: when the command started (default: now)."""
+def execute(ctx, phases: Mapping, *, command: str, skipped: dict, probe: Callable | None = None,
+            stream=None, started: float | None = None, pricer: Callable | None = None) -> Results:
+    """Measure ctx.models x ctx.phases and write the results into ctx.out_dir; what was measured and the exit status
+    (Results). ``started``: when the command started (default: now)."""
     from bench.report.staging import recover, stage_dir
     from bench.runner.lock import LockHeld, RunLock
 
@@ -255,22 +248,24 @@ def run_bench(ctx, phases: Mapping, *, command: str, skipped: dict, probe: Calla
         lock = RunLock(final).acquire()
     except LockHeld as exc:
         print(f"error: {exc}", file=stream or sys.stderr)
-        return exc.exit_code
+        return Results(None, [], exc.exit_code)
     try:
         recover(final)  # a promotion a kill cut short
         ctx.out_dir = stage_dir(final)  # written here, moved to OUT/<device> once complete
-        code = measure_all(ctx, phases, command=command, skipped=skipped, probe=probe, stream=stream,
-                           started=started, final=final, pricer=pricer)
+        results = measure_all(ctx, phases, command=command, skipped=skipped, probe=probe, stream=stream,
+                              started=started, final=final, pricer=pricer)
     finally:
         lock.release()
-    return code
+    results.out_dir = ctx.out_dir
+    return results
 
 
 def measure_all(ctx, phases: Mapping, *, command: str, skipped: dict, probe, stream, started: float,
-                final: str, pricer: Callable | None) -> int:
+                final: str, pricer: Callable | None) -> Results:
     from bench.measure.memory import frozen_heap
     from bench.runner.env import environment, probe_machine
     from bench.runner.progress import Progress
+    from bench.schedule.budget import planned
     from bench.schedule.pricing import plan_budget
 
     selected = [phases[name] for name in ctx.phases]
@@ -298,16 +293,16 @@ def measure_all(ctx, phases: Mapping, *, command: str, skipped: dict, probe, str
             save(ctx, env, records, started, complete=i == len(ctx.models) - 1)
     except KeyboardInterrupt:
         progress.close()
-        return interrupted(ctx, env, records, started, stream)
+        return Results(env, records, interrupted(ctx, env, records, started, stream))
     except WriteFailed as exc:
         progress.close()
         print(f"error: {exc}", file=stream or sys.stderr)
-        return 1
+        return Results(env, records, 1)
     finally:
         progress.close()  # also when --debug lets an error through: no pulse outlives the run
         with contextlib.suppress(OSError):
             os.rmdir(ctx.out_dir)  # a staged folder that never got a file (stopped before the first write): gone
-    return finished(ctx, records, started, stream, final)
+    return Results(env, records, finished(ctx, records, started, stream, final))
 
 
 def header(ctx, env, final: str) -> str:
@@ -364,11 +359,13 @@ def main(argv: list[str] | None = None, *, phases: Mapping | None = None, probe:
             from bench.phases import PHASES
 
             phases = PHASES
+        from bench.config import RunConfig
         from bench.measure.machine import intra_op_threads
         from bench.plan import make_context
 
-        repeat = repeat_count(args.repeat, args.quick, seam=seam)
-        ctx, skipped = make_context(args, phases)
+        config = RunConfig.from_namespace(args)
+        repeat = repeat_count(config.repeat, config.quick, seam=seam)
+        ctx, skipped = make_context(config, phases)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -382,8 +379,8 @@ def main(argv: list[str] | None = None, *, phases: Mapping | None = None, probe:
                 from bench.runner.repeat import run_repeated
 
                 return run_repeated(ctx, phases, argv, command, repeat)
-            return run_bench(ctx, phases, command=command, skipped=skipped, probe=probe, started=started,
-                             pricer=pricer)
+            return execute(ctx, phases, command=command, skipped=skipped, probe=probe, started=started,
+                           pricer=pricer).exit_code
     except KeyboardInterrupt:  # after the last write (or during the first setup): nothing more to save
         print("interrupted", file=sys.stderr)
         return 130

@@ -137,7 +137,7 @@ def test_files_and_functions_are_short(name):
 
 # Where each kind of bench code lives (README "Layout"): a module added elsewhere must be placed on purpose.
 BENCH_LAYOUT = {
-    "bench": {"__main__", "api", "cli", "run", "plan", "context", "records", "compare", "matrix", "history",
+    "bench": {"__main__", "api", "config", "cli", "run", "plan", "context", "records", "compare", "matrix", "history",
               "gpu_smoke"},
     "bench.schedule": {"budget", "pricing", "train_cost", "serve_cost"},
     "bench.runner": {"lock", "progress", "repeat", "env"},

@@ -263,3 +263,23 @@ class Budget:
                 "flex": round(self.first.flex, 3),
                 "dropped": {r.name: round(r.floor_s + sum(self.groups.get(g, 0.0) for g in r.groups), 1)
                             for r in self.dropped.values()}}
+
+
+def planned(ctx, phases: list):
+    """(rows, costs) per (model, phase): what progress counts and how the budget is spread."""
+    from bench.model.flops import zoo_flops
+
+    rows = {(m, p.name): int(p.planned_rows(m, ctx)) for m in ctx.models for p in phases}
+    step_flops: dict = {}
+    for m in ctx.models:
+        try:
+            forward, train = zoo_flops(m)
+        except Exception:  # noqa: BLE001 - an uncountable model gets its phase's average cost
+            forward = train = None
+        infer_bs = ctx.infer_batch_sizes(m)
+        for p in phases:
+            if p.name in ("train", "scale", "tta"):  # a training step: forward + backward over the train batch
+                step_flops[(m, p.name)] = train and train * ctx.train_batch_size(m)
+            else:
+                step_flops[(m, p.name)] = forward and forward * sum(infer_bs) / len(infer_bs)
+    return rows, pair_costs(rows, step_flops)
