@@ -39,7 +39,7 @@ def launch(config: RunConfig) -> Any:
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         run_config = config if config.out is not None else config.replace(out=scratch)
         ctx, skipped = make_context(run_config, PHASES)  # UserError on a bad choice
-        repeat = repeat_count(config.repeat, config.quick, seam=False)
+        repeat = repeat_count(config.repeat, config.quick)
         with intra_op_threads(ctx.threads):  # the caller's thread count back after the run
             if repeat > 1:  # fresh processes write their files; the merged run is read back from them
                 code = run_repeated(ctx, PHASES, run_config.to_argv(), describe(config), repeat)

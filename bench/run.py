@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,8 +235,8 @@ def process_start() -> float:
         return time.time()
 
 
-def execute(ctx, phases: Mapping, *, command: str, skipped: dict, probe: Callable | None = None,
-            stream=None, started: float | None = None, pricer: Callable | None = None) -> Results:
+def execute(ctx, phases: Mapping, *, command: str, skipped: dict, stream=None,
+            started: float | None = None) -> Results:
     """Measure ctx.models x ctx.phases and write the results into ctx.out_dir; what was measured and the exit status
     (Results). ``started``: when the command started (default: now)."""
     from bench.report.staging import recover, stage_dir
@@ -252,24 +252,24 @@ def execute(ctx, phases: Mapping, *, command: str, skipped: dict, probe: Callabl
     try:
         recover(final)  # a promotion a kill cut short
         ctx.out_dir = stage_dir(final)  # written here, moved to OUT/<device> once complete
-        results = measure_all(ctx, phases, command=command, skipped=skipped, probe=probe, stream=stream,
-                              started=started, final=final, pricer=pricer)
+        results = measure_all(ctx, phases, command=command, skipped=skipped, stream=stream, started=started,
+                              final=final)
     finally:
         lock.release()
     results.out_dir = ctx.out_dir
     return results
 
 
-def measure_all(ctx, phases: Mapping, *, command: str, skipped: dict, probe, stream, started: float,
-                final: str, pricer: Callable | None) -> Results:
+def measure_all(ctx, phases: Mapping, *, command: str, skipped: dict, stream, started: float,
+                final: str) -> Results:
     from bench.measure.memory import frozen_heap
-    from bench.runner.env import environment, probe_machine
+    from bench.runner import env as run_env
     from bench.runner.progress import Progress
+    from bench.schedule import pricing
     from bench.schedule.budget import planned
-    from bench.schedule.pricing import plan_budget
 
     selected = [phases[name] for name in ctx.phases]
-    env = environment(ctx, command)
+    env = run_env.environment(ctx, command)
     env.skipped_precisions = dict(skipped.get("skipped_precisions", {}))
     if skipped.get("skipped_backends"):
         env.notes["skipped_backends"] = dict(skipped["skipped_backends"])
@@ -283,9 +283,9 @@ def measure_all(ctx, phases: Mapping, *, command: str, skipped: dict, probe, str
         import_s = time.time() - started  # interpreter, imports, the plan: what a torchrun launch pays again
         if ctx.budget_s:
             progress.eta = lambda: None  # until the plan is priced
-        (probe or probe_machine)(ctx, env)
+        run_env.probe_machine(ctx, env)
         if ctx.budget_s:
-            plan_budget(ctx, env, selected, progress, started, pricer, import_s)
+            pricing.plan_budget(ctx, env, selected, progress, started, import_s)
         for i, name in enumerate(ctx.models):
             with frozen_heap():  # each row's garbage collections walk what the model made, not every import
                 bench_model(name, ctx, selected, progress, records, env)
@@ -345,26 +345,19 @@ def finished(ctx, records, started: float, stream, final: str) -> int:
     return 1 if failed else 0
 
 
-def main(argv: list[str] | None = None, *, phases: Mapping | None = None, probe: Callable | None = None,
-         pricer: Callable | None = None) -> int:
-    """The command line. ``phases`` (default bench.phases.PHASES), ``probe`` (default bench.runner.env.probe_machine) and
-    ``pricer`` (default bench.schedule.pricing.price_run) are the seams tests use to run the driver on fake phases and
-    costs."""
+def main(argv: list[str] | None = None) -> int:
+    """The command line: argv -> RunConfig -> the driver; the exit status."""
     started = process_start() if argv is None else time.time()  # the command line: from the process's start
     argv = sys.argv[1:] if argv is None else list(argv)
-    seam = phases is not None
     try:
         args = build_parser().parse_args(argv)
-        if phases is None:
-            from bench.phases import PHASES
-
-            phases = PHASES
         from bench.config import RunConfig
         from bench.measure.machine import intra_op_threads
+        from bench.phases import PHASES as phases
         from bench.plan import make_context
 
         config = RunConfig.from_namespace(args)
-        repeat = repeat_count(config.repeat, config.quick, seam=seam)
+        repeat = repeat_count(config.repeat, config.quick)
         ctx, skipped = make_context(config, phases)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -379,8 +372,7 @@ def main(argv: list[str] | None = None, *, phases: Mapping | None = None, probe:
                 from bench.runner.repeat import run_repeated
 
                 return run_repeated(ctx, phases, argv, command, repeat)
-            return execute(ctx, phases, command=command, skipped=skipped, probe=probe, started=started,
-                           pricer=pricer).exit_code
+            return execute(ctx, phases, command=command, skipped=skipped, started=started).exit_code
     except KeyboardInterrupt:  # after the last write (or during the first setup): nothing more to save
         print("interrupted", file=sys.stderr)
         return 130

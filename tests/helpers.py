@@ -188,3 +188,21 @@ class FakeCudaAllocator:
     def transient(self, mb: int) -> None:
         self.hold(mb)
         self.free(mb)
+
+
+def run_main(argv: list[str], *, phases: Any = None, probe: Any = None, pricer: Any = None) -> int:
+    """``python -m bench.run argv`` in this process with the driver's collaborators replaced for the one call: the
+    phase registry (bench.phases.PHASES), the machine probes (bench.runner.env.probe_machine) and the pricing pass
+    (bench.schedule.pricing.price_run). Each one left None is the real one."""
+    import pytest
+
+    from bench import run
+
+    with pytest.MonkeyPatch.context() as patch:
+        if phases is not None:
+            patch.setattr("bench.phases.PHASES", phases)
+        if probe is not None:
+            patch.setattr("bench.runner.env.probe_machine", probe)
+        if pricer is not None:
+            patch.setattr("bench.schedule.pricing.price_run", pricer)
+        return run.main(argv)

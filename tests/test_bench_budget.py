@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from helpers import run_main
 
 from bench import plan
 from bench.context import BenchContext
@@ -258,7 +259,6 @@ def test_a_stale_lock_left_by_a_killed_run_is_taken_over_and_released(tmp_path):
 
 
 def test_the_driver_says_the_lock_in_one_line_and_exits_2_before_measuring(tmp_path, capsys):
-    from bench import run
 
     out = tmp_path / "res"
     out.mkdir()
@@ -267,7 +267,7 @@ def test_the_driver_says_the_lock_in_one_line_and_exits_2_before_measuring(tmp_p
         import psutil
 
         (out / "cpu.lock").write_text(f"{holder.pid} {psutil.Process(holder.pid).create_time()}\n")
-        rc = run.main(["--device", "cpu", "--synthetic", "--models", "mlp", "--out", str(out), "--budget", "none"],
+        rc = run_main(["--device", "cpu", "--synthetic", "--models", "mlp", "--out", str(out), "--budget", "none"],
                       phases={"train": PHASES["train"]}, probe=lambda ctx, env: pytest.fail("measured"))
     finally:
         holder.communicate(b"")
@@ -323,7 +323,7 @@ def test_a_row_dropped_at_plan_time_comes_back_when_the_run_goes_faster_than_pri
 
 DRIVER = '''
 import sys, time
-from bench import run
+from helpers import run_main
 from bench.phases.base import Phase
 from bench.schedule.pricing import ModelPrices, Prices
 from bench.records import TrainRecord
@@ -338,7 +338,7 @@ class Slow(Phase):
 
 prices = lambda ctx, phases, calibration, say=None, import_s=None: Prices(
     models={m: ModelPrices(build_s=0.0, train_step_s=0.01) for m in ctx.models})
-sys.exit(run.main(["--device", "cpu", "--synthetic", "--models", "mlp,lenet,cifar_cnn", "--out", sys.argv[1],
+sys.exit(run_main(["--device", "cpu", "--synthetic", "--models", "mlp,lenet,cifar_cnn", "--out", sys.argv[1],
                    "--checkpoints", sys.argv[1], "--budget", "600"], phases={"train": Slow()},
                   probe=lambda ctx, env: None, pricer=prices))
 '''
@@ -357,7 +357,7 @@ def test_a_rerun_stopped_at_any_point_leaves_the_previous_complete_run_whole(tmp
     out = tmp_path / "res"
     out.mkdir()
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": repo}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.path.join(repo, "tests")])}
     first = subprocess.run([sys.executable, str(script), str(out), "0", "1"], cwd=repo, env=env, capture_output=True,
                            text=True, timeout=600)
     assert first.returncode == 0, first.stderr

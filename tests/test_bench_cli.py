@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import torch
+from helpers import run_main
 
-from bench import run
 from bench.phases.base import Phase
 from bench.records import BACKEND_NAMES, TrainRecord
 from zoo.errors import UserError
@@ -80,7 +80,7 @@ FAKE_PHASES = {"train": _NoopPhase()}
     (["--out", "/dev/null/results"], "--out"),
 ])
 def test_bad_arguments_are_one_line_exit_2(tmp_path, capsys, argv, expect):
-    assert run.main(["--device", "cpu", "--out", str(tmp_path), *argv], phases=FAKE_PHASES,
+    assert run_main(["--device", "cpu", "--out", str(tmp_path), *argv], phases=FAKE_PHASES,
                     probe=lambda ctx, env: None) == 2
     assert expect in _one_error_line(capsys.readouterr().err)
     assert not os.listdir(tmp_path)  # validated before anything is measured or written
@@ -123,7 +123,7 @@ def test_cuda_device_is_current_for_the_whole_run(tmp_path):
 
     last = torch.cuda.device_count() - 1
     out = str(tmp_path / "res")
-    assert run.main(["--device", f"cuda:{last}", "--models", "mlp", "--synthetic", "--out", out],
+    assert run_main(["--device", f"cuda:{last}", "--models", "mlp", "--synthetic", "--out", out],
                     phases={"train": Probe()}, probe=lambda ctx, env: None) == 0
     assert seen == {"current": last, "param_device": torch.device("cuda", last)}
     with open(os.path.join(out, "cuda", "results.json")) as f:

@@ -65,18 +65,20 @@ def test_a_small_models_backends_cost_a_fraction_of_alexnets_in_the_plan():
     assert groups["lenet onnx export"] < groups["alexnet_mnist onnx export"]
 
 
-def test_the_reserve_holds_the_interpreters_exit_in_proportion_to_its_start_up():
+def test_the_reserve_holds_the_interpreters_exit_in_proportion_to_its_start_up(monkeypatch):
     from types import SimpleNamespace
 
     from bench.schedule.pricing import EXIT_PER_IMPORT, plan_budget
+
+    monkeypatch.setattr("bench.schedule.pricing.price_run",
+                        lambda ctx, phases, calibration, say, import_s: prices_of(lenet=(param_count("lenet"), 2e-4)))
 
     def run_with(import_s):
         ctx = BenchContext(device=torch.device("cpu"), models=["lenet"], phases=["infer"], threads=2,
                            backends=["eager"], synthetic=True, budget_s=120.0)
         env = SimpleNamespace(calibration={}, notes={})
         progress = SimpleNamespace(message=lambda line: None, eta=None)
-        plan_budget(ctx, env, [PHASES["infer"]], progress, started=0.0, import_s=import_s,
-                    pricer=lambda ctx, phases, calibration, say, import_s: prices_of(lenet=(param_count("lenet"), 2e-4)))
+        plan_budget(ctx, env, [PHASES["infer"]], progress, started=0.0, import_s=import_s)
         return ctx.budget.reserve_s
 
     assert run_with(10.0) - run_with(0.0) == pytest.approx(EXIT_PER_IMPORT * 10.0)

@@ -7,10 +7,10 @@ import json
 import os
 
 import torch
+from helpers import run_main
 from test_data_idx import write_gz_folder
 
 import zoo
-from bench import run
 from bench.phases.base import Phase
 from bench.records import InferRecord
 from zoo import idx
@@ -46,7 +46,7 @@ def test_the_env_block_records_and_headers_say_which_checkpoint_and_data_folder(
     idx.link("fashionmnist", str(tmp_path / "src"), root)
     ckpt = trained_mlp(tmp_path / "runs")
     out = str(tmp_path / "res")
-    rc = run.main(["--device", "cpu", "--models", "mlp,lenet", "--phases", "infer", "--data-root", root,
+    rc = run_main(["--device", "cpu", "--models", "mlp,lenet", "--phases", "infer", "--data-root", root,
                    "--checkpoints", str(tmp_path / "runs"), "--out", out], phases={"infer": Nothing()},
                   probe=lambda ctx, env: None)
     assert rc == 0

@@ -8,6 +8,7 @@ import json
 import os
 
 import pytest
+from helpers import run_main
 
 from bench import run
 from bench.context import BenchContext
@@ -58,7 +59,7 @@ def probe(ctx, env):
 
 def launch(argv):
     CALLS.append(argv)
-    return run.main(argv, phases=PHASES, probe=probe)
+    return run_main(argv, phases=PHASES, probe=probe)
 
 
 @pytest.fixture(autouse=True)
@@ -134,11 +135,11 @@ def test_child_argv_without_a_budget_and_with_one_process_left():
 
 
 def test_repeat_count_defaults_and_refuses_zero():
-    assert run.repeat_count(None, False, seam=False) == repeat.DEFAULT_REPEAT
-    assert run.repeat_count(None, True, seam=False) == repeat.QUICK_REPEAT == 1
-    assert run.repeat_count(None, False, seam=True) == 1 and run.repeat_count(4, True, seam=True) == 4
+    assert run.repeat_count(None, False) == repeat.DEFAULT_REPEAT
+    assert run.repeat_count(None, True) == repeat.QUICK_REPEAT == 1
+    assert run.repeat_count(4, True) == 4
     with pytest.raises(Exception, match="--repeat must be a positive integer, not 0"):
-        run.repeat_count(0, False, seam=False)
+        run.repeat_count(0, False)
 
 
 def test_an_interrupted_repeat_keeps_the_processes_done_and_says_incomplete(tmp_path, monkeypatch):

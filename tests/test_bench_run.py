@@ -1,4 +1,4 @@
-"""bench.run's driver on fake phases (injected through ``run.main(phases=...)``): failures recorded and the run goes
+"""bench.run's driver on fake phases (injected through ``tests.helpers.run_main(phases=...)``): failures recorded and the run goes
 on, interrupted runs marked incomplete, threads applied and recorded, the precision plan, the budget spread,
 progress lines, result-write errors, and a real Ctrl-C sent to a real run."""
 from __future__ import annotations
@@ -14,8 +14,9 @@ import time
 
 import pytest
 import torch
+from helpers import run_main
 
-from bench import plan, run
+from bench import plan
 from bench.measure import machine
 from bench.phases.base import Phase
 from bench.records import InferRecord, TrainRecord, not_ok
@@ -99,7 +100,7 @@ def _clean_state():
 
 def bench(tmp_path, *argv, phases=PHASES):
     out = str(tmp_path / "res")
-    rc = run.main(["--device", "cpu", "--synthetic", "--out", out, "--checkpoints", str(tmp_path), *argv],
+    rc = run_main(["--device", "cpu", "--synthetic", "--out", out, "--checkpoints", str(tmp_path), *argv],
                   phases=phases, probe=lambda ctx, env: None, pricer=fake_prices)
     return rc, last_results(out)
 

@@ -216,10 +216,10 @@ def derive_all(records: list[Record], env: RunEnv) -> None:
             r.scaling_efficiency = r.samples_per_s / r.ideal_samples_per_s if r.ideal_samples_per_s else None
 
 
-def repeat_count(flag: int | None, quick: bool, *, seam: bool) -> int:
-    """Processes per run: --repeat, else the default (one under the tests' phase seam: fakes live in this process)."""
+def repeat_count(flag: int | None, quick: bool) -> int:
+    """Processes per run: --repeat, else the default."""
     if flag is not None and flag < 1:
         raise UserError(f"--repeat must be a positive integer, not {flag}")
     if flag is not None:
         return flag
-    return 1 if seam else (QUICK_REPEAT if quick else DEFAULT_REPEAT)
+    return QUICK_REPEAT if quick else DEFAULT_REPEAT

@@ -201,14 +201,14 @@ def price_run(ctx, phases: list, calibration: dict[str, Any], say: Callable[[str
     return prices
 
 
-def plan_budget(ctx, env, selected: list, progress, started: float, pricer: Callable | None = None,
+def plan_budget(ctx, env, selected: list, progress, started: float,
                 import_s: float | None = None) -> None:
     """The pricing pass, the fitted plan (ctx.budget, ctx.prices) and its lines before any measurement."""
     from bench.plan import plan_lines, priced_rows
     from bench.schedule.budget import Budget
 
-    ctx.prices = (pricer or price_run)(ctx, selected, env.calibration, import_s=import_s,
-                                       say=lambda text: setattr(ctx, "activity", text))
+    ctx.prices = price_run(ctx, selected, env.calibration, import_s=import_s,
+                           say=lambda text: setattr(ctx, "activity", text))
     ctx.activity = None
     rows, groups, reserve_s = priced_rows(ctx, selected, ctx.prices)
     reserve_s += EXIT_PER_IMPORT * (import_s or 0.0)
