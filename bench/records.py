@@ -105,6 +105,7 @@ class ModelRecord(Record):
     pretrained: bool = False
     data: str | None = None  # "real" | "synthetic"
     data_dir: str | None = None  # the folder real data was read from
+    data_subset: str | None = None  # a converted subset's label (zoo.mnist_subset); None: the full dataset
 
 
 @dataclass

@@ -272,6 +272,7 @@ def run_bench(ctx, phases: Mapping, *, command: str, skipped: dict, probe: Calla
 
 def measure_all(ctx, phases: Mapping, *, command: str, skipped: dict, probe, stream, started: float,
                 final: str, pricer: Callable | None) -> int:
+    from bench.context import weights_line
     from bench.measure.memory import frozen_heap
     from bench.runner.env import environment, probe_machine
     from bench.runner.progress import Progress
@@ -289,6 +290,7 @@ def measure_all(ctx, phases: Mapping, *, command: str, skipped: dict, probe, str
     records: list = []
     try:
         progress.message(header(ctx, env, final))
+        progress.message(weights_line(ctx))
         import_s = time.time() - started  # interpreter, imports, the plan: what a torchrun launch pays again
         if ctx.budget_s:
             progress.eta = lambda: None  # until the plan is priced
