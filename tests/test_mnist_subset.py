@@ -125,3 +125,16 @@ def test_an_unreadable_subset_file_is_an_error_not_the_full_dataset(tmp_path):
     (tmp_path / SUBSET_FILE).write_text("{not json")
     with pytest.raises(UserError, match="unreadable"):
         subset_label(str(tmp_path))
+
+
+def test_train_all_uses_the_real_data_there_and_says_which_model_falls_back(tmp_path, caplog):
+    from zoo.train import build_parser, trains_on_synthetic
+
+    _, root = convert(tmp_path)
+    every = build_parser().parse_args(["--all", "--data-root", str(root)])
+    with caplog.at_level("WARNING"):
+        synthetic = {name: trains_on_synthetic(name, every) for name in ("lenet", "alexnet_mnist", "cifar_cnn")}
+    assert synthetic == {"lenet": False, "alexnet_mnist": False, "cifar_cnn": True}
+    assert "cifar_cnn: no cifar10 under" in caplog.text and "lenet" not in caplog.text
+    one = build_parser().parse_args(["--model", "cifar_cnn", "--data-root", str(root)])
+    assert trains_on_synthetic("cifar_cnn", one) is False  # a single model never falls back: its loader errors
