@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.records import InferRecord, ParityRecord, Record, RunEnv, TrainRecord
+from bench.report.accuracy_text import glance_text
 from bench.report.selection import infer_rows, ladder_rows, models_of, of_type
 from bench.report.tables import num, pct, ratio, table
 
@@ -63,7 +64,7 @@ def _vs_eager(r: InferRecord) -> str:
 
 
 def _accuracy(r: InferRecord) -> str:
-    return f"{r.accuracy_delta_pts:+.2f} pts" if r.accuracy_delta_pts is not None else "accuracy not measured"
+    return glance_text(r)
 
 
 def batch1_cell(rows: list[InferRecord]) -> str:
