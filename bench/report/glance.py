@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from bench.records import InferRecord, ParityRecord, Record, RunEnv, TrainRecord
 from bench.report.accuracy_text import glance_text
+from bench.report.conditions import glance_line
 from bench.report.selection import infer_rows, ladder_rows, models_of, of_type
 from bench.report.tables import num, pct, ratio, table
 
@@ -133,7 +134,8 @@ def glance_lines(env: RunEnv, records: list[Record], heading: str = "## At a gla
             "Each cell is a record's own figure: training rows are the `fast` rung's speed-up over `tutorial_loop` "
             "(medians of timed windows); inference rows are the fastest p50 / highest samples/s among rows whose "
             "accuracy stayed within its budget against eager fp32 (*vs eager* divides medians).", "",
-            table([g.cells() for g in rows], HEADERS), *provenance_lines(records), "", "Skipped or failed:", "",
+            table([g.cells() for g in rows], HEADERS), *provenance_lines(records), "", glance_line(env), "",
+            "Skipped or failed:", "",
             *not_ok_lines(env, records)]
 
 
