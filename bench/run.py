@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-latency-ms", type=float, help="serve phase: the Server scenario's p99 bound in ms "
                                                            "(default: per model, from its batch-1 latency)")
     p.add_argument("--max-procs", type=int, help="scale phase: most processes (default: CPU count, or GPU count)")
-    p.add_argument("--out", default="results", help="output root (default results/); results go to OUT/<device>/")
+    p.add_argument("--out", default="bench-results", help="output root: OUT/<device>/ (default bench-results/, "
+                                                          "untracked; the project's reference tables: --out results)")
     p.add_argument("--repeat", type=int, metavar="N",
                    help=f"measure each phase with raw samples in N fresh processes, one after the other, and merge "
                         f"them (bench.runner.repeat), so bench.compare sees run-to-run noise (default {DEFAULT_REPEAT}, "

@@ -92,3 +92,10 @@ def test_a_run_on_a_converted_subset_names_it_and_says_which_models_had_checkpoi
     assert f"real mnist: {label} from" in summary
     err = capsys.readouterr().err
     assert f"weights: mlp from {ckpt}; random (seed 0) for lenet (no NAME/best.pt or last.pt under " in err
+
+
+def test_a_user_s_run_goes_to_an_untracked_folder_not_the_committed_results():
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = run.build_parser().parse_args([]).out
+    assert out == "bench-results"
+    assert f"{out}/" in open(os.path.join(repo, ".gitignore")).read().splitlines()
