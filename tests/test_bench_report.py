@@ -436,8 +436,8 @@ def test_index_rows_exactly(tmp_path):
         "device", "device name", "timestamp (UTC)", "git commit", "quick", "complete", "models",
         "ok / skipped / failed", "conditions", "summary"]
     cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[7:11]]
-    assert lines[11].startswith("*conditions*: the 1-minute load average")
-    assert lines[12:14] == ["", "## At a glance: cpu (Test CPU, cpu, 2030-01-01)"]  # then the matrix: test_matrix.py
+    assert lines[11] == "" and lines[12].startswith("*conditions*: the 1-minute load average")
+    assert lines[13:15] == ["", "## At a glance: cpu (Test CPU, cpu, 2030-01-01)"]  # then the matrix: test_matrix.py
     assert cells == [
         ["cpu", "Test CPU", "2030-01-01T00:00:00+00:00", "abc1234", "no", "yes", "3", "3 / 0 / 1",
          "**LOADED** load 9.10/3.00 (1-min, start/end) on 2 cores", "[cpu/summary.md](cpu/summary.md)"],

@@ -82,7 +82,7 @@ def write_index(out_root: str, *, parent: bool = True) -> str:
         body.append(tables.table([_index_row(rel, run, marks.get(rel, "")) for rel, run in loaded.items()],
                                  ["device", "device name", "timestamp (UTC)", "git commit", "quick", "complete",
                                   "models", "ok / skipped / failed", "conditions", "summary"]))
-        body.append("*conditions*: " + CONDITIONS_NOTE)
+        body += ["", "*conditions*: " + CONDITIONS_NOTE]  # a blank line first: GFM would read it as a table row
         body += index_sections(loaded)
     else:
         body.append("_No results yet: run `python -m bench.run`._")
