@@ -144,5 +144,5 @@ def provenance_lines(records: list[Record]) -> list[str]:
     models = models_of(r for r in of_type(records, InferRecord) if r.weights == "random" or r.data == "synthetic")
     if not models:
         return []
-    return ["", f"> {', '.join(models)}: random weights or synthetic data, so *accuracy* only says a backend agrees "
-                "with eager fp32 on these inputs, not how well the model classifies."]
+    return ["", f"> {', '.join(models)}: random weights or synthetic data: agreement, not accuracy (each cell says how "
+                "often a backend's argmax agrees with eager fp32 on these inputs, not how well the model classifies)."]
