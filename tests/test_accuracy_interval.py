@@ -62,6 +62,7 @@ def test_trained_weights_on_real_data_show_the_change_with_its_interval():
     r = infer_row(weights="checkpoint", data="real")
     assert (accuracy_cell(r), delta_cell(r)) == ("98.10%", "-0.20 [-0.55, +0.12]")
     assert glance_text(r) == "-0.20 pts [-0.55, +0.12]"
+    assert delta_cell(infer_row(weights="checkpoint", data="real", backend="eager", precision="fp32")) == "reference"
 
 
 @pytest.mark.parametrize("weights, data, why", [("random", "real", "random weights"),

@@ -37,6 +37,8 @@ def delta_cell(r: InferRecord) -> str:
     """The change in points with its paired interval, e.g. '-0.20 [-0.55, +0.12]'; blank where it means nothing."""
     if not measures_accuracy(r) or r.accuracy_delta_pts is None:
         return ""
+    if r.backend == "eager" and r.precision == "fp32":  # the reference itself: no change to put an interval on
+        return "reference"
     return f"{r.accuracy_delta_pts:+.2f}{interval_text(r)}"
 
 
