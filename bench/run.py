@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-latency-ms", type=float, help="serve phase: the Server scenario's p99 bound in ms "
                                                            "(default: per model, from its batch-1 latency)")
     p.add_argument("--max-procs", type=int, help="scale phase: most processes (default: CPU count, or GPU count)")
-    p.add_argument("--out", default="results", help="output root (default results/); results go to OUT/<device>/")
+    p.add_argument("--out", default="bench-results", help="output root: OUT/<device>/ (default bench-results/, "
+                                                          "untracked; the project's reference tables: --out results)")
     p.add_argument("--repeat", type=int, metavar="N",
                    help=f"measure each phase with raw samples in N fresh processes, one after the other, and merge "
                         f"them (bench.runner.repeat), so bench.compare sees run-to-run noise (default {DEFAULT_REPEAT}, "
@@ -262,6 +263,7 @@ def execute(ctx, phases: Mapping, *, command: str, skipped: dict, stream=None,
 
 def measure_all(ctx, phases: Mapping, *, command: str, skipped: dict, stream, started: float,
                 final: str) -> Results:
+    from bench.context import weights_line
     from bench.measure.memory import frozen_heap
     from bench.runner import env as run_env
     from bench.runner.progress import Progress
@@ -280,6 +282,7 @@ def measure_all(ctx, phases: Mapping, *, command: str, skipped: dict, stream, st
     records: list = []
     try:
         progress.message(header(ctx, env, final))
+        progress.message(weights_line(ctx))
         import_s = time.time() - started  # interpreter, imports, the plan: what a torchrun launch pays again
         if ctx.budget_s:
             progress.eta = lambda: None  # until the plan is priced

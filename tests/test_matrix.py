@@ -23,7 +23,7 @@ def lognormal(seed: int, n: int, median: float, sigma: float = 0.05) -> list[flo
 def infer(backend, bs, p50, seed=0, **kw) -> InferRecord:
     base = dict(model="mlp", device="cpu", backend=backend, batch_size=bs, p50_ms=p50, iqr_ms=p50 * 0.1,
                 n_calls=200, latencies_ms=lognormal(seed, 200, p50), samples_per_s=bs / (p50 * 1e-3),
-                accuracy_ok=True, accuracy_delta_pts=0.0)
+                accuracy_ok=True, accuracy_delta_pts=0.0, weights="checkpoint", data="real")
     base.update(kw)
     return InferRecord(**base)
 

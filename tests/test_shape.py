@@ -148,7 +148,7 @@ BENCH_LAYOUT = {
     "bench.phases.train": {"phase", "derive", "tutorial_loop"},
     "bench.phases.serve": {"phase", "sut", "settings", "search", "rows", "logs"},
     "bench.measure": {"timing", "stats", "memory", "machine", "numerics", "hardware"},
-    "bench.report": {"__main__", "files", "index", "staging", "tables", "infer_tables", "serve_tables", "plots",
+    "bench.report": {"__main__", "accuracy_text", "conditions", "files", "index", "staging", "tables", "infer_tables", "serve_tables", "plots",
                      "selection", "load", "schema", "glance", "samples"},
 }
 

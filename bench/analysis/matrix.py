@@ -26,6 +26,7 @@ from bench.records import (
     TrainRecord,
     TtaRecord,
 )
+from bench.report.conditions import conditions
 from bench.report.load import load_results
 from bench.report.tables import num, pct, table
 
@@ -63,9 +64,10 @@ class MatrixRow:
     lower_is_better: bool
     cells: list[Cell] = field(default_factory=list)
 
-    def best(self) -> int | None:
-        """The index of the best median, when at least two runs measured the row."""
-        have = [(c.median, i) for i, c in enumerate(self.cells) if c.median is not None]
+    def best(self, eligible: set[int] | None = None) -> int | None:
+        """The index of the best median among the ``eligible`` runs (None: all), when at least two measured the row."""
+        have = [(c.median, i) for i, c in enumerate(self.cells)
+                if c.median is not None and (eligible is None or i in eligible)]
         if len(have) < 2:
             return None
         return (min(have) if self.lower_is_better else max(have))[1]
@@ -143,12 +145,12 @@ def build(runs: list[Run], metric: str) -> dict[str, list[MatrixRow]]:
     return out
 
 
-def cell_text(row: MatrixRow, i: int) -> str:
+def cell_text(row: MatrixRow, i: int, eligible: set[int] | None = None) -> str:
     cell = row.cells[i]
     if cell.median is None:
         return cell.status or "-"
     text = num(cell.median) + (f" ± {pct(cell.spread)}" if cell.spread is not None else "")
-    if row.best() == i:
+    if row.best(eligible) == i:
         text = f"**{text}**"
     speed = row.speed_vs_first(i) if i else None
     return text + (f" ({speed:.2f}x)" if speed is not None else "")
@@ -167,10 +169,23 @@ def label_runs(runs: list[Run]) -> None:
         run.label = f"{text} [{tail}]" if base.count(text) > 1 else text
 
 
+def crowned(runs: list[Run]) -> tuple[set[int] | None, str]:
+    """Which runs may hold a row's bold "best", and the note that says why: a run made above its CPU count's load
+    average is not raced against quiet ones (its medians are slower for a reason no backend or commit owns)."""
+    loaded = [i for i, r in enumerate(runs) if conditions(r.env).loaded]
+    if not loaded or len(loaded) == len(runs):
+        return None, "" if not loaded else " Every run here was made above its load limit (LOADED): compare with care."
+    names = ", ".join(str(i + 1) for i in loaded)
+    which = f"Runs {names} were" if len(loaded) > 1 else f"Run {names} was"
+    return set(range(len(runs))) - set(loaded), (f" {which} made under load (LOADED: load average above the CPU "
+                                                  "count): **bold** marks the best of the other runs only.")
+
+
 def run_lines(runs: list[Run]) -> list[str]:
     lines = []
     for i, r in enumerate(runs, 1):
-        flags = [f for f, on in (("QUICK", r.env.quick), ("INCOMPLETE", not r.env.complete)) if on]
+        flags = [f for f, on in (("QUICK", r.env.quick), ("INCOMPLETE", not r.env.complete),
+                                 ("LOADED", conditions(r.env).loaded)) if on]
         lines.append(f"{i}. {r.label}: `{r.path}`, commit {r.env.git_commit or '?'}, torch {r.env.torch or '?'}, "
                      f"{r.env.threads or '?'} threads{', ' + ', '.join(flags) if flags else ''}")
     return lines
@@ -179,11 +194,12 @@ def run_lines(runs: list[Run]) -> list[str]:
 def render(runs: list[Run], metric: str, plot_files: dict[str, str] | None = None, heading: str = "#") -> str:
     """The matrix as Markdown: the runs, then per model its table (and its plot, when one was written)."""
     matrix = build(runs, metric)
-    out = [f"{heading} Matrix: {metric} across {len(runs)} runs", "", *run_lines(runs), "", SPREAD_NOTE]
+    eligible, crown_note = crowned(runs)
+    out = [f"{heading} Matrix: {metric} across {len(runs)} runs", "", *run_lines(runs), "", SPREAD_NOTE + crown_note]
     if not matrix:
         out += ["", f"_No row of these runs has a {metric} figure._"]
     for model, rows in matrix.items():
-        body = [[r.phase, r.label, r.unit, *(cell_text(r, i) for i in range(len(runs)))] for r in rows]
+        body = [[r.phase, r.label, r.unit, *(cell_text(r, i, eligible) for i in range(len(runs)))] for r in rows]
         out += ["", f"{heading}# {model}", "", table(body, ["phase", "row", "unit", *(r.label for r in runs)])]
         if plot_files and model in plot_files:
             out += ["", f"![{model}]({plot_files[model]})"]

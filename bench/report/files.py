@@ -184,7 +184,8 @@ def _provenance_cell(provenance: dict[str, Any]) -> str:
     """Per model: its data (real, from which folder, or synthetic) and weights (which checkpoint, or random)."""
     parts = []
     for model, p in provenance.items():
-        data = f"real from {p.get('data_dir')}" if p.get("data") == "real" else p.get("data") or "?"
+        subset = f" ({p['data_subset']})" if p.get("data_subset") else ""
+        data = f"real{subset} from {p.get('data_dir')}" if p.get("data") == "real" else p.get("data") or "?"
         weights = p.get("checkpoint") if p.get("weights") == "checkpoint" else p.get("weights") or "?"
         parts.append(f"{model}: data {data}, weights {weights}")
     return "; ".join(parts)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.records import InferRecord, ParityRecord, Record, RunEnv, TrainRecord
+from bench.report.accuracy_text import glance_text
+from bench.report.conditions import glance_line
 from bench.report.selection import infer_rows, ladder_rows, models_of, of_type
 from bench.report.tables import num, pct, ratio, table
 
@@ -63,7 +65,7 @@ def _vs_eager(r: InferRecord) -> str:
 
 
 def _accuracy(r: InferRecord) -> str:
-    return f"{r.accuracy_delta_pts:+.2f} pts" if r.accuracy_delta_pts is not None else "accuracy not measured"
+    return glance_text(r)
 
 
 def batch1_cell(rows: list[InferRecord]) -> str:
@@ -132,7 +134,8 @@ def glance_lines(env: RunEnv, records: list[Record], heading: str = "## At a gla
             "Each cell is a record's own figure: training rows are the `fast` rung's speed-up over `tutorial_loop` "
             "(medians of timed windows); inference rows are the fastest p50 / highest samples/s among rows whose "
             "accuracy stayed within its budget against eager fp32 (*vs eager* divides medians).", "",
-            table([g.cells() for g in rows], HEADERS), *provenance_lines(records), "", "Skipped or failed:", "",
+            table([g.cells() for g in rows], HEADERS), *provenance_lines(records), "", glance_line(env), "",
+            "Skipped or failed:", "",
             *not_ok_lines(env, records)]
 
 
@@ -141,5 +144,5 @@ def provenance_lines(records: list[Record]) -> list[str]:
     models = models_of(r for r in of_type(records, InferRecord) if r.weights == "random" or r.data == "synthetic")
     if not models:
         return []
-    return ["", f"> {', '.join(models)}: random weights or synthetic data, so *accuracy* only says a backend agrees "
-                "with eager fp32 on these inputs, not how well the model classifies."]
+    return ["", f"> {', '.join(models)}: random weights or synthetic data: agreement, not accuracy (each cell says how "
+                "often a backend's argmax agrees with eager fp32 on these inputs, not how well the model classifies)."]

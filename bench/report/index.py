@@ -7,6 +7,7 @@ import os
 
 from bench.records import STATUSES, Record, RunEnv
 from bench.report import tables
+from bench.report.conditions import index_cells
 from bench.report.glance import glance_lines
 from bench.report.load import load_results
 from zoo.atomic import atomic_write_text
@@ -19,18 +20,19 @@ def find_runs(out_root: str) -> list[str]:
     return sorted(found, key=lambda p: (p.count(os.sep), p))
 
 
-def _index_row(rel: str, loaded: tuple[RunEnv, list[Record]] | str) -> list[str]:
+def _index_row(rel: str, loaded: tuple[RunEnv, list[Record]] | str, conditions: str = "") -> list[str]:
     folder = os.path.dirname(rel)
     link = f"[{folder}/summary.md]({folder}/summary.md)"
     if isinstance(loaded, str):
-        return [folder, f"unreadable: {loaded}", "", "", "", "", "", "", link]
+        return [folder, f"unreadable: {loaded}", "", "", "", "", "", "", "", link]
     env, records = loaded
     counts = " / ".join(str(sum(r.status == s for r in records)) for s in STATUSES)
     done = "?" if env.done_rows is None else env.done_rows
     planned = "?" if env.planned_rows is None else env.planned_rows
     complete = "yes" if env.complete else f"**INCOMPLETE {done}/{planned}**"
     return [env.device or folder, env.device_name, env.timestamp, env.git_commit or "",
-            "**QUICK**" if env.quick else "no", complete, str(len({r.model for r in records})), counts, link]
+            "**QUICK**" if env.quick else "no", complete, str(len({r.model for r in records})), counts, conditions,
+            link]
 
 
 def _load(path: str) -> tuple[RunEnv, list[Record]] | str:
@@ -60,6 +62,9 @@ def index_sections(loaded: dict[str, tuple[RunEnv, list[Record]] | str]) -> list
 
 
 INDEX_TITLE = "# Benchmark results"
+CONDITIONS_NOTE = ("the 1-minute load average at the run's start and end against its CPU count; **LOADED**: above "
+                   "it, other processes shared the cores its figures were timed on; **calibration off**: a calibration "
+                   "probe slower than the fastest run of the same machine here by more than their spread.")
 
 
 def write_index(out_root: str, *, parent: bool = True) -> str:
@@ -73,9 +78,11 @@ def write_index(out_root: str, *, parent: bool = True) -> str:
             "quote numbers. INCOMPLETE runs stopped before their plan was done (interrupted, crashed or killed): rows are "
             "missing; they sit in DEVICE.incomplete-TIME/ folders beside the device's last complete run.", ""]
     if loaded:
-        body.append(tables.table([_index_row(rel, run) for rel, run in loaded.items()],
+        marks = index_cells({rel: run[0] for rel, run in loaded.items() if not isinstance(run, str)})
+        body.append(tables.table([_index_row(rel, run, marks.get(rel, "")) for rel, run in loaded.items()],
                                  ["device", "device name", "timestamp (UTC)", "git commit", "quick", "complete",
-                                  "models", "ok / skipped / failed", "summary"]))
+                                  "models", "ok / skipped / failed", "conditions", "summary"]))
+        body += ["", "*conditions*: " + CONDITIONS_NOTE]  # a blank line first: GFM would read it as a table row
         body += index_sections(loaded)
     else:
         body.append("_No results yet: run `python -m bench.run`._")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from bench.measure.timing import DEVICE_CLOCK
 from bench.records import InferRecord, ModelRecord, Record
+from bench.report.accuracy_text import accuracy_cell, delta_cell, measures_accuracy, why_agreement_only
 from bench.report.selection import infer_rows, models_of, of_type
 from bench.report.tables import (
     LOW_N_CALLS,
@@ -34,8 +35,8 @@ def _provenance(rows: list[InferRecord], m: ModelRecord | None = None) -> tuple[
     if m is not None and m.weights == weights and m.data == data:  # the model record says where from, in full
         weights, data = weights_text(m), data_text(m)
     if "random" in weights or "synthetic" in data:
-        warn = ("> Weights are random or the data synthetic: the accuracy columns only say whether a backend agrees "
-                "with eager fp32, not how well the model classifies.")
+        warn = ("> Weights are random or the data synthetic: agreement, not accuracy. *accuracy* and *delta* are left "
+                "blank; *argmax agreement* and *max abs diff* say whether a backend agrees with eager fp32.")
     return f"weights {weights}, data {data}", warn
 
 
@@ -43,12 +44,15 @@ def _flag_cell(r: InferRecord) -> str:
     if not r.ok:
         return f"**{r.status}**"
     if r.accuracy_ok is False:
-        return f"**FLAG: accuracy moved more than {num(r.accuracy_budget_pts)} pts**"
+        # The delta column is blank on random weights or synthetic data: the flag says what moved and on what.
+        moved = "" if measures_accuracy(r) or r.accuracy_delta_pts is None else \
+            f" ({r.accuracy_delta_pts:+.2f} on {why_agreement_only(r)})"
+        return f"**FLAG: accuracy moved more than {num(r.accuracy_budget_pts)} pts{moved}**"
     return "ok" if r.accuracy_ok else ""
 
 
 INFER_HEADERS = ["backend", "precision", "batch", "p50 ms ± IQR (IQR %)", "p90 ms", "p99 ms", "n calls", "samples/s",
-                 "vs eager", "accuracy", "delta (pts)", "argmax agreement", "max abs diff", "% of peak", "setup s",
+                 "vs eager", "accuracy", "delta (pts) [95% paired CI]", "argmax agreement", "max abs diff", "% of peak", "setup s",
                  "peak mem MB", "flag"]
 DEVICE_HEADERS = ["device p50 ms ± IQR (CUDA events on the backend's stream, no host sync between calls)",
                   "device n calls", "back-to-back samples/s (one sync at the end)"]  # after samples/s, CUDA runs only
@@ -65,10 +69,9 @@ def _infer_row(r: InferRecord, device: bool = False) -> list[str]:
     agree = pct(r.argmax_agreement, 2)
     if agree and count(r.agreement_samples):
         agree += f" of {r.agreement_samples:,}"
-    delta = f"{r.accuracy_delta_pts:+.2f}" if num(r.accuracy_delta_pts) else ""
     return key + [spread_cell(r.p50_ms, r.iqr_ms, r.n_calls, LOW_N_CALLS), percentile_cell(r.p90_ms, r.n_calls, r.max_ms, 90),
                   percentile_cell(r.p99_ms, r.n_calls, r.max_ms, 99), count(r.n_calls), num(r.samples_per_s),
-                  *extra, ratio(r.speedup_vs_eager), pct(r.accuracy, 2), delta, agree, sci(r.max_abs_diff),
+                  *extra, ratio(r.speedup_vs_eager), accuracy_cell(r), delta_cell(r), agree, sci(r.max_abs_diff),
                   peak_pct(r.pct_of_peak), seconds(r.compile_s), mem_cell(r), _flag_cell(r)]
 
 

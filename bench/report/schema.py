@@ -34,7 +34,7 @@ NAMES: dict[str, tuple[str, ...]] = {"status": STATUSES, "backend": BACKEND_NAME
                                      "dist_backend": ("gloo", "nccl", "mpi")}
 ROWS = {"train": TRAIN_LADDER, "tta": TTA_ROWS}
 REQUIRED = {"infer": ("backend",), "parity": ("backend",), "train": ("row",), "tta": ("row",)}
-SIGNED = {"accuracy_delta_pts", "mem_delta_mb", "mem_held_mb"}  # floats that may be negative
+SIGNED = {"accuracy_delta_pts", "accuracy_delta_lo_pts", "accuracy_delta_hi_pts", "mem_delta_mb", "mem_held_mb"}  # floats that may be negative
 FRACTIONS = {"accuracy", "argmax_agreement", "checkpoint_acc", "final_acc", "target_acc"}
 
 

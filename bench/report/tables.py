@@ -145,7 +145,8 @@ def floor_cell(floor: dict[str, Any] | None) -> str:
 def data_text(m: ModelRecord) -> str:
     """Where a model's data came from: ``real fashionmnist from DIR`` or ``synthetic``."""
     if m.data == "real":
-        return f"real {m.dataset or ''} from {m.data_dir}" if m.data_dir else f"real {m.dataset or ''}"
+        what = f"{m.dataset or ''}: {m.data_subset}" if m.data_subset else m.dataset or ""
+        return f"real {what} from {m.data_dir}" if m.data_dir else f"real {what}"
     return f"synthetic {m.dataset or ''}-shaped" if m.data == "synthetic" else "?"
 
 
