@@ -1,0 +1,146 @@
+"""Take a row's profile after its timed calls: the hook the infer phase calls once a row is measured.
+
+Per row: the same bound call as the timed one, warmed, then ``calls`` calls with the profiler off (their wall times
+are the overhead's reference), then ``calls`` calls under the backend's own profiler (torch.profiler for backends that
+run through torch; a profiling twin of the session or compiled model for ONNX Runtime and OpenVINO, whose profiling is
+a build-time option; TensorRT's IProfiler on the engine). Nothing here runs inside the row's timed calls, and the row's
+record is never changed: a profiler that is missing or unsupported is a skipped profile with the reason, one that
+breaks a failed profile, and the row stays as measured.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable
+
+import torch
+
+from bench.backends.base import Backend
+from bench.backends.noop import NoopBackend
+from bench.backends.onnxruntime import OrtCpuBackend, OrtCudaBackend, cpu_binding, device_binding, host_array
+from bench.backends.openvino import OpenVinoBackend
+from bench.backends.ort_int8 import OrtInt8Backend
+from bench.backends.tensorrt import TensorRtBackend
+from bench.measure import timing
+from bench.profile import openvino_counters, ort_nodes, tensorrt_layers, torch_ops
+from bench.profile.record import (
+    PROFILES_DIR,
+    OpStat,
+    ProfileRecord,
+    Unsupported,
+    row_key,
+    save_profile,
+    summarise,
+)
+from bench.records import InferRecord, reason_of
+
+PROFILE_S, QUICK_PROFILE_S = 0.25, 0.05  # profiled seconds per row (as many again with the profiler off)
+MIN_CALLS, MAX_CALLS = 10, 200
+Taken = tuple[list[OpStat], list[float], list[float], str]  # ops, ms per call, wall s per call, label
+
+
+def profile_calls(p50_ms: float | None, quick: bool) -> int:
+    """Enough calls for ~PROFILE_S of profiled time, within MIN_CALLS..MAX_CALLS (a third of them under --quick)."""
+    seconds = QUICK_PROFILE_S if quick else PROFILE_S
+    calls = math.ceil(seconds / (p50_ms / 1e3)) if p50_ms and p50_ms > 0 else MIN_CALLS
+    lo = MIN_CALLS // 3 if quick else MIN_CALLS
+    return max(lo, min(MAX_CALLS // (3 if quick else 1), calls))
+
+
+def wall_times(fn: Callable[[], Any], sync: Callable[[], None], calls: int) -> list[float]:
+    out = []
+    for _ in range(calls):
+        t0 = timing.clock()
+        fn()
+        sync()
+        out.append(timing.clock() - t0)
+    return out
+
+
+def ort_take(backend: Backend, x: torch.Tensor, calls: int, trace: str) -> Taken:
+    sess = getattr(backend, "sess", None) or getattr(backend, "ort", None)
+    path = getattr(backend, "model_path", None)
+    if sess is None or path is None:
+        raise Unsupported(f"{backend.name} keeps no ONNX Runtime session and model file to profile")
+    if isinstance(backend, OrtCudaBackend):
+        device_id = backend.options["device_id"]
+
+        def bind(twin):
+            binding = device_binding(twin, backend.input_name, backend.output_name, x, device_id)
+            return lambda: twin.run_with_iobinding(binding)
+    elif isinstance(backend, OrtCpuBackend):
+        arr = host_array(x)
+
+        def bind(twin):
+            binding = cpu_binding(twin, backend.input_name, backend.output_name, arr)
+            return lambda: twin.run_with_iobinding(binding)
+    else:  # the int8 backends' call: run() on a feed of the CPU tensor's memory
+        feed = {backend.input_name: x.detach().cpu().numpy()}
+
+        def bind(twin):
+            return lambda: twin.run(None, feed)
+    return ort_nodes.take(sess, path, bind, backend.sync, calls, trace, timing.clock)
+
+
+def run_profiler(backend: Backend, x: torch.Tensor, calls: int, folder: str, key: str) -> tuple[Taken, str]:
+    """(what the backend's profiler saw, the native file's name)."""
+    if isinstance(backend, NoopBackend):
+        raise Unsupported("the noop backend runs nothing to profile")
+    if isinstance(backend, (OrtCpuBackend, OrtCudaBackend, OrtInt8Backend)):
+        name = f"{key}.trace.json"
+        return ort_take(backend, x, calls, os.path.join(folder, name)), name
+    if isinstance(backend, OpenVinoBackend):
+        name = f"{key}.native.json"
+        arr = x.detach().cpu().numpy()
+        return openvino_counters.take(backend, arr, calls, os.path.join(folder, name), timing.clock), name
+    fn = backend.bind(x)
+    if isinstance(backend, TensorRtBackend):
+        why = TensorRtBackend.missing_package() or tensorrt_missing()
+        if why:
+            raise Unsupported(why)
+        name = f"{key}.native.json"
+        module = backend.engine(*(int(x.shape[0]),) * 3)
+        return tensorrt_layers.take(module, fn, backend.sync, calls, os.path.join(folder, name), timing.clock), name
+    name = f"{key}.trace.json"
+    on_cuda = backend.compute_device().type == "cuda"
+    return torch_ops.take(fn, backend.sync, calls, on_cuda, os.path.join(folder, name), timing.clock), name
+
+
+def tensorrt_missing() -> str | None:
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - a TensorRT that fails to load is as absent as a missing one
+        return f"tensorrt's Python module is not usable ({reason_of(exc)}): the layer profiler needs it"
+    return None
+
+
+def profile_row(backend: Backend, x: torch.Tensor, rec: InferRecord, ctx) -> ProfileRecord | None:
+    """The profile of a measured row when the run asks for it (``ctx.profile``), written to OUT/<device>/profiles/;
+    None when the row is not profiled. Called after the row's timed calls; never changes ``rec``."""
+    request = getattr(ctx, "profile", None)
+    if request is None or not rec.ok:
+        return None
+    key = row_key(rec.model, rec.phase, rec.backend, rec.batch_size, rec.precision)
+    if not request.wants(key):
+        return None
+    folder = os.path.join(ctx.out_dir, PROFILES_DIR)
+    os.makedirs(folder, exist_ok=True)
+    prof = ProfileRecord(row=key, model=rec.model, phase=rec.phase, backend=rec.backend, precision=rec.precision,
+                         batch_size=rec.batch_size, device=rec.device, profiler="", row_p50_ms=rec.p50_ms)
+    calls = profile_calls(rec.p50_ms, ctx.quick)
+    try:
+        with torch.inference_mode():
+            fn = backend.bind(x)
+            fn()
+            backend.sync()
+            walls_off = wall_times(fn, backend.sync, calls)
+            (ops, per_call, walls_on, prof.profiler), prof.trace = run_profiler(backend, x, calls, folder, key)
+        summarise(prof, ops, per_call, walls_on, walls_off)
+    except Unsupported as exc:
+        prof.status, prof.reason = "skipped", str(exc)
+    except Exception as exc:
+        if ctx.debug:
+            raise
+        prof.status, prof.reason = "failed", reason_of(exc)
+    save_profile(prof, folder)
+    return prof
