@@ -8,6 +8,7 @@ layout: no GPU was at hand to capture one.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -241,3 +242,28 @@ def test_unsupported_profiler_is_a_skipped_profile_and_a_broken_one_a_failed_pro
     prof = load_profile(os.path.join(ctx.out_dir, "profiles", "lenet.infer.eager.b1.fp32.json"))
     assert rows[0].ok and rows[0].n_calls == 12
     assert prof.status == "failed" and "profiler exploded" in prof.reason
+
+
+def test_a_training_row_profiles_one_steady_window_after_its_timed_ones(tmp_path):
+    from bench.phases.train.phase import RowPlan, TimedRow, time_rows
+
+    ctx = BenchContext(device=CPU, quick=True, synthetic=True, checkpoints=None, out_dir=str(tmp_path), threads=1,
+                       profile=ProfileRequest())
+    w = torch.randn(64, 64, requires_grad=True)
+    log: list[bool] = []
+
+    def step() -> int:
+        log.append(torch._C._autograd._profiler_enabled())
+        (w @ w).sum().backward()
+        return 8
+
+    row = TimedRow(RowPlan("compute"), step, contextlib.ExitStack())
+    time_rows([row], ctx.sync, quick=True)
+    row.steps_per_window, row.rates, timed = 3, [100.0, 80.0, 120.0], len(log)  # a window of 3 steps, to count
+    take.profile_train_rows([row], "lenet", ctx)
+    assert not any(log[:timed]) and log[timed:] == [False] * 3 + [True] * 3  # off window, then the profiled one
+    key = "lenet.train.compute.b32.fp32"
+    prof = load_profile(os.path.join(ctx.out_dir, "profiles", f"{key}.json"))
+    assert prof.ok and prof.calls == 3 and prof.phase == "train" and prof.backend == "compute"
+    assert prof.row_p50_ms == pytest.approx(1e3 * 32 / 100.0)  # the median window's time per step at batch 32
+    assert any(op.name == "aten::mm" for op in prof.ops)

@@ -41,7 +41,7 @@ def test_profile_request_from_the_command_line():
 @pytest.mark.parametrize("argv, phases, fragment", [
     (("--profile-rows", "lenet.infer.openvino.b1.fp32"), ("infer",), "matches no planned row"),
     (("--profile-rows", " , "), ("infer",), "is empty"),
-    (("--profile",), ("train",), "add infer to --phases"),
+    (("--profile",), ("parity",), "add infer or train to --phases"),
 ])
 def test_a_bad_profile_request_is_a_user_error(argv, phases, fragment):
     with pytest.raises(UserError, match=fragment):

@@ -25,8 +25,7 @@ from bench.measure import timing
 from bench.measure.machine import pct_of_peak
 from bench.measure.memory import PeakMemory
 from bench.model.accuracy import row_fields
-from bench.phases.base import Phase, Priced, kept
-from bench.profile.take import profile_row
+from bench.phases.base import Phase, Priced, kept, profile_row
 from bench.records import PERCENTILE_MIN_CALLS, InferRecord, Record, not_ok, reason_of
 from bench.schedule.budget import TIER_BACKEND, TIER_CORE, TIER_DUP_BATCH, RowCost
 from zoo.data import DATASETS

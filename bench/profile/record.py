@@ -47,7 +47,7 @@ class ProfileRecord:
     row: str  # the row key, as the file is named (row_key)
     model: str
     phase: str
-    backend: str
+    backend: str  # the inference backend, or the training row's rung (tutorial_loop ... compute)
     precision: str
     batch_size: int
     device: str
@@ -94,6 +94,13 @@ class ProfileRecord:
 def row_key(model: str, phase: str, backend: str, batch_size: int, precision: str) -> str:
     """A row's key as a file name: ``lenet.infer.onnxruntime-int8.b64.int8`` (the fields of InferRecord.key)."""
     return f"{model}.{phase}.{backend}.b{batch_size}.{precision}"
+
+
+def train_row_key(model: str, rung: str, batch_size: int, precision: str, channels_last: bool,
+                  compile_mode: str | None) -> str:
+    """A training row's key as a file name: ``lenet.train.fast.b64.fp32`` (+ ``.channels_last``, ``.compile=MODE``)."""
+    variant = (".channels_last" if channels_last else "") + (f".compile={compile_mode}" if compile_mode else "")
+    return f"{model}.train.{rung}.b{batch_size}.{precision}{variant}"
 
 
 def finish(ops: list[OpStat]) -> list[OpStat]:

@@ -6,7 +6,7 @@ import argparse
 import fnmatch
 from dataclasses import dataclass
 
-from bench.profile.record import row_key
+from bench.profile.record import row_key, train_row_key
 from zoo.errors import UserError
 
 
@@ -22,20 +22,27 @@ class ProfileRequest:
 
 def add_profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", action="store_true",
-                   help="after each inference row's timed calls, profile extra calls with the backend's own profiler "
+                   help="after each inference row's timed calls (a training row's timed windows), profile extra calls with the backend's own profiler "
                         "(torch.profiler, ONNX Runtime, OpenVINO counters, TensorRT): OUT/<device>/profiles/<row "
                         "key>.json + the native trace, and a section in summary.md")
     p.add_argument("--profile-rows", metavar="KEYS",
                    help="profile only these rows (implies --profile): comma-separated row keys "
-                        "MODEL.infer.BACKEND.bBATCH.PRECISION, shell-style wildcards allowed (lenet.infer.*.b1.*)")
+                        "MODEL.infer.BACKEND.bBATCH.PRECISION or MODEL.train.RUNG.bBATCH.PRECISION[.channels_last]"
+                        "[.compile=MODE], shell-style wildcards allowed (lenet.infer.*.b1.*)")
 
 
 def planned_keys(ctx, backends: dict) -> list[str]:
-    """The keys of every inference row the context plans (``backends``: bench.backends.BACKENDS)."""
-    if "infer" not in ctx.phases:
-        return []
-    return [row_key(m, "infer", backends[sel].name, bs, backends[sel].precision)
-            for m in ctx.models for sel in ctx.backends for bs in ctx.infer_batch_sizes(m)]
+    """The keys of every inference and training row the context plans (``backends``: bench.backends.BACKENDS)."""
+    keys = []
+    if "infer" in ctx.phases:
+        keys += [row_key(m, "infer", backends[sel].name, bs, backends[sel].precision)
+                 for m in ctx.models for sel in ctx.backends for bs in ctx.infer_batch_sizes(m)]
+    if "train" in ctx.phases:
+        from bench.phases.train.phase import plan_rows
+
+        keys += [train_row_key(m, p.row, ctx.train_batch_size(m), p.precision, p.channels_last, p.compile)
+                 for m in ctx.models for p in plan_rows(ctx)]
+    return keys
 
 
 def profile_request(args: argparse.Namespace, ctx, backends: dict) -> ProfileRequest | None:
@@ -46,7 +53,7 @@ def profile_request(args: argparse.Namespace, ctx, backends: dict) -> ProfileReq
         return None
     keys = planned_keys(ctx, backends)
     if not keys:
-        raise UserError("--profile profiles inference rows: add infer to --phases")
+        raise UserError("--profile profiles inference and training rows: add infer or train to --phases")
     patterns = tuple(p.strip() for p in (rows or "").split(",") if p.strip())
     if rows is not None and not patterns:
         raise UserError("--profile-rows is empty; name row keys such as " + keys[0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from typing import Any, Callable
 
 import torch
@@ -31,6 +32,7 @@ from bench.profile.record import (
     row_key,
     save_profile,
     summarise,
+    train_row_key,
 )
 from bench.records import InferRecord, reason_of
 
@@ -114,6 +116,20 @@ def tensorrt_missing() -> str | None:
     return None
 
 
+def taken(prof: ProfileRecord, folder: str, ctx, measure: Callable[[], None]) -> None:
+    """Run ``measure`` (which fills ``prof``), turning an unsupported profiler into a skipped profile and any other
+    error into a failed one, then write ``prof``."""
+    try:
+        measure()
+    except Unsupported as exc:
+        prof.status, prof.reason = "skipped", str(exc)
+    except Exception as exc:
+        if ctx.debug:
+            raise
+        prof.status, prof.reason = "failed", reason_of(exc)
+    save_profile(prof, folder)
+
+
 def profile_row(backend: Backend, x: torch.Tensor, rec: InferRecord, ctx) -> ProfileRecord | None:
     """The profile of a measured row when the run asks for it (``ctx.profile``), written to OUT/<device>/profiles/;
     None when the row is not profiled. Called after the row's timed calls; never changes ``rec``."""
@@ -128,7 +144,8 @@ def profile_row(backend: Backend, x: torch.Tensor, rec: InferRecord, ctx) -> Pro
     prof = ProfileRecord(row=key, model=rec.model, phase=rec.phase, backend=rec.backend, precision=rec.precision,
                          batch_size=rec.batch_size, device=rec.device, profiler="", row_p50_ms=rec.p50_ms)
     calls = profile_calls(rec.p50_ms, ctx.quick)
-    try:
+
+    def measure() -> None:
         with torch.inference_mode():
             fn = backend.bind(x)
             fn()
@@ -136,11 +153,36 @@ def profile_row(backend: Backend, x: torch.Tensor, rec: InferRecord, ctx) -> Pro
             walls_off = wall_times(fn, backend.sync, calls)
             (ops, per_call, walls_on, prof.profiler), prof.trace = run_profiler(backend, x, calls, folder, key)
         summarise(prof, ops, per_call, walls_on, walls_off)
-    except Unsupported as exc:
-        prof.status, prof.reason = "skipped", str(exc)
-    except Exception as exc:
-        if ctx.debug:
-            raise
-        prof.status, prof.reason = "failed", reason_of(exc)
-    save_profile(prof, folder)
+
+    taken(prof, folder, ctx, measure)
     return prof
+
+
+def profile_train_rows(rows: list, name: str, ctx) -> None:
+    """--profile on the training phase: one steady window of each timed row (bench.phases.train.phase.TimedRow),
+    after all its timed windows, under torch.profiler; a call is one step, the row's p50 the median window's time
+    per step. Windows with the profiler off, as many steps, are the overhead's reference."""
+    request = getattr(ctx, "profile", None)
+    if request is None:
+        return
+    folder, bs = os.path.join(ctx.out_dir, PROFILES_DIR), ctx.train_batch_size(name)
+    for row in rows:
+        plan = row.plan
+        key = train_row_key(name, plan.row, bs, plan.precision, plan.channels_last, plan.compile)
+        if row.error is not None or not row.rates or not request.wants(key):
+            continue
+        os.makedirs(folder, exist_ok=True)
+        prof = ProfileRecord(row=key, model=name, phase="train", backend=plan.row, precision=plan.precision,
+                             batch_size=bs, device=ctx.device.type, profiler="",
+                             row_p50_ms=1e3 * bs / statistics.median(row.rates))
+
+        def measure(row=row, prof=prof, key=key) -> None:
+            steps = max(row.steps_per_window, 1)
+            walls_off = wall_times(row.step, ctx.sync, steps)
+            trace = f"{key}.trace.json"
+            ops, per_call, walls_on, prof.profiler = torch_ops.take(
+                row.step, ctx.sync, steps, ctx.device.type == "cuda", os.path.join(folder, trace), timing.clock)
+            prof.trace = trace
+            summarise(prof, ops, per_call, walls_on, walls_off)
+
+        taken(prof, folder, ctx, measure)
