@@ -14,7 +14,8 @@ NAME_CHARS = 48
 
 HOW = ("Each profile is taken after its row's timed calls, on as many extra calls again (never among the timed ones), "
        "by the backend's own profiler. *profile/call*: the ops' self time per call (the median over calls where the "
-       "profiler marks each call, else the mean); *of p50*: that over the row's timed p50 (above 100%: the "
+       "profiler marks each call; else the mean, as OpenVINO's counters and TensorRT's totals give it, which a busy "
+       "machine's slow calls raise above a median); *of p50*: that over the row's timed p50 (above 100%: the "
        "profiler's own cost inflates what it times); *overhead*: the median wall time per call with the profiler on "
        "over the same number of calls with it off, back to back, minus 1. Self times on a CUDA row are its kernels' "
        "device times. Each row's native trace is beside its record in profiles/ (open a .trace.json in Perfetto).")
