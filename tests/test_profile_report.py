@@ -26,6 +26,7 @@ def ctx(phases=("infer",)) -> BenchContext:
 def parse(*argv: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     add_profile_arguments(p)
+    p.add_argument("--repeat", type=int)
     return p.parse_args(list(argv))
 
 
@@ -42,6 +43,7 @@ def test_profile_request_from_the_command_line():
     (("--profile-rows", "lenet.infer.openvino.b1.fp32"), ("infer",), "matches no planned row"),
     (("--profile-rows", " , "), ("infer",), "is empty"),
     (("--profile",), ("parity",), "add infer or train to --phases"),
+    (("--profile", "--repeat", "3"), ("infer",), "--repeat 1"),
 ])
 def test_a_bad_profile_request_is_a_user_error(argv, phases, fragment):
     with pytest.raises(UserError, match=fragment):

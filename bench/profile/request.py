@@ -51,6 +51,8 @@ def profile_request(args: argparse.Namespace, ctx, backends: dict) -> ProfileReq
     flag, rows = getattr(args, "profile", False), getattr(args, "profile_rows", None)  # a Namespace built elsewhere
     if not flag and rows is None:
         return None
+    if (getattr(args, "repeat", None) or 1) > 1:  # each process writes into a folder of its own, merged as records only
+        raise UserError("--profile takes its profiles in one process: run it with --repeat 1")
     keys = planned_keys(ctx, backends)
     if not keys:
         raise UserError("--profile profiles inference and training rows: add infer or train to --phases")
