@@ -57,7 +57,10 @@ def take(sess: Any, model_path: str, bind: Callable[[Any], Callable[[], Any]], s
     options = sess.get_session_options()
     options.enable_profiling = True
     options.profile_file_prefix = os.path.splitext(trace_path)[0] + ".ort"
-    twin = ort.InferenceSession(model_path, sess_options=options, providers=sess.get_providers())
+    providers, provider_options = sess.get_providers(), sess.get_provider_options()
+    # The row's provider options too (the CUDA provider's device, cuDNN search, TF32 off), not only their names.
+    twin = ort.InferenceSession(model_path, sess_options=options, providers=providers,
+                                provider_options=[provider_options.get(p, {}) for p in providers])
     fn = bind(twin)
     fn()  # the warm call: first-run allocations are not the row's steady state
     sync()
