@@ -122,3 +122,38 @@ def test_explain_picks_the_flagged_rows_and_says_when_a_profile_is_missing(tmp_p
     assert named[0].missing.startswith("no profile of this row in A")
     with pytest.raises(ValueError, match="no row of either run matches"):
         explain.explain_runs(*paths, changes, "alexnet.*")
+
+
+def write_run(folder, p50: float, ops: list[tuple[str, float]]) -> str:
+    """A results.json with one eager row around ``p50`` ms (1000 calls) and its profile beside it."""
+    import json
+
+    import numpy as np
+
+    from bench.records import RunEnv
+    from bench.report.files import results_payload
+
+    latencies = np.random.default_rng(int(p50 * 100)).lognormal(np.log(p50), 0.05, 1000).tolist()
+    rec = InferRecord(model="lenet", device="cpu", backend="eager", batch_size=1, latencies_ms=latencies)
+    env = RunEnv(device="cpu", device_name="test cpu", torch="2.x", threads=2, complete=True)
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(results_payload(env, [rec])))
+    save_profile(profile("eager", ops, p50), str(folder / "profiles"))
+    return str(folder / "results.json")
+
+
+def test_compare_explain_prints_the_op_level_diff_after_the_table(tmp_path, capsys):
+    from bench.analysis import compare
+
+    a = write_run(tmp_path / "A", 1.0, [("aten::mkldnn_convolution", 0.6), ("aten::addmm", 0.3)])
+    b = write_run(tmp_path / "B", 2.0, [("aten::mkldnn_convolution", 1.5), ("aten::addmm", 0.3),
+                                        ("aten::copy_", 0.1)])
+    code = compare.main([a, b, "--floor", "0", "--explain"])
+    out = capsys.readouterr().out
+    assert code == 0 and "regression" in out
+    explained = out.split("explain lenet.infer.eager.b1.fp32:")[1]
+    assert "(+1 ms); the ops' self time per call +1 ms = 100% of the row's change" in explained
+    assert "grew" in explained and "+90%" in explained and "appeared" in explained
+    code = compare.main([a, b, "--floor", "0", "--explain", "mlp.*"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: --explain mlp.*: no row of either run matches")
