@@ -157,3 +157,22 @@ def test_compare_explain_prints_the_op_level_diff_after_the_table(tmp_path, caps
     code = compare.main([a, b, "--floor", "0", "--explain", "mlp.*"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: --explain mlp.*: no row of either run matches")
+
+
+def test_the_budget_prices_a_profiled_row_its_extra_calls_and_twin_build():
+    from bench.phases.infer import InferPhase
+
+    prices = types.SimpleNamespace(models={}, build_for=lambda what, name: 1.0)
+
+    def costs(request):
+        c = ctx()
+        c.backends, c.profile = ["eager", "onnxruntime"], request
+        rows, _ = InferPhase().row_costs("lenet", c, prices)
+        return {r.label: r.floor_s for r in rows}
+
+    plain = costs(None)
+    profiled = costs(ProfileRequest(("lenet.infer.onnxruntime.b1.fp32", "lenet.infer.eager.b64.fp32")))
+    extra = {name: profiled[name] - plain[name] for name in plain}
+    assert extra["eager b=1"] == 0.0 and extra["onnxruntime b=64"] == 0.0  # rows not profiled cost the same
+    assert extra["eager b=64"] > 0.2  # its calls and the trace
+    assert extra["onnxruntime b=1"] > 1.0  # + the profiling session's build

@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from bench.context import BenchContext, ModelSession
-from bench.profile.take import profile_row, profile_train_rows  # noqa: F401 - the --profile hooks phases call
+from bench.profile.take import profile_cost_s, profile_row, profile_train_rows  # noqa: F401 - --profile's hooks
 from bench.records import Record
 from bench.schedule.budget import TIER_CORE, RowCost
 

@@ -25,7 +25,7 @@ from bench.measure import timing
 from bench.measure.machine import pct_of_peak
 from bench.measure.memory import PeakMemory
 from bench.model.accuracy import row_fields
-from bench.phases.base import Phase, Priced, kept, profile_row
+from bench.phases.base import Phase, Priced, kept, profile_cost_s, profile_row
 from bench.records import PERCENTILE_MIN_CALLS, InferRecord, Record, not_ok, reason_of
 from bench.schedule.budget import TIER_BACKEND, TIER_CORE, TIER_DUP_BATCH, RowCost
 from zoo.data import DATASETS
@@ -176,6 +176,8 @@ class InferPhase(Phase):
                 full = bind_s + call * (3 + plan["warmup"]) + max(plan["min_seconds"], min(plan["max_seconds"],
                                                                                            plan["min_calls"] * call))
                 full += test_n * sample_s / len(sizes)
+                extra = profile_cost_s(ctx, name, cls.name, cls.precision, bs, call, prices.build_for)  # --profile
+                floor, full = floor + extra, full + extra
                 tier = TIER_CORE if cls.name == "eager" else TIER_DUP_BATCH if bs == max(sizes) and len(sizes) > 1 \
                     else TIER_BACKEND
                 rows.append(RowCost(name, self.name, f"{sel} b={bs}", floor if runs else 0.0, full if runs else 0.0,

@@ -49,6 +49,25 @@ def profile_calls(p50_ms: float | None, quick: bool) -> int:
     return max(lo, min(MAX_CALLS // (3 if quick else 1), calls))
 
 
+# What a profiled row pays on top of its timed calls, for the budget: the calls off and on (the profiler's own cost
+# taken as one call's again), writing the trace, and the twin a profiler needs built (priced as the backend's build).
+PROFILER_COST, TRACE_WRITE_S = 1.0, 0.2
+TWIN_BUILDS = {"onnxruntime": "ort_session", "onnxruntime-cuda": "ort_session", "onnxruntime-int8": "ort_session",
+               "onnxruntime-int8-dynamic": "ort_session", "openvino": "openvino", "openvino-dynamic": "openvino"}
+
+
+def profile_cost_s(ctx, name: str, backend: str, precision: str, batch_size: int, call_s: float,
+                   build_for: Callable[[str, str], float]) -> float:
+    """Seconds --profile adds to an inference row (0 when the row is not profiled); ``build_for``: the run's
+    prices (bench.schedule.pricing.Prices.build_for)."""
+    request = getattr(ctx, "profile", None)
+    if request is None or not request.wants(row_key(name, "infer", backend, batch_size, precision)):
+        return 0.0
+    calls = profile_calls(1e3 * call_s, ctx.quick)
+    twin = TWIN_BUILDS.get(backend)
+    return (2 + PROFILER_COST) * calls * call_s + TRACE_WRITE_S + (build_for(twin, name) if twin else 0.0)
+
+
 def wall_times(fn: Callable[[], Any], sync: Callable[[], None], calls: int) -> list[float]:
     out = []
     for _ in range(calls):
