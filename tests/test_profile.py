@@ -153,6 +153,7 @@ def test_profile_files_round_trip_and_load_strictly(tmp_path):
     save_profile(rec, str(tmp_path))
     assert load_profile(str(tmp_path / f"{rec.row}.json")) == rec
     (tmp_path / f"{rec.row}.trace.json").write_text("{}")  # a native trace beside it is not a record
+    (tmp_path / f"{rec.row}.trace.ort_2026-12-07_21-00-00.json").write_text("[]")  # nor ORT's file before its rename
     assert list(load_profiles(str(tmp_path))) == [rec.row]
     for bad in ({"surprise": 1}, {"batch_size": "one"}, {"status": "maybe"}):
         with pytest.raises(ValueError):

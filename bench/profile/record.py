@@ -202,7 +202,9 @@ def load_profiles(folder: str) -> dict[str, ProfileRecord]:
         return {}
     out = {}
     for name in sorted(os.listdir(folder)):
-        if name.endswith(".json") and not name.endswith((".trace.json", ".native.json")):
+        # Native files (.trace.json, .native.json, and ORT's own .trace.ort_<time>.json before it is renamed) are
+        # traces, not records.
+        if name.endswith(".json") and ".trace." not in name and ".native." not in name:
             rec = load_profile(os.path.join(folder, name))
             out[rec.row] = rec
     return out
