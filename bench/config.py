@@ -39,6 +39,8 @@ class RunConfig:
     out: str | None = None  # output root (results go to OUT/<device>/); None: no result files
     repeat: int | None = None  # fresh processes per phase, merged (default 1)
     debug: bool = False  # let measurement errors raise with a traceback
+    profile: bool = False  # an op-level profile after each row's timed calls (bench.profile)
+    profile_rows: Choice = None  # profile only these row keys (wildcards allowed; implies profile)
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> RunConfig:

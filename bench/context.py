@@ -61,6 +61,7 @@ class BenchContext:
     # weights came from.
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
     prices: Any = None  # bench.schedule.pricing.Prices: what the rows cost on this machine (None: not priced)
+    profile: Any = None  # bench.profile.request.ProfileRequest (--profile): the rows to profile; None: none
     activity: str | None = None  # what a phase is doing now, for the progress pulse (e.g. a round-robin's round)
     debug: bool = False
 

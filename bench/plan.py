@@ -19,6 +19,7 @@ from bench.config import RunConfig
 from bench.context import BenchContext
 from bench.phases.base import Phase
 from bench.phases.tta import parse_targets
+from bench.profile.request import profile_request
 from bench.records import PRECISIONS, SERVE_SCENARIOS, Record, not_ok
 from bench.runner.env import precision_support
 from bench.schedule.budget import TIER_VARIANT, RowCost
@@ -244,6 +245,7 @@ def make_context(args: RunConfig, phases: Mapping[str, Phase]) -> tuple[BenchCon
                        tta_targets=pick_tta_targets(args.tta_target), **pick_serve(args))
     for name in models:  # real or synthetic, decided once for the whole run (every phase reads the same answer)
         ctx.uses_real_data(name)
+    ctx.profile = profile_request(args, ctx, BACKENDS)
     ctx.out_dir = check_folders(args, device)
     return ctx, {"skipped_precisions": skipped_precisions, "skipped_backends": skipped_backends}
 

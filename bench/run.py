@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.cli import OneLineParser
+from bench.profile.request import add_profile_arguments
 from bench.runner.repeat import DEFAULT_REPEAT, QUICK_REPEAT, repeat_count
 from zoo.errors import UserError
 
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"measure each phase with raw samples in N fresh processes, one after the other, and merge "
                         f"them (bench.runner.repeat), so bench.compare sees run-to-run noise (default {DEFAULT_REPEAT}, "
                         f"--quick {QUICK_REPEAT})")
+    add_profile_arguments(p)
     p.add_argument("--debug", action="store_true", help="let measurement errors raise with a traceback")
     return p
 

@@ -456,7 +456,7 @@ def test_a_machine_within_noise_of_the_threshold_is_inconclusive(tmp_path, capsy
 def test_help_documents_every_argument_and_the_exit_status():
     text = " ".join(compare.build_parser().format_help().split())  # independent of the terminal's width
     assert text.startswith("usage: python -m bench.compare [-h] [--threshold PCT] [--fail-on-regression PCT] "
-                           "[--normalize] [--floor PCT] [--format {text,md,json}] A.json B.json Compare two "
+                           "[--normalize] [--floor PCT] [--format {text,md,json}] [--explain [ROW]] A.json B.json Compare two "
                            "results.json files (B against A). ")
     for needle in (
             " A.json the baseline run B.json the run to judge ",
@@ -465,7 +465,9 @@ def test_help_documents_every_argument_and_the_exit_status():
             "every ratio by the machine calibration ratio instead of withholding verdicts when the machines differ "
             "--floor PCT the between-run floor F for rows measured in one process in either run (default 60: see "
             "bench.analysis.verdicts.DEFAULT_FLOOR_PCT; measure yours with --repeat) --format {text,md,json} text (default), md "
-            "(a table for a pull-request comment) or json (every verdict, for CI) B vs A = ",
+            "(a table for a pull-request comment) or json (every verdict, for CI) --explain [ROW] op by op, from both "
+            "runs' profiles (bench.run --profile): why each flagged row changed, or the rows whose key matches ROW "
+            "(e.g. lenet.infer.eager.b1.fp32; wildcards allowed) B vs A = ",
             "divided by the machine's ratio. Exit status: 1 when a row that was ok in A fails in B, or when "
             "--fail-on-regression is given and a row is a regression beyond it; 2 on bad input; else 0."):
         assert needle in text, needle

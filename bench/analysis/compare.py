@@ -38,6 +38,7 @@ from bench.analysis.verdicts import (
     verdict,
 )
 from bench.cli import OneLineParser
+from bench.profile.explain import explain_text
 from bench.records import InferRecord, Record, RunEnv
 from bench.report.load import load_results
 
@@ -104,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_FLOOR_PCT:g}: see bench.analysis.verdicts.DEFAULT_FLOOR_PCT; measure yours with --repeat)")
     p.add_argument("--format", choices=("text", "md", "json"), default="text",
                    help="text (default), md (a table for a pull-request comment) or json (every verdict, for CI)")
+    p.add_argument("--explain", nargs="?", const="", metavar="ROW",
+                   help="op by op, from both runs' profiles (bench.run --profile): why each flagged row changed, or "
+                        "the rows whose key matches ROW (e.g. lenet.infer.eager.b1.fp32; wildcards allowed)")
     return p
 
 
@@ -136,10 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         comparison = compare_files(args)
+        explained = "" if args.explain is None else explain_text(comparison, args.explain)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(RENDERERS[args.format](comparison), end="")
+    print(explained, end="", file=sys.stderr if args.format == "json" else sys.stdout)  # json: stdout stays JSON
     print_gate(comparison)
     return comparison.exit_code()
 

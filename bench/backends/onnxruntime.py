@@ -90,6 +90,7 @@ class OrtCpuBackend(Backend):
 
     def prepare(self) -> float:
         path = onnx_for(self.session, self.ctx)  # raises OnnxExportError: the backend's rows are failed
+        self.model_path = path  # what a profiling twin of the session opens (bench.profile)
         self.options = OrtSessionOptions(intra_op_num_threads=self.ctx.threads)
         t0 = time.perf_counter()
         self.sess = ort_session(path, threads=self.ctx.threads, providers=[CPU_PROVIDER], options=self.options)
@@ -167,7 +168,7 @@ class OrtCudaBackend(Backend):
         return why
 
     def prepare(self) -> float:
-        path = onnx_for(self.session, self.ctx)
+        path = self.model_path = onnx_for(self.session, self.ctx)
         self.options = ort_cuda_options(self.ctx.device)
         t0 = time.perf_counter()
         self.sess = ort_session(path, threads=self.ctx.threads, providers=[(CUDA_PROVIDER, self.options)])

@@ -1,6 +1,7 @@
 """The phase interface: a phase plans its rows, measures one model into records, and owns its failure handling.
 
-Adding a phase is one new module with a ``Phase`` subclass plus one line in ``bench.phases.PHASES``.
+Adding a phase is one new module with a ``Phase`` subclass plus one line in ``bench.phases.PHASES``. A phase that
+times rows calls the ``--profile`` hooks (bench.profile.take, named here) once a row's timed calls are done.
 """
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from bench.context import BenchContext, ModelSession
+from bench.profile.take import profile_cost_s, profile_row, profile_train_rows  # noqa: F401 - --profile's hooks
 from bench.records import Record
 from bench.schedule.budget import TIER_CORE, RowCost
 

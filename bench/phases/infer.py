@@ -26,7 +26,7 @@ from bench.measure.machine import pct_of_peak
 from bench.measure.memory import PeakMemory
 from bench.model.accuracy import row_fields
 from bench.model.flops import count_flops
-from bench.phases.base import Phase, Priced, kept
+from bench.phases.base import Phase, Priced, kept, profile_cost_s, profile_row
 from bench.records import PERCENTILE_MIN_CALLS, InferRecord, Record, not_ok, reason_of
 from bench.schedule.budget import TIER_BACKEND, TIER_CORE, TIER_DUP_BATCH, RowCost
 from zoo.data import DATASETS
@@ -173,6 +173,8 @@ class InferPhase(Phase):
                 full = bind_s + call * (3 + plan["warmup"]) + max(plan["min_seconds"], min(plan["max_seconds"],
                                                                                            plan["min_calls"] * call))
                 full += test_n * sample_s / len(sizes)
+                extra = profile_cost_s(ctx, name, cls.name, cls.precision, bs, call, prices.build_for)  # --profile
+                floor, full = floor + extra, full + extra
                 tier = TIER_CORE if cls.name == "eager" else TIER_DUP_BATCH if bs == max(sizes) and len(sizes) > 1 \
                     else TIER_BACKEND
                 rows.append(RowCost(name, self.name, f"{sel} b={bs}", floor if runs else 0.0, full if runs else 0.0,
@@ -253,11 +255,13 @@ class InferPhase(Phase):
         rate = measured["samples_per_s"]
         flops_per_s = flops * rate if flops and rate else None
         fields: dict[str, Any] = {"threads": torch.get_num_threads(), **backend_fields(backend), **measured}
-        return InferRecord(model=session.name, device=ctx.device.type, clock=timing.CLOCK,
+        rec = InferRecord(model=session.name, device=ctx.device.type, clock=timing.CLOCK,
                            compile_s=round(prepare_s + bind_s, 4),
                            gflops_per_s=flops_per_s / 1e9 if flops_per_s else None,
                            pct_of_peak=pct_of_peak(flops_per_s, row_peaks(backend, ctx), backend.precision),
                            **key, **fields)
+        profile_row(backend, x, rec, ctx)  # --profile: extra calls now that the timed ones are done, never among them
+        return rec
 
 
 def row_peaks(backend: Backend, ctx: BenchContext) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any
 
+from bench.profile.section import profile_section
 from bench.records import (
     PERCENTILE_MIN_CALLS,
     RECORD_TYPES,
@@ -286,6 +287,12 @@ def render_summary(env: RunEnv, records: list[Record], plot_files: list[str] | t
 # Files
 
 
+def profile_markdown(out_dir: str) -> str:
+    """bench.run --profile's section (bench.profile.section) after the tables, when the run has profiles."""
+    lines = profile_section(out_dir)
+    return "\n" + "\n".join(lines) + "\n" if lines else ""
+
+
 def write_results(out_dir: str, env: RunEnv, records: list[Record], *, plots: bool = True) -> list[str]:
     """Write results.json, results.csv, summary.md (and, with ``plots``, the PNGs) into ``out_dir``, each atomically.
 
@@ -301,7 +308,7 @@ def write_results(out_dir: str, env: RunEnv, records: list[Record], *, plots: bo
     pngs = plotting.render_plots(records) if plots else {}
     texts = {"results.json": json.dumps(payload, indent=1, allow_nan=False) + "\n",
              "results.csv": csv_text(payload, records),
-             "summary.md": render_summary(env, records, list(pngs))}
+             "summary.md": render_summary(env, records, list(pngs)) + profile_markdown(out_dir)}
     written = []
     for name, body in texts.items():
         path = os.path.join(out_dir, name)

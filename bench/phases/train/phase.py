@@ -44,7 +44,7 @@ from bench.context import BenchContext, ModelSession
 from bench.measure import timing
 from bench.measure.memory import PeakMemory
 from bench.measure.timing import steps_for_window, time_window, window_stats
-from bench.phases.base import Phase, Priced, kept
+from bench.phases.base import Phase, Priced, kept, profile_train_rows
 from bench.phases.train.derive import derive, is_plain, train_flops_per_sample  # noqa: F401 (is_plain: for readers)
 from bench.phases.train.tutorial_loop import TutorialStep
 from bench.records import TRAIN_LADDER, Record, TrainRecord, not_ok
@@ -388,6 +388,7 @@ class TrainPhase(Phase):
         try:
             left_s = None if budget_s is None else budget_s - (timing.clock() - began)
             time_rows(timed, ctx.sync, quick=ctx.quick, budget_s=left_s, say=lambda t: setattr(ctx, "activity", t))
+            profile_train_rows(timed, name, ctx)  # --profile: one more window per row, after every timed one
         finally:
             for row in timed:
                 row.resources.close()
