@@ -144,12 +144,12 @@ BENCH_LAYOUT = {
     "bench.model": {"export", "accuracy"},
     "bench.analysis": {"compare", "verdicts", "matrix", "history"},
     "bench.crosscheck": {"__main__", "check", "vendor", "benchmark_app"},
-    "bench.phases": {"base", "infer", "parity", "scale", "tta"},
+    "bench.phases": {"base", "infer", "infer_race", "parity", "scale", "tta"},
     "bench.phases.train": {"phase", "derive", "tutorial_loop"},
     "bench.phases.serve": {"phase", "sut", "settings", "search", "rows", "logs"},
-    "bench.measure": {"timing", "stats", "memory", "machine", "numerics", "hardware"},
+    "bench.measure": {"timing", "stats", "memory", "machine", "numerics", "hardware", "race"},
     "bench.report": {"__main__", "files", "index", "staging", "tables", "infer_tables", "serve_tables", "plots",
-                     "selection", "load", "schema", "glance", "samples"},
+                     "selection", "load", "schema", "glance", "samples", "intervals"},
 }
 
 
