@@ -149,7 +149,8 @@ BENCH_LAYOUT = {
     "bench.phases.serve": {"phase", "sut", "settings", "search", "rows", "logs"},
     "bench.measure": {"timing", "stats", "memory", "machine", "numerics", "hardware", "race"},
     "bench.report": {"__main__", "files", "index", "staging", "tables", "infer_tables", "serve_tables", "plots",
-                     "selection", "load", "schema", "glance", "samples", "intervals"},
+                     "selection", "load", "schema", "glance", "samples", "intervals",
+                     "overview"},
 }
 
 

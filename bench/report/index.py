@@ -75,7 +75,7 @@ def write_index(out_root: str, *, parent: bool = True) -> str:
     if loaded:
         body.append(tables.table([_index_row(rel, run) for rel, run in loaded.items()],
                                  ["device", "device name", "timestamp (UTC)", "git commit", "quick", "complete",
-                                  "models", "ok / skipped / failed", "summary"]))
+                                  "models", "ok / skipped / failed", "summary"], max_cell=None))
         body += index_sections(loaded)
     else:
         body.append("_No results yet: run `python -m bench.run`._")

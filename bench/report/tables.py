@@ -103,9 +103,25 @@ def percentile_cell(value: Any, n_calls: Any, max_ms: Any, q: int) -> str:
     return ""
 
 
-def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    cells = [["" if v is None else str(v).replace("|", "\\|").replace("\n", " ") for v in row] for row in rows]
-    return tabulate(cells, headers=list(headers), tablefmt="github", disable_numparse=True)
+MAX_CELL = 120  # a longer cell (a command, a reason, a settings block) becomes a numbered note under its table
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], max_cell: int | None = MAX_CELL) -> str:
+    """A GitHub-Markdown table; a cell over ``max_cell`` characters reads ``see [n] below`` and its text follows the
+    table as note [n], so no column is stretched past a screen and nothing is cut (None: cells as long as they are,
+    for the index, whose one wide cell is an unreadable file's reason)."""
+    notes: list[str] = []
+
+    def cell(v: Any) -> str:
+        text = "" if v is None else str(v).replace("\n", " ")
+        if max_cell is not None and len(text) > max_cell:
+            notes.append(text)
+            return f"see [{len(notes)}] below"
+        return text.replace("|", "\\|")
+
+    body = tabulate([[cell(v) for v in row] for row in rows], headers=list(headers), tablefmt="github",
+                    disable_numparse=True)
+    return body + "".join(f"\n\n[{i}] {text}" for i, text in enumerate(notes, 1))
 
 
 def inline(d: dict[str, Any] | None) -> str:
