@@ -252,14 +252,23 @@ class InferPhase(Phase):
             try:
                 lanes.append(open_lane(o.key, o.backend, x))
             except Exception as exc:
-                rows[o.key] = self.bind_failed(o, session, ctx, bs, exc)
+                rows[o.key] = row_error(session, ctx, o.backend, bs, exc)
         by_key = {o.key: o for o in here}
         if lanes:
             share = self.row_budget_s(session.name, ctx)
             budget_s = share * len(lanes) if share is not None else \
                 sum(timing.sampling_plan(bs, ctx.quick)["max_seconds"] or 1.0 for _ in lanes)
-            min_samples = timing.QUICK["min_calls"] if ctx.quick else MIN_CALLS
-            result = run_race(lanes, budget_s, ctx.precision_pct, min_samples, ctx.seed)
+            # Under a budget the sample rule (MIN_CALLS); without one, the calls a row timed alone would aim at.
+            min_samples = timing.QUICK["min_calls"] if ctx.quick else MIN_CALLS if share is not None else \
+                timing.sampling_plan(bs, False)["min_calls"]
+            try:
+                result = run_race(lanes, budget_s, ctx.precision_pct, min_samples, ctx.seed)
+            except Exception:  # a backend that breaks mid-race: each row timed alone, its own error its own row
+                if ctx.debug:
+                    raise
+                lanes, result = [], None
+                rows.update({o.key: o.finish(self.one_row(o.backend, session, ctx, bs, o.prepare_s, flops))
+                             for o in here if o.eligible and o.key not in rows})
             for lane in lanes:
                 fields = {**timing.latency_stats(result.samples[lane.key], bs), **lane.memory,
                           **device_fields(lane.backend, lane.fn, bs, ctx.quick),
@@ -274,26 +283,6 @@ class InferPhase(Phase):
                 rows[o.key] = row
         free_memory(ctx.device)
         return [rows[o.key] for o in here]
-
-    def bind_failed(self, o: Opened, session: ModelSession, ctx: BenchContext, bs: int,
-                    exc: BaseException) -> InferRecord:
-        key = {"backend": o.backend.name, "precision": o.backend.precision, "batch_size": bs}
-        if is_out_of_memory(exc):
-            return not_ok(InferRecord, session.name, ctx.device.type, f"out of memory at batch {bs}",
-                          status="skipped", **key)
-        return not_ok(InferRecord, session.name, ctx.device.type, exc, **key)
-
-    def failed(self, session: ModelSession, ctx: BenchContext, exc: BaseException) -> list[Record]:
-        return [not_ok(InferRecord, session.name, ctx.device.type, exc, backend=BACKENDS[sel].name,
-                       precision=BACKENDS[sel].precision, batch_size=bs)
-                for sel in ctx.backends for bs in ctx.infer_batch_sizes(session.name)]
-
-    def row_budget_s(self, name: str, ctx: BenchContext) -> float | None:
-        """One row's share of this phase's budget for the model (None: no budget), over the rows the plan kept."""
-        seconds = ctx.budget_for(name, self.name)
-        kept_rows = sum(kept(ctx, name, self.name, f"{sel} b={bs}") for sel in ctx.backends
-                        for bs in ctx.infer_batch_sizes(name))
-        return None if seconds is None else seconds / max(kept_rows, 1)
 
     def backend_rows(self, cls: type[Backend], session: ModelSession, ctx: BenchContext,
                      flops: float | None, sizes: list[int] | None = None) -> list[InferRecord]:
@@ -310,15 +299,11 @@ class InferPhase(Phase):
 
     def one_row(self, backend: Backend, session: ModelSession, ctx: BenchContext, bs: int, prepare_s: float,
                 flops: float | None) -> InferRecord:
-        key = {"backend": backend.name, "precision": backend.precision, "batch_size": bs}
         try:
             x = example_batch(session.name, bs, ctx.device, seed=ctx.seed)
             measured, bind_s = measure(backend, x, ctx.quick, self.row_budget_s(session.name, ctx))
         except Exception as exc:
-            if is_out_of_memory(exc):
-                return not_ok(InferRecord, session.name, ctx.device.type, f"out of memory at batch {bs}",
-                              status="skipped", **key)
-            return not_ok(InferRecord, session.name, ctx.device.type, exc, **key)
+            return row_error(session, ctx, backend, bs, exc)
         finally:
             free_memory(ctx.device)
         return self.make_record(backend, session, ctx, bs, prepare_s + bind_s, measured, flops)
@@ -356,6 +341,15 @@ class Opened:
             for name, value in self.accuracy.items():
                 setattr(row, name, value)
         return row
+
+
+def row_error(session: ModelSession, ctx: BenchContext, backend: Backend, bs: int, exc: BaseException) -> InferRecord:
+    """A row that raised: skipped when it ran out of memory at that batch (never a quietly smaller batch), else failed."""
+    key = {"backend": backend.name, "precision": backend.precision, "batch_size": bs}
+    if is_out_of_memory(exc):
+        return not_ok(InferRecord, session.name, ctx.device.type, f"out of memory at batch {bs}", status="skipped",
+                      **key)
+    return not_ok(InferRecord, session.name, ctx.device.type, exc, **key)
 
 
 def raced_sizes(name: str, ctx: BenchContext) -> set[int]:

@@ -1,0 +1,64 @@
+"""The infer phase's race on the CPU (bench.phases.infer with bench.phases.infer_race): at batch 1 and the recipe's
+batch the backends within their accuracy budget race; the clearly slower is dropped and keeps its row; a backend
+outside its accuracy budget is timed alone and cannot win; other batch sizes are timed one backend at a time."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+import bench.phases.infer as infer
+import zoo
+from bench.backends.torch_eager import EagerBackend
+from bench.context import BenchContext, ModelSession
+from bench.phases.infer import InferPhase
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def sleeper(name: str, seconds: float) -> type[EagerBackend]:
+    class Sleeper(EagerBackend):
+        def bind(self, x):
+            call = super().bind(x)
+            return lambda: (time.sleep(seconds), call())[1]
+
+    Sleeper.name = name
+    return Sleeper
+
+
+class Wrong(EagerBackend):
+    """Fast, and its predictions are noise: outside its accuracy budget."""
+
+    name = "wrong"
+
+    def predict(self, x):
+        return torch.randn(x.shape[0], 10, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture
+def ctx(tmp_path, monkeypatch):
+    for cls in (sleeper("slow", 0.001), sleeper("slower", 0.004), Wrong):
+        monkeypatch.setitem(infer.BACKENDS, cls.name, cls)
+    return BenchContext(device=torch.device("cpu"), quick=True, synthetic=True, checkpoints=None,
+                        out_dir=str(tmp_path), threads=1, batch_sizes=[1, 4],
+                        backends=["eager", "slow", "slower", "wrong"])
+
+
+@pytest.mark.slow  # an accuracy pass per backend and two races: ~30 s on two shared cores
+def test_the_backends_race_at_batch_1_and_the_slower_one_is_dropped(ctx):
+    torch.manual_seed(0)
+    rows = InferPhase().run(ModelSession("mlp", zoo.get_model("mlp").eval()), ctx)
+    at1 = {r.backend: r for r in rows if r.batch_size == 1}
+    assert {b: r.race for b, r in at1.items()} == {"eager": "winner", "slow": "runner-up", "slower": "dropped",
+                                                    "wrong": "not eligible"}
+    winner, dropped = at1["eager"], at1["slower"]
+    assert winner.race_leader == "slow" and winner.race_vs_leader > 1 and winner.race_vs_leader_lo > 1
+    assert winner.race_target_met is True and winner.race_reached_pct <= ctx.precision_pct
+    assert dropped.race_leader == "eager" and dropped.race_vs_leader_lo > 1 and dropped.race_conf == 0.99
+    assert dropped.n_calls == len(dropped.latencies_ms) > 0 and dropped.n_calls < winner.n_calls
+    assert at1["wrong"].accuracy_ok is False and at1["wrong"].p50_ms is not None  # timed, but it cannot win
+    assert at1["slow"].speedup_vs_eager_hi < 1  # eager is faster, and its interval says so
+    # batch 4 is not a headline (the recipe's batch is 32 in a quick run): timed one backend at a time, not raced
+    assert {r.race for r in rows if r.batch_size == 4} == {None}
+    assert all(r.ok for r in rows)
