@@ -284,6 +284,18 @@ class InferPhase(Phase):
         free_memory(ctx.device)
         return [rows[o.key] for o in here]
 
+    def failed(self, session: ModelSession, ctx: BenchContext, exc: BaseException) -> list[Record]:
+        return [not_ok(InferRecord, session.name, ctx.device.type, exc, backend=BACKENDS[sel].name,
+                       precision=BACKENDS[sel].precision, batch_size=bs)
+                for sel in ctx.backends for bs in ctx.infer_batch_sizes(session.name)]
+
+    def row_budget_s(self, name: str, ctx: BenchContext) -> float | None:
+        """One row's share of this phase's budget for the model (None: no budget), over the rows the plan kept."""
+        seconds = ctx.budget_for(name, self.name)
+        kept_rows = sum(kept(ctx, name, self.name, f"{sel} b={bs}") for sel in ctx.backends
+                        for bs in ctx.infer_batch_sizes(name))
+        return None if seconds is None else seconds / max(kept_rows, 1)
+
     def backend_rows(self, cls: type[Backend], session: ModelSession, ctx: BenchContext,
                      flops: float | None, sizes: list[int] | None = None) -> list[InferRecord]:
         """Every batch-size row of one backend, timed alone (skipped, failed or measured)."""
