@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,7 +27,7 @@ from bench.measure.memory import PeakMemory
 from bench.measure.stats import median_ratio_ci
 from bench.model.accuracy import row_fields
 from bench.phases.base import Phase, Priced, kept
-from bench.phases.infer_race import Lane, open_lane, race_fields, run_race
+from bench.phases.infer_race import Lane, Opened, open_lane, race_fields, raced_sizes, row_label, run_race
 from bench.records import PERCENTILE_MIN_CALLS, InferRecord, Record, not_ok, reason_of
 from bench.schedule.budget import TIER_BACKEND, TIER_CORE, TIER_DUP_BATCH, RowCost
 from zoo.data import DATASETS
@@ -272,7 +271,7 @@ class InferPhase(Phase):
             for lane in lanes:
                 fields = {**timing.latency_stats(result.samples[lane.key], bs), **lane.memory,
                           **device_fields(lane.backend, lane.fn, bs, ctx.quick),
-                          **race_fields(result, lane.key, str, ctx.precision_pct)}
+                          **race_fields(result, lane.key, lambda k: row_label(by_key[k].backend), ctx.precision_pct)}
                 rows[lane.key] = by_key[lane.key].finish(self.make_record(lane.backend, session, ctx, bs,
                                                                          by_key[lane.key].prepare_s + lane.bind_s,
                                                                          fields, flops))
@@ -334,27 +333,6 @@ class InferPhase(Phase):
                            **key, **fields)
 
 
-@dataclass
-class Opened:
-    """A prepared backend of the phase, with its accuracy columns (measured once, copied onto each of its rows)."""
-
-    key: str  # its selector (BACKENDS key)
-    backend: Backend
-    prepare_s: float
-    accuracy: dict[str, Any]
-
-    @property
-    def eligible(self) -> bool:
-        """Whether it may win a race: its accuracy change judged within its budget (bench.model.accuracy)."""
-        return self.accuracy.get("accuracy_ok") is True
-
-    def finish(self, row: InferRecord) -> InferRecord:
-        if row.ok:
-            for name, value in self.accuracy.items():
-                setattr(row, name, value)
-        return row
-
-
 def row_error(session: ModelSession, ctx: BenchContext, backend: Backend, bs: int, exc: BaseException) -> InferRecord:
     """A row that raised: skipped when it ran out of memory at that batch (never a quietly smaller batch), else failed."""
     key = {"backend": backend.name, "precision": backend.precision, "batch_size": bs}
@@ -362,11 +340,6 @@ def row_error(session: ModelSession, ctx: BenchContext, backend: Backend, bs: in
         return not_ok(InferRecord, session.name, ctx.device.type, f"out of memory at batch {bs}", status="skipped",
                       **key)
     return not_ok(InferRecord, session.name, ctx.device.type, exc, **key)
-
-
-def raced_sizes(name: str, ctx: BenchContext) -> set[int]:
-    """The batch sizes whose backends race (the headline question H2): batch 1 and the recipe's batch."""
-    return {1, ctx.train_batch_size(name)}
 
 
 def row_peaks(backend: Backend, ctx: BenchContext) -> dict[str, Any]:

@@ -18,9 +18,11 @@ from typing import Any
 import torch
 
 from bench.backends.base import Backend
+from bench.context import BenchContext
 from bench.measure import race as racing
 from bench.measure import timing
 from bench.measure.memory import PeakMemory
+from bench.records import InferRecord
 
 CHUNK_S = 0.1  # the most one chunk of one backend takes: short, so rounds are many and drift is shared
 CHUNK_MIN_S = 0.01
@@ -107,3 +109,35 @@ def race_fields(result: racing.RaceResult, key: str, label: Callable[[str], str]
         out.update(race_leader=label(leader), race_vs_leader=s.vs_leader, race_vs_leader_lo=s.lo,
                    race_vs_leader_hi=s.hi, race_conf=conf)
     return out
+
+
+@dataclass
+class Opened:
+    """A prepared backend of the phase, with its accuracy columns (measured once, copied onto each of its rows)."""
+
+    key: str  # its selector (BACKENDS key)
+    backend: Backend
+    prepare_s: float
+    accuracy: dict[str, Any]
+
+    @property
+    def eligible(self) -> bool:
+        """Whether it may win a race: its accuracy change judged within its budget (bench.model.accuracy)."""
+        return self.accuracy.get("accuracy_ok") is True
+
+    def finish(self, row: InferRecord) -> InferRecord:
+        if row.ok:
+            for name, value in self.accuracy.items():
+                setattr(row, name, value)
+        return row
+
+
+def raced_sizes(name: str, ctx: BenchContext) -> set[int]:
+    """The batch sizes whose backends race (the headline question H2): batch 1 and the recipe's batch."""
+    return {1, ctx.train_batch_size(name)}
+
+
+def row_label(backend: Backend) -> str:
+    """A backend as the report names it: its name, and its precision where the name does not say it."""
+    p = backend.precision
+    return backend.name if p == "fp32" or p in backend.name else f"{backend.name} {p}"

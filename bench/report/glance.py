@@ -162,11 +162,12 @@ def backend_answer(rows: list[InferRecord], batch: int, recipe: bool) -> Backend
 
 
 def recipe_batch(records: list[Record], model: str, rows: list[InferRecord]) -> tuple[int | None, bool]:
-    """(batch, whether it is the recipe's): the training recipe's batch (the ladder's) when inference ran at it, else
-    the largest batch measured."""
+    """(batch, whether it is the recipe's): the training recipe's batch (the ladder's, or the batch other than 1 the
+    infer phase raced at) when inference ran at it, else the largest batch measured."""
     sizes = {r.batch_size for r in rows if r.batch_size is not None}
     ladder = [r.batch_size for r in ladder_rows(records, model) if r.batch_size in sizes]
-    return (ladder[0], True) if ladder else (max(sizes, default=None), False)
+    raced = [r.batch_size for r in rows if r.race is not None and r.batch_size != 1]  # the phase raced the recipe's
+    return (ladder or raced)[0] if ladder or raced else max(sizes, default=None), bool(ladder or raced)
 
 
 def backend_answers(records: list[Record], model: str, rows: list[InferRecord]) -> list[BackendAnswer]:
