@@ -57,3 +57,14 @@ def test_wrapping_keeps_lists_quotes_tables_and_code_intact():
     assert all(len(ln) <= overview.WRAP_AT for ln in bullet)
     assert [ln for ln in lines if ln.startswith(">")][1].startswith("> word")
     assert "| " + "x" * 300 + " |" in lines and word * 2 in lines  # tables and code blocks are left as they are
+
+
+def test_a_scaling_table_of_skipped_rows_only_is_left_to_failed_and_skipped():
+    from bench.records import ScaleRecord, not_ok
+
+    skipped = [not_ok(ScaleRecord, "mlp", "cpu", "budget: needs 33 s", status="skipped", processes=p, batch_size=64)
+               for p in (1, 2)]
+    assert tables.scale_section(skipped) == []
+    measured = skipped + [ScaleRecord(model="lenet", device="cpu", processes=1, batch_size=64, samples_per_s=9.0)]
+    text = "\n".join(tables.scale_section(measured))
+    assert "### lenet" in text and "### mlp" not in text

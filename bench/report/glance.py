@@ -201,12 +201,17 @@ def glance(records: list[Record]) -> list[Glance]:
 
 
 def not_ok_lines(env: RunEnv, records: list[Record]) -> list[str]:
-    """What was skipped or failed (at most NOT_OK_SHOWN rows named), and the precisions left out of the plan."""
+    """What was skipped or failed: the rows the budget left out as one count (each is in *Failed and skipped* with
+    its command), the others named (at most NOT_OK_SHOWN), and the precisions left out of the plan."""
     bad = [r for r in records if not r.ok]
-    lines = [f"- {r.status}: {r.model} {r.phase} {r.describe()}".rstrip() + f": {r.reason or 'no reason recorded'}"
-             for r in bad[:NOT_OK_SHOWN]]
-    if len(bad) > NOT_OK_SHOWN:
-        lines.append(f"- and {len(bad) - NOT_OK_SHOWN} more (see *Failed and skipped*)")
+    budget = [r for r in bad if r.status == "skipped" and (r.reason or "").startswith("budget")]
+    named = [r for r in bad if r not in budget]
+    lines = [f"- {len(budget)} row{'' if len(budget) == 1 else 's'} left out for the budget, each listed under *Failed and skipped* with the "
+             "command that measures it"] if budget else []
+    lines += [f"- {r.status}: {r.model} {r.phase} {r.describe()}".rstrip() + f": {r.reason or 'no reason recorded'}"
+              for r in named[:NOT_OK_SHOWN]]
+    if len(named) > NOT_OK_SHOWN:
+        lines.append(f"- and {len(named) - NOT_OK_SHOWN} more (see *Failed and skipped*)")
     lines += [f"- precision {p} left out of the plan: {why}" for p, why in env.skipped_precisions.items()]
     return lines or ["- nothing was skipped or failed"]
 

@@ -298,6 +298,8 @@ def scale_section(records: list[Record]) -> list[str]:
     out: list[str] = []
     for model in models_of(of_type(records, ScaleRecord)):
         mine = [r for r in of_type(records, ScaleRecord) if r.model == model]
+        if all(r.status == "skipped" for r in mine):  # a table of skipped rows says nothing *Failed and skipped* doesn't
+            continue
         ideals = "; ".join(dict.fromkeys(r.ideal for r in mine if r.ideal)) or "not stated"
         body = []
         for r in sorted(mine, key=lambda r: (r.batch_size or 0, r.processes or 0)):
