@@ -24,7 +24,7 @@ from bench.context import BenchContext, ModelSession, example_batch
 from bench.measure import timing
 from bench.measure.machine import pct_of_peak
 from bench.measure.memory import PeakMemory
-from bench.measure.stats import median_ratio_ci
+from bench.measure.stats import process_ratio_ci, split_processes
 from bench.model.accuracy import row_fields
 from bench.phases.base import Phase, Priced, kept
 from bench.phases.infer_race import Lane, Opened, open_lane, race_fields, raced_sizes, row_label, run_race
@@ -362,12 +362,15 @@ def accuracy_fields(backend: Backend, session: ModelSession, ctx: BenchContext) 
 
 def fill_speedups(rows: list[InferRecord]) -> None:
     """speedup_vs_eager = eager fp32 p50 / this row's p50 at the same batch size (None where either is missing), with
-    its 95% bootstrap interval over both rows' calls (bench.measure.stats.median_ratio_ci; eager's own row: none)."""
+    its 95% bootstrap interval over both rows' calls (bench.measure.stats.process_ratio_ci: a row of several
+    processes is resampled by process first; eager's own row: none)."""
     eager = {r.batch_size: r for r in rows
              if r.ok and r.backend == "eager" and r.precision == "fp32" and r.p50_ms}
     for r in rows:
         ref = eager.get(r.batch_size)
         if r.ok and ref and r.p50_ms:
             r.speedup_vs_eager = ref.p50_ms / r.p50_ms
-            if r is not ref and r.latencies_ms and ref.latencies_ms:
-                _, r.speedup_vs_eager_lo, r.speedup_vs_eager_hi = median_ratio_ci(r.latencies_ms, ref.latencies_ms)
+            if r is not ref and r.latencies_ms and ref.latencies_ms:  # --repeat: processes first, then calls
+                _, r.speedup_vs_eager_lo, r.speedup_vs_eager_hi = process_ratio_ci(
+                    split_processes(r.latencies_ms, r.samples_per_repeat or None),
+                    split_processes(ref.latencies_ms, ref.samples_per_repeat or None))
