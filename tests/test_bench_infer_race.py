@@ -62,3 +62,14 @@ def test_the_backends_race_at_batch_1_and_the_slower_one_is_dropped(ctx):
     # batch 4 is not a headline (the recipe's batch is 32 in a quick run): timed one backend at a time, not raced
     assert {r.race for r in rows if r.batch_size == 4} == {None}
     assert all(r.ok for r in rows)
+
+
+def test_each_chunk_warms_long_enough_to_outlast_the_previous_backends_spinning_threads(ctx):
+    from bench.phases.infer_race import CHUNK_WARMUP, MAX_WARM_CALLS, SWITCH_S, open_lane
+
+    session = ModelSession("mlp", zoo.get_model("mlp").eval())
+    x = torch.zeros(1, 1, 28, 28)
+    slow = open_lane("slower", infer.BACKENDS["slower"](session, ctx), x)  # 4 ms a call: one warm call is enough
+    assert slow.warm_calls == CHUNK_WARMUP and slow.bind_s >= 0 and slow.memory.get("peak_mem_mb") is not None
+    fast = open_lane("quick", sleeper("quick", 0.0002)(session, ctx), x)  # ~0.3 ms a call: SWITCH_S needs several
+    assert CHUNK_WARMUP < fast.warm_calls <= round(SWITCH_S / 0.0002) <= MAX_WARM_CALLS

@@ -6,11 +6,13 @@ top two to ``--precision``.
 Each backend is bound once at the batch size (its build, if it builds per shape, is ``compile_s`` as before), warmed
 and its memory read alone, then its chunks of calls take turns with the others'. A chunk begins with one untimed
 call: the previous backend's working set has just evicted this one's from the caches, and that first call measures
-the switch, not the backend.
+the switch, not the backend; so do as many more as last SWITCH_S (another runtime's thread pool may still be
+spinning on the cores).
 """
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,10 @@ CHUNK_MIN_S = 0.01
 ROUNDS_AIMED = 20  # a race's seconds are cut into about this many rounds of chunks
 CHUNK_CALLS = 3  # a chunk's least number of timed calls (a slow model's chunk outlasts CHUNK_S)
 CHUNK_WARMUP = 1
+# Each chunk's untimed calls last at least this long: the backend timed before it may leave its thread pool spinning
+# for a while (OpenMP's and ONNX Runtime's workers spin before they sleep), and those cores are not yet this one's.
+SWITCH_S = 0.003
+MAX_WARM_CALLS = 50
 
 
 @dataclass
@@ -40,6 +46,7 @@ class Lane:
     fn: Callable[[], Any]
     bind_s: float
     memory: dict[str, Any] = field(default_factory=dict)
+    warm_calls: int = CHUNK_WARMUP  # untimed calls that start each of its chunks (SWITCH_S at its warm speed)
 
 
 def open_lane(key: str, backend: Backend, x: torch.Tensor) -> Lane:
@@ -56,14 +63,17 @@ def open_lane(key: str, backend: Backend, x: torch.Tensor) -> Lane:
         backend.sync()
         if memory is not None:  # after a warm call, as a row timed alone (bench.phases.infer.measure)
             memory.reset_peak()
+        t1 = timing.clock()
         for _ in range(timing.WARMUP_CALLS):
             fn()
         backend.sync()
+        call_s = (timing.clock() - t1) / timing.WARMUP_CALLS
     fields: dict[str, Any] = {}
     if memory is not None and memory.peak_mb is not None:
         fields = {"peak_mem_mb": round(memory.peak_mb, 1), "mem_device": mem_device.type,
                   "mem_delta_mb": round(memory.delta_mb, 1) if memory.delta_mb is not None else None}
-    return Lane(key, backend, fn, bind_s, fields)
+    warm = min(MAX_WARM_CALLS, max(CHUNK_WARMUP, math.ceil(SWITCH_S / call_s))) if call_s > 0 else CHUNK_WARMUP
+    return Lane(key, backend, fn, bind_s, fields, warm)
 
 
 def chunk_seconds(lanes: int, budget_s: float) -> float:
@@ -81,7 +91,7 @@ def run_race(lanes: list[Lane], budget_s: float, precision_pct: float, min_sampl
         lane = by_key[key]
         with torch.inference_mode():
             return timing.sample_latencies(lane.fn, lane.backend.sync, min_calls=CHUNK_CALLS, min_seconds=chunk_s,
-                                           warmup=CHUNK_WARMUP, max_seconds=chunk_s)
+                                           warmup=lane.warm_calls, max_seconds=chunk_s)
 
     began = timing.clock()
     return racing.race(list(by_key), time_chunk, lambda: timing.clock() - began, budget_s, precision_pct,
