@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,7 +13,8 @@ import bench.phases.infer as infer
 import zoo
 from bench.backends.torch_eager import EagerBackend
 from bench.context import BenchContext, ModelSession
-from bench.phases.infer import InferPhase
+from bench.phases.infer import InferPhase, fill_speedups
+from bench.records import InferRecord
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -73,3 +75,22 @@ def test_each_chunk_warms_long_enough_to_outlast_the_previous_backends_spinning_
     assert slow.warm_calls == CHUNK_WARMUP and slow.bind_s >= 0 and slow.memory.get("peak_mem_mb") is not None
     fast = open_lane("quick", sleeper("quick", 0.0002)(session, ctx), x)  # ~0.3 ms a call: SWITCH_S needs several
     assert CHUNK_WARMUP < fast.warm_calls <= round(SWITCH_S / 0.0002) <= MAX_WARM_CALLS
+
+
+def test_vs_eager_carries_its_interval_and_a_repeated_row_is_resampled_by_process():
+    rng = np.random.default_rng(3)
+    eager = list(2.0 + 0.01 * rng.standard_normal(200))
+    fast = list(1.0 + 0.01 * rng.standard_normal(200))
+    rows = [InferRecord(backend="eager", batch_size=1, p50_ms=float(np.median(eager)), latencies_ms=eager),
+            InferRecord(backend="onnxruntime", batch_size=1, p50_ms=float(np.median(fast)), latencies_ms=fast)]
+    fill_speedups(rows)
+    r = rows[1]
+    assert r.speedup_vs_eager_lo < r.speedup_vs_eager < r.speedup_vs_eager_hi and r.speedup_vs_eager_lo > 1.9
+    assert rows[0].speedup_vs_eager_lo is None  # eager against itself: no interval to print
+    # two processes that disagree by 2x: the interval spans them, where the pooled calls (3 in 4 from the first
+    # process) would give a narrow one around the first process's median
+    split = list(1.0 + 0.01 * rng.standard_normal(150)) + list(2.0 + 0.01 * rng.standard_normal(50))
+    rows[1] = InferRecord(backend="onnxruntime", batch_size=1, p50_ms=1.5, latencies_ms=split,
+                          samples_per_repeat=[150, 50])
+    fill_speedups(rows)
+    assert rows[1].speedup_vs_eager_hi / rows[1].speedup_vs_eager_lo > 1.5

@@ -29,7 +29,7 @@ from bench.records import InferRecord
 CHUNK_S = 0.1  # the most one chunk of one backend takes: short, so rounds are many and drift is shared
 CHUNK_MIN_S = 0.01
 ROUNDS_AIMED = 20  # a race's seconds are cut into about this many rounds of chunks
-CHUNK_CALLS = 3  # a chunk's least number of timed calls (a slow model's chunk outlasts CHUNK_S)
+CHUNK_CALLS = 3  # a chunk's timed calls, at least (a call slower than the chunk's seconds: one call a chunk)
 CHUNK_WARMUP = 1
 # Each chunk's untimed calls last at least this long: the backend timed before it may leave its thread pool spinning
 # for a while (OpenMP's and ONNX Runtime's workers spin before they sleep), and those cores are not yet this one's.
