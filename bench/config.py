@@ -32,6 +32,7 @@ class RunConfig:
     quick: bool = False  # a smoke run of every path (QUICK in every table)
     threads: int | None = None  # torch intra-op threads (default: torch's own)
     budget: float | str | None = None  # seconds start to exit, or "none"; default 520 (quick 120)
+    precision: float | None = None  # headline ratios timed until their 95% interval is within +-PCT (default 5)
     tta_target: Sequence[str] = ()  # MODEL=ACC, the tta phase's accuracy to reach per model
     scenarios: Choice = None  # serve phase: LoadGen scenarios (default all four)
     server_latency_ms: float | None = None  # serve phase: the Server scenario's p99 bound

@@ -54,6 +54,7 @@ class BenchContext:
     budget: Budget | None = None  # the driver's spread of budget_s (None: no budget, phases use their own sizes)
     tta_targets: dict[str, float] = field(default_factory=dict)  # --tta-target MODEL=ACC overrides
     serve_scenarios: list[str] = field(default_factory=lambda: list(SERVE_SCENARIOS))  # --scenarios
+    precision_pct: float = 5.0  # --precision: a headline ratio's 95% interval within +-PCT% (bench.measure.race)
     server_latency_ms: float | None = None  # --server-latency-ms (None: per model, from its batch-1 latency)
     peaks: dict[str, Any] = field(default_factory=dict)  # the device's measured limits (RunEnv.peaks) for % of peak
     # model -> Provenance.to_dict(), filled by prepare_model as each model is built; the env block holds this very

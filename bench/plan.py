@@ -17,6 +17,7 @@ import zoo
 from bench.backends import BACKENDS
 from bench.config import RunConfig
 from bench.context import BenchContext
+from bench.measure.race import DEFAULT_PRECISION_PCT
 from bench.phases.base import Phase
 from bench.phases.tta import parse_targets
 from bench.profile.request import profile_request
@@ -191,6 +192,15 @@ def positive(flag: str, value: int | None) -> int | None:
     return value
 
 
+def pick_precision(value: float | None) -> float:
+    """--precision PCT: a headline ratio's 95% interval within +-PCT% of it (default DEFAULT_PRECISION_PCT)."""
+    if value is None:
+        return DEFAULT_PRECISION_PCT
+    if not 0 < value < 100:
+        raise UserError(f"--precision must be a percentage above 0 and below 100, not {value:g}")
+    return float(value)
+
+
 def check_folders(args: RunConfig, device: torch.device) -> str:
     """Input folders exist and OUT can hold OUT/<device> (made last: a bad flag leaves nothing behind). The device
     folder itself is made by a run that completes (bench.report.staging.promote)."""
@@ -242,7 +252,8 @@ def make_context(args: RunConfig, phases: Mapping[str, Phase]) -> tuple[BenchCon
                        max_procs=pick_max_procs(args.max_procs, device),
                        threads=positive("--threads", args.threads) or torch.get_num_threads(),
                        budget_s=pick_budget(args.budget, args.quick), debug=args.debug,
-                       tta_targets=pick_tta_targets(args.tta_target), **pick_serve(args))
+                       tta_targets=pick_tta_targets(args.tta_target), **pick_serve(args),
+                       precision_pct=pick_precision(getattr(args, "precision", None)))
     for name in models:  # real or synthetic, decided once for the whole run (every phase reads the same answer)
         ctx.uses_real_data(name)
     ctx.profile = profile_request(args, ctx, BACKENDS)

@@ -168,6 +168,22 @@ class InferRecord(Record):
     device_n_calls: int | None = None
     back_to_back_samples_per_s: float | None = None  # calls issued back to back, one sync at the end
     speedup_vs_eager: float | None = None  # eager fp32 p50 / this p50, same batch size
+    speedup_vs_eager_lo: float | None = None  # its 95% bootstrap interval over both rows' calls (None: not formed)
+    speedup_vs_eager_hi: float | None = None
+    # The headline race at this batch size (bench.measure.race; None: the row was not raced): "winner",
+    # "runner-up", "raced" (still in at the end), "dropped" (clearly behind the leader) or "not eligible" (outside
+    # its accuracy budget: it cannot win).
+    race: str | None = None
+    # The backend it was compared against: the leader (when it was dropped); on the winner's row, the runner-up.
+    race_leader: str | None = None
+    race_vs_leader: float | None = None  # this p50 / the leader's p50 (>= 1); on the winner's row, its margin
+    race_vs_leader_lo: float | None = None  # the interval: 95%, or DROP_CONF for the one that dropped a row
+    race_vs_leader_hi: float | None = None
+    race_conf: float | None = None
+    race_rounds: int | None = None  # interleaved rounds the row took part in
+    race_precision_pct: float | None = None  # the target (--precision) and what the top two reached
+    race_reached_pct: float | None = None
+    race_target_met: bool | None = None
     gflops_per_s: float | None = None
     pct_of_peak: float | None = None
     compile_s: float | None = None  # one-off cost: compile, session creation, quantization, capture
@@ -195,6 +211,9 @@ class InferRecord(Record):
     max_abs_diff: float | None = None  # logits against eager fp32
     accuracy_budget_pts: float | None = None
     accuracy_ok: bool | None = None  # |delta| within the budget
+
+
+RACE_STATES = ("winner", "runner-up", "raced", "dropped", "not eligible")  # InferRecord.race
 
 
 @dataclass

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.cli import OneLineParser
+from bench.measure.race import DEFAULT_PRECISION_PCT
 from bench.profile.request import add_profile_arguments
 from bench.runner.repeat import DEFAULT_REPEAT, QUICK_REPEAT, repeat_count
 from zoo.errors import UserError
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", help="seconds the whole command may take, start to exit (default 520, --quick 120; "
                                     "or none: every row at its full size): the plan is priced on this machine and "
                                     "fitted to it, rows that do not fit are skipped rows saying how to measure them")
+    p.add_argument("--precision", type=float, metavar="PCT", help="headline ratios timed until their 95%% interval "
+                   f"is within +-PCT%% or their budget share is spent (default {DEFAULT_PRECISION_PCT:g})")
     p.add_argument("--tta-target", action="append", default=[], metavar="MODEL=ACC",
                    help="tta phase: the test accuracy to reach for MODEL (a fraction, e.g. mlp=0.65; repeatable; "
                         "default: each tutorial's own figure)")

@@ -64,7 +64,7 @@ def test_the_env_block_records_and_headers_say_which_checkpoint_and_data_folder(
     assert (models["mlp"]["checkpoint_epoch"], models["mlp"]["data_dir"]) == (5, raw)
     assert (models["lenet"]["weights"], models["lenet"]["data"], models["lenet"]["data_dir"]) == \
         ("random", "synthetic", None)
-    summary = open(os.path.join(out, "cpu", "summary.md")).read()
+    summary = " ".join(open(os.path.join(out, "cpu", "summary.md")).read().split())  # prose wraps under 200 chars
     assert f"trained {ckpt} (5 epochs, its test acc 65.12%)" in summary
     assert f"real fashionmnist from {raw}" in summary and "synthetic mnist-shaped" in summary
     assert f"mlp: data real from {raw}, weights {ckpt}; lenet: data synthetic, weights random" in summary

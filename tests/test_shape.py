@@ -144,14 +144,15 @@ BENCH_LAYOUT = {
     "bench.model": {"export", "accuracy", "flops"},
     "bench.analysis": {"compare", "verdicts", "matrix", "history"},
     "bench.crosscheck": {"__main__", "check", "vendor", "benchmark_app"},
-    "bench.phases": {"base", "infer", "parity", "scale", "tta"},
+    "bench.phases": {"base", "infer", "infer_race", "parity", "scale", "tta"},
     "bench.phases.train": {"phase", "derive", "tutorial_loop"},
     "bench.phases.serve": {"phase", "sut", "settings", "search", "rows", "logs"},
     "bench.profile": {"record", "request", "take", "torch_ops", "ort_nodes", "openvino_counters", "tensorrt_layers",
                       "section", "explain"},
-    "bench.measure": {"timing", "stats", "memory", "machine", "numerics", "hardware"},
-    "bench.report": {"__main__", "accuracy_text", "conditions", "files", "index", "staging", "tables", "infer_tables", "serve_tables", "plots",
-                     "selection", "load", "schema", "glance", "samples"},
+    "bench.measure": {"timing", "stats", "memory", "machine", "numerics", "hardware", "race"},
+    "bench.report": {"__main__", "accuracy_text", "conditions", "files", "index", "staging", "tables", "infer_tables",
+                     "serve_tables", "plots", "selection", "load", "schema", "glance", "samples", "intervals",
+                     "overview"},
 }
 
 

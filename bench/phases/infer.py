@@ -24,9 +24,11 @@ from bench.context import BenchContext, ModelSession, example_batch
 from bench.measure import timing
 from bench.measure.machine import pct_of_peak
 from bench.measure.memory import PeakMemory
+from bench.measure.stats import process_ratio_ci, split_processes
 from bench.model.accuracy import row_fields
 from bench.model.flops import count_flops
 from bench.phases.base import Phase, Priced, kept, profile_cost_s, profile_row
+from bench.phases.infer_race import Lane, Opened, open_lane, race_fields, raced_sizes, row_label, run_race
 from bench.records import PERCENTILE_MIN_CALLS, InferRecord, Record, not_ok, reason_of
 from bench.schedule.budget import TIER_BACKEND, TIER_CORE, TIER_DUP_BATCH, RowCost
 from zoo.data import DATASETS
@@ -184,15 +186,101 @@ class InferPhase(Phase):
         return rows, groups
 
     def run(self, session: ModelSession, ctx: BenchContext) -> list[Record]:
+        """Every backend prepared once; at batch 1 and the recipe's batch the ones within their accuracy budget race
+        (bench.phases.infer_race), at any other batch size each is timed alone as before."""
         flops = flops_per_sample(session, ctx)
+        sizes = {sel: [bs for bs in ctx.infer_batch_sizes(session.name)
+                       if kept(ctx, session.name, self.name, f"{sel} b={bs}")] for sel in ctx.backends}
         rows: list[InferRecord] = []
-        for selector in ctx.backends:
-            sizes = [bs for bs in ctx.infer_batch_sizes(session.name)
-                     if kept(ctx, session.name, self.name, f"{selector} b={bs}")]
-            if sizes:  # a backend the plan dropped at every batch size is not even built
-                rows += self.backend_rows(BACKENDS[selector], session, ctx, flops, sizes)
+        opened: list[Opened] = []
+        try:
+            for sel in ctx.backends:
+                if sizes[sel]:  # a backend the plan dropped at every batch size is not even built
+                    got = self.open_backend(BACKENDS[sel], sel, session, ctx, sizes[sel])
+                    rows += got if isinstance(got, list) else []
+                    opened += [got] if isinstance(got, Opened) else []
+            for bs in ctx.infer_batch_sizes(session.name):
+                here = [o for o in opened if bs in sizes[o.key]]
+                if bs in raced_sizes(session.name, ctx) and sum(o.eligible for o in here) >= 2:
+                    rows += self.race_at(here, session, ctx, bs, flops)
+                else:
+                    rows += [o.finish(self.one_row(o.backend, session, ctx, bs, o.prepare_s, flops)) for o in here]
+        finally:
+            for o in opened:
+                o.backend.close()
+            free_memory(ctx.device)
         fill_speedups(rows)
         return rows
+
+    def open_backend(self, cls: type[Backend], sel: str, session: ModelSession, ctx: BenchContext,
+                     sizes: list[int]) -> Opened | list[InferRecord]:
+        """The backend prepared, with its accuracy columns measured first (they decide whether it may win a race);
+        or its rows, skipped (not available here, out of memory) or failed (prepare raised)."""
+        key = {"backend": cls.name, "precision": cls.precision}
+
+        def not_ok_rows(reason: BaseException | str, status: str) -> list[InferRecord]:
+            return [not_ok(InferRecord, session.name, ctx.device.type, reason, status=status, batch_size=bs, **key)
+                    for bs in sizes]
+
+        why = cls.available(ctx.device)
+        if why:
+            return not_ok_rows(why, "skipped")
+        backend = cls(session, ctx)
+        try:
+            prepare_s = backend.prepare()
+        except Exception as exc:
+            backend.close()
+            free_memory(ctx.device)
+            if is_out_of_memory(exc):
+                return not_ok_rows(f"out of memory in prepare ({reason_of(exc)})", "skipped")
+            return not_ok_rows(exc, "failed")
+        return Opened(sel, backend, prepare_s, accuracy_fields(backend, session, ctx))
+
+    def race_at(self, here: list[Opened], session: ModelSession, ctx: BenchContext, bs: int,
+                flops: float | None) -> list[InferRecord]:
+        """The race at one batch size: lanes for the eligible backends (a bind that fails is that row's failure),
+        interleaved rounds within the rows' shares of the budget, a row per backend with its place in the race.
+        A backend outside its accuracy budget is timed alone afterwards: it cannot win."""
+        x = example_batch(session.name, bs, ctx.device, seed=ctx.seed)
+        rows: dict[str, InferRecord] = {}
+        lanes: list[Lane] = []
+        for o in here:
+            if not o.eligible:
+                continue
+            try:
+                lanes.append(open_lane(o.key, o.backend, x))
+            except Exception as exc:
+                rows[o.key] = row_error(session, ctx, o.backend, bs, exc)
+        by_key = {o.key: o for o in here}
+        if lanes:
+            share = self.row_budget_s(session.name, ctx)
+            budget_s = share * len(lanes) if share is not None else \
+                sum(timing.sampling_plan(bs, ctx.quick)["max_seconds"] or 1.0 for _ in lanes)
+            # Under a budget the sample rule (MIN_CALLS); without one, the calls a row timed alone would aim at.
+            min_samples = timing.QUICK["min_calls"] if ctx.quick else MIN_CALLS if share is not None else \
+                timing.sampling_plan(bs, False)["min_calls"]
+            try:
+                result = run_race(lanes, budget_s, ctx.precision_pct, min_samples, ctx.seed)
+            except Exception:  # a backend that breaks mid-race: each row timed alone, its own error its own row
+                if ctx.debug:
+                    raise
+                lanes, result = [], None
+                rows.update({o.key: o.finish(self.one_row(o.backend, session, ctx, bs, o.prepare_s, flops))
+                             for o in here if o.eligible and o.key not in rows})
+            for lane in lanes:
+                fields = {**timing.latency_stats(result.samples[lane.key], bs), **lane.memory,
+                          **device_fields(lane.backend, lane.fn, bs, ctx.quick),
+                          **race_fields(result, lane.key, lambda k: row_label(by_key[k].backend), ctx.precision_pct)}
+                rows[lane.key] = by_key[lane.key].finish(self.make_record(lane.backend, session, ctx, bs,
+                                                                         by_key[lane.key].prepare_s + lane.bind_s,
+                                                                         fields, flops))
+        for o in here:
+            if not o.eligible:
+                row = o.finish(self.one_row(o.backend, session, ctx, bs, o.prepare_s, flops))
+                row.race = "not eligible" if row.ok else None
+                rows[o.key] = row
+        free_memory(ctx.device)
+        return [rows[o.key] for o in here]
 
     def failed(self, session: ModelSession, ctx: BenchContext, exc: BaseException) -> list[Record]:
         return [not_ok(InferRecord, session.name, ctx.device.type, exc, backend=BACKENDS[sel].name,
@@ -208,60 +296,52 @@ class InferPhase(Phase):
 
     def backend_rows(self, cls: type[Backend], session: ModelSession, ctx: BenchContext,
                      flops: float | None, sizes: list[int] | None = None) -> list[InferRecord]:
-        """Every batch-size row of one backend (skipped, failed or measured); ``sizes``: those the plan kept."""
+        """Every batch-size row of one backend, timed alone (skipped, failed or measured)."""
         sizes = ctx.infer_batch_sizes(session.name) if sizes is None else sizes
-        key = {"backend": cls.name, "precision": cls.precision}
-
-        def not_ok_rows(reason: BaseException | str, status: str) -> list[InferRecord]:
-            return [not_ok(InferRecord, session.name, ctx.device.type, reason, status=status, batch_size=bs, **key)
-                    for bs in sizes]
-
-        why = cls.available(ctx.device)
-        if why:
-            return not_ok_rows(why, "skipped")
-        backend = cls(session, ctx)
+        got = self.open_backend(cls, cls.name, session, ctx, sizes)
+        if isinstance(got, list):
+            return got
         try:
-            try:
-                prepare_s = backend.prepare()
-            except Exception as exc:
-                if is_out_of_memory(exc):
-                    return not_ok_rows(f"out of memory in prepare ({reason_of(exc)})", "skipped")
-                return not_ok_rows(exc, "failed")
-            rows = [self.one_row(backend, session, ctx, bs, prepare_s, flops) for bs in sizes]
-            if not any(row.ok for row in rows):
-                return rows  # a backend that could not run once has no accuracy to show either
-            accuracy = accuracy_fields(backend, session, ctx)
-            for row in rows:
-                for name, value in accuracy.items():
-                    setattr(row, name, value)
-            return rows
+            return [got.finish(self.one_row(got.backend, session, ctx, bs, got.prepare_s, flops)) for bs in sizes]
         finally:
-            backend.close()
+            got.backend.close()
             free_memory(ctx.device)
 
     def one_row(self, backend: Backend, session: ModelSession, ctx: BenchContext, bs: int, prepare_s: float,
                 flops: float | None) -> InferRecord:
-        key = {"backend": backend.name, "precision": backend.precision, "batch_size": bs}
         try:
             x = example_batch(session.name, bs, ctx.device, seed=ctx.seed)
             measured, bind_s = measure(backend, x, ctx.quick, self.row_budget_s(session.name, ctx))
         except Exception as exc:
-            if is_out_of_memory(exc):
-                return not_ok(InferRecord, session.name, ctx.device.type, f"out of memory at batch {bs}",
-                              status="skipped", **key)
-            return not_ok(InferRecord, session.name, ctx.device.type, exc, **key)
+            return row_error(session, ctx, backend, bs, exc)
         finally:
             free_memory(ctx.device)
+        return self.make_record(backend, session, ctx, bs, prepare_s + bind_s, measured, flops)
+
+    def make_record(self, backend: Backend, session: ModelSession, ctx: BenchContext, bs: int, compile_s: float,
+                    measured: dict[str, Any], flops: float | None) -> InferRecord:
+        """An ok row from its measured fields (latency, memory, device time, race) and the backend's own."""
+        key = {"backend": backend.name, "precision": backend.precision, "batch_size": bs}
         rate = measured["samples_per_s"]
         flops_per_s = flops * rate if flops and rate else None
         fields: dict[str, Any] = {"threads": torch.get_num_threads(), **backend_fields(backend), **measured}
         rec = InferRecord(model=session.name, device=ctx.device.type, clock=timing.CLOCK,
-                           compile_s=round(prepare_s + bind_s, 4),
-                           gflops_per_s=flops_per_s / 1e9 if flops_per_s else None,
-                           pct_of_peak=pct_of_peak(flops_per_s, row_peaks(backend, ctx), backend.precision),
-                           **key, **fields)
-        profile_row(backend, x, rec, ctx)  # --profile: extra calls now that the timed ones are done, never among them
+                          compile_s=round(compile_s, 4),
+                          gflops_per_s=flops_per_s / 1e9 if flops_per_s else None,
+                          pct_of_peak=pct_of_peak(flops_per_s, row_peaks(backend, ctx), backend.precision),
+                          **key, **fields)
+        if ctx.profile is not None:  # --profile: extra calls now that the row's (or the race's) timed ones are done
+            profile_row(backend, example_batch(session.name, bs, ctx.device, seed=ctx.seed), rec, ctx)
         return rec
+
+
+def row_error(session: ModelSession, ctx: BenchContext, backend: Backend, bs: int, exc: BaseException) -> InferRecord:
+    """A row that raised: skipped when it ran out of memory at that batch (never a quietly smaller batch), else failed."""
+    key = {"backend": backend.name, "precision": backend.precision, "batch_size": bs}
+    if is_out_of_memory(exc):
+        return not_ok(InferRecord, session.name, ctx.device.type, f"out of memory at batch {bs}", status="skipped",
+                      **key)
+    return not_ok(InferRecord, session.name, ctx.device.type, exc, **key)
 
 
 def row_peaks(backend: Backend, ctx: BenchContext) -> dict[str, Any]:
@@ -283,10 +363,16 @@ def accuracy_fields(backend: Backend, session: ModelSession, ctx: BenchContext) 
 
 
 def fill_speedups(rows: list[InferRecord]) -> None:
-    """speedup_vs_eager = eager fp32 p50 / this row's p50 at the same batch size (None where either is missing)."""
-    eager = {r.batch_size: r.p50_ms for r in rows
+    """speedup_vs_eager = eager fp32 p50 / this row's p50 at the same batch size (None where either is missing), with
+    its 95% bootstrap interval over both rows' calls (bench.measure.stats.process_ratio_ci: a row of several
+    processes is resampled by process first; eager's own row: none)."""
+    eager = {r.batch_size: r for r in rows
              if r.ok and r.backend == "eager" and r.precision == "fp32" and r.p50_ms}
     for r in rows:
         ref = eager.get(r.batch_size)
         if r.ok and ref and r.p50_ms:
-            r.speedup_vs_eager = ref / r.p50_ms
+            r.speedup_vs_eager = ref.p50_ms / r.p50_ms
+            if r is not ref and r.latencies_ms and ref.latencies_ms:  # --repeat: processes first, then calls
+                _, r.speedup_vs_eager_lo, r.speedup_vs_eager_hi = process_ratio_ci(
+                    split_processes(r.latencies_ms, r.samples_per_repeat or None),
+                    split_processes(ref.latencies_ms, ref.samples_per_repeat or None))

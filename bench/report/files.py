@@ -24,7 +24,7 @@ from bench.records import (
     Record,
     RunEnv,
 )
-from bench.report import infer_tables, serve_tables, tables
+from bench.report import infer_tables, overview, serve_tables, tables
 from bench.report import plots as plotting
 from bench.report.glance import glance_lines
 from bench.report.index import write_index
@@ -156,7 +156,7 @@ def header_lines(env: RunEnv) -> list[str]:
 
 
 def env_section(env: RunEnv) -> list[str]:
-    """The settings table: where, when and how the run was made."""
+    """The settings table: where, when and how the run was made (rows: records, as overview.row_counts counts)."""
     threads = f"{env.threads or '?'} torch threads of {env.cpu_count or '?'} CPUs"
     skipped = "; ".join(f"{p}: {why}" for p, why in env.skipped_precisions.items())
     rows = [["device", f"{env.device_name} ({env.device})"], ["torch", env.torch], ["torchvision", env.torchvision],
@@ -204,9 +204,8 @@ def _budget_cell(env: RunEnv) -> str:
     eta, at = env.notes.get("first_eta_s"), env.notes.get("first_eta_at_s")
     first = f"; first ETA {tables.num(eta, ' s')} after {tables.num(at, ' s')} (end at {tables.num(env.wall_s, ' s')})" \
         if _is_number(eta) and _is_number(at) else ""
-    return (f"{b.get('kept_rows')} of {b.get('planned_rows')} planned rows measured, {b.get('dropped_rows')} left out "
-            f"for the budget (skipped rows below, each with its command); priced here: "
-            f"{tables.num(b.get('priced_floor_s'), ' s')} at the sample rules' floor, "
+    # The rows kept and dropped are counted once, in the "rows" setting (overview.row_counts): not again here.
+    return (f"priced here: {tables.num(b.get('priced_floor_s'), ' s')} at the sample rules' floor, "
             f"{tables.num(b.get('priced_full_s'), ' s')} at full size; pricing pass "
             f"{tables.num(prices.get('pricing_s'), ' s')}{first}")
 
@@ -270,17 +269,20 @@ def method_section(env: RunEnv) -> list[str]:
 
 
 def render_summary(env: RunEnv, records: list[Record], plot_files: list[str] | tuple[str, ...] = ()) -> str:
-    """The Markdown summary of one run; ``plot_files`` are the PNG names written beside it."""
+    """The Markdown summary of one run; ``plot_files`` are the PNG names written beside it. Its first screen is the
+    answers (the glance) and the run in a few lines; the full tables follow, then settings, method and every skipped
+    or failed row. No line outside a table is over overview.MAX_LINE characters."""
     glance = glance_lines(env, records)
-    out = header_lines(env) + (glance + [""] if glance else []) + env_section(env) + [""] + method_section(env)
-    for section in (tables.zoo_section, tables.train_section, infer_tables.infer_section, tables.parity_section,
-                    tables.scale_section, tables.tta_section, serve_tables.serve_section, tables.not_ok_section):
+    out = header_lines(env) + (glance + [""] if glance else []) + overview.run_lines(env, records)
+    for section in (infer_tables.infer_section, tables.train_section, tables.parity_section, tables.scale_section,
+                    tables.tta_section, serve_tables.serve_section, tables.zoo_section):
         lines = section(records)
         if lines:
             out += [""] + lines
+    out += [""] + env_section(env) + [""] + method_section(env) + [""] + tables.not_ok_section(records)
     if plot_files:
         out += ["", "## Plots", "", *(f"![{name}]({name})" for name in plot_files)]
-    return "\n".join(out) + "\n"
+    return "\n".join(overview.wrap_prose("\n".join(out).split("\n"))) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def write_index(out_root: str, *, parent: bool = True) -> str:
         marks = index_cells({rel: run[0] for rel, run in loaded.items() if not isinstance(run, str)})
         body.append(tables.table([_index_row(rel, run, marks.get(rel, "")) for rel, run in loaded.items()],
                                  ["device", "device name", "timestamp (UTC)", "git commit", "quick", "complete",
-                                  "models", "ok / skipped / failed", "conditions", "summary"]))
+                                  "models", "ok / skipped / failed", "conditions", "summary"], max_cell=None))
         body += ["", "*conditions*: " + CONDITIONS_NOTE]  # a blank line first: GFM would read it as a table row
         body += index_sections(loaded)
     else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from bench.measure.timing import DEVICE_CLOCK
 from bench.records import InferRecord, ModelRecord, Record
 from bench.report.accuracy_text import accuracy_cell, delta_cell, measures_accuracy, why_agreement_only
+from bench.report.intervals import ratio_ci
 from bench.report.selection import infer_rows, models_of, of_type
 from bench.report.tables import (
     LOW_N_CALLS,
@@ -19,7 +20,6 @@ from bench.report.tables import (
     pct,
     peak_pct,
     percentile_cell,
-    ratio,
     sci,
     seconds,
     spread_cell,
@@ -52,7 +52,7 @@ def _flag_cell(r: InferRecord) -> str:
 
 
 INFER_HEADERS = ["backend", "precision", "batch", "p50 ms ± IQR (IQR %)", "p90 ms", "p99 ms", "n calls", "samples/s",
-                 "vs eager", "accuracy", "delta (pts) [95% paired CI]", "argmax agreement", "max abs diff", "% of peak", "setup s",
+                 "vs eager [95% interval]", "race", "accuracy", "delta (pts) [95% paired CI]", "argmax agreement", "max abs diff", "% of peak", "setup s",
                  "peak mem MB", "flag"]
 DEVICE_HEADERS = ["device p50 ms ± IQR (CUDA events on the backend's stream, no host sync between calls)",
                   "device n calls", "back-to-back samples/s (one sync at the end)"]  # after samples/s, CUDA runs only
@@ -65,14 +65,29 @@ def _infer_row(r: InferRecord, device: bool = False) -> list[str]:
     extra = [spread_cell(r.device_p50_ms, r.device_iqr_ms, r.device_n_calls, LOW_N_CALLS), count(r.device_n_calls),
              num(r.back_to_back_samples_per_s)] if device else []
     if not r.ok:
-        return key + [""] * (13 + len(extra)) + [_flag_cell(r)]
+        return key + [""] * (14 + len(extra)) + [_flag_cell(r)]
     agree = pct(r.argmax_agreement, 2)
     if agree and count(r.agreement_samples):
         agree += f" of {r.agreement_samples:,}"
     return key + [spread_cell(r.p50_ms, r.iqr_ms, r.n_calls, LOW_N_CALLS), percentile_cell(r.p90_ms, r.n_calls, r.max_ms, 90),
                   percentile_cell(r.p99_ms, r.n_calls, r.max_ms, 99), count(r.n_calls), num(r.samples_per_s),
-                  *extra, ratio(r.speedup_vs_eager), accuracy_cell(r), delta_cell(r), agree, sci(r.max_abs_diff),
+                  *extra, ratio_ci(r.speedup_vs_eager, r.speedup_vs_eager_lo, r.speedup_vs_eager_hi), race_cell(r),
+                  accuracy_cell(r), delta_cell(r), agree, sci(r.max_abs_diff),
                   peak_pct(r.pct_of_peak), seconds(r.compile_s), mem_cell(r), _flag_cell(r)]
+
+
+def race_cell(r: InferRecord) -> str:
+    """The row's place in its batch size's race (bench.measure.race): the winner's margin over the runner-up, the
+    interval that dropped a row (at its level), or why it could not win; blank for a row not raced."""
+    if r.race is None:
+        return ""
+    against = ratio_ci(r.race_vs_leader, r.race_vs_leader_lo, r.race_vs_leader_hi)
+    level = f" ({pct(r.race_conf, 0)})" if r.race_conf not in (None, 0.95) else ""
+    if r.race == "winner":
+        return f"winner; {r.race_leader} {against} slower" if against else "winner"
+    if r.race in ("runner-up", "raced", "dropped") and against:
+        return f"{r.race}: {against}{level} the p50 of {r.race_leader}"
+    return r.race
 
 
 def mem_cell(r: InferRecord) -> str:
@@ -101,7 +116,9 @@ def infer_section(records: list[Record]) -> list[str]:
         return []
     return ["## Inference latency", "",
             "Latency is per call for the whole batch; *vs eager* is eager fp32's p50 / this row's p50 at the same "
-            "batch size; accuracy, delta and agreement are measured against eager fp32 on the same inputs; "
+            "batch size, with its 95% bootstrap interval over both rows' calls; *race*: at batch 1 and the recipe's "
+            "batch the backends within their accuracy budget are timed in interleaved rounds, the clearly slower "
+            "dropped (99% interval wholly above 1), the top two separated to --precision; accuracy, delta and agreement are measured against eager fp32 on the same inputs; "
             "*setup s* is the one-off cost (compile, session creation, quantization, capture)." +
             (f" The wall columns sync inside every call; *device p50 ms*: {DEVICE_CLOCK}; *back-to-back samples/s*: "
              "the same number of calls issued back to back with one sync at the end (where CUDA graphs and "

@@ -16,6 +16,7 @@ from typing import Any
 from bench.records import (
     BACKEND_NAMES,
     PRECISIONS,
+    RACE_STATES,
     RECORD_TYPES,
     SCHEMA_VERSION,
     STATUSES,
@@ -31,11 +32,11 @@ TTA_ROWS = ("shared_loop", "tutorial_loop")
 # Fields whose value is one of a known set of names (None allowed unless the field is required).
 NAMES: dict[str, tuple[str, ...]] = {"status": STATUSES, "backend": BACKEND_NAMES, "precision": PRECISIONS,
                                      "data": ("real", "synthetic"), "weights": ("checkpoint", "random"),
-                                     "dist_backend": ("gloo", "nccl", "mpi")}
+                                     "dist_backend": ("gloo", "nccl", "mpi"), "race": RACE_STATES}
 ROWS = {"train": TRAIN_LADDER, "tta": TTA_ROWS}
 REQUIRED = {"infer": ("backend",), "parity": ("backend",), "train": ("row",), "tta": ("row",)}
 SIGNED = {"accuracy_delta_pts", "accuracy_delta_lo_pts", "accuracy_delta_hi_pts", "mem_delta_mb", "mem_held_mb"}  # floats that may be negative
-FRACTIONS = {"accuracy", "argmax_agreement", "checkpoint_acc", "final_acc", "target_acc"}
+FRACTIONS = {"race_conf", "accuracy", "argmax_agreement", "checkpoint_acc", "final_acc", "target_acc"}
 
 
 def _fail(where: str, what: str, value: Any) -> ValueError:

@@ -103,9 +103,25 @@ def percentile_cell(value: Any, n_calls: Any, max_ms: Any, q: int) -> str:
     return ""
 
 
-def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    cells = [["" if v is None else str(v).replace("|", "\\|").replace("\n", " ") for v in row] for row in rows]
-    return tabulate(cells, headers=list(headers), tablefmt="github", disable_numparse=True)
+MAX_CELL = 120  # a longer cell (a command, a reason, a settings block) becomes a numbered note under its table
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], max_cell: int | None = MAX_CELL) -> str:
+    """A GitHub-Markdown table; a cell over ``max_cell`` characters reads ``see [n] below`` and its text follows the
+    table as note [n], so no column is stretched past a screen and nothing is cut (None: cells as long as they are,
+    for the index, whose one wide cell is an unreadable file's reason)."""
+    notes: list[str] = []
+
+    def cell(v: Any) -> str:
+        text = "" if v is None else str(v).replace("\n", " ")
+        if max_cell is not None and len(text) > max_cell:
+            notes.append(text)
+            return f"see [{len(notes)}] below"
+        return text.replace("|", "\\|")
+
+    body = tabulate([[cell(v) for v in row] for row in rows], headers=list(headers), tablefmt="github",
+                    disable_numparse=True)
+    return body + "".join(f"\n\n[{i}] {text}" for i, text in enumerate(notes, 1))
 
 
 def inline(d: dict[str, Any] | None) -> str:
@@ -283,6 +299,8 @@ def scale_section(records: list[Record]) -> list[str]:
     out: list[str] = []
     for model in models_of(of_type(records, ScaleRecord)):
         mine = [r for r in of_type(records, ScaleRecord) if r.model == model]
+        if all(r.status == "skipped" for r in mine):  # a table of skipped rows says nothing *Failed and skipped* doesn't
+            continue
         ideals = "; ".join(dict.fromkeys(r.ideal for r in mine if r.ideal)) or "not stated"
         body = []
         for r in sorted(mine, key=lambda r: (r.batch_size or 0, r.processes or 0)):
