@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
 from bench.records import SERVE_SCENARIOS, ModelRecord
+from bench.schedule.headlines import DEFAULT_PRECISION_PCT
 from zoo.checkpoint import load_checkpoint
 from zoo.data import data_folder, real_data_available
 from zoo.engine import synchronize
@@ -60,6 +61,7 @@ class BenchContext:
     # weights came from.
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
     prices: Any = None  # bench.schedule.pricing.Prices: what the rows cost on this machine (None: not priced)
+    h1_precision_pct: float = DEFAULT_PRECISION_PCT  # --precision: H1's 95% interval within +-this percent
     activity: str | None = None  # what a phase is doing now, for the progress pulse (e.g. a round-robin's round)
     debug: bool = False
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -221,6 +222,15 @@ def pick_serve(args: argparse.Namespace) -> dict[str, Any]:
     return {"serve_scenarios": [s for s in SERVE_SCENARIOS if s in scenarios], "server_latency_ms": bound}
 
 
+def pick_h1_precision(pct: float | None) -> dict[str, float]:
+    """--precision PCT: H1's target half-width, a percent in (0, 100); absent: the context's default."""
+    if pct is None:
+        return {}
+    if not (math.isfinite(pct) and 0 < pct < 100):
+        raise UserError(f"--precision must be a percent between 0 and 100 (e.g. 5), not {pct:g}")
+    return {"h1_precision_pct": float(pct)}
+
+
 def make_context(args: argparse.Namespace, phases: Mapping[str, Phase]) -> tuple[BenchContext, dict[str, Any]]:
     """(the run's context, what the default plan left out and why). UserError on the first bad choice."""
     device = pick_device(args.device)
@@ -236,7 +246,8 @@ def make_context(args: argparse.Namespace, phases: Mapping[str, Phase]) -> tuple
                        max_procs=pick_max_procs(args.max_procs, device),
                        threads=positive("--threads", args.threads) or torch.get_num_threads(),
                        budget_s=pick_budget(args.budget, args.quick), debug=args.debug,
-                       tta_targets=pick_tta_targets(args.tta_target), **pick_serve(args))
+                       tta_targets=pick_tta_targets(args.tta_target), **pick_serve(args),
+                       **pick_h1_precision(getattr(args, "precision", None)))
     for name in models:  # real or synthetic, decided once for the whole run (every phase reads the same answer)
         ctx.uses_real_data(name)
     ctx.out_dir = check_folders(args, device)

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", help="seconds the whole command may take, start to exit (default 520, --quick 120; "
                                     "or none: every row at its full size): the plan is priced on this machine and "
                                     "fitted to it, rows that do not fit are skipped rows saying how to measure them")
+    p.add_argument("--precision", type=float, metavar="PCT", help="H1 (fast vs tutorial_loop): time its two rows "
+                   "in interleaved rounds until the ratio's 95%% interval is within +-PCT%% or its budget share is "
+                   "spent (default 5); the row says the interval reached and whether it met PCT")
     p.add_argument("--tta-target", action="append", default=[], metavar="MODEL=ACC",
                    help="tta phase: the test accuracy to reach for MODEL (a fraction, e.g. mlp=0.65; repeatable; "
                         "default: each tutorial's own figure)")

@@ -8,7 +8,7 @@ Per model a reader opens the results to learn three things, so those rows are th
 - H3: whether the ONNX export is right: the parity rows.
 
 The scheduler (bench.schedule.budget) plans every headline before any secondary row, drops a bundle's rows together
-and gives unused seconds to the headlines first; the train phase measures H1 to a precision (bench.phases.train.h1).
+and gives unused seconds to the headlines first; the train phase measures H1 to a precision (bench.phases.train.rounds).
 Other modules ask here (``headline_of``, ``is_headline``, ``headline_pairs``) rather than re-stating the rule.
 """
 from __future__ import annotations
