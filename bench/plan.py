@@ -290,8 +290,10 @@ def budget_skips(ctx: BenchContext, phase: Phase, rows: list[RowCost]) -> list[R
     out = []
     for r in rows:
         need = r.floor_s + sum(ctx.budget.groups.get(g, 0.0) for g in r.groups)
-        reason = (f"budget: needs ~{need:.0f} s that --budget {ctx.budget_s:.0f} s could not hold; measure it with "
-                  f"`{measure_command(ctx, r)}`")
+        # Said as it happened: rows go in the drop order (secondary rows first, the headlines last), so the row was
+        # left out to keep rows ranked above it, not because its own seconds alone exceeded the budget.
+        reason = (f"budget: left out to fit --budget {ctx.budget_s:.0f} s (the headlines and rows ranked above it "
+                  f"first); needs ~{need:.0f} s; measure it with `{measure_command(ctx, r)}`")
         out.append(not_ok(phase.record_type, r.model, ctx.device.type, reason, status="skipped", **r.fields))
     return out
 

@@ -226,3 +226,30 @@ def test_the_compute_row_that_runs_the_tuners_choice_records_what_ran(monkeypatc
     assert plain.plan.channels_last is False and plain.tuned is None
     for r in (built, plain):
         r.resources.close()
+
+
+def test_a_variant_the_compute_row_already_ran_is_one_row_not_two(monkeypatch):
+    """The tuner chose channels_last: the compute row ran it (its fields say so), so the channels_last variant,
+    the same key, is not built and measured a second time."""
+    built: list[RowPlan] = []
+
+    class Builder:
+        def __init__(self, name, ctx, **kw):
+            self.ctx, self.template, self.loaders = ctx, torch.nn.Linear(1, 1), {}
+
+        def build(self, plan):
+            ran = RowPlan("compute", channels_last=True) if plan == RowPlan("compute") else plan
+            built.append(ran)
+            return TimedRow(ran, lambda: 8, contextlib.ExitStack())
+
+    monkeypatch.setattr(train, "RowBuilder", Builder)
+    monkeypatch.setattr(train, "steady_step", lambda row, sync: None)
+    monkeypatch.setattr(train, "time_all", lambda timed, ctx, left_s: [r.rates.extend([8.0, 8.0, 8.0]) for r in timed]
+                        and None)
+    ctx = BenchContext(torch.device("cpu"), quick=True, synthetic=True, checkpoints=None,
+                       train_variants=[{"channels_last": True}])
+    session = train.ModelSession("mlp", torch.nn.Linear(1, 1))
+    session.cache["train_flops_per_sample"] = 1.0
+    records = train.TrainPhase().run(session, ctx)
+    keys = [(r.row, r.channels_last) for r in records]
+    assert keys.count(("compute", True)) == 1 and built.count(RowPlan("compute", channels_last=True)) == 1
