@@ -292,8 +292,10 @@ def budget_skips(ctx: BenchContext, phase: Phase, rows: list[RowCost]) -> list[R
         need = r.floor_s + sum(ctx.budget.groups.get(g, 0.0) for g in r.groups)
         # Said as it happened: rows go in the drop order (secondary rows first, the headlines last), so the row was
         # left out to keep rows ranked above it, not because its own seconds alone exceeded the budget.
-        reason = (f"budget: left out to fit --budget {ctx.budget_s:.0f} s (the headlines and rows ranked above it "
-                  f"first); needs ~{need:.0f} s; measure it with `{measure_command(ctx, r)}`")
+        why = "every headline at its floor did not fit" if r.headline else \
+            "the headlines and rows ranked above it first"
+        reason = (f"budget: left out to fit --budget {ctx.budget_s:.0f} s ({why}); needs ~{need:.0f} s; measure it "
+                  f"with `{measure_command(ctx, r)}`")
         out.append(not_ok(phase.record_type, r.model, ctx.device.type, reason, status="skipped", **r.fields))
     return out
 

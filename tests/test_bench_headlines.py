@@ -253,3 +253,14 @@ def test_a_variant_the_compute_row_already_ran_is_one_row_not_two(monkeypatch):
     records = train.TrainPhase().run(session, ctx)
     keys = [(r.row, r.channels_last) for r in records]
     assert keys.count(("compute", True)) == 1 and built.count(RowPlan("compute", channels_last=True)) == 1
+
+
+def test_h1s_precision_is_stated_from_the_windows_as_derived_so_pooled_processes_restate_it():
+    tut = _rec("tutorial_loop", [100, 101, 99, 100, 100, 101, 99])
+    fast = _rec("fast", [200, 202, 198, 200, 201, 199, 200], target_pct=5.0)
+    derive([tut, fast], None, {})
+    assert fast.target_met and 0 < fast.reached_pct <= 5.0
+    assert "target +-5% met" in h1_cell(fast)
+    fast.window_rates += [60.0, 400.0, 90.0, 380.0, 70.0, 390.0, 80.0, 410.0]  # another process's (--repeat)
+    derive([tut, fast], None, {})
+    assert not fast.target_met and fast.reached_pct > 5.0 and "not met" in h1_cell(fast)

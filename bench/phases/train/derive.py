@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.measure.machine import pct_of_peak
 from bench.measure.stats import median_ratio_ci
+from bench.phases.train.rounds import half_width_pct
 from bench.records import TRAIN_LADDER, TrainRecord
 
 
@@ -94,6 +95,11 @@ def derive(records: list[TrainRecord], flops_per_sample: float | None, peaks: di
     for rec in ok:
         rec.speedup_vs_tutorial_loop = _ratio(rec, tutorial)
         rec.speedup_lo, rec.speedup_hi = ratio_ci(rec, tutorial) if rec is not tutorial else (None, None)
+        if rec.target_pct is not None:  # H1's precision, from the interval of the windows as pooled now (--repeat)
+            ok_ci = rec.speedup_lo is not None and rec.speedup_hi is not None and rec.speedup_vs_tutorial_loop
+            rec.reached_pct = half_width_pct(rec.speedup_vs_tutorial_loop, rec.speedup_lo, rec.speedup_hi) \
+                if ok_ci else None
+            rec.target_met = rec.reached_pct is not None and rec.reached_pct <= rec.target_pct
         if rec.row == "compute":
             if rec is not bound:
                 rec.speedup_vs_fp32_compute = _ratio(rec, bound)

@@ -339,10 +339,10 @@ class TrainPhase(Phase):
             for row in timed:
                 row.resources.close()
         records = [to_record(name, ctx, b) if isinstance(b, TimedRow) else b for b in built]
-        derive([r for r in records if isinstance(r, TrainRecord)], flops, ctx.peaks)
-        for rec in records:
+        for rec in records:  # H1's answer: derive() states the precision reached from the same windows
             if answer is not None and isinstance(rec, TrainRecord) and rec.ok and rec.row == "fast" and is_plain(rec):
-                rec.target_pct, rec.reached_pct, rec.target_met = answer.target_pct, answer.reached_pct, answer.met
+                rec.target_pct = answer.target_pct
+        derive([r for r in records if isinstance(r, TrainRecord)], flops, ctx.peaks)
         return records
 
     def failed(self, session: ModelSession, ctx: BenchContext, exc: BaseException) -> list[Record]:
