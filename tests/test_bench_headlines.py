@@ -264,3 +264,21 @@ def test_h1s_precision_is_stated_from_the_windows_as_derived_so_pooled_processes
     fast.window_rates += [60.0, 400.0, 90.0, 380.0, 70.0, 390.0, 80.0, 410.0]  # another process's (--repeat)
     derive([tut, fast], None, {})
     assert not fast.target_met and fast.reached_pct > 5.0 and "not met" in h1_cell(fast)
+
+
+def test_a_rows_window_of_several_steps_is_warmed_first_and_a_one_step_window_is_not():
+    """Rows alternate round-robin: the switch from the row before (its model, data, optimizer state) is paid in one
+    untimed step, as the tuner's probe does; a one-step window (a multi-second step) is not doubled for it."""
+    calls = {"n": 0}
+
+    def step() -> int:
+        calls["n"] += 1
+        return 4
+
+    row = TimedRow(RowPlan("fast"), step, contextlib.ExitStack())
+    row.steps_per_window = 3
+    rounds._one_window(row, lambda: None)
+    assert calls["n"] == 4 and row.samples == 12  # the warm step's samples are not counted
+    row.steps_per_window, calls["n"] = 1, 0
+    rounds._one_window(row, lambda: None)
+    assert calls["n"] == 1
