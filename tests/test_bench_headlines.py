@@ -282,3 +282,13 @@ def test_a_rows_window_of_several_steps_is_warmed_first_and_a_one_step_window_is
     row.steps_per_window, calls["n"] = 1, 0
     rounds._one_window(row, lambda: None)
     assert calls["n"] == 1
+
+
+def test_the_plan_printed_at_the_start_names_the_budget_that_would_hold_every_headline():
+    from bench.schedule.pricing import headline_lines
+
+    rows = marked(h1_rows("a", 10.0, 20.0) + h1_rows("b", 25.0, 50.0))
+    line, = headline_lines(Budget(45.0, rows, {}, clock=lambda: 0.0))
+    assert "--budget 45 s cannot hold every headline at its floor" in line and "--budget 71 would hold them" in line
+    line, = headline_lines(Budget(500.0, rows, {}, clock=lambda: 0.0))
+    assert line.startswith("  headlines: all 4 headline rows planned first") and "at 100%" in line

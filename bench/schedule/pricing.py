@@ -232,7 +232,9 @@ def headline_lines(budget) -> list[str]:
     the start, with the budget that would hold them."""
     need = budget.headline_budget_s()
     if need is None:
-        return []
+        heads = sum(1 for r in budget.rows if r.headline)
+        return [f"  headlines: all {heads} headline rows planned first (H1 fast vs tutorial_loop, H2 backends at batch "
+                f"1 and the recipe's, H3 parity), at {100 * budget.first.flex_headline:.0f}% of their flexible part"]
     lost = sorted(r.name for r in budget.first_dropped.values() if r.headline)
     return [f"  headlines: --budget {budget.total_s:.0f} s cannot hold every headline at its floor; {len(lost)} "
             f"headline rows dropped ({', '.join(lost[:4])}{' ...' if len(lost) > 4 else ''}); --budget {need:.0f} "
