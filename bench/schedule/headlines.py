@@ -23,7 +23,6 @@ QUESTIONS = {"H1": "shared loop vs tutorial loop (fast / tutorial_loop)",
              "H2": "fastest backend at batch 1 and at the recipe's batch",
              "H3": "ONNX export parity"}
 DEFAULT_PRECISION_PCT = 5.0  # --precision: H1's 95% interval of the ratio within +-this percent
-FLOOR_PRECISION_PCT = 25.0  # what H1 states when its share runs out before the target: a lower, stated precision
 
 
 @dataclass(frozen=True)
