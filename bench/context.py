@@ -21,6 +21,7 @@ from torch import nn
 import zoo
 from bench.model.flops import build_untrained, zoo_flops
 from bench.records import SERVE_SCENARIOS, ModelRecord
+from bench.schedule.headlines import DEFAULT_PRECISION_PCT
 from zoo.checkpoint import load_checkpoint
 from zoo.data import data_folder, real_data_available
 from zoo.engine import synchronize
@@ -54,7 +55,7 @@ class BenchContext:
     budget: Budget | None = None  # the driver's spread of budget_s (None: no budget, phases use their own sizes)
     tta_targets: dict[str, float] = field(default_factory=dict)  # --tta-target MODEL=ACC overrides
     serve_scenarios: list[str] = field(default_factory=lambda: list(SERVE_SCENARIOS))  # --scenarios
-    precision_pct: float = 5.0  # --precision: a headline ratio's 95% interval within +-PCT% (bench.measure.race)
+    precision_pct: float = DEFAULT_PRECISION_PCT  # --precision: a headline ratio's 95% interval within +-PCT%
     server_latency_ms: float | None = None  # --server-latency-ms (None: per model, from its batch-1 latency)
     peaks: dict[str, Any] = field(default_factory=dict)  # the device's measured limits (RunEnv.peaks) for % of peak
     # model -> Provenance.to_dict(), filled by prepare_model as each model is built; the env block holds this very

@@ -17,13 +17,13 @@ import zoo
 from bench.backends import BACKENDS
 from bench.config import RunConfig
 from bench.context import BenchContext
-from bench.measure.race import DEFAULT_PRECISION_PCT
 from bench.phases.base import Phase
 from bench.phases.tta import parse_targets
 from bench.profile.request import profile_request
 from bench.records import PRECISIONS, SERVE_SCENARIOS, Record, not_ok
 from bench.runner.env import precision_support
 from bench.schedule.budget import TIER_VARIANT, RowCost
+from bench.schedule.headlines import DEFAULT_PRECISION_PCT
 from zoo.engine import PRECISIONS as TRAIN_PRECISIONS
 from zoo.engine import resolve_device
 from zoo.errors import UserError
@@ -297,8 +297,12 @@ def budget_skips(ctx: BenchContext, phase: Phase, rows: list[RowCost]) -> list[R
     out = []
     for r in rows:
         need = r.floor_s + sum(ctx.budget.groups.get(g, 0.0) for g in r.groups)
-        reason = (f"budget: needs ~{need:.0f} s that --budget {ctx.budget_s:.0f} s could not hold; measure it with "
-                  f"`{measure_command(ctx, r)}`")
+        # Said as it happened: rows go in the drop order (secondary rows first, the headlines last), so the row was
+        # left out to keep rows ranked above it, not because its own seconds alone exceeded the budget.
+        why = "every headline at its floor did not fit" if r.headline else \
+            "the headlines and rows ranked above it first"
+        reason = (f"budget: left out to fit --budget {ctx.budget_s:.0f} s ({why}); needs ~{need:.0f} s; measure it "
+                  f"with `{measure_command(ctx, r)}`")
         out.append(not_ok(phase.record_type, r.model, ctx.device.type, reason, status="skipped", **r.fields))
     return out
 

@@ -25,8 +25,8 @@ TRAIN_ROWS = {
     "no_host_read": "the shared loop's step on the tutorial's DataLoader: no per-step host read, print or write",
     "fast_untuned": "the shared loop's step on the device-resident loader, default execution choices",
     "fast": "the shared loop's step on the device-resident loader, with the exact-step tuner's choice",
-    "compute": "the same step on one batch already on the device, under the fast rung's execution choice: the bound "
-               "no data path can beat",
+    "compute": "the same step on one batch already on the device, under the fast rung's execution choice (its label "
+               "says which layout and compile ran): the one bound every rung's % of compute divides by",
 }
 # Inference backends in table order. bench.backends registers an implementation for each name it supports.
 BACKEND_NAMES = ("eager", "compile", "cuda_graph", "aot_inductor", "onnxruntime", "onnxruntime-cuda",
@@ -140,6 +140,16 @@ class TrainRecord(Record):
     fraction_of_compute: float | None = None  # samples/s over the compute bound's (same precision and variant)
     above_bound: bool = False  # above its compute bound by more than the noise: flagged, never a "% of compute"
     speedup_vs_fp32_compute: float | None = None
+    # 95% intervals (bench.measure.stats.median_ratio_ci over the two rows' windows) of the ratios above
+    speedup_lo: float | None = None
+    speedup_hi: float | None = None
+    rung_gain_lo: float | None = None
+    rung_gain_hi: float | None = None
+    # H1 (the fast row): the precision asked of fast / tutorial_loop (+-%), the interval's half-width reached, met
+    target_pct: float | None = None
+    reached_pct: float | None = None
+    target_met: bool | None = None
+    same_config_as: str | None = None  # the rung before runs this very configuration (the tuner kept the default)
 
 
 @dataclass

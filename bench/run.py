@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.cli import OneLineParser
-from bench.measure.race import DEFAULT_PRECISION_PCT
 from bench.profile.request import add_profile_arguments
 from bench.runner.repeat import DEFAULT_REPEAT, QUICK_REPEAT, repeat_count
+from bench.schedule.headlines import DEFAULT_PRECISION_PCT
 from zoo.errors import UserError
 
 DESCRIPTION = ("Benchmark the zoo: training throughput per data path, inference latency per backend, ONNX Runtime "
@@ -61,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", help="seconds the whole command may take, start to exit (default 520, --quick 120; "
                                     "or none: every row at its full size): the plan is priced on this machine and "
                                     "fitted to it, rows that do not fit are skipped rows saying how to measure them")
-    p.add_argument("--precision", type=float, metavar="PCT", help="headline ratios timed until their 95%% interval "
-                   f"is within +-PCT%% or their budget share is spent (default {DEFAULT_PRECISION_PCT:g})")
+    p.add_argument("--precision", type=float, metavar="PCT", help="the headline ratios (H1: fast vs tutorial_loop; "
+                   "H2: the top two backends at batch 1 and the recipe's batch) are timed in interleaved rounds until "
+                   "their 95%% interval is within +-PCT%% or their budget share is spent (default "
+                   f"{DEFAULT_PRECISION_PCT:g}); each row says the interval reached and whether it met PCT")
     p.add_argument("--tta-target", action="append", default=[], metavar="MODEL=ACC",
                    help="tta phase: the test accuracy to reach for MODEL (a fraction, e.g. mlp=0.65; repeatable; "
                         "default: each tutorial's own figure)")

@@ -189,7 +189,8 @@ def test_a_dropped_row_is_a_skipped_row_saying_budget_its_seconds_and_its_comman
     assert dropped
     recs = plan.budget_skips(ctx, PHASES["infer"], dropped)
     rec = next(r for r in recs if r.backend == "onnxruntime" and r.batch_size == 1)
-    assert rec.status == "skipped" and rec.reason.startswith("budget: needs ~")
+    assert rec.status == "skipped" and rec.reason.startswith("budget: left out to fit --budget ")
+    assert "needs ~" in rec.reason
     assert ("`python -m bench.run --device cpu --models lenet --phases infer --backends onnxruntime --batch-sizes 1 "
             "--synthetic --threads 2 --budget none`") in rec.reason
     lines = plan.plan_lines(ctx.budget, ctx)

@@ -446,3 +446,30 @@ def test_a_winner_must_beat_the_reference_in_most_rounds_not_only_in_its_median(
     assert tune.pick_fastest([ref, lucky]) is ref
     assert tune.pick_fastest([ref, steady]) is steady
     assert tune.pick_fastest([ref, trial([101.0] * 5)]) is ref, "within MIN_GAIN: the reference stays"
+
+
+def test_the_probe_warms_each_window_of_several_steps_as_the_bench_rows_do(monkeypatch):
+    """A window that follows another trial's runs one untimed step first (bench.phases.train.rounds does the same),
+    so the probe and the row that runs its choice time steady back-to-back steps alike."""
+    from zoo import tune as tune_mod
+
+    now = [0.0]
+    monkeypatch.setattr(tune_mod.time, "perf_counter", lambda: now[0])
+
+    class Stub:
+        def __init__(self):
+            self.device, self.y, self.step_s, self.steps, self.rates = torch.device("cpu"), torch.zeros(4), 0.01, 1, []
+            self.calls, self.timed = 0, []
+
+        def step(self):
+            self.calls += 1
+            now[0] += 0.01
+
+        def median(self):
+            return sorted(self.rates)[len(self.rates) // 2]
+
+    trials = [Stub(), Stub()]
+    tune_mod.time_interleaved(trials, budget_s=0.5)
+    for t in trials:
+        windows = len(t.rates)
+        assert t.steps > 1 and t.calls == windows * t.steps + windows  # one warm step per window

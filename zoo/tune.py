@@ -116,7 +116,9 @@ def time_interleaved(trials: list[Trial], budget_s: float) -> None:
     appended to ``trial.rates``. Many short rounds beat few long ones on a shared machine: a burst of load then
     spoils a few windows of every trial instead of most of one trial's. Step counts are re-sized from the rates
     measured so far (one warm-up step is a poor estimate), and rounds stop when the budget is spent (MIN_ROUNDS
-    at least; slow steps get one-step windows).
+    at least; slow steps get one-step windows). A window of several steps runs one untimed step first: the switch
+    from another trial's weights and optimizer state is paid there, as the bench's rows pay theirs, so a probe's
+    rate and the row that runs its choice measure alike.
 
     bench.phases.train.phase.time_rows also times windows round-robin, and the two stay apart on purpose (zoo never
     imports bench): the tuner ranks candidates of unknown speed inside a probe of a second or two, so it re-sizes
@@ -131,6 +133,8 @@ def time_interleaved(trials: list[Trial], budget_s: float) -> None:
     started = time.perf_counter()
     for r in range(rounds):
         for t in trials[r % len(trials):] + trials[:r % len(trials)]:
+            if t.steps > 1:  # warm, as bench's training rows do: the switch from the trial before stays out of it
+                t.step()
             synchronize(t.device)
             start = time.perf_counter()
             for _ in range(t.steps):

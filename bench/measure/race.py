@@ -21,7 +21,6 @@ import numpy as np
 
 from bench.measure.stats import median_ratio_ci
 
-DEFAULT_PRECISION_PCT = 5.0  # --precision: the 95% interval of a headline ratio within +-5% of it
 CONF = 0.95  # the level every printed interval is at
 DROP_CONF = 0.99  # a drop is tested after every round: a stricter level keeps repeated looks from dropping a rival
 MIN_ROUNDS = 3  # rounds before any drop or stop: one chunk can land on a burst of load

@@ -28,7 +28,10 @@ def models_of(records: Iterable[Record]) -> list[str]:
 
 
 def is_variant(rec: TrainRecord) -> bool:
-    """A training row that changes the execution (precision, memory format, torch.compile), not the data path."""
+    """A training row that changes the execution (precision, memory format, torch.compile), not the data path. The
+    ladder's compute row runs the fast rung's choice (its ``tuned``; its fields say which): a rung, not a variant."""
+    if rec.row == "compute" and rec.tuned and rec.precision == "fp32":
+        return False
     return rec.precision != "fp32" or rec.channels_last or rec.compile is not None
 
 

@@ -61,6 +61,36 @@ def ratio(x: Any) -> str:
     return f"{x:.2f}x" if _is_num(x) else ""
 
 
+def ratio_ci_cell(x: Any, lo: Any, hi: Any) -> str:
+    """A ratio with its 95% interval, ``1.34x [0.95, 1.91]``; one whose interval holds 1.00 says no difference is
+    established (the ratio alone would read as a gain or a loss its data does not support)."""
+    if not _is_num(x):
+        return ""
+    if not (_is_num(lo) and _is_num(hi)):
+        return ratio(x)
+    text = f"{x:.2f}x [{lo:.2f}, {hi:.2f}]"
+    return f"{text}, no difference established" if lo <= 1.0 <= hi else text
+
+
+def rung_gain_cell(r: TrainRecord) -> str:
+    """The gain over the rung before, with its interval; a rung of the same configuration as the one before says so
+    (no gain between a row and itself), and a tuned rung measured slower than the default says that."""
+    if r.same_config_as:
+        return f"= {r.same_config_as} (the tuner kept the default)"
+    text = ratio_ci_cell(r.rung_gain, r.rung_gain_lo, r.rung_gain_hi)
+    if r.row == "fast" and _is_num(r.rung_gain_hi) and r.rung_gain_hi < 1.0:
+        text += ": the tuner's choice measured slower than the default"
+    return text
+
+
+def h1_cell(r: TrainRecord) -> str:
+    """vs tutorial_loop with its interval; on the fast row (H1) the precision asked and reached."""
+    text = ratio_ci_cell(r.speedup_vs_tutorial_loop, r.speedup_lo, r.speedup_hi)
+    if text and _is_num(r.target_pct) and _is_num(r.reached_pct):
+        text += f" (+-{r.reached_pct:.1f}%, target +-{r.target_pct:g}% {'met' if r.target_met else 'not met'})"
+    return text
+
+
 def seconds(x: Any) -> str:
     return num(x, " s")
 
@@ -225,10 +255,13 @@ def _ladder_table(rows: list[TrainRecord]) -> str:
         if not r.ok:
             body.append([r.row, _status_cell(r)] + [""] * 9)
             continue
-        body.append([r.row, spread_cell(r.samples_per_s, r.samples_per_s_iqr, r.windows, LOW_N_WINDOWS), _windows(r), ratio(r.rung_gain),
-                     ratio(r.speedup_vs_tutorial_loop), compute_fraction_cell(r), peak_pct(r.pct_of_peak),
+        label = " ".join([str(r.row), *(["channels_last"] * bool(r.channels_last)),
+                          *([f"compile={r.compile}"] if r.compile else [])])  # what ran, as its fields say
+        body.append([label, spread_cell(r.samples_per_s, r.samples_per_s_iqr, r.windows, LOW_N_WINDOWS), _windows(r), rung_gain_cell(r),
+                     h1_cell(r), compute_fraction_cell(r), peak_pct(r.pct_of_peak),
                      num(r.gflops_per_s), num(r.peak_mem_mb), num(r.mem_delta_mb), num(r.mem_held_mb)])
-    return table(body, ["rung", "samples/s ± IQR (IQR %)", "windows", "gain over previous rung", "vs tutorial_loop",
+    return table(body, ["rung", "samples/s ± IQR (IQR %)", "windows", "gain over previous rung [95% CI]",
+                        "vs tutorial_loop [95% CI]",
                         "% of compute", "% of peak", "GFLOP/s", "peak mem MB", "peak above start MB",
                         "held above start MB"])
 
@@ -262,7 +295,7 @@ def train_section(records: list[Record]) -> list[str]:
                                seconds(r.compile_s), num(r.peak_mem_mb), num(r.mem_delta_mb)])
         out += ["", "### Execution variants", "",
                 "Each row changes one execution choice of a ladder rung; *vs fp32 compute* divides its median by the "
-                "plain fp32 compute row's median.", "",
+                "ladder's compute row's median (the one bound of every rung's *% of compute*).", "",
                 table(body, ["model", "rung", "batch", "precision", "channels_last", "compile",
                              "samples/s ± IQR (IQR %)", "windows", "vs fp32 compute", "% of compute", "% of peak",
                              "compile s", "peak mem MB (total)", "peak above row start MB"])]

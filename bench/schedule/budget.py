@@ -70,6 +70,8 @@ class RowCost:
     fields: dict[str, Any] = field(default_factory=dict)  # the record's key fields (its skipped row)
     droppable: bool = True
     args: tuple[str, ...] = ()  # bench.run flags beyond --models/--phases that measure this row alone
+    headline: str | None = None  # the question it answers (bench.schedule.headlines), None: a secondary row
+    bundle: str | None = None  # rows of one bundle (a ratio's two ends) are kept or dropped together
 
     @property
     def pair(self) -> Pair:
@@ -89,16 +91,23 @@ class Fit:
     dropped: list[RowCost]
     floor_s: float
     full_s: float
-    flex: float
+    flex: float  # the secondary rows' share
+    flex_headline: float = 1.0  # the headlines' share: unused seconds go to them first
+
+    def flex_of(self, row: RowCost) -> float:
+        return self.flex_headline if row.headline else self.flex
 
 
-def need_s(rows: Iterable[RowCost], groups: dict[str, float], flex: float, scale: Callable[[RowCost], float]) -> float:
-    """Seconds of ``rows`` at ``flex`` (0: floors, 1: full), each row's and shared group's price times ``scale``."""
+def need_s(rows: Iterable[RowCost], groups: dict[str, float], flex: float | Callable[[RowCost], float],
+           scale: Callable[[RowCost], float]) -> float:
+    """Seconds of ``rows`` at ``flex`` (0: floors, 1: full; or per row), each row's and shared group's price times
+    ``scale``."""
     rows = list(rows)
     seen: dict[str, float] = {}
     total = 0.0
+    share = flex if callable(flex) else (lambda r: flex)
     for r in rows:
-        total += scale(r) * (r.floor_s + flex * max(0.0, r.full_s - r.floor_s))
+        total += scale(r) * (r.floor_s + share(r) * max(0.0, r.full_s - r.floor_s))
         for g in r.groups:
             seen.setdefault(g, scale(r) * groups.get(g, 0.0))
     return total + sum(seen.values())
@@ -114,31 +123,53 @@ def loss_per_second(row: RowCost, groups: dict[str, float]) -> float:
 
 
 def drop_order(rows: list[RowCost], groups: dict[str, float]) -> list[RowCost]:
-    """Droppable rows, first to go first: the least loss per second saved (loss_per_second), then the lower tier."""
+    """Droppable rows, first to go first: every secondary row before any headline (bench.schedule.headlines), then
+    the least loss per second saved (loss_per_second), then the lower tier."""
     return sorted((r for r in rows if r.droppable),
-                  key=lambda r: (loss_per_second(r, groups), r.tier, r.model, r.phase, r.label))
+                  key=lambda r: (r.headline is not None, loss_per_second(r, groups), r.tier, r.model, r.phase,
+                                 r.label))
+
+
+def bundle_of(row: RowCost, rows: Iterable[RowCost]) -> list[RowCost]:
+    """``row`` and the rows kept or dropped with it (the same bundle), in ``rows``' order."""
+    return [row] if row.bundle is None else [r for r in rows if r is row or r.bundle == row.bundle]
+
+
+def _share(room: float, floor_s: float, full_s: float) -> float:
+    """The flexible share ``room`` seconds grant rows whose floors and full sizes sum to these (0 to 1)."""
+    if room <= 0:
+        return 0.0
+    return 1.0 if full_s <= floor_s or room >= full_s - floor_s else room / (full_s - floor_s)
 
 
 def fit(rows: list[RowCost], groups: dict[str, float], available_s: float,
         scale: Callable[[RowCost], float] = lambda r: 1.0) -> Fit:
-    """Keep rows until their floors fit ``available_s``, dropping in drop_order; then every dropped row that still
-    fits comes back, the last dropped (the dearest loss) first; then the flexible share."""
+    """Keep rows until their floors fit ``available_s``, dropping in drop_order (a bundle at once); then every
+    dropped row (bundle) that still fits comes back, the last dropped (the dearest loss) first; then the flexible
+    seconds: the headlines' first, the secondary rows' from what the headlines leave."""
     kept = list(rows)
     dropped: list[RowCost] = []
     for victim in drop_order(rows, groups):
         if need_s(kept, groups, 0.0, scale) <= available_s:
             break
-        kept.remove(victim)
-        dropped.append(victim)
+        for r in bundle_of(victim, kept):
+            kept.remove(r)
+            dropped.append(r)
     for back in reversed(list(dropped)):  # the drop that made the plan fit may have freed room for cheaper rows
-        if need_s([*kept, back], groups, 0.0, scale) <= available_s:
-            kept.append(back)
-            dropped.remove(back)
+        if back not in dropped:
+            continue  # came back with its bundle
+        bundle = bundle_of(back, dropped)
+        if need_s([*kept, *bundle], groups, 0.0, scale) <= available_s:
+            kept += bundle
+            for r in bundle:
+                dropped.remove(r)
     kept.sort(key=rows.index)
     floor_s, full_s = need_s(kept, groups, 0.0, scale), need_s(kept, groups, 1.0, scale)
-    room = available_s - floor_s
-    flex = 0.0 if room < 0 else 1.0 if full_s <= floor_s or room >= full_s - floor_s else room / (full_s - floor_s)
-    return Fit(kept, dropped, floor_s, full_s, flex)
+    heads = [r for r in kept if r.headline]
+    head_extra = need_s(heads, {}, 1.0, scale) - need_s(heads, {}, 0.0, scale)
+    flex_headline = _share(available_s - floor_s, 0.0, head_extra)
+    flex = _share(available_s - floor_s - flex_headline * head_extra, 0.0, full_s - floor_s - head_extra)
+    return Fit(kept, dropped, floor_s, full_s, flex, flex_headline)
 
 
 class Budget:
@@ -158,7 +189,8 @@ class Budget:
         # pair -> the seconds it was given when it started (read later, seconds_for would already be corrected by
         # the pair's own time: the first pair of a phase would always read as exactly on budget)
         self.granted: dict[Pair, float] = {}
-        self.flex = 1.0
+        self.flex = self.flex_headline = 1.0
+        self.first_left_s = self.left_s()
         self.first = self.refit()
         self.first_dropped = dict(self.dropped)  # the plan printed before the measurements
 
@@ -195,8 +227,11 @@ class Budget:
         got = fit(rows, self.groups, self.left_s() - self._running_left_s(), self._scale)
         for r in got.dropped:
             self.dropped[r.name] = r
-        self.flex = got.flex
+        self.flex, self.flex_headline = got.flex, got.flex_headline
         return got
+
+    def _flex(self, row: RowCost) -> float:
+        return self.flex_headline if row.headline else self.flex
 
     def _running_left_s(self) -> float:
         return sum(max(0.0, self.started[p] * self.ratio(p[1]) - (self.clock() - self.pair_t0[p]))
@@ -216,7 +251,7 @@ class Budget:
 
     def expected_s(self, pair: Pair, flex: float | None = None) -> float:
         kept = [r for r in self.rows if r.pair == pair and r.name not in self.dropped]
-        return need_s(kept, self.groups, self.flex if flex is None else flex, lambda r: 1.0)
+        return need_s(kept, self.groups, self._flex if flex is None else flex, lambda r: 1.0)
 
     def start(self, pair: Pair) -> float:
         """The pair begins: re-fit what is left (dropping rows that no longer fit), fix its seconds."""
@@ -248,8 +283,16 @@ class Budget:
 
     def eta_s(self) -> float:
         """Seconds to the end: the running pairs' rest, the pending rows' corrected prices, the reserve."""
-        rest = need_s(self.pending(), self.groups, self.flex, self._scale)
+        rest = need_s(self.pending(), self.groups, self._flex, self._scale)
         return self._running_left_s() + rest + self.reserve_s
+
+    def headline_budget_s(self) -> float | None:
+        """The --budget that would hold every headline at its floor (with the seconds already spent, the reserve and
+        the shared costs they need), when the first plan could not; None when it did."""
+        if not any(r.headline for r in self.first_dropped.values()):
+            return None
+        heads = [r for r in self.rows if r.headline]
+        return float(round(self.total_s - self.first_left_s + need_s(heads, self.groups, 0.0, lambda r: 1.0) + 1))
 
     def summary(self) -> dict[str, Any]:
         """For env.notes["budget"]: the plan as priced and what it dropped."""
@@ -259,8 +302,11 @@ class Budget:
                 "dropped_at_plan": len(self.first_dropped),
                 "priced_floor_s": round(need_s(self.rows, self.groups, 0.0, lambda r: 1.0), 1),
                 "priced_full_s": round(need_s(self.rows, self.groups, 1.0, lambda r: 1.0), 1),
-                "planned_s": round(need_s(kept, self.groups, self.first.flex, lambda r: 1.0), 1),
-                "flex": round(self.first.flex, 3),
+                "planned_s": round(need_s(kept, self.groups, self.first.flex_of, lambda r: 1.0), 1),
+                "flex": round(self.first.flex, 3), "flex_headline": round(self.first.flex_headline, 3),
+                "headline_rows": sum(1 for r in self.rows if r.headline),
+                "headlines_dropped_at_plan": sorted(r.name for r in self.first_dropped.values() if r.headline),
+                "budget_for_headlines_s": self.headline_budget_s(),
                 "dropped": {r.name: round(r.floor_s + sum(self.groups.get(g, 0.0) for g in r.groups), 1)
                             for r in self.dropped.values()}}
 

@@ -204,19 +204,35 @@ def price_run(ctx, phases: list, calibration: dict[str, Any], say: Callable[[str
 def plan_budget(ctx, env, selected: list, progress, started: float,
                 import_s: float | None = None) -> None:
     """The pricing pass, the fitted plan (ctx.budget, ctx.prices) and its lines before any measurement."""
-    from bench.plan import plan_lines, priced_rows
+    from bench.plan import DEFAULT_BACKENDS, plan_lines, priced_rows
     from bench.schedule.budget import Budget
+    from bench.schedule.headlines import mark_rows
 
     ctx.prices = price_run(ctx, selected, env.calibration, import_s=import_s,
                            say=lambda text: setattr(ctx, "activity", text))
     ctx.activity = None
     rows, groups, reserve_s = priced_rows(ctx, selected, ctx.prices)
+    rows = mark_rows(rows, {m: ctx.train_batch_size(m) for m in ctx.models}, DEFAULT_BACKENDS.get(ctx.device.type))
     reserve_s += EXIT_PER_IMPORT * (import_s or 0.0)
     ctx.budget = Budget(ctx.budget_s, rows, groups, reserve_s=reserve_s, elapsed=lambda: time.time() - started)
     env.notes["prices"] = ctx.prices.to_dict()
     env.notes["budget"] = ctx.budget.summary()
     env.notes["first_eta_s"] = round(ctx.budget.eta_s(), 1)
     env.notes["first_eta_at_s"] = round(time.time() - started, 1)
-    for line in plan_lines(ctx.budget, ctx):
+    for line in plan_lines(ctx.budget, ctx) + headline_lines(ctx.budget):
         progress.message(line)
     progress.eta = ctx.budget.eta_s
+
+
+def headline_lines(budget) -> list[str]:
+    """What the plan says of the headline questions: a budget too small for every headline at its floor says so at
+    the start, with the budget that would hold them."""
+    need = budget.headline_budget_s()
+    if need is None:
+        heads = sum(1 for r in budget.rows if r.headline)
+        return [f"  headlines: all {heads} headline rows planned first (H1 fast vs tutorial_loop, H2 backends at batch "
+                f"1 and the recipe's, H3 parity), at {100 * budget.first.flex_headline:.0f}% of their flexible part"]
+    lost = sorted(r.name for r in budget.first_dropped.values() if r.headline)
+    return [f"  headlines: --budget {budget.total_s:.0f} s cannot hold every headline at its floor; {len(lost)} "
+            f"headline rows dropped ({', '.join(lost[:4])}{' ...' if len(lost) > 4 else ''}); --budget {need:.0f} "
+            f"would hold them all"]

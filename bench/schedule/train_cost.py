@@ -15,6 +15,7 @@ from typing import Any
 import zoo
 from bench.records import TRAIN_LADDER
 from bench.schedule.budget import TIER_CORE, TIER_LADDER, TIER_VARIANT, RowCost
+from bench.schedule.headlines import headline_of
 from zoo.data import DATASETS, FastLoader
 
 # Under a budget a row's split holds the steps its seconds can use (at least MIN_SPLIT_STEPS: building a synthetic
@@ -71,8 +72,11 @@ def price_rows(name: str, ctx: Any, prices: Any, plans: list, sizes: dict[str, A
         floor = once + loader_s * MIN_SPLIT_STEPS + (sizes["TUNE_MIN_S"] if tune else 0.0) + \
             sizes["MIN_WINDOWS"] * max(s, sizes["MIN_WINDOW_S"])
         windows = sizes["MIN_WINDOWS"] if s >= sizes["WINDOW_S"] else sizes["MAX_WINDOWS"]
+        # H1's two rows go on in interleaved rounds to a precision (bench.phases.train.rounds): at full size as
+        # many windows again, a share the budget grants headlines first; their floor stays the sample rule's.
+        rounds = windows * (2 if headline_of(name, "train", plan.key_fields()) else 1)
         full = once + loader_s * sizes["STEPS_PER_SPLIT"] + (sizes["TUNE_BUDGET_S"] if tune else 0.0) + \
-            windows * max(s, sizes["WINDOW_S"])
+            rounds * max(s, sizes["WINDOW_S"])
         rows.append(RowCost(name, "train", row_label(plan), floor, max(floor, full), _tier(plan, i), (group,),
                             {"batch_size": bs, **plan.key_fields()}))
     return rows, groups

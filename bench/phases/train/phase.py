@@ -11,20 +11,20 @@ Every row trains the same model from one seeded initialisation (copied, never re
 - ``fast_untuned``: ``train_step`` on the device-resident FastLoader.
 - ``fast``: ``train_step`` on the FastLoader with the exact-step tuner's choice (zoo.tune.autotune on one batch: memory
   format, optimizer kernel, compile when it pays and fits: tune_probes_compile), in ``tuned``.
-- ``compute``: ``train_step`` on one batch on the device, under the fast row's choice: the bound; plus one per precision/variant.
+- ``compute``: ``train_step`` on one batch on the device, under the fast row's choice (its fields say which layout and
+  compile; a variant of the same key is that row): every rung's one bound; plus one per precision/variant.
 
 Timing (bench.measure.timing): each row's window is sized to ~0.5 s (0.15 s with --quick), then the windows run
-round-robin in a rotating order, so a slow spell on a shared machine hits every row alike. A row's rate is the median
-over windows of samples stepped / window seconds (``window_rates`` keeps every window). Memory is measured one row at
-a time while the row is built (a ``PeakMemory`` block from before its data, model and optimizer exist), its peak reset
-after the first (warm) step and read over one steady step: what the row keeps and a steady step does, without the
-first step's one-off cuDNN search workspace; mem_delta_mb ("peak above row start") leaves out what earlier rows still
-hold. That steady step, timed, sizes a slow row's windows (a fast one gets ``steps_for_window``'s probe).
+round-robin in a rotating order, so a slow spell on a shared machine hits every row alike; a window of several steps
+first runs one untimed step (the switch from another row's model, data and optimizer state is paid there, not in the
+window: the tuner's probe does the same). A row's rate is the median over windows of samples stepped / window seconds
+(``window_rates``). Then H1 (fast over tutorial_loop) is timed to a precision (bench.phases.train.rounds) in H1_SHARE of
+the seconds left. Memory is measured one row at a time while the row is built (``PeakMemory``), its peak reset after
+the first (warm) step and read over one steady step, which also sizes a slow row's windows.
 
-The run's budget (``ctx.budget_for(name, "train")``, fitted to the rows' prices: train_cost) sizes the work: the
-rows the plan dropped are not built, each row's split holds what its seconds can step, the tuner gets TUNE_SHARE (at
-most TUNE_BUDGET_S), and the windows share what is left: shorter windows (down to MIN_WINDOW_S, never less than one
-step) and no more rounds than fit, but never fewer than MIN_WINDOWS (3 with --quick, 5 otherwise).
+The run's budget (``ctx.budget_for(name, "train")``, fitted to the rows' prices: train_cost) sizes the work: dropped
+rows are not built, each row's split holds what its seconds can step, the tuner gets TUNE_SHARE (at most
+TUNE_BUDGET_S), and the windows share what is left, never fewer than MIN_WINDOWS (3 with --quick, 5 otherwise).
 """
 from __future__ import annotations
 
@@ -43,9 +43,20 @@ import zoo
 from bench.context import BenchContext, ModelSession
 from bench.measure import timing
 from bench.measure.memory import PeakMemory
-from bench.measure.timing import steps_for_window, time_window, window_stats
+from bench.measure.timing import window_stats
 from bench.phases.base import Phase, Priced, kept, profile_train_rows
 from bench.phases.train.derive import derive, is_plain, train_flops_per_sample  # noqa: F401 (is_plain: for readers)
+from bench.phases.train.rounds import (  # noqa: F401 (the windows' sizes and time_rows: for readers)
+    MAX_WINDOWS,
+    MEMORY_STEPS,
+    MIN_WINDOW_S,
+    MIN_WINDOWS,
+    WINDOW_S,
+    time_all,
+    time_rows,
+    window_steps,
+    window_target_s,
+)
 from bench.phases.train.tutorial_loop import TutorialStep
 from bench.records import TRAIN_LADDER, Record, TrainRecord, not_ok
 from bench.schedule.train_cost import price_rows, row_label, split_steps
@@ -63,11 +74,6 @@ TUNE_SHARE = 0.2  # of the model's train budget: the tuner serves one row of the
 # at batch 512 and for the process's first compile, inductor's start-up included).
 TUNE_COMPILE_MIN_BUDGET_S = 5.0
 STEPS_PER_SPLIT = {True: 40, False: 400}  # batches in the train split per row (quick, full): enough for warm-up
-MEMORY_STEPS = 1
-WINDOW_S = {True: 0.15, False: 0.5}  # a window's target without a budget (quick, full)
-MIN_WINDOW_S = 0.02  # the shortest window a budget may ask for
-MIN_WINDOWS = {True: 3, False: 5}  # the sample rule: every row's IQR rests on at least this many windows
-MAX_WINDOWS = {True: 3, False: 9}
 
 
 @dataclass
@@ -227,6 +233,9 @@ class RowBuilder:
                 step = self.tutorial_step(plan.row == "fused_optimizer", resources)
             elif plan.row == "fast" or (plan == RowPlan("compute") and self.fast_choice is not None):
                 step, tuned = self.tuned_step(None if plan.row == "fast" else self.fast_choice)
+                if plan.row == "compute":  # its fields say what it runs: the fast row's layout and compile
+                    plan = RowPlan("compute", channels_last=self.fast_choice.channels_last,
+                                   compile=self.fast_choice.compile)
             else:
                 step = self.shared_step(plan)
             t = time.perf_counter()
@@ -238,69 +247,6 @@ class RowBuilder:
         except BaseException:
             resources.close()
             raise
-
-
-def window_target_s(n_rows: int, quick: bool, budget_s: float | None) -> float:
-    """Seconds per window: WINDOW_S, or less when the budget left for the windows cannot hold MIN_WINDOWS of them
-    per row (plus about one more for sizing), down to MIN_WINDOW_S."""
-    target_s = WINDOW_S[quick]
-    if budget_s is None:
-        return target_s
-    fit_s = budget_s / (max(n_rows, 1) * (MIN_WINDOWS[quick] + 1))
-    return max(MIN_WINDOW_S, min(target_s, fit_s))
-
-
-def window_steps(row: TimedRow, sync: Callable[[], None], target_s: float) -> int:
-    """Steps per window: from the steady-state step time (steady_step) when that step alone lasted long
-    enough to be trusted (steps_for_window's own rule: 5% of the target), else steps_for_window's probe."""
-    if row.step_s is not None and row.step_s * MEMORY_STEPS >= 0.05 * target_s:
-        return max(1, round(target_s / row.step_s))
-    return steps_for_window(row.step, sync, target_s)
-
-
-def time_rows(rows: list[TimedRow], sync: Callable[[], None], *, quick: bool, budget_s: float | None = None,
-              say: Callable[[str], None] = lambda text: None) -> None:
-    """Size each row's window, then time the windows round-robin in a rotating order: MIN_WINDOWS rounds, then more
-    (up to MAX_WINDOWS) while a round still fits in ``budget_s`` (None: no budget, all of them).
-
-    A row that raises is marked with its error and leaves the rotation; the others go on. ``say`` hears what runs:
-    the sizing, then "round k of n, R rows in the round" (the progress pulse prints it).
-    """
-    began = timing.clock()
-    target_s = window_target_s(len(rows), quick, budget_s)
-    say(f"sizing windows of {target_s:.2g} s ({len(rows)} rows)")
-    for row in rows:
-        _guard(row, lambda r=row: setattr(r, "steps_per_window", window_steps(r, sync, target_s)))
-    live = [r for r in rows if r.error is None]
-    # A one-step window means a multi-second step: five windows keep the run bounded, nine otherwise.
-    most = MIN_WINDOWS[quick] if any(r.steps_per_window == 1 for r in live) else MAX_WINDOWS[quick]
-    round_s = 0.0
-    for w in range(most):
-        spent_s = timing.clock() - began
-        if w >= MIN_WINDOWS[quick] and budget_s is not None and spent_s + round_s > budget_s:
-            break
-        t0 = timing.clock()
-        live = [r for r in rows if r.error is None]
-        say(f"round {w + 1} of {MIN_WINDOWS[quick]}" + (f"-{most}" if most > MIN_WINDOWS[quick] else "") +
-            f", {len(live)} rows in the round")
-        for row in live[w % max(len(live), 1):] + live[:w % max(len(live), 1)]:  # no row always first or last
-            _guard(row, lambda r=row: _one_window(r, sync))
-        round_s = timing.clock() - t0
-
-
-def _one_window(row: TimedRow, sync: Callable[[], None]) -> None:
-    seconds, samples = time_window(row.step, sync, row.steps_per_window)
-    row.rates.append(samples / seconds)
-    row.samples += samples
-
-
-def _guard(row: TimedRow, fn: Callable[[], None]) -> None:
-    if row.error is not None:
-        return
-    try:
-        fn()
-    except Exception as exc:  # a failing row is recorded as such; the other rows go on
-        row.error = exc
 
 
 def steady_step(row: TimedRow, sync: Callable[[], None]) -> None:
@@ -378,6 +324,8 @@ class TrainPhase(Phase):
                 train_flops_per_sample(builder.template, session.spec.input_shape)
         built: list[TimedRow | Record] = []
         for i, plan in enumerate(plans):
+            if any(isinstance(b, TimedRow) and b.plan == plan for b in built):
+                continue  # the compute row ran this very configuration (the tuner's choice): one row, not two
             ctx.activity = f"building row {i + 1} of {len(plans)} ({row_label(plan)})"
             builder.loaders.clear()  # each row builds the data it keeps: its memory includes that data
             try:
@@ -386,13 +334,15 @@ class TrainPhase(Phase):
                 built.append(_failed(name, ctx, plan, exc))
         timed = [b for b in built if isinstance(b, TimedRow)]
         try:
-            left_s = None if budget_s is None else budget_s - (timing.clock() - began)
-            time_rows(timed, ctx.sync, quick=ctx.quick, budget_s=left_s, say=lambda t: setattr(ctx, "activity", t))
+            answer = time_all(timed, ctx, None if budget_s is None else budget_s - (timing.clock() - began))
             profile_train_rows(timed, name, ctx)  # --profile: one more window per row, after every timed one
         finally:
             for row in timed:
                 row.resources.close()
         records = [to_record(name, ctx, b) if isinstance(b, TimedRow) else b for b in built]
+        for rec in records:  # H1's answer: derive() states the precision reached from the same windows
+            if answer is not None and isinstance(rec, TrainRecord) and rec.ok and rec.row == "fast" and is_plain(rec):
+                rec.target_pct = answer.target_pct
         derive([r for r in records if isinstance(r, TrainRecord)], flops, ctx.peaks)
         return records
 
