@@ -13,7 +13,7 @@ from bench.report.accuracy_text import glance_text
 from bench.report.conditions import glance_line
 from bench.report.intervals import ratio_ci
 from bench.report.selection import infer_rows, ladder_rows, models_of, of_type
-from bench.report.tables import num, pct, ratio
+from bench.report.tables import h1_cell, num, pct
 
 NOT_OK_SHOWN = 8
 
@@ -50,8 +50,7 @@ def train_cell(records: list[Record], model: str) -> str:
                  and t.ok), None)
     spreads = [f"{name} {_rel(x.samples_per_s_iqr, x.samples_per_s)}" for name, x in (("fast", r), ("tutorial", base))
                if x is not None and _rel(x.samples_per_s_iqr, x.samples_per_s)]
-    return f"{ratio(r.speedup_vs_tutorial_loop) or '?'} (b={r.batch_size}, fp32" + \
-        (f"; IQR {', '.join(spreads)})" if spreads else ")")
+    return f"{h1_cell(r) or '?'} (b={r.batch_size}, fp32" + (f"; IQR {', '.join(spreads)})" if spreads else ")")
 
 
 def _rel(iqr: float | None, median: float | None) -> str:

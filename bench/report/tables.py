@@ -20,6 +20,7 @@ from bench.records import (
     TrainRecord,
     TtaRecord,
 )
+from bench.report.intervals import ratio_ci
 from bench.report.selection import ladder_rows, models_of, of_type, variant_rows
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -61,23 +62,12 @@ def ratio(x: Any) -> str:
     return f"{x:.2f}x" if _is_num(x) else ""
 
 
-def ratio_ci_cell(x: Any, lo: Any, hi: Any) -> str:
-    """A ratio with its 95% interval, ``1.34x [0.95, 1.91]``; one whose interval holds 1.00 says no difference is
-    established (the ratio alone would read as a gain or a loss its data does not support)."""
-    if not _is_num(x):
-        return ""
-    if not (_is_num(lo) and _is_num(hi)):
-        return ratio(x)
-    text = f"{x:.2f}x [{lo:.2f}, {hi:.2f}]"
-    return f"{text}, no difference established" if lo <= 1.0 <= hi else text
-
-
 def rung_gain_cell(r: TrainRecord) -> str:
     """The gain over the rung before, with its interval; a rung of the same configuration as the one before says so
     (no gain between a row and itself), and a tuned rung measured slower than the default says that."""
     if r.same_config_as:
         return f"= {r.same_config_as} (the tuner kept the default)"
-    text = ratio_ci_cell(r.rung_gain, r.rung_gain_lo, r.rung_gain_hi)
+    text = ratio_ci(r.rung_gain, r.rung_gain_lo, r.rung_gain_hi)
     if r.row == "fast" and _is_num(r.rung_gain_hi) and r.rung_gain_hi < 1.0:
         text += ": the tuner's choice measured slower than the default"
     return text
@@ -85,7 +75,7 @@ def rung_gain_cell(r: TrainRecord) -> str:
 
 def h1_cell(r: TrainRecord) -> str:
     """vs tutorial_loop with its interval; on the fast row (H1) the precision asked and reached."""
-    text = ratio_ci_cell(r.speedup_vs_tutorial_loop, r.speedup_lo, r.speedup_hi)
+    text = ratio_ci(r.speedup_vs_tutorial_loop, r.speedup_lo, r.speedup_hi)
     if text and _is_num(r.target_pct) and _is_num(r.reached_pct):
         text += f" (+-{r.reached_pct:.1f}%, target +-{r.target_pct:g}% {'met' if r.target_met else 'not met'})"
     return text
