@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.records import Record
+from zoo.errors import UserError
 
 
 def to_argv(**flags: Any) -> list[str]:
@@ -49,6 +50,8 @@ def run_bench(*, models: Sequence[str] | str = "all", device: str = "auto", phas
         argv = to_argv(models=models, device=device, phases=phases, backends=backends, batch_sizes=batch_sizes,
                        budget=budget, threads=threads, quick=quick, out=out or scratch, **flags)
         ctx, skipped = make_context(build_parser().parse_args(argv), PHASES)  # UserError on a bad choice
+        if skipped.get("rejected_models"):  # the command line goes on without them and exits 2; a caller decides
+            raise UserError(skipped["rejected_models"][0])
         final = ctx.out_dir
         with intra_op_threads(ctx.threads):  # the caller's thread count back after the run
             code = drive(ctx, PHASES, command=" ".join(["bench.run_bench:", *map(shlex.quote, argv)]),

@@ -146,6 +146,8 @@ def data_text(m: ModelRecord) -> str:
     """Where a model's data came from: ``real fashionmnist from DIR`` or ``synthetic``."""
     if m.data == "real":
         return f"real {m.dataset or ''} from {m.data_dir}" if m.data_dir else f"real {m.dataset or ''}"
+    if m.data == "synthetic" and (m.dataset or "").startswith("synthetic:"):  # a model with no dataset of its own
+        return f"synthetic {m.dataset.split(':', 1)[1]} images"
     return f"synthetic {m.dataset or ''}-shaped" if m.data == "synthetic" else "?"
 
 

@@ -1,0 +1,33 @@
+"""Which models a run measures: ``--import``'ed modules first, then ``--models`` (zoo names, plugin names,
+``torchvision:NAME``), then a check of every model from outside the zoo (zoo.validate) before anything is measured.
+
+A model that fails its check is one ``error:`` line and leaves the run; the others are measured as if it had not
+been asked for, and the run exits 2. Only when no model is left is the check's line the run's only output.
+"""
+from __future__ import annotations
+
+import zoo
+from zoo.errors import UserError
+from zoo.plugins import import_modules
+from zoo.validate import check_models
+
+
+def requested(text: str) -> list[str]:
+    """``--models``: ``all`` (every registered model) or comma-separated names, each one known (UserError else)."""
+    if text.strip() == "all":
+        return zoo.list_models()
+    names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    if not names:
+        raise UserError(f"--models is empty; choose from: {', '.join(zoo.list_models())}, torchvision:NAME")
+    for name in names:
+        zoo.get_spec(name)  # an unknown name: one line naming the choices
+    return names
+
+
+def pick_models(models: str, imports: list[str] | None) -> tuple[list[str], list[str]]:
+    """(the models the run measures, one error line per model left out)."""
+    import_modules(imports or [])
+    good, rejected = check_models(requested(models))
+    if not good:
+        raise UserError(rejected[0] + (f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""))
+    return good, rejected
