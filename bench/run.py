@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from bench.model.selection import add_model_flags, announce_rejected, exit_code
 from bench.runner.repeat import DEFAULT_REPEAT, QUICK_REPEAT, repeat_count
 from zoo.errors import UserError
 
@@ -35,11 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m bench.run", description=DESCRIPTION)
     p.add_argument("--device", default="auto", help="auto (default: cuda > mps > cpu), cpu, cuda, cuda:N or mps; "
                                                     "cuda:N is made the current device for the whole run")
-    p.add_argument("--models", default="all", help="comma-separated models, or all (default: every registered "
-                                                  "model); torchvision:NAME is any torchvision classifier")
-    p.add_argument("--import", "--imports", dest="imports", action="append", default=[], metavar="MODULE",
-                   help="import MODULE first (repeatable, or comma-separated): its register_model calls add models "
-                        "(installed packages add theirs through the entry point group torch_zoo_bench.models)")
+    add_model_flags(p)  # --models, --import
     p.add_argument("--phases", help="comma-separated phases (default: every phase a full run includes; with --quick "
                                     "those a smoke run includes); run in the registry's order")
     p.add_argument("--backends", help="comma-separated inference backends, each NAME or NAME:PRECISION (default: "
@@ -384,21 +381,15 @@ def main(argv: list[str] | None = None, *, phases: Mapping | None = None, probe:
         print("interrupted before anything was measured", file=sys.stderr)
         return 130
     command = " ".join(["python -m bench.run", *map(shlex.quote, argv)])
-    rejected = skipped.get("rejected_models", [])
-    for line in rejected:  # a model that failed its check: said once here, the others measured, exit 2 at the end
-        print(f"error: {line}", file=sys.stderr)
-    if rejected:
-        argv = [*argv, "--models", ",".join(ctx.models)]  # --repeat's processes measure the models that passed
+    argv = announce_rejected(skipped, argv, ctx.models)  # models that failed their check: exit 2 after the others
     try:
         with intra_op_threads(ctx.threads):  # restored after: main() also runs in-process (tests, notebooks)
             if repeat > 1:
                 from bench.runner.repeat import run_repeated
 
-                code = run_repeated(ctx, phases, argv, command, repeat)
-            else:
-                code = run_bench(ctx, phases, command=command, skipped=skipped, probe=probe, started=started,
-                                 pricer=pricer)
-            return 2 if rejected and code in (0, 1) else code
+                return exit_code(skipped, run_repeated(ctx, phases, argv, command, repeat))
+            return exit_code(skipped, run_bench(ctx, phases, command=command, skipped=skipped, probe=probe,
+                                                started=started, pricer=pricer))
     except KeyboardInterrupt:  # after the last write (or during the first setup): nothing more to save
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,12 +1,18 @@
 """Models from outside the project: entry points, --import, and each bad input as one error line (issue 27)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
+from helpers import REPO, cli_env
 from plugin_helpers import BAD_SHAPE, BROKEN, CLASH, RAISES, TINY, fresh_registry, write_package  # noqa: F401
 
 import zoo
 from bench.model.selection import pick_models
+from bench.report.load import load_results
 from zoo import plugins
 from zoo import train as train_cli
 from zoo.errors import UserError
@@ -123,3 +129,54 @@ def test_unknown_names_say_how_to_ask():
         zoo.get_spec("no_such_model")
     with pytest.raises(UserError, match="'nope' is not a torchvision classifier"):
         zoo.get_spec("torchvision:nope")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# End to end: the commands a user runs, on a package made here
+
+
+def run_cli(module: str, args: list[str], pythonpath: str) -> subprocess.CompletedProcess:
+    env = cli_env(PYTHONPATH=os.pathsep.join([pythonpath, REPO]))
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=pythonpath, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_bench_run_measures_an_entry_point_model_and_leaves_out_a_bad_one(tmp_path):
+    pkg = write_package(tmp_path / "site", {"tinyplug": TINY.format(name="tiny_ep"), "badmod": BAD_SHAPE},
+                        {"tiny": "tinyplug", "bad": "badmod"})
+    out = tmp_path / "out"
+    proc = run_cli("bench.run", ["--models", "tiny_ep,badshape_net", "--phases", "infer,parity", "--quick",
+                                 "--backends", "eager,onnxruntime", "--repeat", "1", "--out", str(out)], str(pkg))
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "badshape_net" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    _, records = load_results(str(out / "cpu" / "results.json"))
+    mine = [r for r in records if r.model == "tiny_ep"]
+    assert {type(r).__name__ for r in mine} >= {"ModelRecord", "InferRecord", "ParityRecord"}
+    assert all(r.status == "ok" for r in mine), [(r.describe(), r.reason) for r in mine if r.status != "ok"]
+    assert not [r for r in records if r.model == "badshape_net"]
+    assert "synthetic 3x16x16 images" in (out / "cpu" / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_zoo_train_trains_an_entry_point_model(tmp_path):
+    pkg = write_package(tmp_path / "site", {"tinyplug": TINY.format(name="tiny_ep")}, {"tiny": "tinyplug"})
+    proc = run_cli("zoo.train", ["--model", "tiny_ep", "--epochs", "1", "--train-samples", "64", "--test-samples",
+                                 "32", "--device", "cpu", "--tune", "off", "--no-progress", "--out",
+                                 str(tmp_path / "runs")], str(pkg))
+    assert proc.returncode == 0, proc.stderr
+    assert "synthetic data" in proc.stderr  # no --synthetic needed: the spec's data is synthetic of its shape
+    assert (tmp_path / "runs" / "tiny_ep" / "best.pt").is_file()
+
+
+@pytest.mark.slow
+def test_the_library_call_imports_a_module_and_measures_its_model(tmp_path, monkeypatch):
+    import bench
+
+    (tmp_path / "libmod.py").write_text(TINY.format(name="tiny_lib"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    records = bench.run_bench(models=["tiny_lib"], imports=["libmod"], device="cpu", phases=["infer"],
+                              backends=["eager"], batch_sizes=[1], quick=True, repeat=1)
+    rows = [r for r in records if r.model == "tiny_lib" and type(r).__name__ == "InferRecord"]
+    assert rows and all(r.status == "ok" and r.p50_ms > 0 for r in rows)

@@ -6,6 +6,9 @@ been asked for, and the run exits 2. Only when no model is left is the check's l
 """
 from __future__ import annotations
 
+import argparse
+import sys
+
 import zoo
 from zoo.errors import UserError
 from zoo.plugins import import_modules
@@ -31,3 +34,26 @@ def pick_models(models: str, imports: list[str] | None) -> tuple[list[str], list
     if not good:
         raise UserError(rejected[0] + (f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""))
     return good, rejected
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", default="all", help="comma-separated models, or all (default: every registered model); "
+                                                  "torchvision:NAME is any torchvision classifier")
+    p.add_argument("--import", "--imports", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (repeatable, or comma-separated): its register_model calls add models "
+                        "(installed packages add theirs through the entry point group torch_zoo_bench.models)")
+
+
+def announce_rejected(skipped: dict, argv: list[str], models: list[str]) -> list[str]:
+    """Each left-out model's ``error:`` line (``skipped["rejected_models"]``), said before anything is measured;
+    returns the argv --repeat's processes get: the same, asking only for the models that passed (the last --models
+    wins)."""
+    rejected = skipped.get("rejected_models", [])
+    for line in rejected:
+        print(f"error: {line}", file=sys.stderr)
+    return [*argv, "--models", ",".join(models)] if rejected else list(argv)
+
+
+def exit_code(skipped: dict, code: int) -> int:
+    """2 when a model was left out and the run itself ended normally (0: all rows ok, 1: some failed)."""
+    return 2 if skipped.get("rejected_models") and code in (0, 1) else code
