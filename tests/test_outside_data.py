@@ -89,3 +89,21 @@ def test_a_missing_imagefolder_is_one_line():
         DATASETS["imagefolder:3x8x8:/nonexistent/folder"]
     with pytest.raises(UserError, match="unknown dataset 'svhn'"):
         DATASETS["svhn"]
+
+
+def test_a_resolver_name_loads_back_from_results_and_a_path_never_does():
+    from bench.report.schema import check_names
+
+    check_names("model", {"model": "torchvision:resnet18"}, "record 0")
+    for bad in ("a/b", "torchvision:x:y", "../x", ""):
+        with pytest.raises(ValueError, match="must be a model name"):
+            check_names("model", {"model": bad}, "record 0")
+
+
+def test_a_user_model_name_is_a_plain_name(tmp_path, monkeypatch):
+    for i, bad in enumerate(("my/net", "torchvision:mine")):
+        (tmp_path / f"badname{i}.py").write_text(TINY.format(name=bad))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for i in range(2):
+        with pytest.raises(UserError, match="use letters, digits"):
+            plugins.import_modules([f"badname{i}"])

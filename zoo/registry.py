@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -93,6 +94,7 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+NAME = re.compile(r"^(?=.{1,100}$)[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)?$")  # as results files load them back
 # "PREFIX:NAME" -> a function that registers NAME's spec on first request (e.g. torchvision:resnet18): a family of
 # models too large to register up front.
 _RESOLVERS: dict[str, Callable[[str], None]] = {}
@@ -127,12 +129,12 @@ def register_model(spec: ModelSpec) -> Callable[[Callable[..., nn.Module]], Call
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if not getattr(fn, "__module__", "").startswith("zoo."):  # the zoo's own may register while it is imported
             ensure_plugins()
+        if not NAME.match(spec.name) or (":" in spec.name and spec.name not in _RESOLVING):
+            raise UserError(f"model name {spec.name!r}: use letters, digits, _ . - (it names files and table rows)")
         if spec.name in _REGISTRY:
             first = _REGISTRY[spec.name].builder
             raise ModelNameClash(f"model {spec.name!r} is already registered (by {getattr(first, '__module__', '?')}); "
                                  f"choose another name")
-        if ":" in spec.name and spec.name.split(":")[0] in _RESOLVERS and spec.name not in _RESOLVING:
-            raise ModelNameClash(f"model {spec.name!r}: the prefix {spec.name.split(':')[0]}: is reserved")
         _REGISTRY[spec.name] = dataclasses.replace(spec, dataset=normalized_dataset(spec), builder=fn)
         return fn
 
