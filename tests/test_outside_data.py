@@ -107,3 +107,22 @@ def test_a_user_model_name_is_a_plain_name(tmp_path, monkeypatch):
     for i in range(2):
         with pytest.raises(UserError, match="use letters, digits"):
             plugins.import_modules([f"badname{i}"])
+
+
+def test_random_torchvision_logits_are_not_degenerate():
+    """torchvision's own random init gives mobilenet_v3_small logits of ~1e-9 and one argmax for every input: the
+    agreement and parity figures of a random-weights run would pass whatever a backend computed."""
+    torch.manual_seed(0)
+    net = zoo.get_model("torchvision:mobilenet_v3_small").eval()
+    with torch.no_grad():
+        logits = net(torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(5)))
+    assert logits.abs().max() > 1e-3  # far above the parity tolerance's rounding
+    assert len(set(logits.argmax(1).tolist())) > 1
+    assert not net.training and net.pretrained is False
+
+
+def test_a_torchvision_model_is_counted_on_the_meta_device():
+    from bench.context import flop_counts
+
+    forward, train = flop_counts("torchvision:mobilenet_v3_small")  # the calibration is skipped there, not failed
+    assert 50e6 < forward < train

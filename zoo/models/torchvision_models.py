@@ -8,7 +8,8 @@ Registered on first lookup (80 classifiers are too many to build specs for up fr
 - recipe: torchvision's references/classification/train.py defaults (SGD lr 0.1, momentum 0.9, weight decay 1e-4,
   batch 32, 90 epochs), eval batch 64; its tutorial_loop row is the plain PyTorch loop (a DataLoader, shuffled,
   ``loss.item()`` every step);
-- weights: random init, or torchvision's weights when they are in the torch hub cache or given with
+- weights: random init (BatchNorm statistics from one batch of N(0, 1) inputs: see calibrate_batchnorm), or
+  torchvision's weights when they are in the torch hub cache or given with
   ``--weights PATH`` (``--pretrained auto|require|off``, as for the AlexNet models); the bench always measures
   random init or a checkpoint of ``python -m zoo.train``.
 """
@@ -26,6 +27,7 @@ from zoo.registry import ModelSpec, Recipe, Transforms, UnknownModelError, regis
 
 log = logging.getLogger("zoo")
 PREFIX = "torchvision"
+CALIBRATION_SAMPLES = 8
 REFERENCE_RECIPE = Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=32, epochs=90,
                           eval_batch_size=64)
 
@@ -58,10 +60,39 @@ def weights_file(arch: str, pretrained: str, weights_path: str | None, download:
     return None
 
 
-def build(arch: str, pretrained: str = "off", weights_path: str | None = None, download: bool = False) -> nn.Module:
+def calibrate_batchnorm(model: nn.Module, input_shape: tuple[int, int, int]) -> None:
+    """BatchNorm running statistics from one seeded batch of CALIBRATION_SAMPLES N(0, 1) inputs, in train mode.
+
+    Why: torchvision's init leaves running mean 0 / var 1, so eval mode scales nothing, and in deep nets with small
+    head init the activations vanish: random-init mobilenet_v3_small gives logits of ~1e-9, the same argmax for every
+    input, which would make every backend's agreement 100% and ONNX parity pass by default. With the batch's
+    statistics its logits are ~1e-2 and the argmax varies. Weights stay torchvision's random init; the global RNG is
+    left as it was (a local generator draws the batch).
+    """
+    norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))]
+    device = next(model.parameters()).device
+    if not norms or device.type == "meta":  # a model built on the meta device (FLOP counts) has no values to set
+        return
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average: one batch's statistics exactly
+    x = torch.randn(CALIBRATION_SAMPLES, *input_shape, generator=torch.Generator().manual_seed(0),
+                    device="cpu").to(device)
+    was_training = model.training
+    with torch.no_grad():
+        model.train()(x)
+    for m in norms:
+        m.momentum = 0.1  # torchvision's default, for whoever trains it next
+    model.train(was_training)
+
+
+def build(arch: str, input_shape: tuple[int, int, int], pretrained: str = "off", weights_path: str | None = None,
+          download: bool = False) -> nn.Module:
     model = tvm.get_model(arch, weights=None)
     path = weights_file(arch, pretrained, weights_path, download)
-    if path is not None:
+    if path is None:
+        calibrate_batchnorm(model, input_shape)
+    else:
         try:
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         except Exception as exc:  # noqa: BLE001 - an unreadable or mismatched file is the user's to fix
@@ -89,10 +120,12 @@ def resolve(name: str) -> None:
         raise UnknownModelError(f"unknown model {name!r}: {arch!r} is not a torchvision classifier; choose from "
                                 f"torchvision.models.list_models(module=torchvision.models): {', '.join(classifiers())}")
 
-    def builder(pretrained: str = "off", weights_path: str | None = None, download: bool = False) -> nn.Module:
-        return build(arch, pretrained, weights_path, download)
+    spec = spec_for(name, arch)
 
-    register_model(spec_for(name, arch))(builder)
+    def builder(pretrained: str = "off", weights_path: str | None = None, download: bool = False) -> nn.Module:
+        return build(arch, spec.input_shape, pretrained, weights_path, download)
+
+    register_model(spec)(builder)
 
 
 register_resolver(PREFIX, resolve)
