@@ -180,3 +180,14 @@ def test_the_library_call_imports_a_module_and_measures_its_model(tmp_path, monk
                               backends=["eager"], batch_sizes=[1], quick=True, repeat=1)
     rows = [r for r in records if r.model == "tiny_lib" and type(r).__name__ == "InferRecord"]
     assert rows and all(r.status == "ok" and r.p50_ms > 0 for r in rows)
+
+
+def test_the_library_call_raises_on_a_model_that_fails_its_check(tmp_path, monkeypatch):
+    import bench
+
+    (tmp_path / "badlib.py").write_text(BAD_SHAPE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UserError, match="badshape_net"):  # a caller decides; nothing is measured without it
+        bench.run_bench(models=["mlp", "badshape_net"], imports=["badlib"], device="cpu", phases=["infer"],
+                        backends=["eager"], quick=True, out=str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "cpu" / "results.json").exists()
