@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", help="model to train (see --list), or torchvision:NAME (any classifier of "
                                    "torchvision.models.list_models(module=torchvision.models))")
-    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+    p.add_argument("--import", dest="imports", action="append", metavar="MODULE",
                    help="import MODULE (repeatable, or comma-separated) before looking models up: its "
                         "register_model calls add models (installed packages add theirs through the entry point "
                         "group torch_zoo_bench.models)")
@@ -96,7 +96,7 @@ def _list_models() -> str:
 
 def pick_models(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """(models to train, one error line per model that cannot): --import'ed modules first, then the names."""
-    import_modules(args.imports)
+    import_modules(args.imports or [])
     if not args.model and not args.all:
         raise UserError("give --model NAME or --all (choices: " + ", ".join(zoo.list_models()) + ")")
     if args.model:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.list:
-            import_modules(args.imports)
+            import_modules(args.imports or [])
             print(_list_models())
             return 0
         names, rejected = pick_models(args)
