@@ -18,6 +18,7 @@ from typing import Any
 
 from bench.config import RunConfig
 from bench.records import Record
+from zoo.errors import UserError
 
 
 def describe(config: RunConfig) -> str:
@@ -40,6 +41,8 @@ def launch(config: RunConfig) -> Any:
         run_config = config if config.out is not None else config.replace(out=scratch)
         ctx, skipped = make_context(run_config, PHASES)  # UserError on a bad choice
         repeat = repeat_count(config.repeat, config.quick)
+        if skipped.get("rejected_models"):  # the command line goes on without them and exits 2; a caller decides
+            raise UserError(skipped["rejected_models"][0])
         with intra_op_threads(ctx.threads):  # the caller's thread count back after the run
             if repeat > 1:  # fresh processes write their files; the merged run is read back from them
                 code = run_repeated(ctx, PHASES, run_config.to_argv(), describe(config), repeat)

@@ -19,7 +19,8 @@ Choice = Union[str, Sequence[str], None]  # names, as a list or comma-separated 
 
 @dataclass(frozen=True)
 class RunConfig:
-    models: Choice = "all"  # zoo models, or "all"
+    models: Choice = "all"  # registered models, or "all"; torchvision:NAME is any torchvision classifier
+    imports: Sequence[str] = ()  # modules to import first: their register_model calls add models
     device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps
     phases: Choice = None  # default: every phase a full run includes (with quick: those a smoke run includes)
     backends: Choice = None  # NAME or NAME:PRECISION; default: the device's deployment backends
@@ -43,6 +44,11 @@ class RunConfig:
     profile: bool = False  # an op-level profile after each row's timed calls (bench.profile)
     profile_rows: Choice = None  # profile only these row keys (wildcards allowed; implies profile)
 
+    def __post_init__(self):
+        for f in dataclasses.fields(self):  # a list given from Python is kept as a tuple: the config stays immutable
+            if isinstance(getattr(self, f.name), list):
+                object.__setattr__(self, f.name, tuple(getattr(self, f.name)))
+
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> RunConfig:
         """The config of a parsed command line (argparse's dest names are the field names)."""
@@ -59,7 +65,8 @@ class RunConfig:
             flag = "--" + f.name.replace("_", "-")
             if value is True:
                 argv.append(flag)
-            elif f.name == "tta_target":
+            elif f.name in ("tta_target", "imports"):  # repeatable flags
+                flag = "--import" if f.name == "imports" else flag
                 argv += [item for target in value for item in (flag, target)]
             else:
                 argv += [flag, value if isinstance(value, str) else

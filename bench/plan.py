@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-import zoo
 from bench.backends import BACKENDS
 from bench.config import RunConfig
 from bench.context import BenchContext
+from bench.model.selection import pick_models
 from bench.phases.base import Phase
 from bench.phases.tta import parse_targets
 from bench.profile.request import profile_request
@@ -240,8 +240,7 @@ def pick_serve(args: RunConfig) -> dict[str, Any]:
 def make_context(args: RunConfig, phases: Mapping[str, Phase]) -> tuple[BenchContext, dict[str, Any]]:
     """(the run's context, what the default plan left out and why). UserError on the first bad choice."""
     device = pick_device(args.device)
-    models = zoo.list_models() if csv_items(args.models) == ["all"] else \
-        choose("--models", args.models, zoo.list_models(), "model")
+    models, rejected = pick_models(args.models, getattr(args, "imports", None))
     picked_phases = pick_phases(args.phases, phases, args.quick)
     backends, skipped_backends = pick_backends(args.backends, device, args.quick)
     precisions, skipped_precisions = pick_precisions(args.precisions, device, args.quick)
@@ -258,7 +257,8 @@ def make_context(args: RunConfig, phases: Mapping[str, Phase]) -> tuple[BenchCon
         ctx.uses_real_data(name)
     ctx.profile = profile_request(args, ctx, BACKENDS)
     ctx.out_dir = check_folders(args, device)
-    return ctx, {"skipped_precisions": skipped_precisions, "skipped_backends": skipped_backends}
+    return ctx, {"skipped_precisions": skipped_precisions, "skipped_backends": skipped_backends,
+                 "rejected_models": rejected}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.cli import OneLineParser
+from bench.model.selection import add_model_flags, announce_rejected, exit_code
 from bench.profile.request import add_profile_arguments
 from bench.runner.repeat import DEFAULT_REPEAT, QUICK_REPEAT, repeat_count
 from bench.schedule.headlines import DEFAULT_PRECISION_PCT
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m bench.run", description=DESCRIPTION, raises=UserError)
     p.add_argument("--device", default="auto", help="auto (default: cuda > mps > cpu), cpu, cuda, cuda:N or mps; "
                                                     "cuda:N is made the current device for the whole run")
-    p.add_argument("--models", default="all", help="comma-separated zoo models, or all (default)")
+    add_model_flags(p)  # --models, --import
     p.add_argument("--phases", help="comma-separated phases (default: every phase a full run includes; with --quick "
                                     "those a smoke run includes); run in the registry's order")
     p.add_argument("--backends", help="comma-separated inference backends, each NAME or NAME:PRECISION (default: "
@@ -376,13 +377,14 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted before anything was measured", file=sys.stderr)
         return 130
     command = " ".join(["python -m bench.run", *map(shlex.quote, argv)])
+    argv = announce_rejected(skipped, argv, ctx.models)  # models that failed their check: exit 2 after the others
     try:
         with intra_op_threads(ctx.threads):  # restored after: main() also runs in-process (tests, notebooks)
             if repeat > 1:
                 from bench.runner.repeat import run_repeated
 
-                return run_repeated(ctx, phases, argv, command, repeat)
-            return execute(ctx, phases, command=command, skipped=skipped, started=started).exit_code
+                return exit_code(skipped, run_repeated(ctx, phases, argv, command, repeat))
+            return exit_code(skipped, execute(ctx, phases, command=command, skipped=skipped, started=started).exit_code)
     except KeyboardInterrupt:  # after the last write (or during the first setup): nothing more to save
         print("interrupted", file=sys.stderr)
         return 130

@@ -141,7 +141,7 @@ BENCH_LAYOUT = {
               "gpu_smoke"},
     "bench.schedule": {"budget", "pricing", "train_cost", "serve_cost", "headlines"},
     "bench.runner": {"lock", "progress", "repeat", "env"},
-    "bench.model": {"export", "accuracy", "flops"},
+    "bench.model": {"export", "accuracy", "flops", "selection"},
     "bench.analysis": {"compare", "verdicts", "matrix", "history"},
     "bench.crosscheck": {"__main__", "check", "vendor", "benchmark_app"},
     "bench.phases": {"base", "infer", "infer_race", "parity", "scale", "tta"},

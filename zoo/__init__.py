@@ -1,5 +1,7 @@
-"""The tutorial model zoo: ``list_models()``, ``get_model(name)``, ``get_spec(name)``."""
-from zoo import models as _models  # noqa: F401  (registers every model)
+"""The tutorial model zoo: ``list_models()``, ``get_model(name)``, ``get_spec(name)``.
+
+Models register on first lookup, through the entry points of zoo.plugins (the zoo's own six among them).
+"""
 from zoo.registry import (
     ModelSpec,
     Recipe,
@@ -9,7 +11,9 @@ from zoo.registry import (
     get_model,
     get_spec,
     list_models,
+    register_model,
 )
 
-__all__ = ["ModelSpec", "Recipe", "Transforms", "TutorialLoop", "count_parameters", "get_model", "get_spec", "list_models"]
+__all__ = ["ModelSpec", "Recipe", "Transforms", "TutorialLoop", "count_parameters", "get_model", "get_spec", "list_models",
+           "register_model"]
 __version__ = "0.1.0"

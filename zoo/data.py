@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torchvision import transforms as T
@@ -24,13 +23,8 @@ from torchvision import transforms as T
 from zoo.errors import UserError
 from zoo.idx import IDX_DATASETS, INSTALL_HINT, check_folder
 from zoo.registry import ModelSpec, Transforms
+from zoo.sources import DATASETS, FolderImages, dataset_kind
 
-# name -> (torchvision class, raw (C, H, W), (train size, test size), folder torchvision uses under the root)
-DATASETS = {
-    "mnist": (torchvision.datasets.MNIST, (1, 28, 28), (60000, 10000), "MNIST/raw"),
-    "fashionmnist": (torchvision.datasets.FashionMNIST, (1, 28, 28), (60000, 10000), "FashionMNIST/raw"),
-    "cifar10": (torchvision.datasets.CIFAR10, (3, 32, 32), (50000, 10000), "cifar-10-batches-py"),
-}
 LOADERS = ("fast", "tutorial")
 
 
@@ -49,23 +43,22 @@ class SyntheticImages(Dataset):
 
     def __init__(self, dataset: str, train: bool, size: int | None = None, num_classes: int = 10,
                  transform=None):
-        if dataset not in DATASETS:
-            raise UserError(f"unknown dataset {dataset!r}; choose from: {', '.join(DATASETS)}")
-        _, (c, h, w), sizes, _ = DATASETS[dataset]
+        _, (c, h, w), sizes, _ = DATASETS[dataset]  # an unknown name: a UserError naming the choices
         n = sizes[0 if train else 1] if size is None else size
         base = sum(dataset.encode()) * 1000
         g = torch.Generator().manual_seed(base)
         coarse = torch.rand(num_classes, c, max(h // 4, 2), max(w // 4, 2), generator=g)
-        templates = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
-        templates = (templates - templates.mean((1, 2, 3), keepdim=True)) * 2.0
         g = torch.Generator().manual_seed(base + (1 if train else 2))
         labels = torch.randint(0, num_classes, (n,), generator=g)
         contrast = 0.6 + 0.8 * torch.rand(n, 1, 1, 1, generator=g)
         shifts = torch.randint(-2, 3, (n, 2), generator=g)
         images = torch.empty(n, c, h, w, dtype=torch.uint8)
-        for start in range(0, n, 8192):  # chunks keep the float temporaries small
-            sl = slice(start, min(start + 8192, n))
-            x = templates[labels[sl]] * contrast[sl]
+        chunk = max(1, min(8192, (128 << 20) // (4 * c * h * w)))  # chunks keep the float temporaries small
+        for start in range(0, n, chunk):
+            sl = slice(start, min(start + chunk, n))
+            # Each sample's class template, upsampled per chunk: 1000 classes at 3x224x224 would be 600 MB at once.
+            templates = F.interpolate(coarse[labels[sl]], size=(h, w), mode="bilinear", align_corners=False)
+            x = (templates - templates.mean((1, 2, 3), keepdim=True)) * 2.0 * contrast[sl]
             x = x + 0.35 * torch.randn(x.shape, generator=g)
             # Per-sample translation, vectorised: roll every image by its own (dy, dx) through a gather.
             dy, dx = shifts[sl, 0].view(-1, 1, 1, 1), shifts[sl, 1].view(-1, 1, 1, 1)
@@ -87,13 +80,15 @@ class SyntheticImages(Dataset):
 
 
 def open_split(dataset: str, train: bool, *, root: str = "data", synthetic: bool = False, download: bool = False,
-               size: int | None = None, transform=None) -> Dataset:
-    """The torchvision dataset (or its synthetic stand-in) for one split, with a per-sample ``transform``."""
-    if dataset not in DATASETS:
-        raise UserError(f"unknown dataset {dataset!r}; choose from: {', '.join(DATASETS)}")
-    if synthetic:
-        return SyntheticImages(dataset, train, size=size, transform=transform)
-    cls, _, _, folder = DATASETS[dataset]
+               size: int | None = None, transform=None, num_classes: int = 10) -> Dataset:
+    """The torchvision dataset (or its synthetic stand-in) for one split, with a per-sample ``transform``. A
+    ``synthetic:CxHxW`` dataset is synthetic whatever ``synthetic`` says: it has no real files."""
+    cls, shape, _, folder = DATASETS[dataset]  # an unknown name: a UserError naming the choices
+    if synthetic or dataset_kind(dataset) == "synthetic":
+        return SyntheticImages(dataset, train, size=size, num_classes=num_classes, transform=transform)
+    if dataset_kind(dataset) == "imagefolder":
+        ds = FolderImages(folder, train, shape, transform=transform)
+        return Subset(ds, range(size)) if size is not None and size < len(ds) else ds
     where = os.path.join(root, folder)
     if dataset in IDX_DATASETS and os.path.isdir(where):
         check_folder(where, dataset)  # a missing, truncated or mislabelled file: one error naming it
@@ -341,8 +336,10 @@ def make_loaders(spec: ModelSpec, *, loader: str = "fast", device: torch.device 
     eval_batch_size = eval_batch_size or recipe.eval_batch_size
     raw_channels = DATASETS[spec.dataset][1][0]
     tf = tutorial_transform(recipe.transforms, raw_channels) if loader == "tutorial" else None
+    synthetic = synthetic or dataset_kind(spec.dataset) == "synthetic"
     splits = [open_split(spec.dataset, train, root=root, synthetic=synthetic, download=download, size=size,
-                         transform=tf) for train, size in ((True, train_samples), (False, test_samples))]
+                         transform=tf, num_classes=spec.num_classes)
+              for train, size in ((True, train_samples), (False, test_samples))]
     made = []
     for ds, train in zip(splits, (True, False)):
         bs = batch_size if train else eval_batch_size
@@ -362,7 +359,9 @@ def make_loaders(spec: ModelSpec, *, loader: str = "fast", device: torch.device 
 def real_data_available(dataset: str, root: str) -> bool:
     """Whether torchvision finds the dataset under ``root`` without downloading. An IDX dataset whose folder is
     there but holds a missing or broken file raises its UserError: a half-copied dataset is never silently replaced
-    by synthetic data."""
+    by synthetic data, nor is a missing ImageFolder."""
+    if dataset_kind(dataset) != "zoo":
+        return dataset_kind(dataset) == "imagefolder" and DATASETS[dataset] is not None
     if dataset in IDX_DATASETS and os.path.isdir(os.path.join(root, DATASETS[dataset][3])):
         check_folder(os.path.join(root, DATASETS[dataset][3]), dataset)
     try:
@@ -375,6 +374,8 @@ def real_data_available(dataset: str, root: str) -> bool:
 
 def data_folder(dataset: str, root: str) -> str:
     """Where the real files of ``dataset`` are read from under ``root`` (what a run records as its data's origin)."""
+    if dataset_kind(dataset) == "imagefolder":
+        return os.path.abspath(DATASETS[dataset][3])
     return os.path.abspath(os.path.join(root, DATASETS[dataset][3]))
 
 

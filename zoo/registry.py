@@ -6,6 +6,8 @@ everything else (the training loop, the data path, the benchmarks) reads the spe
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -74,7 +76,7 @@ class TutorialLoop:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    dataset: str  # "mnist" | "fashionmnist" | "cifar10"
+    dataset: str  # "mnist" | "fashionmnist" | "cifar10" | "synthetic" (of input_shape) | "imagefolder:PATH"
     input_shape: tuple[int, int, int]  # (C, H, W) as the model consumes it, after the transforms
     num_classes: int
     recipe: Recipe
@@ -92,30 +94,92 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+NAME = re.compile(r"^(?=.{1,100}$)[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)?$")  # as results files load them back
+# "PREFIX:NAME" -> a function that registers NAME's spec on first request (e.g. torchvision:resnet18): a family of
+# models too large to register up front.
+_RESOLVERS: dict[str, Callable[[str], None]] = {}
+_RESOLVED: set[str] = set()  # names a resolver registered on request: looked up by name, never listed
+_RESOLVING: set[str] = set()  # names a resolver is registering now (only it may use its prefix)
+_PLUGINS = {"state": "unloaded"}  # unloaded | loading | loaded: the entry points are imported once, on first use
+
+
+class ModelNameClash(UserError, ValueError):
+    """A model name registered twice (ValueError as before, a UserError because a plugin author can cause it)."""
+
+
+def ensure_plugins() -> None:
+    """Import the entry points' model modules (the zoo's own first) once, before any name is looked up or added."""
+    if _PLUGINS["state"] != "unloaded":
+        return
+    from zoo.plugins import load_entry_points
+
+    _PLUGINS["state"] = "loading"
+    try:
+        load_entry_points()
+    except BaseException:
+        _PLUGINS["state"] = "unloaded"  # tried again (and reported again) on the next lookup
+        raise
+    _PLUGINS["state"] = "loaded"
 
 
 def register_model(spec: ModelSpec) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator for a model file's builder: ``@register_model(ModelSpec(...))``."""
+    """Decorator for a model file's builder: ``@register_model(ModelSpec(...))``. A module imported before the zoo's
+    own (a script's ``import mymodels``) waits for them, so a clash is always reported against the later module."""
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if not getattr(fn, "__module__", "").startswith("zoo."):  # the zoo's own may register while it is imported
+            ensure_plugins()
+        if not NAME.match(spec.name) or (":" in spec.name and spec.name not in _RESOLVING):
+            raise UserError(f"model name {spec.name!r}: use letters, digits, _ . - (it names files and table rows)")
         if spec.name in _REGISTRY:
-            raise ValueError(f"model {spec.name!r} registered twice")
-        _REGISTRY[spec.name] = dataclasses.replace(spec, builder=fn)
+            first = _REGISTRY[spec.name].builder
+            raise ModelNameClash(f"model {spec.name!r} is already registered (by {getattr(first, '__module__', '?')}); "
+                                 f"choose another name")
+        _REGISTRY[spec.name] = dataclasses.replace(spec, dataset=normalized_dataset(spec), builder=fn)
         return fn
 
     return wrap
 
 
+def register_resolver(prefix: str, resolve: Callable[[str], None]) -> None:
+    """``resolve("PREFIX:NAME")`` registers that model (or raises UnknownModelError); called on first lookup."""
+    _RESOLVERS[prefix] = resolve
+
+
+def normalized_dataset(spec: ModelSpec) -> str:
+    """The dataset string with what the data module needs to read it: ``synthetic`` becomes ``synthetic:CxHxW`` (the
+    input shape it stands for) and ``imagefolder:PATH`` becomes ``imagefolder:CxHxW:ABSPATH`` (the size each image
+    is decoded to, and a path that no longer depends on the working folder)."""
+    shape = "x".join(map(str, spec.input_shape))
+    kind, _, rest = spec.dataset.partition(":")
+    if spec.dataset == "synthetic":
+        return f"synthetic:{shape}"
+    if kind == "imagefolder" and rest and not rest.split(":")[0].replace("x", "").isdigit():
+        return f"imagefolder:{shape}:{os.path.abspath(os.path.expanduser(rest))}"
+    return spec.dataset
+
+
 def list_models() -> list[str]:
-    """Every registered model name, in the order the model files register them."""
-    return list(_REGISTRY)
+    """Every model the plugins registered, in the order they register them (the zoo's own first); names a resolver
+    made on request (``torchvision:resnet18``) are not listed: ``--models all`` means the same models every time."""
+    ensure_plugins()
+    return [name for name in _REGISTRY if name not in _RESOLVED]
 
 
 def get_spec(name: str) -> ModelSpec:
+    ensure_plugins()
+    if name not in _REGISTRY and name.split(":")[0] in _RESOLVERS and ":" in name:
+        _RESOLVING.add(name)
+        try:
+            _RESOLVERS[name.split(":")[0]](name)
+            _RESOLVED.add(name)
+        finally:
+            _RESOLVING.discard(name)
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownModelError(f"unknown model {name!r}; choose from: {', '.join(list_models())}") from None
+        forms = "".join(f", {p}:NAME" for p in _RESOLVERS)
+        raise UnknownModelError(f"unknown model {name!r}; choose from: {', '.join(list_models())}{forms}") from None
 
 
 def get_model(name: str, **overrides: Any) -> nn.Module:

@@ -15,7 +15,9 @@ from zoo.engine import PRECISIONS
 from zoo.errors import UserError
 from zoo.loop import NonFiniteLoss, TrainConfig, fit
 from zoo.models.pretrained import MODES as PRETRAINED_MODES
+from zoo.plugins import import_modules
 from zoo.tune import TUNE_MODES
+from zoo.validate import check_models
 
 __all__ = ["NonFiniteLoss", "TrainConfig", "build_parser", "fit", "main"]  # the loop's names, re-exported
 
@@ -30,7 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a zoo model with its tutorial's recipe through the shared loop. Flags left out take the "
                     "recipe's values (see --list).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", help="model to train (see --list)")
+    p.add_argument("--model", help="model to train (see --list), or torchvision:NAME (any classifier of "
+                                   "torchvision.models.list_models(module=torchvision.models))")
+    p.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                   help="import MODULE (repeatable, or comma-separated) before looking models up: its "
+                        "register_model calls add models (installed packages add theirs through the entry point "
+                        "group torch_zoo_bench.models)")
     p.add_argument("--all", action="store_true", help="train every zoo model in turn")
     p.add_argument("--list", action="store_true", help="list the models with their recipes and exit")
     p.add_argument("--epochs", type=int, help="total epochs to reach (default: the recipe's)")
@@ -62,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "kernel, compile when the run can pay for it; fp32 maths and --precision unchanged) on "
                         "one batch and keep the fastest (a resumed run reuses its choice); off: the defaults")
     p.add_argument("--pretrained", choices=PRETRAINED_MODES, default="auto",
-                   help="ImageNet weights for the AlexNet models: auto (use if found), require, off")
-    p.add_argument("--weights", help="path to torchvision's alexnet-owt-7be5be79.pth (instead of the torch hub cache)")
+                   help="ImageNet weights for the AlexNet and torchvision:NAME models: auto (use if found), "
+                        "require, off")
+    p.add_argument("--weights", help="path to torchvision's weights file for the model (e.g. "
+                                     "alexnet-owt-7be5be79.pth), instead of the torch hub cache")
     p.add_argument("--train-samples", type=int, help="use only the first N training samples")
     p.add_argument("--test-samples", type=int, help="use only the first N test samples")
     p.add_argument("--log-every", type=int, default=50, help="steps between host syncs for the progress bar")
@@ -81,7 +90,21 @@ def _list_models() -> str:
         rows.append([name, s.dataset, "x".join(map(str, s.input_shape)), r.optimizer,
                      f"{r.lr:g}" + (f" m{r.momentum:g}" if r.momentum else ""), r.batch_size, r.epochs,
                      r.transforms.describe(), s.source])
-    return tabulate(rows, headers=["model", "dataset", "input", "opt", "lr", "batch", "epochs", "transforms", "source"])
+    table = tabulate(rows, headers=["model", "dataset", "input", "opt", "lr", "batch", "epochs", "transforms", "source"])
+    return table + "\nand torchvision:NAME, any classifier of torchvision.models.list_models(module=torchvision.models)"
+
+
+def pick_models(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """(models to train, one error line per model that cannot): --import'ed modules first, then the names."""
+    import_modules(args.imports or [])
+    if not args.model and not args.all:
+        raise UserError("give --model NAME or --all (choices: " + ", ".join(zoo.list_models()) + ")")
+    if args.model:
+        zoo.get_spec(args.model)  # an unknown name: one line naming the choices
+    names, rejected = check_models(zoo.list_models() if args.all else [args.model])
+    if not names:
+        raise UserError(rejected[0])
+    return names, rejected
 
 
 def trains_on_synthetic(name: str, args: argparse.Namespace) -> bool:
@@ -105,25 +128,16 @@ def trains_on_synthetic(name: str, args: argparse.Namespace) -> bool:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
-    if args.list:
-        print(_list_models())
-        return 0
-    if not args.model and not args.all:
-        print("error: give --model NAME or --all (choices: " + ", ".join(zoo.list_models()) + ")", file=sys.stderr)
-        return 2
-    names = zoo.list_models() if args.all else [args.model]
     try:
+        if args.list:
+            import_modules(args.imports or [])
+            print(_list_models())
+            return 0
+        names, rejected = pick_models(args)
+        for line in rejected:  # said before the others train, and again by the exit status
+            print(f"error: {line}", file=sys.stderr)
         for name in names:
-            cfg = TrainConfig(
-                model=name, epochs=args.epochs, device=args.device, data_root=args.data_root,
-                synthetic=trains_on_synthetic(name, args), download=args.download, out=args.out, seed=args.seed,
-                resume=args.resume,
-                overwrite=args.overwrite, loader=args.loader, batch_size=args.batch_size, lr=args.lr,
-                precision=args.precision, channels_last=args.channels_last, compile=args.compile, tune=args.tune,
-                pretrained=args.pretrained, weights=args.weights, train_samples=args.train_samples,
-                test_samples=args.test_samples, log_every=args.log_every, shuffle=False if args.no_shuffle else None,
-                progress=False if args.no_progress else None)
-            fit(cfg)
+            fit(train_config(args, name))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -132,7 +146,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         distributed.destroy()
-    return 0
+    return 2 if rejected else 0
+
+
+def train_config(args: argparse.Namespace, name: str) -> TrainConfig:
+    return TrainConfig(
+        model=name, epochs=args.epochs, device=args.device, data_root=args.data_root,
+        synthetic=trains_on_synthetic(name, args), download=args.download, out=args.out, seed=args.seed,
+        resume=args.resume,
+        overwrite=args.overwrite, loader=args.loader, batch_size=args.batch_size, lr=args.lr,
+        precision=args.precision, channels_last=args.channels_last, compile=args.compile, tune=args.tune,
+        pretrained=args.pretrained, weights=args.weights, train_samples=args.train_samples,
+        test_samples=args.test_samples, log_every=args.log_every, shuffle=False if args.no_shuffle else None,
+        progress=False if args.no_progress else None)
 
 
 if __name__ == "__main__":

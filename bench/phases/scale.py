@@ -43,6 +43,7 @@ from bench.measure.timing import steps_for_window, time_window, window_stats
 from bench.phases.base import Phase, Priced, kept
 from bench.records import Record, ScaleRecord, not_ok
 from bench.schedule.budget import TIER_CORE, TIER_SCALE, RowCost
+from zoo import plugins
 from zoo.data import batches_forever, make_loaders
 from zoo.distributed import all_reduce, broadcast_int, destroy, init_distributed, is_main, wrap_ddp
 from zoo.engine import StepOptions, build_optimizer, resolve_device, synchronize, train_step
@@ -127,7 +128,7 @@ def worker_command(name: str, ctx: BenchContext, n: int, share: int, cpu_sets: l
         cmd += ["--cpus", ";".join(",".join(map(str, s)) for s in cpu_sets)]
     if not ctx.uses_real_data(name):
         cmd.append("--synthetic")
-    env = dict(os.environ, OMP_NUM_THREADS=str(share))
+    env = dict(os.environ, OMP_NUM_THREADS=str(share), **plugins.child_env())  # the ranks see --import's models
     if ctx.device.type == "cuda":  # the launch's own view: cuda:0 is the run's GPU
         env["CUDA_VISIBLE_DEVICES"] = visible_gpus(n, cuda_index(ctx.device), torch.cuda.device_count(),
                                                    os.environ.get("CUDA_VISIBLE_DEVICES"))

@@ -27,7 +27,8 @@ from bench.records import (
 from bench.report.samples import unpack
 
 MAX_DEPTH = 16  # free-form blocks: deeper than this is not something bench.run writes
-MODEL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+# A registered name, or a resolver's PREFIX:NAME (torchvision:resnet18); never a path separator.
+MODEL_NAME = re.compile(r"^(?=.{1,100}$)[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)?$")
 TTA_ROWS = ("shared_loop", "tutorial_loop")
 # Fields whose value is one of a known set of names (None allowed unless the field is required).
 NAMES: dict[str, tuple[str, ...]] = {"status": STATUSES, "backend": BACKEND_NAMES, "precision": PRECISIONS,
@@ -140,7 +141,7 @@ def check_fields(cls: type, data: dict[str, Any], where: str, ignore: tuple[str,
 def check_names(phase: str, values: dict[str, Any], where: str) -> None:
     model = values.get("model")
     if not isinstance(model, str) or not MODEL_NAME.match(model):
-        raise _fail(f"{where}.model", "a model name (letters, digits, _ . -)", model)
+        raise _fail(f"{where}.model", "a model name (letters, digits, _ . -, one PREFIX: at most)", model)
     for name in REQUIRED.get(phase, ()):
         if values.get(name) is None:
             raise ValueError(f"{where} has no {name}")

@@ -183,6 +183,8 @@ def data_text(m: ModelRecord) -> str:
     if m.data == "real":
         what = f"{m.dataset or ''}: {m.data_subset}" if m.data_subset else m.dataset or ""
         return f"real {what} from {m.data_dir}" if m.data_dir else f"real {what}"
+    if m.data == "synthetic" and (m.dataset or "").startswith("synthetic:"):  # a model with no dataset of its own
+        return f"synthetic {m.dataset.split(':', 1)[1]} images"
     return f"synthetic {m.dataset or ''}-shaped" if m.data == "synthetic" else "?"
 
 
