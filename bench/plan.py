@@ -6,7 +6,6 @@ A bad choice is a UserError (one line, exit 2). Defaults are sized so that a ful
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,19 +19,14 @@ from bench.model.selection import pick_models
 from bench.phases.base import Phase
 from bench.phases.tta import parse_targets
 from bench.profile.request import profile_request
-from bench.records import PRECISIONS, SERVE_SCENARIOS, Record, not_ok
+from bench.records import PRECISIONS, SERVE_SCENARIOS
 from bench.runner.env import precision_support
-from bench.schedule.budget import TIER_VARIANT, RowCost
+from bench.schedule.budget import DEFAULT_BUDGET_S, QUICK_BUDGET_S
 from bench.schedule.headlines import DEFAULT_PRECISION_PCT
 from zoo.engine import PRECISIONS as TRAIN_PRECISIONS
 from zoo.engine import resolve_device
 from zoo.errors import UserError
 
-# The whole process's time budget in seconds, from the command's start to its exit (imports, probes, the pricing pass,
-# builds, torchrun start-ups, result files and plots included): the plan is priced on this machine and fitted to it
-# (bench.schedule.budget), and the run ends within it plus the ETA's error (at most 15%). 520 s + 15% is under 10 minutes.
-DEFAULT_BUDGET_S = 520.0
-QUICK_BUDGET_S = 120.0
 # The deployment backends people choose between, each with accuracy on its row. Heavier one-off builds
 # (onnxruntime-int8-dynamic, aot_inductor's C++ package) are one --backends away; a backend whose package is missing
 # is still planned, and its rows say "skipped" with the install command.
@@ -45,7 +39,6 @@ QUICK_BACKENDS = ("eager", "onnxruntime")
 # no native kernels for are left out (env.skipped_precisions says why) unless --precisions names them.
 DEFAULT_PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16"), "mps": ("fp32", "fp16")}
 DEFAULT_VARIANTS = ("channels_last", "compile")
-PLOTS_LABEL = "plots"  # the report's PNGs: a row of the plan the budget may drop (re-rendered by bench.report)
 
 
 def csv_items(value: str | Sequence) -> list[str]:
@@ -259,72 +252,3 @@ def make_context(args: RunConfig, phases: Mapping[str, Phase]) -> tuple[BenchCon
     ctx.out_dir = check_folders(args, device)
     return ctx, {"skipped_precisions": skipped_precisions, "skipped_backends": skipped_backends,
                  "rejected_models": rejected}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The priced plan: every row of the run priced on this machine, fitted to --budget (bench.schedule.budget)
-
-
-def priced_rows(ctx: BenchContext, phases: list[Phase], prices) -> tuple[list[RowCost], dict[str, float], float]:
-    """(rows, shared one-off costs, seconds kept back for the result files) of ctx.models x phases: each phase's
-    priced rows (Phase.row_costs), each needing its model's build (saved when all of a model's rows go), and the
-    plots (first to go)."""
-    rows: list[RowCost] = []
-    groups: dict[str, float] = {}
-    for m in ctx.models:
-        groups[f"{m} build"] = prices.models[m].build_s if m in prices.models else 1.0  # paid while any row stays
-        for phase in phases:
-            got, shared = phase.row_costs(m, ctx, prices)
-            rows += [dataclasses.replace(r, groups=(*r.groups, f"{m} build")) for r in got]
-            groups.update(shared)
-    plots_s = prices.build("plots")
-    rows.append(RowCost("", "report", PLOTS_LABEL, plots_s, plots_s, TIER_VARIANT))
-    return rows, groups, prices.build("write") * (len(ctx.models) + 2)
-
-
-def measure_command(ctx: BenchContext, row: RowCost) -> str:
-    """The command that measures a dropped row with no budget."""
-    if row.phase == "report":
-        return "python -m bench.report OUT/<device>/results.json"
-    args = ["python -m bench.run", "--device", str(ctx.device), "--models", row.model, "--phases", row.phase,
-            *row.args, *(["--synthetic"] if ctx.synthetic else []), *(["--quick"] if ctx.quick else []),
-            "--threads", str(ctx.threads), "--budget", "none"]
-    return " ".join(args)
-
-
-def budget_skips(ctx: BenchContext, phase: Phase, rows: list[RowCost]) -> list[Record]:
-    """The skipped records of rows the budget dropped: reason ``budget``, the seconds each would need, its command."""
-    out = []
-    for r in rows:
-        need = r.floor_s + sum(ctx.budget.groups.get(g, 0.0) for g in r.groups)
-        # Said as it happened: rows go in the drop order (secondary rows first, the headlines last), so the row was
-        # left out to keep rows ranked above it, not because its own seconds alone exceeded the budget.
-        why = "every headline at its floor did not fit" if r.headline else \
-            "the headlines and rows ranked above it first"
-        reason = (f"budget: left out to fit --budget {ctx.budget_s:.0f} s ({why}); needs ~{need:.0f} s; measure it "
-                  f"with `{measure_command(ctx, r)}`")
-        out.append(not_ok(phase.record_type, r.model, ctx.device.type, reason, status="skipped", **r.fields))
-    return out
-
-
-def plan_lines(budget, ctx: BenchContext) -> list[str]:
-    """The plan before the measurements: per model, the rows measured / planned per phase and the dropped ones."""
-    rows = [r for r in budget.rows if r.phase != "report"]
-    kept = [r for r in rows if r.name not in budget.dropped]
-    s = budget.summary()
-    lines = [f"plan: {len(kept)} of {len(rows)} rows fit --budget {budget.total_s:.0f} s (priced here: "
-             f"{s['priced_floor_s']:.0f} s at the sample rules' floor, {s['priced_full_s']:.0f} s at full size; "
-             f"measuring at {100 * budget.first.flex:.0f}% of the flexible part); ETA {budget.eta_s():.0f} s"]
-    for m in ctx.models:
-        counts = []
-        for phase in dict.fromkeys(r.phase for r in budget.rows if r.model == m):
-            mine = [r for r in budget.rows if r.pair == (m, phase)]
-            counts.append(f"{phase} {sum(r.name not in budget.dropped for r in mine)}/{len(mine)}")
-        gone = [r.label for r in budget.dropped.values() if r.model == m]
-        lines.append(f"  {m}: measure {', '.join(counts)}" + (f"; dropped: {', '.join(gone)}" if gone else ""))
-    if any(r.phase == "report" for r in budget.dropped.values()):
-        lines.append("  plots: dropped (re-render them later with python -m bench.report OUT/<device>/results.json)")
-    if budget.dropped:
-        lines.append(f"  dropped rows are `skipped` rows with reason budget and their command; `--budget none` "
-                     f"measures all {len(rows)}")
-    return lines

@@ -113,8 +113,8 @@ def write_outputs(ctx, env, records, *, plots: bool) -> None:
 
 
 def save(ctx, env, records, started: float, *, complete: bool) -> None:
-    from bench.plan import PLOTS_LABEL
     from bench.runner.env import note_load
+    from bench.schedule.budget import PLOTS_LABEL
 
     env.wall_s = round(time.time() - started, 1)
     note_load(env, "load_avg_at_end")
@@ -142,8 +142,8 @@ def save_uninterrupted(ctx, env, records, started: float) -> None:
 
 def run_phase(phase, session, ctx, progress) -> list:
     """One phase on one model; an exception escaping it becomes the phase's failed records (--debug: it raises)."""
-    from bench.plan import budget_skips
     from bench.records import not_ok
+    from bench.schedule.rows import budget_skips
 
     pair = (session.name, phase.name)
     if ctx.budget is not None:
@@ -213,8 +213,8 @@ def bench_model(name: str, ctx, phases: list, progress, records: list, env) -> N
 
 def skip_model(name: str, ctx, phases: list, progress, records: list) -> None:
     """A model the budget dropped whole: a skipped model row and every planned row skipped for the budget."""
-    from bench.plan import budget_skips
     from bench.records import ModelRecord, not_ok
+    from bench.schedule.rows import budget_skips
 
     rows = [not_ok(ModelRecord, name, ctx.device.type, f"budget: none of its rows fit --budget {ctx.budget_s:.0f} s",
                    status="skipped")]

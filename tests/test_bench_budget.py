@@ -18,6 +18,7 @@ from bench.phases import PHASES
 from bench.report.staging import STAGE_MARK, promote, recover, stage_dir
 from bench.runner.lock import LockHeld, RunLock, lock_path
 from bench.runner.progress import Progress
+from bench.schedule import rows as schedule_rows
 from bench.schedule.budget import (
     MIN_PRICED_S,
     TIER_BACKEND,
@@ -164,7 +165,7 @@ def cpu_context(models, **kw) -> BenchContext:
 def test_the_default_phases_price_every_planned_row_and_a_tight_budget_drops_variants_and_scale_first():
     ctx = cpu_context(["mlp", "alexnet_mnist"])
     phases = [PHASES[p] for p in ctx.phases]
-    rows, groups, reserve = plan.priced_rows(ctx, phases, fake_prices(ctx.models, step_s=0.8))
+    rows, groups, reserve = schedule_rows.priced_rows(ctx, phases, fake_prices(ctx.models, step_s=0.8))
     for m in ctx.models:
         for p in phases:
             assert sum(r.pair == (m, p.name) for r in rows) == p.planned_rows(m, ctx)  # one price per planned row
@@ -183,17 +184,17 @@ def test_the_default_phases_price_every_planned_row_and_a_tight_budget_drops_var
 def test_a_dropped_row_is_a_skipped_row_saying_budget_its_seconds_and_its_command():
     ctx = cpu_context(["lenet"])
     phases = [PHASES[p] for p in ctx.phases]
-    rows, groups, reserve = plan.priced_rows(ctx, phases, fake_prices(ctx.models))
+    rows, groups, reserve = schedule_rows.priced_rows(ctx, phases, fake_prices(ctx.models))
     ctx.budget = Budget(1.0, rows, groups, elapsed=lambda: 0.0, clock=lambda: 0.0)  # nothing droppable fits
     dropped = ctx.budget.dropped_in(("lenet", "infer"))
     assert dropped
-    recs = plan.budget_skips(ctx, PHASES["infer"], dropped)
+    recs = schedule_rows.budget_skips(ctx, PHASES["infer"], dropped)
     rec = next(r for r in recs if r.backend == "onnxruntime" and r.batch_size == 1)
     assert rec.status == "skipped" and rec.reason.startswith("budget: left out to fit --budget ")
     assert "needs ~" in rec.reason
     assert ("`python -m bench.run --device cpu --models lenet --phases infer --backends onnxruntime --batch-sizes 1 "
             "--synthetic --threads 2 --budget none`") in rec.reason
-    lines = plan.plan_lines(ctx.budget, ctx)
+    lines = schedule_rows.plan_lines(ctx.budget, ctx)
     assert lines[0].startswith("plan: ") and "ETA" in lines[0] and "lenet: measure train 0/" in lines[1]
 
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import zoo
-from bench import plan
 from bench.context import BenchContext
 from bench.phases import PHASES
+from bench.schedule import rows as schedule_rows
 from bench.schedule.pricing import (
     BUILD_FORWARD_SAMPLES,
     BUILD_S,
@@ -58,7 +58,7 @@ def test_a_small_models_backends_cost_a_fraction_of_alexnets_in_the_plan():
                        backends=["eager", "onnxruntime", "onnxruntime-int8:int8", "openvino"], synthetic=True,
                        budget_s=120.0)
     prices = prices_of(lenet=(param_count("lenet"), 2e-4), alexnet_mnist=(param_count("alexnet_mnist"), 4e-3))
-    _, groups, _ = plan.priced_rows(ctx, [PHASES["infer"]], prices)
+    _, groups, _ = schedule_rows.priced_rows(ctx, [PHASES["infer"]], prices)
     for backend in ("onnxruntime-int8:int8", "openvino"):
         small, big = groups[f"lenet infer {backend}"], groups[f"alexnet_mnist infer {backend}"]
         assert small < big / 3, (backend, small, big)
@@ -91,7 +91,7 @@ def test_a_backend_that_builds_per_shape_pays_its_build_in_every_row():
     ctx = BenchContext(device=torch.device("cpu"), models=["lenet"], phases=["infer"], threads=2,
                        backends=["eager", "compile"], batch_sizes=[1, 64], synthetic=True, budget_s=120.0)
     prices = prices_of(lenet=(param_count("lenet"), 2e-4))
-    rows, _, _ = plan.priced_rows(ctx, [PHASES["infer"]], prices)
+    rows, _, _ = schedule_rows.priced_rows(ctx, [PHASES["infer"]], prices)
     floor = {r.label: r.floor_s for r in rows}
     build = prices.build_for("compile_infer", "lenet")
     for bs in (1, 64):  # a static graph per batch size, compiled in bind

@@ -22,6 +22,7 @@ from bench.phases.base import Phase
 from bench.records import InferRecord, TrainRecord, not_ok
 from bench.report import files as report
 from bench.runner.progress import Progress
+from bench.schedule import budget
 from bench.schedule.budget import RowCost
 from bench.schedule.pricing import ModelPrices, Prices
 
@@ -119,7 +120,7 @@ def test_a_full_run_records_every_phase_and_marks_itself_complete(tmp_path):
     assert [(r["model"], r["phase"]) for r in recs] == [
         (m, p) for m in ("mlp", "lenet") for p in ("model", "train", "train", "infer", "infer")]
     assert env["complete"] is True and env["planned_rows"] == env["done_rows"] == 10
-    assert env["command"].startswith("python -m bench.run") and env["budget_s"] == plan.DEFAULT_BUDGET_S
+    assert env["command"].startswith("python -m bench.run") and env["budget_s"] == budget.DEFAULT_BUDGET_S
     assert set(env["notes"]["phase_s"]["mlp"]) == {"train", "infer"}  # scale is not a default phase
 
 
@@ -209,7 +210,7 @@ def test_quick_runs_only_quick_phases_and_named_phases_run_in_registry_order(tmp
     assert rc == 0 and list(data["env"]["notes"]["phase_s"]["mlp"]) == ["infer", "scale"]
     rc, data = bench(tmp_path, "--models", "mlp", "--quick")
     assert list(data["env"]["notes"]["phase_s"]["mlp"]) == ["train", "infer"]
-    assert data["env"]["budget_s"] == plan.QUICK_BUDGET_S and data["env"]["quick"] is True
+    assert data["env"]["budget_s"] == budget.QUICK_BUDGET_S and data["env"]["quick"] is True
 
 
 def test_the_budget_goes_to_the_heavier_model(tmp_path):
@@ -321,7 +322,6 @@ def test_sigint_ends_a_real_run_promptly_with_130_and_results_marked_incomplete(
 
 
 def test_default_backends_keep_a_missing_package_as_a_row_and_leave_out_another_device(monkeypatch):
-    from bench import plan
     from bench.backends import BACKENDS
 
     monkeypatch.setattr(BACKENDS["openvino"], "available",

@@ -13,7 +13,6 @@ import torch
 import bench.phases.serve.phase as serve
 import bench.phases.serve.rows as serve_rows
 import zoo
-from bench import plan
 from bench.backends.base import Backend
 from bench.context import BenchContext, ModelSession
 from bench.measure import timing
@@ -23,6 +22,7 @@ from bench.phases.serve.search import MAX_PROBES
 from bench.phases.serve.settings import MIN_DURATION_FLOOR_MS, MIN_SEARCH_PROBES
 from bench.phases.serve.sut import LoadGenRun
 from bench.records import SERVE_SCENARIOS
+from bench.schedule import rows as schedule_rows
 from bench.schedule import serve_cost
 from bench.schedule.budget import TIER_BACKEND, TIER_CORE, TIER_DUP_BATCH, Budget, drop_order, fit, need_s
 from bench.schedule.pricing import ModelPrices, Prices
@@ -44,7 +44,7 @@ def serve_context(models=("mlp", "lenet"), **kw) -> BenchContext:
 def test_every_planned_serve_row_is_priced_with_a_floor_below_its_full_size():
     ctx = serve_context()
     phases = [PHASES[p] for p in ctx.phases]
-    rows, groups, _ = plan.priced_rows(ctx, phases, fake_prices(ctx.models))
+    rows, groups, _ = schedule_rows.priced_rows(ctx, phases, fake_prices(ctx.models))
     for m in ctx.models:
         mine = [r for r in rows if r.pair == (m, "serve")]
         assert len(mine) == PHASES["serve"].planned_rows(m, ctx) == len(BACKENDS) * 6
@@ -59,7 +59,7 @@ def test_every_planned_serve_row_is_priced_with_a_floor_below_its_full_size():
 def test_a_tight_budget_drops_serve_rows_in_the_written_order():
     ctx = serve_context(models=("mlp",))
     phases = [PHASES[p] for p in ctx.phases]
-    rows, groups, _ = plan.priced_rows(ctx, phases, fake_prices(ctx.models))
+    rows, groups, _ = schedule_rows.priced_rows(ctx, phases, fake_prices(ctx.models))
     serve_rows_ = [r for r in rows if r.phase == "serve"]
     tiers = {r.label: r.tier for r in serve_rows_}
     assert tiers["onnxruntime Server batching off"] == tiers["noop MultiStream"] == TIER_DUP_BATCH
@@ -85,7 +85,7 @@ def test_a_dropped_serve_row_is_not_run_and_is_a_skipped_row_with_its_command(mo
     ctx = serve_context(models=("mlp",))
     ctx.out_dir = str(tmp_path)
     phases = [PHASES[p] for p in ctx.phases]
-    rows, groups, _ = plan.priced_rows(ctx, phases, fake_prices(ctx.models))
+    rows, groups, _ = schedule_rows.priced_rows(ctx, phases, fake_prices(ctx.models))
     serve_only = [r for r in rows if r.phase == "serve"]
     # Room for the eager rows' floors only: every onnxruntime and noop serve row goes (the infer rows too).
     eager = [r for r in serve_only if r.label.startswith("eager ")]
@@ -98,9 +98,9 @@ def test_a_dropped_serve_row_is_not_run_and_is_a_skipped_row_with_its_command(mo
     session = ModelSession("mlp", zoo.get_model("mlp").eval())
     ran = serve.ServePhase().run(session, ctx)
     assert {r.backend for r in ran} == {"eager"} and len(ran) == 6  # the dropped backends were not even built
-    skips = plan.budget_skips(ctx, PHASES["serve"], dropped)
+    skips = schedule_rows.budget_skips(ctx, PHASES["serve"], dropped)
     rec = next(r for r in skips if r.backend == "onnxruntime" and r.scenario == "Server" and r.batching == "off")
-    assert rec.status == "skipped" and rec.reason.startswith("budget: needs ~")
+    assert rec.status == "skipped" and rec.reason.startswith("budget: left out to fit --budget")
     assert "--phases serve --backends onnxruntime --scenarios Server" in rec.reason
     assert {r.key() for r in ran} | {r.key() for r in skips} == {
         (("mlp", "serve") + (b, "fp32", k["scenario"], k["mode"], k["batching"]))

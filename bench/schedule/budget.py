@@ -23,6 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Pair = tuple[str, str]  # (model, phase)
+# The whole process's time budget in seconds, from the command's start to its exit (imports, probes, the pricing pass,
+# builds, torchrun start-ups, result files and plots included): the plan is priced on this machine and fitted to it
+# here, and the run ends within it plus the ETA's error (at most 15%). 520 s + 15% is under 10 minutes.
+DEFAULT_BUDGET_S = 520.0
+QUICK_BUDGET_S = 120.0
+PLOTS_LABEL = "plots"  # the report's PNGs: a row of the plan the budget may drop (re-rendered by bench.report)
 # The tiers, from what a user loses least (drop_order weighs each by TIER_WEIGHT ** tier over the row's seconds).
 TIER_VARIANT = 0  # extra training variants: channels_last, compile, extra precisions
 TIER_SCALE = 1  # the scale phase on a CPU (its processes share the same cores: the answer is rarely news)

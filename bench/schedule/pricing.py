@@ -204,9 +204,10 @@ def price_run(ctx, phases: list, calibration: dict[str, Any], say: Callable[[str
 def plan_budget(ctx, env, selected: list, progress, started: float,
                 import_s: float | None = None) -> None:
     """The pricing pass, the fitted plan (ctx.budget, ctx.prices) and its lines before any measurement."""
-    from bench.plan import DEFAULT_BACKENDS, plan_lines, priced_rows
+    from bench.plan import DEFAULT_BACKENDS
     from bench.schedule.budget import Budget
     from bench.schedule.headlines import mark_rows
+    from bench.schedule.rows import plan_lines, priced_rows
 
     ctx.prices = price_run(ctx, selected, env.calibration, import_s=import_s,
                            say=lambda text: setattr(ctx, "activity", text))
