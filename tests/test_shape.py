@@ -139,7 +139,7 @@ def test_files_and_functions_are_short(name):
 BENCH_LAYOUT = {
     "bench": {"__main__", "api", "config", "cli", "run", "plan", "context", "records", "compare", "matrix", "history",
               "gpu_smoke"},
-    "bench.schedule": {"budget", "pricing", "train_cost", "serve_cost", "headlines", "rows"},
+    "bench.schedule": {"budget", "pricing", "train_cost", "serve_cost", "headlines", "rows", "calibration"},
     "bench.runner": {"lock", "progress", "repeat", "env"},
     "bench.model": {"export", "accuracy", "flops", "selection"},
     "bench.analysis": {"compare", "verdicts", "matrix", "history"},

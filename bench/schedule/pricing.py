@@ -33,6 +33,7 @@ import torch
 import zoo
 from bench.context import example_batch
 from bench.model.flops import zoo_flops
+from bench.schedule.calibration import load_prices
 
 PRICE_CALLS = 3  # timed calls per price (fewer when they pass PRICE_CAP_S): their median
 PRICE_CAP_S = 1.0
@@ -40,21 +41,15 @@ PRICE_CAP_S = 1.0
 # costs 84 ms a sample at batch 16, 29 at 64, 17 at 512 on a 2-core AVX2 EPYC), so scaling up from 16 priced its
 # batch-512 step ~5x high and the plan dropped rows that fit; from 64 it errs ~1.7x high.
 PRICE_MAX_BATCH = 64
-REF_CALIBRATION_MS = 0.314  # calibration matmul_fp32_256 median on the machine of results/cpu/ (its env block)
-# Seconds each one-off build took on that machine (env.notes.phase_s and compile_s of results/cpu/ and
-# results/backends/cpu/), scaled by ``speed`` here.
-BUILD_S = {"compile_infer": 3.0, "compile_train": 5.0, "onnx_export": 2.0, "ort_session": 0.05, "int8_quantize": 0.3,
-           "int8_dynamic": 0.1, "openvino": 0.6, "aot_inductor": 40.0, "tensorrt": 60.0, "cuda_graph": 0.5,
-           "tuner": 4.0, "tutorial_sample": 4e-5, "loader_per_1k_samples": 0.05, "plots": 12.0, "write": 0.3,
-           "torchrun": 8.0}  # torchrun: when no start-up was measured
-# What the model-dependent builds cost on that machine: the fixed part above is the smallest model's (its first use
-# in the process: imports, kernel caches), the rest grows with the weights (s per million parameters, from AlexNet's
-# builds in results/cpu/: compile 11.8 s, OpenVINO 2.6 s, ORT session 1.1 s at 61 M parameters) ...
-BUILD_S_PER_MPARAM = {"compile_infer": 0.15, "onnx_export": 0.02, "ort_session": 0.02, "int8_quantize": 0.02,
-                      "int8_dynamic": 0.02, "openvino": 0.035, "aot_inductor": 0.3, "tensorrt": 0.3}
-# ... and with the forward passes the build runs: int8 static quantization calibrates on ort_int8's 512 samples
-# through ORT's augmented graph (~6x a plain forward per sample: AlexNet-224's 15.7 s against 512 x 4.6 ms).
-BUILD_FORWARD_SAMPLES = {"int8_quantize": 512 * 6}
+# Machine-dependent constants (bench.schedule.calibration): seconds one-off builds took on the machine the calibration
+# file names, a fixed part (the smallest model's first use in the process: imports, kernel caches), a part per million
+# parameters (serialising, converting, quantizing weights) and the forward samples a build runs (int8 static
+# calibration: ort_int8's 512 samples through ORT's augmented graph, ~6x a plain forward each), scaled by ``speed``.
+CALIBRATION = load_prices()
+REF_CALIBRATION_MS = CALIBRATION.calibration_matmul_fp32_256_ms
+BUILD_S = CALIBRATION.build_s
+BUILD_S_PER_MPARAM = CALIBRATION.build_s_per_mparam
+BUILD_FORWARD_SAMPLES = CALIBRATION.build_forward_samples
 PRICING_SHARE = 0.1  # of --budget: the most the pass spends measuring; models past it are priced from their FLOPs
 TORCHRUN_IMPORTS = 2.0  # a torchrun launch starts two interpreters that import torch: the launcher and the rank
 TORCHRUN_RENDEZVOUS_S = 1.0
@@ -209,6 +204,7 @@ def plan_budget(ctx, env, selected: list, progress, started: float,
     from bench.schedule.headlines import mark_rows
     from bench.schedule.rows import plan_lines, priced_rows
 
+    env.notes["prices_from"] = CALIBRATION.provenance()  # which machine's build seconds priced this run
     ctx.prices = price_run(ctx, selected, env.calibration, import_s=import_s,
                            say=lambda text: setattr(ctx, "activity", text))
     ctx.activity = None

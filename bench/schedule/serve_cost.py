@@ -42,15 +42,18 @@ from bench.phases.serve.settings import (
 )
 from bench.records import PERCENTILE_MIN_CALLS
 from bench.schedule.budget import TIER_BACKEND, TIER_CORE, TIER_DUP_BATCH
+from bench.schedule.calibration import load_prices
 from zoo.data import DATASETS
 
-# The SUT's hand-off (queue, gather, respond) and LoadGen's own costs, from the noop backend in results/serve/cpu/:
+# The SUT's hand-off (queue, gather, respond) and LoadGen's own costs (bench.schedule.calibration: the file names the
+# machine), from the noop backend in results/serve/cpu/:
 # SingleStream p90 0.13-0.30 ms per query; Offline 37,620-45,546 samples/s; ~20-25 s between a 633,600-sample Offline
 # test's end and the next test's start (parsing its trace); ~0.1-0.3 s between two small tests.
-SUT_QUERY_S = 3e-4
-SUT_SAMPLE_S = 2.5e-5
-TRACE_SAMPLE_S = 3.5e-5
-TEST_OVERHEAD_S = 0.25
+CALIBRATION = load_prices()
+SUT_QUERY_S = CALIBRATION.serve["sut_query_s"]
+SUT_SAMPLE_S = CALIBRATION.serve["sut_sample_s"]
+TRACE_SAMPLE_S = CALIBRATION.serve["trace_sample_s"]
+TEST_OVERHEAD_S = CALIBRATION.serve["test_overhead_s"]
 OFFLINE_GENERATED = 1.1  # LoadGen's Offline query: 1.1 x expected_qps x min duration samples (its detail logs)
 SERVER_DRAIN = 1.3  # a Server probe above the knee drains its queue after the last issue
 ESTIMATE_CALLS = 21  # serve_rows.Estimate: one warm call and 20 timed, at batch 1 and at the Offline batch
