@@ -97,9 +97,25 @@ def run_repeated(ctx: BenchContext, phases: dict, argv: Sequence[str], command: 
     env.complete = env.complete and len(runs) == (repeat if repeated else 1)
     write_merged(ctx, env, records)
     print(f"repeat: {len(runs)} processes merged -> {os.path.join(ctx.out_dir, 'summary.md')}", file=err)
+    write_noise_profile(env, records, ctx.out_dir, err)
     if 130 in codes:
         return 130
     return 1 if any(r.status == "failed" for r in records) else 0
+
+
+def write_noise_profile(env: RunEnv, records: list[Record], out_dir: str, err) -> None:
+    """With >= 5 processes, this machine's noise profile beside the results and in the user cache, so that one-process
+    runs compared later on this machine get a verdict (bench.analysis.noise)."""
+    from bench.analysis.noise import MIN_PROCESSES, save_profile
+
+    saved = save_profile(env, records, out_dir)
+    if saved is None:
+        if env.repeat < MIN_PROCESSES:
+            print(f"repeat: no noise profile (it takes --repeat {MIN_PROCESSES} or more)", file=err)
+        return
+    profile, paths = saved
+    print(f"repeat: noise profile of {len(profile.rows)} rows ({profile.processes} processes, {profile.machine}, "
+          f"{profile.threads} threads) -> {', '.join(paths)}", file=err)
 
 
 def write_merged(ctx: BenchContext, env: RunEnv, records: list[Record]) -> None:
