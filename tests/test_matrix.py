@@ -139,7 +139,7 @@ def test_the_index_has_each_run_at_a_glance_and_the_matrix(tmp_path):
     assert "## At a glance: backends/cpu (Test CPU, cpu, 2030-01-02)" in text
     assert "## Matrix: latency across 2 runs" in text and "## Matrix: throughput across 2 runs" in text
     row = next(ln for ln in text.splitlines() if ln.startswith("| infer") and "eager b=1" in ln and "ms" in ln)
-    assert "2.00 ± 10.0%" in row and "**1.00 ± 10.0%** (2.00x)" in row
+    assert "2.00 ± 10.0%" in row and "**1.00 ± 10.0%** (2.00x, no verdict)" in row  # one process, no profile
 
 
 def test_a_run_written_one_folder_down_refreshes_the_index_above(tmp_path):
@@ -153,6 +153,29 @@ def test_a_run_written_one_folder_down_refreshes_the_index_above(tmp_path):
     assert (tmp_path / "backends" / "README.md").read_text().startswith("# Benchmark results\n")
     report.write_index(str(tmp_path / "other" / "x"))  # above it a README that is not an index: left alone
     assert (tmp_path / "other" / "README.md").read_text() == "# Not an index\n"
+
+
+def repeated(backend: str, p50: float, procs: list[float], seed: int) -> InferRecord:
+    """A row measured in one process per entry of ``procs`` (each a factor on ``p50``), 60 calls each."""
+    lat = [v for k, f in enumerate(procs) for v in lognormal(seed + k, 60, p50 * f, 0.02)]
+    return infer(backend, 1, p50, seed=seed, latencies_ms=lat, samples_per_repeat=[60] * len(procs))
+
+
+def test_each_column_carries_compares_verdict_against_the_first(tmp_path, capsys):
+    spread = [1.0, 1.03, 0.98, 1.01, 0.99]
+    a = write(tmp_path / "a" / "results.json", env(), [repeated("eager", 2.0, spread, 1),
+                                                       repeated("onnxruntime", 1.0, spread, 2)])
+    b = write(tmp_path / "b" / "results.json", env(), [repeated("eager", 2.5, spread[::-1], 3),
+                                                       repeated("onnxruntime", 1.0, spread[::-1], 4)])
+    c = write(tmp_path / "c" / "results.json", env(), [infer("eager", 1, 2.0, seed=5)])
+    assert matrix.main([a, b, c, "--threshold", "10"]) == 0
+    out = capsys.readouterr().out
+    eager = next(line for line in out.splitlines() if "eager b=1" in line)
+    ort = next(line for line in out.splitlines() if "onnxruntime b=1" in line)
+    assert "(0.80x, regression)" in eager and "(1.00x, no verdict)" in eager  # c: one process, no profile
+    assert "(1.00x, no change)" in ort and "T = 10%." in out
+    assert matrix.main([a, b, "--threshold", "-1"]) == 2
+    assert capsys.readouterr().err == "error: --threshold must be a percentage >= 0, not -1\n"
 
 
 # -- bench.report.glance ------------------------------------------------------------------------------------------------
