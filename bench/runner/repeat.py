@@ -30,11 +30,10 @@ from zoo.errors import UserError
 if TYPE_CHECKING:
     from bench.context import BenchContext
 
-# Processes per run when --repeat is not given: 3 for a full run (two such runs of the same code compared came out
-# clean on a contended 2-core CPU, see README "Comparing runs"), 1 for --quick (a smoke run, not figures to compare).
-# One process by default: N processes split the budget N ways and pay imports, probes, pricing and builds N times,
-# so the main job's budget would hold fewer rows. Its rows get compare's between-run floor instead of a verdict on
-# within-process noise; --repeat 3 gives comparisons their own between-process interval.
+# Processes per run when --repeat is not given. One by default: N processes split the budget N ways and pay imports,
+# probes, pricing and builds N times, so the main job's budget would hold fewer rows. Its rows are judged by
+# bench.compare against this machine's noise profile (which a --repeat 5 run writes) or get no verdict; --repeat N on
+# both sides gives comparisons their own between-process interval.
 DEFAULT_REPEAT = 1
 QUICK_REPEAT = 1
 SAMPLED = (TrainRecord, InferRecord, ScaleRecord)  # record types with raw samples: their phases are repeated
