@@ -207,3 +207,53 @@ def test_a_bad_noise_profile_is_one_error_line(capsys, tmp_path, content, says):
         bad.write_text(content)
     code, out, err = run(capsys, a, a, "--noise-profile", bad)
     assert code == 2 and out == "" and err.startswith(f"error: {bad}: ") and says in err and err.count("\n") == 1
+
+
+# -- the noise profile itself (bench.analysis.noise) ---------------------------------------------------------------------
+
+def test_the_cache_follows_the_override_then_xdg_then_home(monkeypatch, tmp_path):
+    monkeypatch.setenv(noise.CACHE_ENV, str(tmp_path / "mine"))
+    assert noise.cache_dir() == str(tmp_path / "mine")
+    monkeypatch.delenv(noise.CACHE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert noise.cache_dir() == str(tmp_path / "xdg" / "torch-zoo-bench" / "noise")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert noise.cache_dir() == str(tmp_path / "home" / ".cache" / "torch-zoo-bench" / "noise")
+    env = RunEnv(device="cpu", device_name="AMD EPYC 7B13", cpu_count=2, threads=1)
+    assert noise.machine_of(env) == "cpu AMD EPYC 7B13 2 cores"
+    assert noise.cache_path(noise.machine_of(env), 1).endswith("/cpu-amd-epyc-7b13-2-cores-t1.json")
+
+
+def test_a_profile_round_trips_and_a_folder_means_its_profile(tmp_path):
+    rows = {("mlp", "infer", "eager", 1, "fp32"): noise.RowNoise(("mlp", "infer", "eager", 1, "fp32"), 0.01, 4)}
+    made = noise.NoiseProfile("cpu X 2 cores", 2, 5, "2030-01-01", "python -m bench.run --repeat 5", rows)
+    [path] = noise.write_profile(made, [str(tmp_path / "run" / noise.PROFILE_FILE)])
+    back = noise.load_profile(str(tmp_path / "run"))
+    assert (back.machine, back.threads, back.processes, back.rows, back.path) == (made.machine, 2, 5, rows, path)
+    data = json.loads(open(path).read())
+    data["version"] = 99
+    open(path, "w").write(json.dumps(data))
+    with pytest.raises(ValueError, match="version 99, expected 1"):
+        noise.load_profile(path)
+
+
+def test_priors_pool_both_machines_profiles_and_need_both():
+    def prof(machine: str, variance: float, df: int) -> noise.NoiseProfile:
+        return noise.NoiseProfile(machine, 2, df + 1, rows={("k",): noise.RowNoise(("k",), variance, df)})
+
+    both = noise.Priors([prof("a", 0.01, 4), prof("b", 0.04, 9)], 2, "cmd")
+    got = both.prior(("k",))
+    assert got.df == 13 and got.variance == pytest.approx((0.01 * 4 + 0.04 * 9) / 13)
+    assert both.prior(("other",)) is None
+    assert noise.Priors([prof("a", 0.01, 4)], 2, "cmd").prior(("k",)) is None  # B's machine has no profile
+    assert noise.Priors([], 1, "cmd").describe() == ("no noise profile for this machine: one-process rows get no "
+                                                     "verdict; make one with `cmd`")
+
+
+def test_a_run_of_fewer_than_five_processes_makes_no_profile(tmp_path):
+    rec = InferRecord(model="mlp", backend="eager", batch_size=1, latencies_ms=[1.0, 2.0, 3.0, 4.0],
+                      samples_per_repeat=[1, 1, 1, 1])
+    assert noise.save_profile(RunEnv(repeat=4), [rec], str(tmp_path)) is None
+    profile, paths = noise.save_profile(RunEnv(repeat=5), [rec], str(tmp_path))  # four processes of this row: 3 df
+    assert profile.prior(rec.key()).df == 3 and paths[0] == str(tmp_path / noise.PROFILE_FILE)
