@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 
 from bench.analysis.compare import DEFAULT_THRESHOLD_PCT, judge, machine_changed, machine_drift
 from bench.analysis.matrix import METRICS, figure_of, sort_key
-from bench.analysis.noise import load_profile, priors_for
+from bench.analysis.noise import Priors, load_profile, priors_for
 from bench.analysis.verdicts import Change, family_verdicts
 from bench.cli import OneLineParser
+from bench.measure.stats import LogInterval
 from bench.records import Record, RunEnv
 from bench.report.load import first_line, parse_results
 from bench.report.tables import num, pct, table
@@ -112,6 +113,7 @@ def build(loaded: list[Version], metric: str, threshold: float, normalize: bool,
     keys = list(dict.fromkeys(k for index in indexes for k, r in index.items() if figure_of(r, metric)))
     factors = [machine_factor(loaded[0].env, v.env) if normalize else 1.0 for v in loaded]
     families: dict[int, list[tuple[Point, Change, bool]]] = {}
+    checks: dict[tuple[int, int], tuple[Priors, LogInterval | None, bool]] = {}
     out: dict[str, list[Series]] = {}
     for key in sorted(keys, key=lambda k: (list(dict.fromkeys(x[0] for x in keys)).index(k[0]), sort_key(k))):
         series = None
@@ -130,7 +132,10 @@ def build(loaded: list[Version], metric: str, threshold: float, normalize: bool,
             value = cell.median if factor is None else cell.median / factor if lower else cell.median * factor
             point = Point(value, cell.spread)
             if prev is not None:
-                found = step_change(loaded[prev[0]].env, loaded[i].env, prev[1], rec, threshold, normalize, profile)
+                pair = (prev[0], i)  # one machine check and one profile lookup per pair of versions, not per row
+                if pair not in checks:
+                    checks[pair] = machine_check(loaded[pair[0]].env, loaded[i].env, threshold, normalize, profile)
+                found = step_change(prev[1], rec, threshold, *checks[pair])
                 if found is not None:
                     families.setdefault(i, []).append((point, *found))
             series.points.append(point)
@@ -145,21 +150,26 @@ def build(loaded: list[Version], metric: str, threshold: float, normalize: bool,
     return out
 
 
-def step_change(env_a: RunEnv, env_b: RunEnv, ra: Record, rb: Record, threshold: float, normalize: bool,
-                profile: str | None = None) -> tuple[Change, bool] | None:
-    """bench.compare's judgement of a -> b before the family rule, and whether the machine check withholds it."""
+def machine_check(env_a: RunEnv, env_b: RunEnv, threshold: float, normalize: bool,
+                  profile: str | None) -> tuple[Priors, LogInterval | None, bool]:
+    """(the pair's priors, the machine interval to divide by under --normalize, whether verdicts are withheld)."""
     priors = priors_for(env_a, env_b, profile)
     drift = machine_drift(env_a, env_b, priors)
     changed = machine_changed(drift, threshold)
-    machine = drift["interval"] if changed and normalize else None
+    return priors, drift["interval"] if changed and normalize else None, changed and not normalize
+
+
+def step_change(ra: Record, rb: Record, threshold: float, priors: Priors, machine: LogInterval | None,
+                withheld: bool) -> tuple[Change, bool] | None:
+    """bench.compare's judgement of a -> b before the family rule, and whether the machine check withholds it."""
     change = judge(ra, rb, threshold, machine, priors.prior(ra.key()))
-    return None if change is None else (change, changed and not normalize)
+    return None if change is None else (change, withheld)
 
 
 def step(env_a: RunEnv, env_b: RunEnv, ra: Record, rb: Record, threshold: float,
          normalize: bool, profile: str | None = None) -> tuple[str | None, float | None]:
     """bench.compare's verdict on a -> b alone (a family of one) and its time ratio, its machine check included."""
-    found = step_change(env_a, env_b, ra, rb, threshold, normalize, profile)
+    found = step_change(ra, rb, threshold, *machine_check(env_a, env_b, threshold, normalize, profile))
     if found is None:
         return None, None
     change, withheld = found
