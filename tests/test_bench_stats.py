@@ -254,5 +254,8 @@ def test_processes_needed_is_the_fewest_whose_mde_reaches_the_target():
     assert mde_log(np.sqrt(2 * variance / n), 2 * n - 2, bound, 0.05) <= target
     assert mde_log(np.sqrt(2 * variance / (n - 1)), 2 * n - 4, bound, 0.05) > target
     assert processes_needed(0.0, target, bound, 0.05) == 2
+    few = 1e-4  # where the df (2n - 2 of two n-process runs) decides the count
+    assert processes_needed(few, target, bound, 0.05) == 5
+    assert mde_log(np.sqrt(2 * few / 4), 6, bound, 0.05) > target >= mde_log(np.sqrt(2 * few / 5), 8, bound, 0.05)
     assert processes_needed(variance, bound, bound, 0.05) is None  # a change of T itself: never
     assert processes_needed(1.0, target, bound, 0.05) is None and MAX_PROCESSES == 200
