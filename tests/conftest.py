@@ -35,6 +35,13 @@ def _private_torch_home(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def _private_noise_cache(tmp_path_factory, monkeypatch):
+    """Noise profiles (bench.analysis.noise) go to and come from a fresh folder per test, never the user's cache: a
+    developer's profile would change a comparison's verdicts, and a --repeat 5 test would overwrite it."""
+    monkeypatch.setenv("TORCH_ZOO_BENCH_NOISE_DIR", str(tmp_path_factory.mktemp("noise_cache")))
+
+
+@pytest.fixture(autouse=True)
 def _threads_unchanged():
     """Every test leaves torch's intra-op thread count as it found it: a leaked count changes the float reduction
     order of every later in-process run, and the bitwise resume tests then compare runs made under two orders."""

@@ -15,8 +15,10 @@ import pytest
 
 from bench.analysis import compare
 from bench.analysis.compare import fmt_ratio, slowdown_ci, verdict
+from bench.analysis.noise import NoiseProfile, RowNoise, write_profile
 from bench.records import InferRecord, ParityRecord, RunEnv, ScaleRecord, TrainRecord
 from bench.report.files import results_payload as results_to_json
+from bench.report.load import load_results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,11 +54,29 @@ def write(path, recs, cal_scale: float = 1.0, seed: int = 0, **env) -> str:
     return str(path)
 
 
+def flat_profile(*paths, sd: float = 0.0) -> str:
+    """A noise profile for every row and probe of the runs at ``paths``, whose processes disagree by ``sd`` (sigma of
+    the log median) with 19 df; written beside the first run."""
+    rows: dict[tuple, RowNoise] = {}
+    for path in paths:
+        try:
+            env, recs = load_results(path)
+        except ValueError:
+            continue
+        keys = [r.key() for r in recs] + [("calibration", n) for n in env.calibration.get("probes", {})]
+        rows.update({k: RowNoise(k, sd ** 2, 19) for k in keys})
+    out = os.path.join(os.path.dirname(str(paths[0])), f"profile_{sd:g}.json")
+    write_profile(NoiseProfile("test", 2, 20, rows=rows), [out])
+    return out
+
+
 def run(capsys, *argv) -> tuple[int, str, str]:
-    """bench.compare on one-process runs at F = 0 (the rule at T alone) unless --floor is given: the floor and the
-    repeated runs have their own tests below."""
+    """bench.compare on one-process runs judged with a profile that says processes never disagree (the rule at T on
+    the runs' own medians) unless --noise-profile is given: profiles and repeated runs have their own tests."""
     argv = [str(a) for a in argv]
-    code = compare.main(argv if "--floor" in argv else [*argv, "--floor", "0"])
+    if "--noise-profile" not in argv:
+        argv += ["--noise-profile", flat_profile(*argv[:2])]
+    code = compare.main(argv)
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -110,9 +130,11 @@ def test_a_changed_machine_withholds_verdicts_unless_normalized(tmp_path, capsys
     # B ran on a machine 40% slower (calibration and every row alike): nothing changed in the code.
     b = write(tmp_path / "b.json", records(seed=2, slow=1.4), cal_scale=1.4, seed=200)
     code, out, _ = run(capsys, base, b, "--fail-on-regression", "20")
-    assert code == 0
+    assert code == 3  # withheld rows do not pass the gate
     assert "machine changed: verdicts withheld" in out and "changed (slower)" in out
     assert verdicts(out) == ["withheld"] * 3
+    code, _, _ = run(capsys, base, b, "--fail-on-regression", "20", "--allow-inconclusive")
+    assert code == 0
     code, out, _ = run(capsys, base, b, "--fail-on-regression", "20", "--normalize")
     assert code == 0 and "normalized" in out and verdicts(out) == ["no change"] * 3
     # normalized, a real 25% slowdown on top of the machine's 40% is still caught
@@ -127,20 +149,25 @@ def test_withheld_verdicts_still_report_a_newly_failing_row(tmp_path, capsys, ba
     assert code == 1 and "verdicts withheld" in out and "now failing" in out
 
 
-def test_an_interval_straddling_the_threshold_is_inconclusive(tmp_path, capsys):
+def test_an_interval_straddling_the_threshold_is_inconclusive_and_exits_3(tmp_path, capsys):
     rates = [800.0, 1200.0, 900.0, 1100.0, 1000.0]
     a = write(tmp_path / "a.json", [TrainRecord(model="mlp", row="fast", batch_size=64, window_rates=rates)])
     b = write(tmp_path / "b.json", [TrainRecord(model="mlp", row="fast", batch_size=64,
                                                 window_rates=[r / 1.06 for r in rates])])
-    code, out, _ = run(capsys, a, b, "--fail-on-regression", "5")
-    assert code == 0 and verdicts(out) == ["inconclusive"]
+    profile = flat_profile(a, b, sd=0.02)  # processes 2% apart: 1.06x [1.00, 1.12] straddles 1.05
+    code, out, err = run(capsys, a, b, "--fail-on-regression", "5", "--noise-profile", profile)
+    assert code == 3 and err == "" and verdicts(out) == ["inconclusive: this data detects >= 1.14x; --repeat 13 on "
+                                                         "both sides would detect 1.075x"]
+    assert "1 rows not settled (inconclusive, no verdict or withheld): they exit 3 unless --allow-inconclusive" in out
+    code, out, _ = run(capsys, a, b, "--fail-on-regression", "5", "--noise-profile", profile, "--allow-inconclusive")
+    assert code == 0 and "no verdict or withheld): allowed by --allow-inconclusive" in out
 
 
 def test_too_few_samples_is_inconclusive_not_a_verdict(tmp_path, capsys):
     a = write(tmp_path / "a.json", [TrainRecord(model="mlp", row="fast", batch_size=64, window_rates=[1000.0])])
     b = write(tmp_path / "b.json", [TrainRecord(model="mlp", row="fast", batch_size=64, window_rates=[500.0])])
     code, out, _ = run(capsys, a, b, "--fail-on-regression", "5")
-    assert code == 0 and verdicts(out) == ["inconclusive"] and "no ratio" in out
+    assert code == 3 and verdicts(out) == ["inconclusive"] and "no ratio" in out
 
 
 def test_rows_match_on_their_whole_key(tmp_path, capsys):
@@ -194,7 +221,9 @@ def test_ratios_read_as_b_against_a_in_both_directions():
 
 def test_help_states_the_decision_rule():
     text = compare.build_parser().format_help()
-    assert "WHOLE interval" in " ".join(text.split()) and "inconclusive" in text
+    text = " ".join(text.split())
+    assert "95% t interval over the log process medians" in text and "Holm's rule over all rows judged" in text
+    assert "no profile: no verdict" in text and "3 when a row is inconclusive" in text
 
 
 def _one_error_line(stderr: str) -> str:
@@ -273,12 +302,12 @@ def flat_runs(tmp_path, b_scale: float = 1.0, **b_env) -> tuple[str, str]:
 
 
 TABLE = """\
-| model   | phase   | row             | procs A/B   | n A/B   | B vs A [95% CI]                    | within-process [95% CI]   | spread A/B   | verdict      |
-|---------|---------|-----------------|-------------|---------|------------------------------------|---------------------------|--------------|--------------|
-| mlp     | infer   | eager b=1       | 1/1         | 5/5     | 1.25x slower [1.25, 1.25]          | 1.25x slower [1.25, 1.25] | -/-          | {v[0]:<12} |
-| mlp     | infer   | onnxruntime b=8 | 1/1         | 5/5     | 1.25x faster [1.25, 1.25]          | 1.25x faster [1.25, 1.25] | -/-          | {v[1]:<12} |
-| lenet   | train   | fast b=64       | 1/1         | 5/5     | 1.03x faster [1.03, 1.03]          | 1.03x faster [1.03, 1.03] | -/-          | {v[2]:<12} |
-| lenet   | scale   | procs=2 b=32    | 1/1         | 5/2     | no ratio (too few or zero samples) | -                         | -/-          | inconclusive |"""
+| model   | phase   | row             | procs A/B   | n A/B   | B vs A [95% CI]                    | within-process [95% CI]   | spread A/B   | MDE   | verdict      |
+|---------|---------|-----------------|-------------|---------|------------------------------------|---------------------------|--------------|-------|--------------|
+| mlp     | infer   | eager b=1       | 1/1         | 5/5     | 1.25x slower [1.25, 1.25] +P       | 1.25x slower [1.25, 1.25] | -/-          | 1.10x | {v[0]:<12} |
+| mlp     | infer   | onnxruntime b=8 | 1/1         | 5/5     | 1.25x faster [1.25, 1.25] +P       | 1.25x faster [1.25, 1.25] | -/-          | 1.10x | {v[1]:<12} |
+| lenet   | train   | fast b=64       | 1/1         | 5/5     | 1.03x faster [1.03, 1.03] +P       | 1.03x faster [1.03, 1.03] | -/-          | 1.10x | {v[2]:<12} |
+| lenet   | scale   | procs=2 b=32    | 1/1         | 5/2     | no ratio (too few or zero samples) | -                         | -/-          | -     | inconclusive |"""
 
 
 def test_the_whole_report_of_a_gated_comparison(tmp_path, capsys):
@@ -290,18 +319,22 @@ def test_the_whole_report_of_a_gated_comparison(tmp_path, capsys):
         f"B: {b} | Test CPU (cpu) | torch 2.x | threads 1 | commit abc1234 | 2030-01-01T00:00:00+00:00 | QUICK | "
         "INCOMPLETE",
         f"rule: {compare.DECISION_RULE} (T = 10%)",
-        "floor: F = 0%, from --floor; it widens the 0 rows measured in one process in either run (marked +F); rows "
-        "measured in >= 2 processes in both runs are judged on their own interval",
+        f"noise: {os.path.dirname(a)}/profile_0.json (test, 2 threads, 20 processes, ?); 3 rows measured in one "
+        "process in either run are judged with it (marked +P); rows measured in >= 2 processes in both runs by "
+        "Welch's interval over their own processes",
+        "family: Holm's rule over the 3 rows judged (family-wise error 5%); MDE: the smallest change each row would "
+        "flag with 80% power at that level; 'processes' = per side, to detect 1.15x",
         "note: torch threads differs: A 2, B 1; changes reflect that too, not only the code",
         "note: one run is --quick and the other is not: their sample counts and settings differ",
         "machine: B vs A calibration 1.00x slower [1.00, 1.00] (copy 1.00x slower [1.00, 1.00], matmul 1.00x slower "
-        "[1.00, 1.00]): same at T = 10%",
+        "[1.00, 1.00]; t interval over the probes' processes): same at T = 10%",
         "",
         TABLE.format(v=["regression", "improvement", "no change"]),
         "now failing: mlp infer compile b=1: RuntimeError: boom",
         "",
-        "1 regressions, 1 improvements, 1 no change, 1 inconclusive",
+        "1 regressions, 1 improvements, 1 no change, 1 inconclusive, 0 no verdict",
         "1 now failing; 1 rows only in A, 1 only in B",
+        "1 rows not settled (inconclusive, no verdict or withheld): they exit 3 unless --allow-inconclusive",
         ""])
     assert err == ("FAIL: 1 regressions beyond 10% (worst: mlp infer eager b=1 1.25x slower [1.25, 1.25])\n"
                    "FAIL: 1 rows ok in A now fail in B\n")
@@ -312,20 +345,22 @@ def test_the_whole_report_on_a_slower_machine(tmp_path, capsys):
     code, out, err = run(capsys, a, b)
     assert code == 1 and err == "FAIL: 1 rows ok in A now fail in B\n"
     lines = out.splitlines()
-    assert lines[2:3] + lines[4:8] == [
+    assert lines[2:3] + lines[5:9] == [
         f"rule: {compare.DECISION_RULE} (T = 5%)",
         "note: device differs: A 'cpu', B 'cuda'; changes reflect that too, not only the code",
         "note: device model differs: A 'Test CPU', B 'Other CPU'; changes reflect that too, not only the code",
         "note: torch version differs: A '2.x', B '2.y'; changes reflect that too, not only the code",
         "machine: B vs A calibration 2.00x slower [2.00, 2.00] (copy 2.00x slower [2.00, 2.00], matmul 2.00x slower "
-        "[2.00, 2.00]): changed (slower) at T = 5%"]
+        "[2.00, 2.00]; t interval over the probes' processes): changed (slower) at T = 5%"]
     assert verdicts(out) == ["withheld"] * 3 + ["inconclusive"]
-    assert lines[-3:] == ["", "machine changed: verdicts withheld (re-run on the same machine, or pass --normalize)",
-                          "1 now failing; 1 rows only in A, 1 only in B"]
+    assert lines[-4:] == ["", "machine changed: verdicts withheld (re-run on the same machine, or pass --normalize)",
+                          "1 now failing; 1 rows only in A, 1 only in B",
+                          "4 rows not settled (inconclusive, no verdict or withheld): they exit 3 unless "
+                          "--allow-inconclusive"]
     code, out, _ = run(capsys, a, b, "--normalize", "--threshold", "10")
     assert "normalized: every ratio below is divided by the machine's 2.000" in out.splitlines()
     assert TABLE.format(v=["regression", "improvement", "no change"]) in out
-    assert "1 regressions, 1 improvements, 1 no change, 1 inconclusive" in out.splitlines()
+    assert "1 regressions, 1 improvements, 1 no change, 1 inconclusive, 0 no verdict" in out.splitlines()
 
 
 def test_a_faster_machine_and_both_runs_quick(tmp_path, capsys):
@@ -357,7 +392,7 @@ def test_no_comparable_row_is_said(tmp_path, capsys):
     a = write_flat(tmp_path / "a.json", [ParityRecord(model="mlp")])
     code, out, _ = run(capsys, a, a)
     assert code == 0 and "no row with raw samples is ok in both runs" in out.splitlines()
-    assert "0 regressions, 0 improvements, 0 no change, 0 inconclusive" in out.splitlines()
+    assert "0 regressions, 0 improvements, 0 no change, 0 inconclusive, 0 no verdict" in out.splitlines()
 
 
 def test_a_failed_row_without_a_reason_and_a_skipped_one(tmp_path, capsys):
@@ -405,32 +440,62 @@ def test_a_stalled_training_row_is_a_regression_not_a_crash(tmp_path, capsys):
     b = write_flat(tmp_path / "b.json", [TrainRecord(model="mlp", row="fast", batch_size=64, window_rates=[0.0] * 3)])
     code, out, _ = run(capsys, a, b, "--fail-on-regression", "5")
     assert code == 1 and verdicts(out) == ["regression"] and "infx slower [inf, inf]" in out
+    assert "0 rows judged" in out  # a stop is flagged outside the family: no interval to test
 
 
-def test_machine_drift_uses_the_shared_probes_and_brackets_its_ratio():
-    a = RunEnv(calibration=calibration(1))
-    b = RunEnv(calibration=calibration(2, scale=1.3))
+def repeated_probes(seed: int, scale: float, spread: float, processes: int = 5) -> dict:
+    """Calibration probes taken in ``processes`` processes whose medians spread by ``spread`` (sigma of the log)."""
+    rng = np.random.default_rng(seed)
+    probes = {}
+    for name, ms in (("matmul_fp32_256", 0.3), ("copy_32MB", 1.0)):
+        per = [lognormal(seed + k, 20, ms * scale * np.exp(rng.normal(0, spread)), 0.01) for k in range(processes)]
+        probes[name] = {"samples_ms": [v for p in per for v in p], "samples_per_repeat": [20] * processes}
+    return {"probes": probes}
+
+
+def test_the_machine_check_judges_its_probes_by_their_own_between_run_spread():
+    a = RunEnv(calibration=repeated_probes(1, 1.0, 0.10))
+    b = RunEnv(calibration=repeated_probes(2, 1.3, 0.10))
     b.calibration["probes"]["disk_read"] = {"samples_ms": [5.0] * 5}  # only B has it: not compared
     drift = compare.machine_drift(a, b)
     assert sorted(drift["probes"]) == ["copy_32MB", "matmul_fp32_256"]
-    assert drift["lo"] < drift["ratio"] < drift["hi"] and drift["ratio"] == pytest.approx(1.3, rel=0.05)
-    assert compare.machine_drift(a, b) == drift  # seeded: the same files always give the same interval
+    assert drift["lo"] < drift["ratio"] < drift["hi"] and drift["ratio"] == pytest.approx(1.3, rel=0.12)
+    assert compare.machine_state(drift, 0.05) == "changed (slower)"
+    assert drift["interval"].df == 8  # five processes a side: Student's 2n - 2
+    assert compare.machine_drift(a, b) == drift  # no resampling: the same files always give the same interval
     assert compare.machine_drift(a, RunEnv()) is None
+    # the same machine, its probes 10% apart between processes: not "changed" at 5%, however the medians fall
+    same = compare.machine_drift(a, RunEnv(calibration=repeated_probes(3, 1.0, 0.10)))
+    assert compare.machine_state(same, 0.05) in ("same", "inconclusive")
+    assert compare.machine_state(same, 0.05) != compare.machine_state(drift, 0.05)
+
+
+def test_one_process_probes_are_not_judged_without_a_profile():
+    a, b = RunEnv(calibration=calibration(1)), RunEnv(calibration=calibration(2, scale=1.3))
+    drift = compare.machine_drift(a, b)
+    assert drift["interval"] is None and drift["lo"] is None and compare.machine_state(drift, 0.05) == "no spread"
+    assert drift["ratio"] == pytest.approx(1.3, rel=0.05) and not compare.machine_changed(drift, 0.05)
 
 
 def test_normalizing_divides_by_the_machine_and_widens_the_interval():
+    from bench.measure.stats import LogInterval
+
     ra = InferRecord(model="mlp", backend="eager", batch_size=1, latencies_ms=[1.0] * 5)
     rb = InferRecord(model="mlp", backend="eager", batch_size=1, latencies_ms=[2.0] * 5)
-    change = compare.judge(ra, rb, 0.05, (2.0, 1.6, 2.5))
-    # B took 2x; the machine is 2x slower with interval [1.6, 2.5]: B's code is 1x within [2 / 2.5, 2 / 1.6]
-    assert (change.slowdown, change.lo, change.hi) == pytest.approx((1.0, 0.8, 1.25))
+    machine = LogInterval(np.log(2.0), 0.1, 8)
+    change = compare.judge(ra, rb, 0.05, machine, RowNoise((), 0.0, 19))
+    # B took 2x with no noise of its own; the machine is 2x slower, its log error 0.1 at 8 df: B's code is 1x, with
+    # the machine's interval
+    assert change.slowdown == pytest.approx(1.0) and change.lo == pytest.approx(np.exp(-0.1 * 2.306), rel=1e-3)
+    assert change.hi == pytest.approx(1 / change.lo)
     assert change.verdict == "inconclusive" and (change.n_a, change.n_b) == (5, 5)
 
 
 def test_a_noisy_comparison_is_reproducible(tmp_path, capsys, base):
     b = write(tmp_path / "b.json", records(seed=2, slow=1.03), seed=200)
-    first = run(capsys, base, b)
-    assert run(capsys, base, b) == first  # the bootstrap is seeded: same files, same intervals and verdicts
+    profile = flat_profile(base, b, sd=0.05)
+    first = run(capsys, base, b, "--noise-profile", profile)
+    assert run(capsys, base, b, "--noise-profile", profile) == first  # same files, same intervals and verdicts
 
 
 def test_unknown_env_fields_read_as_question_marks(tmp_path, capsys):
@@ -448,7 +513,7 @@ def test_a_machine_within_noise_of_the_threshold_is_inconclusive(tmp_path, capsy
     b.write_text(json.dumps(data))
     data["env"]["calibration"] = {"probes": {"matmul": {"samples_ms": [1.0] * 5}}}
     (tmp_path / "a.json").write_text(json.dumps(data))
-    _, out, _ = run(capsys, a, b)
+    _, out, _ = run(capsys, a, b, "--noise-profile", flat_profile(a, b, sd=0.02))  # 1.05x [0.98, 1.13]
     line = next(x for x in out.splitlines() if x.startswith("machine:"))
     assert line.endswith("): inconclusive at T = 5%") and "verdicts withheld" not in out
 
@@ -456,19 +521,23 @@ def test_a_machine_within_noise_of_the_threshold_is_inconclusive(tmp_path, capsy
 def test_help_documents_every_argument_and_the_exit_status():
     text = " ".join(compare.build_parser().format_help().split())  # independent of the terminal's width
     assert text.startswith("usage: python -m bench.compare [-h] [--threshold PCT] [--fail-on-regression PCT] "
-                           "[--normalize] [--floor PCT] [--format {text,md,json}] [--explain [ROW]] A.json B.json Compare two "
+                           "[--normalize] [--noise-profile PATH] [--allow-inconclusive] [--format {text,md,json}] "
+                           "[--explain [ROW]] A.json B.json Compare two "
                            "results.json files (B against A). ")
     for needle in (
             " A.json the baseline run B.json the run to judge ",
             " --threshold PCT T for the verdicts when --fail-on-regression is not given (default 5) "
             "--fail-on-regression PCT T = PCT, and exit 1 when any row is a regression beyond it --normalize divide "
             "every ratio by the machine calibration ratio instead of withholding verdicts when the machines differ "
-            "--floor PCT the between-run floor F for rows measured in one process in either run (default 60: see "
-            "bench.analysis.verdicts.DEFAULT_FLOOR_PCT; measure yours with --repeat) --format {text,md,json} text (default), md "
+            "--noise-profile PATH the noise profile (a file, or a results folder holding noise_profile.json) that "
+            "judges rows measured in one process (default: this machine's in the user cache, made by bench.run "
+            "--repeat 5) --allow-inconclusive exit 0 rather than 3 when rows are inconclusive, have no verdict or are "
+            "withheld --format {text,md,json} text (default), md "
             "(a table for a pull-request comment) or json (every verdict, for CI) --explain [ROW] op by op, from both "
             "runs' profiles (bench.run --profile): why each flagged row changed, or the rows whose key matches ROW "
             "(e.g. lenet.infer.eager.b1.fp32; wildcards allowed) B vs A = ",
-            "divided by the machine's ratio. Exit status: 1 when a row that was ok in A fails in B, or when "
-            "--fail-on-regression is given and a row is a regression beyond it; 2 on bad input; else 0."):
+            "divided by the machine's. Exit status: 1 when a row that was ok in A fails in B, or when "
+            "--fail-on-regression is given and a row is a regression beyond it; 3 when a row is inconclusive, has no "
+            "verdict or is withheld (unless --allow-inconclusive); 2 on bad input; else 0."):
         assert needle in text, needle
     assert text.endswith("else 0.")

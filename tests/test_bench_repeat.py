@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 from helpers import run_main
 
@@ -69,7 +70,7 @@ def _seam(monkeypatch):
     monkeypatch.delenv("FAIL_SECOND", raising=False)
 
 
-def bench(tmp_path, *argv):
+def bench(tmp_path, *argv, repeat_n: int = 3):
     out = str(tmp_path / "res")
     args = ["--device", "cpu", "--synthetic", "--out", out, "--checkpoints", str(tmp_path), "--phases",
             "infer,parity", "--models", "mlp,lenet", "--budget", "30", *argv]
@@ -77,7 +78,7 @@ def bench(tmp_path, *argv):
     from bench.plan import make_context
 
     ctx, _ = make_context(parser.parse_args(args), PHASES)
-    code = repeat.run_repeated(ctx, PHASES, args, "python -m bench.run ...", 3)
+    code = repeat.run_repeated(ctx, PHASES, args, "python -m bench.run ...", repeat_n)
     return code, json.load(open(os.path.join(out, "cpu", "results.json")))
 
 
@@ -154,3 +155,28 @@ def test_an_interrupted_repeat_keeps_the_processes_done_and_says_incomplete(tmp_
     assert data["env"]["repeat"] == 1 and not data["env"]["complete"]
     eager = next(r for r in data["records"] if r["model"] == "mlp" and r.get("backend") == "eager")
     assert eager["latencies_ms"] == [1.0] * 4 and eager["samples_per_repeat"] == []
+
+
+def test_five_processes_write_this_machines_noise_profile_beside_the_results_and_in_the_cache(tmp_path, monkeypatch):
+    from bench.analysis import noise
+
+    monkeypatch.setenv(noise.CACHE_ENV, str(tmp_path / "cache"))
+    code, data = bench(tmp_path, "--models", "mlp", repeat_n=5)
+    assert code == 0 and len(CALLS) == 5
+    beside = noise.load_profile(str(tmp_path / "res" / "cpu"))
+    env = data["env"]
+    cached = noise.load_profile(noise.cache_path(beside.machine, env["threads"]))
+    assert cached.rows == beside.rows and beside.processes == 5 and beside.threads == env["threads"]
+    eager = beside.prior(("mlp", "infer", "eager", 1, "fp32"))
+    # process k took 1 + k ms a call: the variance of log(1..5) over 4 degrees of freedom
+    assert eager.df == 4 and eager.variance == pytest.approx(np.var(np.log([1, 2, 3, 4, 5]), ddof=1))
+    assert beside.prior(("calibration", "matmul")).df == 4  # the machine check's probes are profiled too
+    assert beside.prior(("mlp", "parity")) is None  # a one-off row has no processes to spread
+
+
+def test_fewer_than_five_processes_write_no_profile(tmp_path, monkeypatch):
+    from bench.analysis import noise
+
+    monkeypatch.setenv(noise.CACHE_ENV, str(tmp_path / "cache"))
+    bench(tmp_path, "--models", "mlp", repeat_n=4)
+    assert not (tmp_path / "res" / "cpu" / noise.PROFILE_FILE).exists() and not (tmp_path / "cache").exists()

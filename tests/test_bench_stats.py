@@ -1,19 +1,32 @@
 """bench.measure.stats on samples drawn from known distributions (seeded numpy): the ratio-of-medians interval finds a known
 shift, stays on 1 without one, covers the truth about as often as it claims; percentiles appear only with enough
 values; the process-then-sample bootstrap widens with the processes' disagreement and reduces to the one-process
-interval for one process each."""
+interval for one process each. The verdicts' t intervals (Welch / Student / pooled with a prior), Holm's rule, p,
+the MDE and processes needed, against values worked by hand or by scipy directly."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from bench.measure.stats import (
+    MAX_PROCESSES,
+    LogInterval,
+    between_variance,
     bootstrap_medians,
+    holm,
+    log_medians,
+    mde_log,
     median_ratio_ci,
+    p_beyond,
     percentile_or_none,
+    pooled_interval,
     process_mean_median,
     process_ratio_ci,
+    processes_needed,
     split_processes,
+    t_quantile,
+    welch_interval,
 )
 
 
@@ -154,3 +167,95 @@ def test_split_processes_cuts_in_order_and_checks_the_sizes():
     for sizes in ([2, 2], [5, 0], [-1, 6], [2.5, 2.5], [True, 4]):
         with pytest.raises(ValueError, match="does not cut"):
             split_processes([1, 2, 3, 4, 5], sizes)
+
+
+# -- the verdicts' t intervals over log process medians ------------------------------------------------------------------
+
+def test_log_medians_and_their_between_process_variance():
+    logs = log_medians([[1.0, 2.0, 3.0], [4.0], [2.0, 2.0]])
+    assert logs == pytest.approx(np.log([2.0, 4.0, 2.0]))
+    assert between_variance(logs) == (pytest.approx(np.var(np.log([2.0, 4.0, 2.0]), ddof=1)), 2)
+    with pytest.raises(ValueError, match="one process has no between-process variance"):
+        between_variance(np.log([2.0]))
+    with pytest.raises(ValueError, match="medians must be positive"):
+        log_medians([[1.0], [0.0, 0.0]])
+
+
+def test_welch_interval_by_hand():
+    la, lb = np.log([1.0, 1.2, 1.1]), np.log([2.0, 2.6, 2.2, 2.4])
+    li = welch_interval(la, lb)
+    va, vb = np.var(la, ddof=1) / 3, np.var(lb, ddof=1) / 4
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 3)
+    assert (li.diff, li.se, li.df) == pytest.approx((lb.mean() - la.mean(), np.sqrt(va + vb), df))
+    half = sps.t.ppf(0.975, df) * np.sqrt(va + vb)
+    assert li.bounds() == pytest.approx((np.exp(li.diff - half), np.exp(li.diff + half)))
+    assert li.ratio == pytest.approx(np.exp(li.diff)) and li.bounds(0.5)[1] < li.bounds()[1]
+    lc = np.log([2.0, 2.6, 2.2])
+    same = welch_interval(la, lc)  # as many processes a side: Student's 2n - 2 df
+    assert same.df == 4 and same.se == pytest.approx(np.sqrt(np.var(la, ddof=1) / 3 + np.var(lc, ddof=1) / 3))
+    flat = welch_interval(np.log([1.0, 1.0]), np.log([2.0, 2.0]))
+    assert flat.se == 0 and flat.df == np.inf and flat.bounds() == pytest.approx((2.0, 2.0))
+
+
+def test_pooled_interval_weighs_the_prior_by_its_degrees_of_freedom():
+    la, lb = np.log([1.0]), np.log([1.5, 1.7])
+    li = pooled_interval(la, lb, prior_var=0.04, prior_df=4)
+    own = np.sum((lb - lb.mean()) ** 2)
+    s2 = (own + 4 * 0.04) / (1 + 4)
+    assert (li.diff, li.se, li.df) == pytest.approx((lb.mean() - la.mean(), np.sqrt(s2 * (1 + 1 / 2)), 5))
+    assert pooled_interval(la, la, 0.04, 4).se == pytest.approx(np.sqrt(0.04 * 2))
+    with pytest.raises(ValueError, match="no degrees of freedom"):
+        pooled_interval(la, la, 0.04, 0)
+
+
+def test_dividing_by_the_machine_adds_its_error_and_keeps_the_fewer_df():
+    row, machine = LogInterval(0.5, 0.03, 10), LogInterval(0.2, 0.04, 6)
+    got = row.divided_by(machine)
+    assert (got.diff, got.se, got.df) == pytest.approx((0.3, 0.05, 6))
+
+
+def test_p_beyond_is_two_sided_against_the_threshold_band():
+    bound = np.log(1.1)
+    li = LogInterval(np.log(1.3), 0.05, 8)
+    assert p_beyond(li, bound) == pytest.approx(2 * sps.t.sf((np.log(1.3) - bound) / 0.05, 8))
+    faster = LogInterval(-np.log(1.3), 0.05, 8)
+    assert p_beyond(faster, bound) == pytest.approx(p_beyond(li, bound))  # symmetric in the direction
+    assert p_beyond(LogInterval(0.0, 0.05, 8), bound) == 1.0  # twice a p above one half: capped
+    assert p_beyond(LogInterval(0.2, 0.0, 8), bound) == 0.0 and p_beyond(LogInterval(0.05, 0.0, 8), bound) == 1.0
+    # at the 95% interval's edge the p is 0.05 exactly: the rule on one row is the interval beyond T
+    edge = LogInterval(bound + sps.t.ppf(0.975, 8) * 0.05, 0.05, 8)
+    assert p_beyond(edge, bound) == pytest.approx(0.05) and edge.bounds()[0] == pytest.approx(1.1)
+
+
+def test_holm_steps_down_until_the_first_it_keeps():
+    assert holm([0.01, 0.04, 0.03, 0.2], 0.05) == [True, False, False, False]  # 0.01 <= .0125; 0.03 > .05 / 3
+    assert holm([0.01, 0.015, 0.024, 0.5], 0.05) == [True, True, True, False]  # .0125, .0167, .025
+    assert holm([0.05], 0.05) == [True] and holm([0.051], 0.05) == [False] and holm([], 0.05) == []
+    assert holm([0.3, 0.001], 0.05) == [False, True]
+
+
+def test_mde_is_the_change_flagged_with_the_power_asked():
+    bound, se, df = np.log(1.05), 0.04, 8
+    mde = mde_log(se, df, bound, 0.05, 0.8)
+    crit = sps.t.ppf(0.975, df)
+    # a rerun estimates its own error: the noncentral t says the power at that change
+    assert sps.nct.sf(crit, df, (mde - bound) / se) == pytest.approx(0.8, abs=1e-6)
+    fixed = mde_log(se, df, bound, 0.05, 0.8, fixed_se=True)
+    assert fixed == pytest.approx(bound + (crit + sps.t.ppf(0.8, df)) * se)
+    assert mde_log(se, df, bound, 0.05 / 80, 0.8) > mde  # a family's smaller alpha needs a larger change
+    assert mde_log(0.0, df, bound, 0.05) == pytest.approx(bound)
+    assert mde_log(se, np.inf, bound, 0.05, fixed_se=True) == pytest.approx(bound + (1.959964 + 0.841621) * se)
+    assert t_quantile(0.975, 4) == pytest.approx(2.776445) and t_quantile(np.array([0.975]), 4).shape == (1,)
+
+
+def test_processes_needed_is_the_fewest_whose_mde_reaches_the_target():
+    variance, bound, target = 0.001, np.log(1.05), np.log(1.075)
+    n = processes_needed(variance, target, bound, 0.05)
+    assert mde_log(np.sqrt(2 * variance / n), 2 * n - 2, bound, 0.05) <= target
+    assert mde_log(np.sqrt(2 * variance / (n - 1)), 2 * n - 4, bound, 0.05) > target
+    assert processes_needed(0.0, target, bound, 0.05) == 2
+    few = 1e-4  # where the df (2n - 2 of two n-process runs) decides the count
+    assert processes_needed(few, target, bound, 0.05) == 5
+    assert mde_log(np.sqrt(2 * few / 4), 6, bound, 0.05) > target >= mde_log(np.sqrt(2 * few / 5), 8, bound, 0.05)
+    assert processes_needed(variance, bound, bound, 0.05) is None  # a change of T itself: never
+    assert processes_needed(1.0, target, bound, 0.05) is None and MAX_PROCESSES == 200

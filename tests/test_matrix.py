@@ -139,7 +139,7 @@ def test_the_index_has_each_run_at_a_glance_and_the_matrix(tmp_path):
     assert "## At a glance: backends/cpu (Test CPU, cpu, 2030-01-02)" in text
     assert "## Matrix: latency across 2 runs" in text and "## Matrix: throughput across 2 runs" in text
     row = next(ln for ln in text.splitlines() if ln.startswith("| infer") and "eager b=1" in ln and "ms" in ln)
-    assert "2.00 ± 10.0%" in row and "**1.00 ± 10.0%** (2.00x)" in row
+    assert "2.00 ± 10.0%" in row and "**1.00 ± 10.0%** (2.00x, no verdict)" in row  # one process, no profile
 
 
 def test_a_run_written_one_folder_down_refreshes_the_index_above(tmp_path):
@@ -153,6 +153,29 @@ def test_a_run_written_one_folder_down_refreshes_the_index_above(tmp_path):
     assert (tmp_path / "backends" / "README.md").read_text().startswith("# Benchmark results\n")
     report.write_index(str(tmp_path / "other" / "x"))  # above it a README that is not an index: left alone
     assert (tmp_path / "other" / "README.md").read_text() == "# Not an index\n"
+
+
+def repeated(backend: str, p50: float, procs: list[float], seed: int) -> InferRecord:
+    """A row measured in one process per entry of ``procs`` (each a factor on ``p50``), 60 calls each."""
+    lat = [v for k, f in enumerate(procs) for v in lognormal(seed + k, 60, p50 * f, 0.02)]
+    return infer(backend, 1, p50, seed=seed, latencies_ms=lat, samples_per_repeat=[60] * len(procs))
+
+
+def test_each_column_carries_compares_verdict_against_the_first(tmp_path, capsys):
+    spread = [1.0, 1.03, 0.98, 1.01, 0.99]
+    a = write(tmp_path / "a" / "results.json", env(), [repeated("eager", 2.0, spread, 1),
+                                                       repeated("onnxruntime", 1.0, spread, 2)])
+    b = write(tmp_path / "b" / "results.json", env(), [repeated("eager", 2.5, spread[::-1], 3),
+                                                       repeated("onnxruntime", 1.0, spread[::-1], 4)])
+    c = write(tmp_path / "c" / "results.json", env(), [infer("eager", 1, 2.0, seed=5)])
+    assert matrix.main([a, b, c, "--threshold", "10"]) == 0
+    out = capsys.readouterr().out
+    eager = next(line for line in out.splitlines() if "eager b=1" in line)
+    ort = next(line for line in out.splitlines() if "onnxruntime b=1" in line)
+    assert "(0.80x, regression)" in eager and "(1.00x, no verdict)" in eager  # c: one process, no profile
+    assert "(1.00x, no change)" in ort and "T = 10%." in out
+    assert matrix.main([a, b, "--threshold", "-1"]) == 2
+    assert capsys.readouterr().err == "error: --threshold must be a percentage >= 0, not -1\n"
 
 
 # -- bench.report.glance ------------------------------------------------------------------------------------------------
@@ -211,29 +234,47 @@ def test_history_skips_the_old_schema_and_flags_only_the_real_step(tmp_path):
     assert [v.subject for v in found] == ["run 0", "run 1", "run 2", "run 3"]
     assert found[0].skipped.startswith("results schema version None; this bench reads version 2")
     loaded = [v for v in found if v.skipped is None]
-    # Each version measured every row in one process: under bench.compare's default floor no step gets a verdict;
-    # judged on within-process noise alone (floor 0), the one real step is flagged.
+    # Each version measured every row in one process: with no noise profile no step gets a verdict; with this
+    # machine's (processes 1% apart), the one real step is flagged.
     by_default = {s.label: s for s in history.build(loaded, "latency", 0.05, normalize=False)["mlp"]}
-    assert [p.step for p in by_default["eager b=1"].points] == [None, "inconclusive", "inconclusive"]
-    series = {s.label: s for s in history.build(loaded, "latency", 0.05, normalize=False, floor=0.0)["mlp"]}
+    assert [p.step for p in by_default["eager b=1"].points] == [None, "no verdict", "no verdict"]
+    quiet = profile(tmp_path, loaded, 0.01)
+    series = {s.label: s for s in history.build(loaded, "latency", 0.05, normalize=False, profile=quiet)["mlp"]}
     eager = series["eager b=1"].points
     assert [p.step for p in eager] == [None, "no change", "regression"]
     assert eager[2].ratio == pytest.approx(1.25, rel=0.03)
     assert [p.step for p in series["onnxruntime b=1"].points] == [None, "no change", "no change"]
-    text = history.render(str(path), found, history.build(loaded, "latency", 0.05, False, 0.0), "latency", 0.05, False)
+    text = history.render(str(path), found, history.build(loaded, "latency", 0.05, False, quiet), "latency", 0.05,
+                          False)
     assert "**skipped**: results schema version None" in text and "4 committed versions, 3 read, 1 skipped" in text
     assert "x slower)**" in next(ln for ln in text.splitlines() if "eager b=1" in ln)
+    unjudged = history.render(str(path), found, history.build(loaded, "latency", 0.05, False), "latency", 0.05, False)
+    assert "2.50 ± 10.0% ? " in next(ln for ln in unjudged.splitlines() if "eager b=1" in ln)
 
 
 def test_history_withholds_a_step_when_the_machine_changed_unless_normalized(tmp_path):
     a = env(calibration={"probes": {"mm": {"samples_ms": lognormal(1, 50, 0.3, 0.01)}}})
     b = env(calibration={"probes": {"mm": {"samples_ms": lognormal(2, 50, 0.6, 0.01)}}})  # a machine twice as slow
     ra, rb = infer("eager", 1, 1.0, seed=1), infer("eager", 1, 2.0, seed=2)  # ... and a row twice as slow
-    assert history.step(a, b, ra, rb, 0.05, normalize=False)[0] == "withheld"
-    assert history.step(a, b, ra, rb, 0.05, normalize=True, floor=0.0)[0] == "no change"
     v = [history.Version("c1", "2030-01-01", "a", a, [ra]), history.Version("c2", "2030-01-02", "b", b, [rb])]
+    quiet = profile(tmp_path, v, 0.01)
+    assert history.step(a, b, ra, rb, 0.05, normalize=False, profile=quiet)[0] == "withheld"
+    assert history.step(a, b, ra, rb, 0.05, normalize=True, profile=quiet)[0] == "no change"
+    assert history.step(a, b, ra, rb, 0.05, normalize=False)[0] == "no verdict"  # no profile: nothing to judge by
     [s] = history.build(v, "latency", 0.05, normalize=True)["mlp"]
     assert s.points[1].value == pytest.approx(1.0, rel=0.03)  # divided by the machine's ratio
+
+
+def profile(tmp_path, loaded, sd: float) -> str:
+    """A noise profile for every row and probe of the versions, processes ``sd`` apart (log sigma), 19 df."""
+    from bench.analysis import noise
+
+    keys = {r.key() for v in loaded for r in v.records}
+    keys |= {("calibration", n) for v in loaded for n in v.env.calibration.get("probes", {})}
+    path = str(tmp_path / f"profile_{sd:g}.json")
+    noise.write_profile(noise.NoiseProfile("m", 2, 20, rows={k: noise.RowNoise(k, sd ** 2, 19) for k in keys}),
+                        [path])
+    return path
 
 
 def test_history_cli_writes_the_trend_and_plots(tmp_path, capsys):
@@ -244,6 +285,8 @@ def test_history_cli_writes_the_trend_and_plots(tmp_path, capsys):
     capsys.readouterr()
     assert history.main([str(path), "--threshold", "-3"]) == 2
     assert capsys.readouterr().err == "error: --threshold must be a percentage >= 0, not -3\n"
+    assert history.main([str(path), "--noise-profile", str(tmp_path / "none.json")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'none.json'}: cannot read the noise profile")
     outside = tmp_path / "plain"
     outside.mkdir()
     assert history.main([str(outside / "results.json")]) == 2

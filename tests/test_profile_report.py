@@ -148,13 +148,16 @@ def test_compare_explain_prints_the_op_level_diff_after_the_table(tmp_path, caps
     a = write_run(tmp_path / "A", 1.0, [("aten::mkldnn_convolution", 0.6), ("aten::addmm", 0.3)])
     b = write_run(tmp_path / "B", 2.0, [("aten::mkldnn_convolution", 1.5), ("aten::addmm", 0.3),
                                         ("aten::copy_", 0.1)])
-    code = compare.main([a, b, "--floor", "0", "--explain"])
+    from test_bench_compare import flat_profile  # processes that never disagree: the rule on the runs' own medians
+
+    flat = flat_profile(a, b)
+    code = compare.main([a, b, "--noise-profile", flat, "--explain"])
     out = capsys.readouterr().out
     assert code == 0 and "regression" in out
     explained = out.split("explain lenet.infer.eager.b1.fp32:")[1]
     assert "(+1 ms); the ops' self time per call +1 ms = 100% of the row's change" in explained
     assert "grew" in explained and "+90%" in explained and "appeared" in explained
-    code = compare.main([a, b, "--floor", "0", "--explain", "mlp.*"])
+    code = compare.main([a, b, "--noise-profile", flat, "--explain", "mlp.*"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: --explain mlp.*: no row of either run matches")
 

@@ -142,7 +142,7 @@ BENCH_LAYOUT = {
     "bench.schedule": {"budget", "pricing", "train_cost", "serve_cost", "headlines", "rows", "calibration"},
     "bench.runner": {"lock", "progress", "repeat", "env"},
     "bench.model": {"export", "accuracy", "flops", "selection"},
-    "bench.analysis": {"compare", "verdicts", "matrix", "history"},
+    "bench.analysis": {"compare", "verdicts", "noise", "matrix", "history"},
     "bench.crosscheck": {"__main__", "check", "vendor", "benchmark_app"},
     "bench.phases": {"base", "infer", "infer_race", "parity", "scale", "tta"},
     "bench.phases.train": {"phase", "derive", "tutorial_loop", "rounds"},

@@ -5,7 +5,8 @@ Reads every committed version of that file from git (``git log`` then ``git show
 out), oldest first, strictly (bench.report.load); a version that does not load (an older schema, a broken file) is
 listed as skipped with the reason. Per model it prints a trend table, a row per row key and a column per commit, and
 draws one plot. A step between two consecutive versions of a row is judged by bench.compare's own rule on the raw
-samples both kept (``judge``: the whole bootstrap interval of the ratio of medians beyond the threshold), and by its
+samples both kept: the t interval over the log process medians (Welch's, or pooled with this machine's noise profile
+for rows measured in one process; no profile: no verdict), Holm's rule over the steps into one version, and its
 machine check: when the runs' calibration probes differ beyond the threshold, the step is withheld, or with
 ``--normalize`` every figure and ratio is divided by the machine's ratio.
 """
@@ -20,8 +21,10 @@ from dataclasses import dataclass, field
 
 from bench.analysis.compare import DEFAULT_THRESHOLD_PCT, judge, machine_changed, machine_drift
 from bench.analysis.matrix import METRICS, figure_of, sort_key
-from bench.analysis.verdicts import DEFAULT_FLOOR_PCT
+from bench.analysis.noise import Priors, load_profile, priors_for
+from bench.analysis.verdicts import Change, family_verdicts
 from bench.cli import OneLineParser
+from bench.measure.stats import LogInterval
 from bench.records import Record, RunEnv
 from bench.report.load import first_line, parse_results
 from bench.report.tables import num, pct, table
@@ -103,11 +106,14 @@ def machine_factor(ref: RunEnv, env: RunEnv) -> float | None:
 
 
 def build(loaded: list[Version], metric: str, threshold: float, normalize: bool,
-          floor: float = DEFAULT_FLOOR_PCT / 100) -> dict[str, list[Series]]:
-    """Model -> one series per row key, a point per loaded version (None where the version lacks the row)."""
+          profile: str | None = None) -> dict[str, list[Series]]:
+    """Model -> one series per row key, a point per loaded version (None where the version lacks the row). The steps
+    into one version are judged as one family (Holm), as bench.compare judges the rows of one comparison."""
     indexes = [{r.key(): r for r in v.records} for v in loaded]
     keys = list(dict.fromkeys(k for index in indexes for k, r in index.items() if figure_of(r, metric)))
     factors = [machine_factor(loaded[0].env, v.env) if normalize else 1.0 for v in loaded]
+    families: dict[int, list[tuple[Point, Change, bool]]] = {}
+    checks: dict[tuple[int, int], tuple[Priors, LogInterval | None, bool]] = {}
     out: dict[str, list[Series]] = {}
     for key in sorted(keys, key=lambda k: (list(dict.fromkeys(x[0] for x in keys)).index(k[0]), sort_key(k))):
         series = None
@@ -126,28 +132,48 @@ def build(loaded: list[Version], metric: str, threshold: float, normalize: bool,
             value = cell.median if factor is None else cell.median / factor if lower else cell.median * factor
             point = Point(value, cell.spread)
             if prev is not None:
-                point.step, point.ratio = step(loaded[prev[0]].env, loaded[i].env, prev[1], rec, threshold,
-                                               normalize, floor)
+                pair = (prev[0], i)  # one machine check and one profile lookup per pair of versions, not per row
+                if pair not in checks:
+                    checks[pair] = machine_check(loaded[pair[0]].env, loaded[i].env, threshold, normalize, profile)
+                found = step_change(prev[1], rec, threshold, *checks[pair])
+                if found is not None:
+                    families.setdefault(i, []).append((point, *found))
             series.points.append(point)
             prev = (i, rec)
         if series is not None:
             out.setdefault(key[0], []).append(series)
+    for family in families.values():
+        family_verdicts([change for _, change, _ in family], threshold)
+        for point, change, withheld in family:
+            point.step = "withheld" if withheld else change.verdict
+            point.ratio = change.slowdown
     return out
 
 
-def step(env_a: RunEnv, env_b: RunEnv, ra: Record, rb: Record, threshold: float,
-         normalize: bool, floor: float = DEFAULT_FLOOR_PCT / 100) -> tuple[str | None, float | None]:
-    """bench.compare's verdict on a -> b (and its time ratio): its machine check and its between-run floor for rows
-    measured in one process included."""
-    drift = machine_drift(env_a, env_b)
+def machine_check(env_a: RunEnv, env_b: RunEnv, threshold: float, normalize: bool,
+                  profile: str | None) -> tuple[Priors, LogInterval | None, bool]:
+    """(the pair's priors, the machine interval to divide by under --normalize, whether verdicts are withheld)."""
+    priors = priors_for(env_a, env_b, profile)
+    drift = machine_drift(env_a, env_b, priors)
     changed = machine_changed(drift, threshold)
-    machine = (drift["ratio"], drift["lo"], drift["hi"]) if changed and normalize else None
-    change = judge(ra, rb, threshold, machine, floor)
-    if change is None:
+    return priors, drift["interval"] if changed and normalize else None, changed and not normalize
+
+
+def step_change(ra: Record, rb: Record, threshold: float, priors: Priors, machine: LogInterval | None,
+                withheld: bool) -> tuple[Change, bool] | None:
+    """bench.compare's judgement of a -> b before the family rule, and whether the machine check withholds it."""
+    change = judge(ra, rb, threshold, machine, priors.prior(ra.key()))
+    return None if change is None else (change, withheld)
+
+
+def step(env_a: RunEnv, env_b: RunEnv, ra: Record, rb: Record, threshold: float,
+         normalize: bool, profile: str | None = None) -> tuple[str | None, float | None]:
+    """bench.compare's verdict on a -> b alone (a family of one) and its time ratio, its machine check included."""
+    found = step_change(ra, rb, threshold, *machine_check(env_a, env_b, threshold, normalize, profile))
+    if found is None:
         return None, None
-    if changed and not normalize:
-        return "withheld", change.slowdown
-    return change.verdict, change.slowdown
+    change, withheld = found
+    return ("withheld" if withheld else change.verdict), change.slowdown
 
 
 def point_text(p: Point | None) -> str:
@@ -157,7 +183,7 @@ def point_text(p: Point | None) -> str:
     if p.step in ("regression", "improvement") and p.ratio and math.isfinite(p.ratio):
         word = f"{p.ratio:.2f}x slower" if p.ratio >= 1 else f"{1 / p.ratio:.2f}x faster"
         return f"**{text} ({word})**"
-    return text + (" (machine changed)" if p.step == "withheld" else "")
+    return text + (" (machine changed)" if p.step == "withheld" else " ?" if p.step == "no verdict" else "")
 
 
 def render(path: str, all_versions: list[Version], series: dict[str, list[Series]], metric: str, threshold: float,
@@ -171,10 +197,11 @@ def render(path: str, all_versions: list[Version], series: dict[str, list[Series
     out = [f"# History of `{path}`: {metric}", "",
            f"{len(all_versions)} committed versions, {len(loaded)} read, {len(all_versions) - len(loaded)} skipped. "
            f"Each cell is the record's median ± IQR as % of it{divided}; a **bold** cell is a step from the previous version "
-           f"that bench.compare's rule flags at T = {threshold * 100:g}% (the whole 95% bootstrap interval of the "
-           "ratio of medians beyond T, widened by the between-run floor F for a row measured in one process; "
-           "see bench.compare --floor); `machine changed`: the calibration probes differ beyond T, so the step is "
-           "withheld (pass --normalize to divide by it).", ""]
+           f"that bench.compare's rule flags at T = {threshold * 100:g}% (a t interval over the log process medians "
+           "beyond T under Holm's rule over the steps into that version; a row measured in one process is judged "
+           "with this machine's noise profile, see bench.compare --noise-profile); `?`: no verdict (one process and "
+           "no profile: make one with `python -m bench.run --repeat 5`); `machine changed`: the calibration probes "
+           "differ beyond T, so the step is withheld (pass --normalize to divide by it).", ""]
     out += [f"- {v.label} read: {v.subject[:90]}" for v in loaded]
     out += [f"- {v.label} **skipped**: {v.skipped}" for v in all_versions if v.skipped is not None]
     if len(loaded) < 1:
@@ -195,9 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize", action="store_true", help="divide by each run's machine calibration ratio")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD_PCT, metavar="PCT",
                    help=f"T of bench.compare's rule for a step (default {DEFAULT_THRESHOLD_PCT:g})")
-    p.add_argument("--floor", type=float, default=DEFAULT_FLOOR_PCT, metavar="PCT",
-                   help=f"bench.compare's between-run floor for rows measured in one process (default "
-                        f"{DEFAULT_FLOOR_PCT:g}; 0 judges them on within-process noise alone)")
+    p.add_argument("--noise-profile", metavar="PATH",
+                   help="the noise profile that judges rows measured in one process (default: each run's machine's "
+                        "in the user cache; see bench.compare)")
     p.add_argument("--out", metavar="FILE.md", help="write the Markdown here (default: stdout); PNGs go beside it")
     p.add_argument("--plots", metavar="DIR", help="write one PNG per model here (default: beside --out)")
     return p
@@ -210,15 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not (math.isfinite(args.threshold) and args.threshold >= 0):
             raise ValueError(f"--threshold must be a percentage >= 0, not {args.threshold:g}")
-        if not (math.isfinite(args.floor) and args.floor >= 0):
-            raise ValueError(f"--floor must be a percentage >= 0, not {args.floor:g}")
         found = versions(args.path)
+        if args.noise_profile:
+            load_profile(args.noise_profile)  # a bad profile is one error line here, not a traceback mid-table
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     threshold = args.threshold / 100
     loaded = [v for v in found if v.skipped is None]
-    series = build(loaded, args.metric, threshold, args.normalize, args.floor / 100) if loaded else {}
+    series = build(loaded, args.metric, threshold, args.normalize, args.noise_profile) if loaded else {}
 
     def draw(folder: str) -> dict[str, str]:
         from bench.report.plots import history_pngs

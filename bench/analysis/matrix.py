@@ -6,14 +6,25 @@ row per (phase, row, backend, precision, batch): the record's median with its sp
 best median of the row in bold, and every other column's speed against the first column's (a ratio of medians,
 > 1 = faster than the first run). ``latency``: inference p50 ms per call and time to accuracy (train s);
 ``throughput``: samples/s of inference, training and scaling rows. Figures are the records' own, never re-measured.
+Every column after the first carries bench.compare's verdict against the first (its t interval over processes, this
+machine's noise profile for one-process rows, Holm's rule over the column's rows, its machine check).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from dataclasses import dataclass, field
 
+from bench.analysis.noise import load_profile, priors_for
+from bench.analysis.verdicts import (
+    DEFAULT_THRESHOLD_PCT,
+    family_verdicts,
+    judge,
+    machine_changed,
+    machine_drift,
+)
 from bench.cli import OneLineParser
 from bench.records import (
     BACKEND_NAMES,
@@ -33,8 +44,10 @@ from bench.report.tables import num, pct, table
 METRICS = ("latency", "throughput")
 PHASE_ORDER = ("train", "infer", "scale", "tta")
 SPREAD_NOTE = ("median ± IQR as % of the median (inference samples/s: the per-call latency IQR); **bold**: the row's "
-               "best median; (Nx): speed against the first column, a ratio of medians, > 1 faster. Medians whose IQRs "
-               "overlap are not known to differ: use bench.compare for a verdict with an interval.")
+               "best median; (Nx, verdict): speed against the first column, a ratio of medians, > 1 faster, and "
+               "bench.compare's verdict on that change (a t interval over each run's processes, one-process rows "
+               "judged with this machine's noise profile, Holm over the column; 'no verdict': one process and no "
+               "profile, made by `python -m bench.run --repeat 5`; 'withheld': the machines differ).")
 
 
 @dataclass
@@ -53,6 +66,8 @@ class Cell:
     spread: float | None = None
     n: int | None = None
     status: str = ""  # "" = the run has no such row
+    verdict: str = ""  # bench.compare's verdict against the first run's cell ("" in the first column, or unjudged)
+    record: Record | None = None
 
 
 @dataclass
@@ -88,14 +103,15 @@ def figure_of(rec: Record, metric: str) -> tuple[str, bool, Cell] | None:
     if not rec.ok:
         return None
     if metric == "latency" and isinstance(rec, InferRecord):
-        return "ms", True, Cell(rec.p50_ms, _rel(rec.iqr_ms, rec.p50_ms), rec.n_calls, "ok")
+        return "ms", True, Cell(rec.p50_ms, _rel(rec.iqr_ms, rec.p50_ms), rec.n_calls, "ok", record=rec)
     if metric == "latency" and isinstance(rec, TtaRecord):
-        return "train s to target", True, Cell(rec.train_s, None, 1, "ok")
+        return "train s to target", True, Cell(rec.train_s, None, 1, "ok", record=rec)
     if metric == "throughput" and isinstance(rec, InferRecord):
-        return "samples/s", False, Cell(rec.samples_per_s, _rel(rec.iqr_ms, rec.p50_ms), rec.n_calls, "ok")
+        return "samples/s", False, Cell(rec.samples_per_s, _rel(rec.iqr_ms, rec.p50_ms), rec.n_calls, "ok",
+                                        record=rec)
     if metric == "throughput" and isinstance(rec, (TrainRecord, ScaleRecord)):
         return "samples/s", False, Cell(rec.samples_per_s, _rel(rec.samples_per_s_iqr, rec.samples_per_s),
-                                        rec.windows, "ok")
+                                        rec.windows, "ok", record=rec)
     return None
 
 
@@ -145,6 +161,23 @@ def build(runs: list[Run], metric: str) -> dict[str, list[MatrixRow]]:
     return out
 
 
+def judge_columns(runs: list[Run], matrix: dict[str, list[MatrixRow]], threshold: float,
+                  profile: str | None = None) -> None:
+    """Each cell's verdict against the first run's, by bench.compare's rule, the rows of a column as one family."""
+    for i, run in enumerate(runs[1:], 1):
+        priors = priors_for(runs[0].env, run.env, profile)
+        withheld = machine_changed(machine_drift(runs[0].env, run.env, priors), threshold)
+        judged = []
+        for row in (r for rows in matrix.values() for r in rows):
+            first, cell = row.cells[0].record, row.cells[i].record
+            change = judge(first, cell, threshold, None, priors.prior(first.key())) if first and cell else None
+            if change is not None:
+                judged.append((row.cells[i], change))
+        family_verdicts([c for _, c in judged], threshold)
+        for cell, change in judged:
+            cell.verdict = "withheld" if withheld else change.verdict
+
+
 def cell_text(row: MatrixRow, i: int, eligible: set[int] | None = None) -> str:
     cell = row.cells[i]
     if cell.median is None:
@@ -153,7 +186,8 @@ def cell_text(row: MatrixRow, i: int, eligible: set[int] | None = None) -> str:
     if row.best(eligible) == i:
         text = f"**{text}**"
     speed = row.speed_vs_first(i) if i else None
-    return text + (f" ({speed:.2f}x)" if speed is not None else "")
+    verdict = f", {cell.verdict}" if cell.verdict else ""
+    return text + (f" ({speed:.2f}x{verdict})" if speed is not None else "")
 
 
 def date_of(env: RunEnv) -> str:
@@ -191,11 +225,14 @@ def run_lines(runs: list[Run]) -> list[str]:
     return lines
 
 
-def render(runs: list[Run], metric: str, plot_files: dict[str, str] | None = None, heading: str = "#") -> str:
+def render(runs: list[Run], metric: str, plot_files: dict[str, str] | None = None, heading: str = "#",
+           threshold: float = DEFAULT_THRESHOLD_PCT / 100, profile: str | None = None) -> str:
     """The matrix as Markdown: the runs, then per model its table (and its plot, when one was written)."""
     matrix = build(runs, metric)
+    judge_columns(runs, matrix, threshold, profile)
     eligible, crown_note = crowned(runs)
-    out = [f"{heading} Matrix: {metric} across {len(runs)} runs", "", *run_lines(runs), "", SPREAD_NOTE + crown_note]
+    out = [f"{heading} Matrix: {metric} across {len(runs)} runs", "", *run_lines(runs), "",
+           f"{SPREAD_NOTE} T = {threshold * 100:g}%." + crown_note]
     if not matrix:
         out += ["", f"_No row of these runs has a {metric} figure._"]
     for model, rows in matrix.items():
@@ -214,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE.md", help="write the Markdown here (default: stdout); PNGs go beside it")
     p.add_argument("--plots", metavar="DIR", help="write one PNG per model here (default: beside --out; none for "
                                                   "stdout)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD_PCT, metavar="PCT",
+                   help=f"T of bench.compare's rule for each column's verdicts (default {DEFAULT_THRESHOLD_PCT:g})")
+    p.add_argument("--noise-profile", metavar="PATH", help="the noise profile for one-process rows (see bench.compare)")
     return p
 
 
@@ -267,12 +307,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if len(args.paths) < 2:
             raise ValueError("give two or more results.json files to put side by side")
+        if not (math.isfinite(args.threshold) and args.threshold >= 0):
+            raise ValueError(f"--threshold must be a percentage >= 0, not {args.threshold:g}")
+        if args.noise_profile:
+            load_profile(args.noise_profile)
         runs = load_runs(args.paths)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        emit(lambda names: render(runs, args.metric, names), args.out, args.plots,
+        emit(lambda names: render(runs, args.metric, names, threshold=args.threshold / 100,
+                                  profile=args.noise_profile), args.out, args.plots,
              lambda folder: write_plots(runs, args.metric, folder, "matrix"))
     except OSError as exc:
         print(f"error: cannot write the matrix: {exc.strerror or exc}", file=sys.stderr)

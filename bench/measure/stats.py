@@ -7,13 +7,23 @@ frequency state): a process is one draw of that. ``process_ratio_ci`` covers bot
 several fresh processes (``--repeat``): it resamples processes first, then samples within each (a hierarchical
 bootstrap), so a row whose processes disagree gets the wide interval it deserves. Calls timed back to back are not
 independent, so the within-process part is somewhat narrower than the truth.
+
+The verdicts rest on ``log_interval`` instead: over 1-10 processes a percentile bootstrap is too narrow (it shrinks the
+between-process variance by (g-1)/g and uses normal quantiles where t with few degrees of freedom applies), so the
+process is the unit of replication and B over A is a t interval over the log of each process's median: Welch's when
+both runs have >= 2 processes, else a pooled variance whose prior (a noise profile's between-process variance of the
+row, with its degrees of freedom) stands in for the side that has no spread of its own. ``mde_log`` and
+``processes_needed`` say what such an interval can detect.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+from scipy import special
+from scipy import stats as sps
 
 from bench.records import PERCENTILE_MIN_CALLS
 
@@ -155,3 +165,153 @@ def split_processes(samples: Sequence[float], sizes: Sequence[int] | None) -> li
         out.append(values[start:start + n])
         start += n
     return out
+
+
+@dataclass(frozen=True)
+class LogInterval:
+    """B over A on the log scale: ``diff`` = mean log process median of B - of A, its standard error ``se`` and
+    degrees of freedom ``df`` (math.inf: a known variance), and the ``conf`` interval of the ratio exp(diff)."""
+
+    diff: float
+    se: float
+    df: float
+    conf: float = 0.95
+
+    @property
+    def ratio(self) -> float:
+        return math.exp(self.diff)
+
+    def bounds(self, conf: float | None = None) -> tuple[float, float]:
+        lo, hi = interval_bounds(self.diff, self.se, self.df, conf or self.conf)
+        return float(lo), float(hi)
+
+    def divided_by(self, other: LogInterval) -> LogInterval:
+        """This ratio over another's (a machine's), the two errors added as independent, the fewer df kept."""
+        return LogInterval(self.diff - other.diff, math.hypot(self.se, other.se), min(self.df, other.df), self.conf)
+
+
+Array = np.ndarray
+
+
+def interval_bounds(diff: float | Array, se: float | Array, df: float | Array, conf: float) -> tuple:
+    """The ``conf`` t interval of exp(diff) (elementwise over arrays)."""
+    half = t_quantile(1 - (1 - conf) / 2, df) * se
+    return np.exp(diff - half), np.exp(diff + half)
+
+
+def t_quantile(q: float | np.ndarray, df: float | np.ndarray) -> float | np.ndarray:
+    """Student's t quantile (the normal one at infinite df)."""
+    out = sps.t.ppf(q, df)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def log_medians(groups: Sequence[Sequence[float]]) -> np.ndarray:
+    """The log of each process's median: the unit a verdict replicates over. ValueError on a median <= 0."""
+    meds = np.array([np.median(g) for g in _as_groups(groups, "run")])
+    if np.any(meds <= 0):
+        raise ValueError("medians must be positive to take their log")
+    return np.log(meds)
+
+
+def between_variance(logs: np.ndarray) -> tuple[float, int]:
+    """(sample variance of the log process medians, its degrees of freedom g - 1); ValueError under 2 processes."""
+    if logs.size < 2:
+        raise ValueError("one process has no between-process variance")
+    return float(np.var(logs, ddof=1)), int(logs.size - 1)
+
+
+def welch_parts(la: Array, lb: Array) -> tuple[Array, Array, Array]:
+    """(diff, se, df) of Welch's t for mean(lb) - mean(la) over the last axis (>= 2 processes a side), with
+    Welch-Satterthwaite df, except with as many processes on both sides: there Welch's statistic is Student's pooled
+    t, whose 2n - 2 df are exact for equal spreads and robust for equal counts, while Welch's df (as low as n - 1)
+    would cost most of the power at a family's small alpha. Vectorised, so that the seeded simulations run the rule
+    itself over thousands of trials."""
+    va, vb = np.var(la, axis=-1, ddof=1) / la.shape[-1], np.var(lb, axis=-1, ddof=1) / lb.shape[-1]
+    se2 = va + vb
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(se2 > 0, se2 ** 2 / (va ** 2 / (la.shape[-1] - 1) + vb ** 2 / (lb.shape[-1] - 1)), np.inf)
+    if la.shape[-1] == lb.shape[-1]:
+        df = np.where(se2 > 0, 2.0 * la.shape[-1] - 2, np.inf)
+    return lb.mean(axis=-1) - la.mean(axis=-1), np.sqrt(se2), df
+
+
+def welch_interval(la: np.ndarray, lb: np.ndarray, conf: float = 0.95) -> LogInterval:
+    """Welch's t interval of mean(lb) - mean(la) (each side >= 2 processes)."""
+    diff, se, df = welch_parts(la, lb)
+    return LogInterval(float(diff), float(se), float(df), conf)
+
+
+def pooled_parts(la: Array, lb: Array, prior_var: float | Array, prior_df: int) -> tuple[Array, Array, Array]:
+    """(diff, se, df) of the t statistic with one between-process variance pooled from both sides' own spread (a
+    side of one process adds none) and the prior's, weighted by degrees of freedom; over the last axis."""
+    own_ss = sum(np.sum((x - x.mean(axis=-1, keepdims=True)) ** 2, axis=-1) for x in (la, lb))
+    df = la.shape[-1] + lb.shape[-1] - 2 + prior_df
+    if df < 1:
+        raise ValueError("no degrees of freedom: neither the runs nor the prior have a between-process spread")
+    s2 = (own_ss + prior_df * np.asarray(prior_var)) / df
+    se = np.sqrt(s2 * (1 / la.shape[-1] + 1 / lb.shape[-1]))
+    return lb.mean(axis=-1) - la.mean(axis=-1), se, np.full(np.shape(se), float(df))
+
+
+def pooled_interval(la: np.ndarray, lb: np.ndarray, prior_var: float, prior_df: int,
+                    conf: float = 0.95) -> LogInterval:
+    """The t interval of mean(lb) - mean(la) with the prior's variance pooled in (``pooled_parts``)."""
+    diff, se, df = pooled_parts(la, lb, prior_var, prior_df)
+    return LogInterval(float(diff), float(se), float(df), conf)
+
+
+def p_parts(diff: float | Array, se: float | Array, df: float | Array, bound: float) -> float | Array:
+    """Two-sided p of 'the change lies within +-bound' (log scale): twice the smaller one-sided p of 'no more than
+    bound slower' and 'no more than bound faster', at most 1; a zero se gives 0 beyond the bound, else 1."""
+    diff, se = np.asarray(diff, dtype=np.float64), np.asarray(se, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_slower = sps.t.sf((diff - bound) / se, df)
+        p_faster = sps.t.cdf((diff + bound) / se, df)
+    p = np.minimum(1.0, 2 * np.minimum(p_slower, p_faster))
+    p = np.where(se > 0, p, np.where(np.abs(diff) > bound, 0.0, 1.0))
+    return float(p) if p.ndim == 0 else p
+
+
+def p_beyond(li: LogInterval, bound: float) -> float:
+    return float(p_parts(li.diff, li.se, li.df, bound))
+
+
+def holm(p_values: Sequence[float], alpha: float) -> list[bool]:
+    """Holm's step-down rule: which hypotheses are rejected with a family-wise error of at most ``alpha``."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    rejected = [False] * len(p_values)
+    for step, i in enumerate(order):
+        if p_values[i] > alpha / (len(p_values) - step):
+            break
+        rejected[i] = True
+    return rejected
+
+
+def mde_log(se: float | Array, df: float | Array, bound: float, alpha_row: float, power: float = 0.8,
+            fixed_se: bool = False) -> float | Array:
+    """The smallest change (log scale) a two-sided test at ``alpha_row`` of 'within +-bound' flags with ``power``.
+
+    When the runs estimate their own error (``fixed_se`` False: Welch / Student over their processes), a rerun
+    draws a new estimate: the change is bound + ncp se, ncp the noncentrality at which a t with ``df`` exceeds its
+    critical value with that probability (noncentral t, exact where the quantile sum is not: few df and a family's
+    small alpha). When the error is a noise profile's (``fixed_se``: one process a side), reruns keep that estimate
+    and only the true error varies around it: bound + (t(1 - alpha_row / 2) + t(power)) se."""
+    df = np.minimum(np.asarray(df, dtype=np.float64), 1e7)  # a known variance: the t is a normal
+    crit = t_quantile(1 - alpha_row / 2, df)
+    ncp = crit + t_quantile(power, df) if fixed_se else special.nctdtrinc(df, 1 - power, crit)
+    out = bound + ncp * np.asarray(se, dtype=np.float64)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+MAX_PROCESSES = 200  # beyond this many processes per side, "processes needed" says none will do
+
+
+def processes_needed(variance: float, target: float, bound: float, alpha_row: float,
+                     power: float = 0.8) -> int | None:
+    """Fewest processes per side (>= 2) at which Welch's interval of two such runs detects a change of ``target``
+    (log scale) with ``power``, given the row's between-process ``variance``; None beyond MAX_PROCESSES."""
+    if target <= bound:
+        return None
+    n = np.arange(2, MAX_PROCESSES + 1)
+    ok = mde_log(np.sqrt(2 * variance / n), 2 * n - 2, bound, alpha_row, power) <= target
+    return int(n[np.argmax(ok)]) if ok.any() else None

@@ -30,9 +30,10 @@ from zoo.errors import UserError
 if TYPE_CHECKING:
     from bench.context import BenchContext
 
-# Processes per run when --repeat is not given: one, for a full run and for --quick. N processes split the budget N
-# ways and pay imports, probes, pricing and builds N times, so the main job's budget would hold fewer rows; a run
-# meant for bench.compare passes --repeat (README "Comparing runs" says how many).
+# Processes per run when --repeat is not given. One by default: N processes split the budget N ways and pay imports,
+# probes, pricing and builds N times, so the main job's budget would hold fewer rows. Its rows are judged by
+# bench.compare against this machine's noise profile (which a --repeat 5 run writes) or get no verdict; --repeat N on
+# both sides gives comparisons their own between-process interval.
 DEFAULT_REPEAT = 1
 QUICK_REPEAT = 1
 SAMPLED = (TrainRecord, InferRecord, ScaleRecord)  # record types with raw samples: their phases are repeated
@@ -95,9 +96,25 @@ def run_repeated(ctx: BenchContext, phases: dict, argv: Sequence[str], command: 
     env.complete = env.complete and len(runs) == (repeat if repeated else 1)
     write_merged(ctx, env, records)
     print(f"repeat: {len(runs)} processes merged -> {os.path.join(ctx.out_dir, 'summary.md')}", file=err)
+    write_noise_profile(env, records, ctx.out_dir, err)
     if 130 in codes:
         return 130
     return 1 if any(r.status == "failed" for r in records) else 0
+
+
+def write_noise_profile(env: RunEnv, records: list[Record], out_dir: str, err) -> None:
+    """With >= 5 processes, this machine's noise profile beside the results and in the user cache, so that one-process
+    runs compared later on this machine get a verdict (bench.analysis.noise)."""
+    from bench.analysis.noise import MIN_PROCESSES, save_profile
+
+    saved = save_profile(env, records, out_dir)
+    if saved is None:
+        if env.repeat < MIN_PROCESSES:
+            print(f"repeat: no noise profile (it takes --repeat {MIN_PROCESSES} or more)", file=err)
+        return
+    profile, paths = saved
+    print(f"repeat: noise profile of {len(profile.rows)} rows ({profile.processes} processes, {profile.machine}, "
+          f"{profile.threads} threads) -> {', '.join(paths)}", file=err)
 
 
 def write_merged(ctx: BenchContext, env: RunEnv, records: list[Record]) -> None:
