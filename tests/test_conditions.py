@@ -29,15 +29,27 @@ def test_a_load_above_the_core_count_is_loaded():
                                                  "other processes shared the cores")
 
 
-def test_calibration_slower_than_the_same_machine_beyond_its_spread_is_off():
-    quiet, slow, close = conditions(env(mm=0.3)), conditions(env(mm=0.45)), conditions(env(mm=0.301))
-    [off] = calibration_off(slow, [quiet])
-    assert off.startswith("mm +50.")
-    assert calibration_off(close, [quiet]) == []  # within the spread
-    assert calibration_off(quiet, [slow]) == []  # the fastest run is the reference
+def test_calibration_is_off_only_beyond_the_machines_between_process_noise(tmp_path, monkeypatch):
+    from bench.analysis.noise import NoiseProfile, RowNoise, cache_path, machine_of, write_profile
+
+    quiet, slow, close = conditions(env(mm=0.3)), conditions(env(mm=0.45)), conditions(env(mm=0.31))
+    def noisy(name):  # processes ~5% apart: a bound of ~+13%
+        return RowNoise(("calibration", name), 0.05 ** 2, 9)
+
+    [off] = calibration_off(slow, [quiet], noisy)
+    assert off.startswith("mm +50.") and "noise bound +13" in off
+    assert calibration_off(close, [quiet], noisy) == []  # +3%: within what fresh processes vary by
+    assert calibration_off(slow, [quiet], lambda name: RowNoise(("calibration", name), 0.3 ** 2, 9)) == []
+    assert calibration_off(quiet, [slow], noisy) == []  # the fastest run is the reference
     other_machine = conditions(env(mm=0.1, device_name="Other CPU"))
-    assert calibration_off(slow, [other_machine]) == []
-    cells = index_cells({"a": env(load=1.0, mm=0.3), "b": env(load=1.0, mm=0.45)})
+    assert calibration_off(slow, [other_machine], lambda name: None) == []  # nothing to compare with
+    assert calibration_off(slow, [quiet], lambda name: None) is None  # no profile: not judged
+    runs = {"a": env(load=1.0, mm=0.3, threads=2), "b": env(load=1.0, mm=0.45, threads=2)}
+    cells = index_cells(runs)  # the tests' cache holds no profile
+    assert cells["a"] == "load 1.00/1.00 (1-min, start/end) on 2 cores; calibration not judged (no noise profile)"
+    write_profile(NoiseProfile(machine_of(runs["a"]), 2, 10, rows={("calibration", "mm"): noisy("mm")}),
+                  [cache_path(machine_of(runs["a"]), 2)])
+    cells = index_cells(runs)
     assert cells["a"] == "load 1.00/1.00 (1-min, start/end) on 2 cores"
     assert "; **calibration off**: mm +50." in cells["b"]
 

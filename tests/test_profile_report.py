@@ -148,7 +148,9 @@ def test_compare_explain_prints_the_op_level_diff_after_the_table(tmp_path, caps
     a = write_run(tmp_path / "A", 1.0, [("aten::mkldnn_convolution", 0.6), ("aten::addmm", 0.3)])
     b = write_run(tmp_path / "B", 2.0, [("aten::mkldnn_convolution", 1.5), ("aten::addmm", 0.3),
                                         ("aten::copy_", 0.1)])
-    from test_bench_compare import flat_profile  # processes that never disagree: the rule on the runs' own medians
+    from test_bench_compare import (
+        flat_profile,  # processes that never disagree: the rule on the runs' own medians
+    )
 
     flat = flat_profile(a, b)
     code = compare.main([a, b, "--noise-profile", flat, "--explain"])

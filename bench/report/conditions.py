@@ -3,17 +3,23 @@ run's start and end against its cores, and the calibration probes (bench.measure
 
 A run is LOADED when a 1-minute load average it recorded exceeds its CPU count (on a 2-core machine: above 2): other
 processes then share the cores the figures were timed on. Its calibration is OFF when a probe's median is slower
-than the fastest run of the same machine (same device name, CPU count and probe threads) by more than the larger of
-the two runs' IQRs: the machine ran slower than it can, whatever the load average says. Both are marked in the
-index, and the matrix crowns no "best" across loaded and quiet runs (bench.analysis.matrix).
+than the fastest run of the same machine (same device name, CPU count and probe threads) beyond what fresh processes
+of that machine vary by: the between-process variance of the probe in this machine's noise profile (written by
+``bench.run --repeat 5``, bench.analysis.noise), as a one-sided 95% t bound on the log ratio of two one-process
+medians. A probe's own within-process IQR is no measure of that (single-process probes here spread 5-20% between
+processes while their IQRs read a few percent), so without a profile the calibration is not judged, and the cell
+says so. Both marks are in the index, and the matrix crowns no "best" across loaded and quiet runs.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from bench.analysis.noise import RowNoise, find_profiles
+from bench.measure.stats import t_quantile
 from bench.records import RunEnv
 from bench.report.tables import num, pct
 
@@ -76,28 +82,45 @@ def conditions(env: RunEnv) -> Conditions:
                       env.cpu_count, machine, probes)
 
 
-def calibration_off(run: Conditions, others: list[Conditions]) -> list[str]:
-    """The probes of ``run`` slower than the fastest comparable run's by more than the larger IQR, as
-    'name +35% (IQR 4.0%)'; [] when none is, or no other run of the same machine is there to compare with."""
+def calibration_off(run: Conditions, others: list[Conditions],
+                    prior: Callable[[str], RowNoise | None]) -> list[str] | None:
+    """The probes of ``run`` slower than the fastest comparable run's beyond the machine's between-process noise
+    (``prior(probe name)``), as 'name +35% (noise bound +12%)'; [] when none is or no other run of the same machine
+    is there to compare with; None when a compared probe has no noise profile (not judged)."""
     off = []
     for name, mine in run.probes.items():
         refs = [o.probes[name] for o in others if o.machine == run.machine and name in o.probes]
         if not refs:
             continue
+        noise = prior(name)
+        if noise is None or noise.df < 1:
+            return None
         best = min(refs, key=lambda p: p.median_ms)
-        spread = max((x for x in (mine.iqr_ms, best.iqr_ms) if x is not None), default=0.0)
-        if mine.median_ms - best.median_ms > spread:
-            off.append(f"{name} +{pct(mine.median_ms / best.median_ms - 1)} (IQR {pct(spread / best.median_ms)})")
+        bound = float(t_quantile(0.95, noise.df)) * math.sqrt(2.0 * noise.variance)  # two one-process medians
+        if math.log(mine.median_ms / best.median_ms) > bound:
+            off.append(f"{name} +{pct(mine.median_ms / best.median_ms - 1)} (noise bound +{pct(math.exp(bound) - 1)})")
     return off
 
 
+def profile_prior(env: RunEnv) -> Callable[[str], RowNoise | None]:
+    """A probe's between-process noise from the noise profile cached for this run's machine and threads."""
+    try:
+        profiles = find_profiles([env])
+    except ValueError:  # an unreadable profile judges nothing
+        profiles = []
+    return lambda name: next((p.prior(("calibration", name)) for p in profiles if p.prior(("calibration", name))),
+                             None)
+
+
 def index_cells(envs: Mapping[str, RunEnv]) -> dict[str, str]:
-    """Per run: its load and, where off, its calibration, each marked for the index."""
+    """Per run: its load and its calibration (off, or not judged without a noise profile), marked for the index."""
     all_conditions = {key: conditions(env) for key, env in envs.items()}
     out = {}
     for key, cond in all_conditions.items():
-        off = calibration_off(cond, [c for k, c in all_conditions.items() if k != key])
-        out[key] = cond.load_text() + (f"; **calibration off**: {', '.join(off)}" if off else "")
+        off = calibration_off(cond, [c for k, c in all_conditions.items() if k != key], profile_prior(envs[key]))
+        tail = "; calibration not judged (no noise profile)" if off is None else \
+            f"; **calibration off**: {', '.join(off)}" if off else ""
+        out[key] = cond.load_text() + tail
     return out
 
 
