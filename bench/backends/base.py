@@ -9,12 +9,15 @@ queued; every backend is timed by the same clock (bench.measure.timing). Adding 
 """
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar
 
 import torch
 
 from bench.context import BenchContext, ModelSession
+from bench.measure import timing
+from bench.measure.memory import PeakMemory
 from zoo.engine import synchronize
 
 
@@ -96,6 +99,18 @@ class Backend(ABC):
     def sync(self) -> None:
         """Wait for every piece of work this backend queued on the device."""
         synchronize(self.ctx.device)
+
+    def memory_tracker(self):
+        """A PeakMemory over memory_device() for the with-block it guards (a no-op where the bench cannot see it)."""
+        device = self.memory_device()
+        return PeakMemory(device) if device is not None else contextlib.nullcontext()
+
+    def bind_timed(self, x: torch.Tensor) -> tuple[Callable[[], Any], float]:
+        """(the bound call, the seconds binding took, the device synchronized after it), on the one clock."""
+        t0 = timing.clock()
+        fn = self.bind(x)
+        self.sync()
+        return fn, timing.clock() - t0
 
     def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Free what prepare() made (sessions, graphs, compiled artifacts)."""

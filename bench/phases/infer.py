@@ -9,7 +9,6 @@ run under ``torch.inference_mode`` (entered once: it is thread-local and the tim
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gc
 from typing import Any, ClassVar
@@ -23,7 +22,6 @@ from bench.backends.base import Backend
 from bench.context import BenchContext, ModelSession, example_batch
 from bench.measure import timing
 from bench.measure.machine import pct_of_peak
-from bench.measure.memory import PeakMemory
 from bench.measure.stats import process_ratio_ci, split_processes
 from bench.model.accuracy import row_fields
 from bench.model.flops import count_flops
@@ -99,13 +97,8 @@ def row_plan(batch_size: int, quick: bool, est_call_s: float, budget_s: float | 
 def measure(backend: Backend, x: torch.Tensor, quick: bool,
             budget_s: float | None = None) -> tuple[dict[str, Any], float]:
     """(latency_stats fields + memory fields, bind seconds) of one backend at one input."""
-    mem_device = backend.memory_device()
-    tracker = PeakMemory(mem_device) if mem_device is not None else contextlib.nullcontext()
-    with torch.inference_mode(), tracker as memory:
-        t0 = timing.clock()
-        fn = backend.bind(x)
-        backend.sync()
-        bind_s = timing.clock() - t0
+    with torch.inference_mode(), backend.memory_tracker() as memory:
+        fn, bind_s = backend.bind_timed(x)
         plan = row_plan(x.shape[0], quick, probe_call_s(fn, backend.sync), budget_s)
         if memory is not None:  # after two warm calls: cuDNN's one-off search workspace is not this row's peak
             memory.reset_peak()
@@ -115,7 +108,7 @@ def measure(backend: Backend, x: torch.Tensor, quick: bool,
     if memory is not None and memory.peak_mb is not None:
         fields["peak_mem_mb"] = round(memory.peak_mb, 1)
         fields["mem_delta_mb"] = round(memory.delta_mb, 1) if memory.delta_mb is not None else None
-        fields["mem_device"] = mem_device.type
+        fields["mem_device"] = backend.memory_device().type
     return fields, bind_s
 
 

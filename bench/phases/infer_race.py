@@ -11,7 +11,6 @@ spinning on the cores).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from bench.backends.base import Backend
 from bench.context import BenchContext
 from bench.measure import race as racing
 from bench.measure import timing
-from bench.measure.memory import PeakMemory
 from bench.records import InferRecord
 
 CHUNK_S = 0.1  # the most one chunk of one backend takes: short, so rounds are many and drift is shared
@@ -52,13 +50,8 @@ class Lane:
 def open_lane(key: str, backend: Backend, x: torch.Tensor) -> Lane:
     """Bind ``backend`` at ``x``, warm it alone and read its memory over the warm calls (exceptions propagate: the
     caller makes the row failed or, out of memory, skipped)."""
-    mem_device = backend.memory_device()
-    tracker = PeakMemory(mem_device) if mem_device is not None else contextlib.nullcontext()
-    with torch.inference_mode(), tracker as memory:
-        t0 = timing.clock()
-        fn = backend.bind(x)
-        backend.sync()
-        bind_s = timing.clock() - t0
+    with torch.inference_mode(), backend.memory_tracker() as memory:
+        fn, bind_s = backend.bind_timed(x)
         fn()
         backend.sync()
         if memory is not None:  # after a warm call, as a row timed alone (bench.phases.infer.measure)
@@ -70,7 +63,7 @@ def open_lane(key: str, backend: Backend, x: torch.Tensor) -> Lane:
         call_s = (timing.clock() - t1) / timing.WARMUP_CALLS
     fields: dict[str, Any] = {}
     if memory is not None and memory.peak_mb is not None:
-        fields = {"peak_mem_mb": round(memory.peak_mb, 1), "mem_device": mem_device.type,
+        fields = {"peak_mem_mb": round(memory.peak_mb, 1), "mem_device": backend.memory_device().type,
                   "mem_delta_mb": round(memory.delta_mb, 1) if memory.delta_mb is not None else None}
     warm = min(MAX_WARM_CALLS, max(CHUNK_WARMUP, math.ceil(SWITCH_S / call_s))) if call_s > 0 else CHUNK_WARMUP
     return Lane(key, backend, fn, bind_s, fields, warm)
