@@ -20,14 +20,14 @@ import sys
 from dataclasses import dataclass, field
 
 from bench.analysis.compare import DEFAULT_THRESHOLD_PCT, judge, machine_changed, machine_drift
-from bench.analysis.matrix import METRICS, figure_of, sort_key
+from bench.analysis.matrix import METRICS, figure_of, model_section, sort_key
 from bench.analysis.noise import Priors, load_profile, priors_for
 from bench.analysis.verdicts import Change, family_verdicts
 from bench.cli import OneLineParser
 from bench.measure.stats import LogInterval
 from bench.records import Record, RunEnv
 from bench.report.load import first_line, parse_results
-from bench.report.tables import num, pct, table
+from bench.report.tables import num, pct
 
 GIT_TIMEOUT_S = 120
 
@@ -208,9 +208,7 @@ def render(path: str, all_versions: list[Version], series: dict[str, list[Series
         return "\n".join(out + ["", "_No version of this file loads with the current schema._"]) + "\n"
     for model, rows in series.items():
         body = [[s.phase, s.label, s.unit, *(point_text(p) for p in s.points)] for s in rows]
-        out += ["", f"## {model}", "", table(body, ["phase", "row", "unit", *(v.label for v in loaded)])]
-        if plot_files and model in plot_files:
-            out += ["", f"![{model}]({plot_files[model]})"]
+        out += model_section(f"## {model}", model, body, [v.label for v in loaded], plot_files)
     return "\n".join(out) + "\n"
 
 

@@ -237,10 +237,17 @@ def render(runs: list[Run], metric: str, plot_files: dict[str, str] | None = Non
         out += ["", f"_No row of these runs has a {metric} figure._"]
     for model, rows in matrix.items():
         body = [[r.phase, r.label, r.unit, *(cell_text(r, i, eligible) for i in range(len(runs)))] for r in rows]
-        out += ["", f"{heading}# {model}", "", table(body, ["phase", "row", "unit", *(r.label for r in runs)])]
-        if plot_files and model in plot_files:
-            out += ["", f"![{model}]({plot_files[model]})"]
+        out += model_section(f"{heading}# {model}", model, body, [r.label for r in runs], plot_files)
     return "\n".join(out) + "\n"
+
+
+def model_section(title: str, model: str, body: list[list], columns: list[str],
+                  plot_files: dict[str, str] | None) -> list[str]:
+    """One model's table of rows (phase, row, unit, then a cell per run or version) and its plot, where drawn."""
+    out = ["", title, "", table(body, ["phase", "row", "unit", *columns])]
+    if plot_files and model in plot_files:
+        out += ["", f"![{model}]({plot_files[model]})"]
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
