@@ -40,10 +40,10 @@ def test_an_entry_point_registers_its_models_after_the_zoo_s_own(tmp_path, monke
 
 def test_the_zoo_loads_once_whether_or_not_the_metadata_declares_it(tmp_path, monkeypatch):
     stale = [s.module for s in plugins.entry_point_sources()]
-    assert stale.count("zoo.models") == 1 and stale[0] == "zoo.models"  # no metadata for it here: the fallback
+    assert stale.count("zoo.models") == 1 and stale[0] == "zoo.models"  # from the metadata, or the fallback without
     write_package(tmp_path, {}, {"zoo": "zoo.models"}, dist="torch_zoo_bench_fake")
     monkeypatch.syspath_prepend(str(tmp_path))
-    declared = [s.module for s in plugins.entry_point_sources()]
+    declared = [s.module for s in plugins.entry_point_sources()]  # declared again: still imported once
     assert declared.count("zoo.models") == 1 and declared[0] == "zoo.models"
     assert zoo.list_models()[:6] == SIX
 

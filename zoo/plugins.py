@@ -48,7 +48,9 @@ def entry_point_sources() -> list[PluginSource]:
     if BUILTIN[1] not in (module for _, module in found):
         found.insert(0, BUILTIN)
     found.sort(key=lambda item: item[1] != BUILTIN[1])  # the zoo's names first: a plugin cannot take them
-    return [PluginSource(f"entry point {name!r} (group {GROUP})", module) for name, module in found]
+    unique = {module: name for name, module in reversed(found)}  # a module two distributions declare: imported once
+    return [PluginSource(f"entry point {unique[module]!r} (group {GROUP})", module)
+            for module in dict.fromkeys(module for _, module in found)]
 
 
 def import_plugin(source: PluginSource) -> None:
